@@ -1,0 +1,1 @@
+"""The transition log for auditors: the hash chain, replay, verification, export."""

@@ -1,0 +1,62 @@
+"""The composition root: build the service's parts from its settings, once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .adapters.mail_templates import TemplateMailComposer
+from .config import Settings
+from .db.engine import make_engine, make_sessionmaker
+from .flow import Flow, load_flow_file
+from .journey import Journey
+from .states.base import Policy
+
+
+@dataclass
+class Services:
+    """Everything a web worker, a CLI command or a background worker needs."""
+
+    settings: Settings
+
+    @classmethod
+    def from_env(cls) -> Services:
+        return cls(Settings.from_env())
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.engine)
+
+    @cached_property
+    def flow(self) -> Flow:
+        return load_flow_file()
+
+    @cached_property
+    def policy(self) -> Policy:
+        settings = self.settings
+        return Policy(
+            attempt_ttl=settings.attempt_ttl,
+            verification_link_ttl=settings.verification_link_ttl,
+            resend_limit_per_hour=settings.resend_limit_per_hour,
+            base_url=settings.base_url,
+        )
+
+    @cached_property
+    def journey(self) -> Journey:
+        return Journey(
+            self.sessions,
+            flow=self.flow,
+            policy=self.policy,
+            audit_key=self.settings.audit_key,
+            mail=TemplateMailComposer(
+                helpdesk_phone=self.settings.helpdesk_phone,
+                helpdesk_email=self.settings.helpdesk_email,
+            ),
+        )

@@ -1,0 +1,168 @@
+"""Settings, read from the environment in one place.
+
+Every setting is one line below: its variable, its type and its default. The embedded default
+(no variables at all) is a development service on SQLite with the stand-in login node and the
+Maildir mail backend. ``APP_ENV=production`` turns the defaults that are only safe on a laptop
+into errors: a production configuration missing a secret refuses to start.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run the service; the message says what to set."""
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _systems(value: str) -> dict[str, DomainSystem]:
+    """Parse ``ID|Name|https://return/1,https://return/2;ID2|...``."""
+    systems = {}
+    for entry in filter(None, (part.strip() for part in value.split(";"))):
+        try:
+            system_id, name, returns = entry.split("|", 2)
+        except ValueError as error:
+            raise ConfigError(
+                f"DOMAIN_SYSTEMS entry {entry!r} is not ID|Name|return-url[,return-url...]"
+            ) from error
+        urls = tuple(url.strip() for url in returns.split(",") if url.strip())
+        systems[system_id.strip()] = DomainSystem(system_id.strip(), name.strip(), urls)
+    return systems
+
+
+@dataclass(frozen=True)
+class DomainSystem:
+    """A system a user logs in to; after migration the user goes back to one of its addresses."""
+
+    id: str
+    name: str
+    return_urls: tuple[str, ...]
+
+    @property
+    def default_return_url(self) -> str:
+        return self.return_urls[0]
+
+
+DEMO_SYSTEMS = (
+    "P1|Platforma P1 (demo)|http://127.0.0.1:5000/demo/system/P1;"
+    "GABINET|gabinet.gov.pl (demo)|http://127.0.0.1:5000/demo/system/GABINET"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's configuration; build it with :meth:`from_env`."""
+
+    env: str
+    database_url: str
+    secret_key: str
+    audit_key: bytes
+    instance_dir: Path
+    base_url: str
+    attempt_ttl: timedelta
+    verification_link_ttl: timedelta
+    resend_limit_per_hour: int
+    search_max_tries: int
+    search_retry_base: timedelta
+    search_timeout: timedelta
+    mail_backend: str
+    maildir_path: Path
+    mail_from: str
+    smtp_host: str
+    smtp_port: int
+    smtp_username: str
+    smtp_password: str
+    smtp_starttls: bool
+    helpdesk_phone: str
+    helpdesk_email: str
+    domain_systems: dict[str, DomainSystem]
+    standin_enabled: bool
+    standin_url: str
+    log_json: bool
+    raw: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings; raise :class:`ConfigError` when production lacks a secret."""
+        env = dict(os.environ if environ is None else environ)
+        app_env = env.get("APP_ENV", "development")
+        production = app_env == "production"
+        instance_dir = Path(env.get("INSTANCE_DIR", "var")).absolute()
+        get = env.get
+
+        missing = [
+            name
+            for name in ("SECRET_KEY", "AUDIT_KEY", "DATABASE_URL", "BASE_URL")
+            if production and not get(name)
+        ]
+        if missing:
+            raise ConfigError(
+                "APP_ENV=production needs " + ", ".join(missing) + "; refusing to start."
+            )
+        if production and _bool(get("STANDIN_ENABLED", "0")):
+            raise ConfigError("The stand-in login node cannot be enabled in production.")
+        if production and get("MAIL_BACKEND", "smtp") != "smtp":
+            raise ConfigError("APP_ENV=production sends e-mail over SMTP only (MAIL_BACKEND).")
+
+        return cls(
+            env=app_env,
+            database_url=get("DATABASE_URL", f"sqlite:///{instance_dir / 'ueoz.sqlite3'}"),
+            secret_key=get("SECRET_KEY") or _dev_secret(instance_dir, "secret_key"),
+            audit_key=(get("AUDIT_KEY") or _dev_secret(instance_dir, "audit_key")).encode(),
+            instance_dir=instance_dir,
+            base_url=get("BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+            attempt_ttl=timedelta(hours=float(get("ATTEMPT_TTL_HOURS", "72"))),
+            verification_link_ttl=timedelta(hours=float(get("VERIFICATION_LINK_TTL_HOURS", "24"))),
+            resend_limit_per_hour=int(get("RESEND_LIMIT_PER_HOUR", "3")),
+            search_max_tries=int(get("SEARCH_MAX_TRIES", "5")),
+            search_retry_base=timedelta(seconds=float(get("SEARCH_RETRY_BASE_SECONDS", "2"))),
+            search_timeout=timedelta(seconds=float(get("SEARCH_TIMEOUT_SECONDS", "10"))),
+            mail_backend=get("MAIL_BACKEND", "smtp" if production else "maildir"),
+            maildir_path=Path(get("MAILDIR_PATH", str(instance_dir / "maildir"))).absolute(),
+            mail_from=get("MAIL_FROM", "UEOZ <no-reply@ueoz.example>"),
+            smtp_host=get("SMTP_HOST", "127.0.0.1"),
+            smtp_port=int(get("SMTP_PORT", "25")),
+            smtp_username=get("SMTP_USERNAME", ""),
+            smtp_password=get("SMTP_PASSWORD", ""),
+            smtp_starttls=_bool(get("SMTP_STARTTLS", "0")),
+            helpdesk_phone=get("HELPDESK_PHONE", "19239"),
+            helpdesk_email=get("HELPDESK_EMAIL", "logowanie@cez.gov.pl"),
+            domain_systems=_systems(get("DOMAIN_SYSTEMS", "" if production else DEMO_SYSTEMS)),
+            standin_enabled=not production and _bool(get("STANDIN_ENABLED", "1")),
+            standin_url=get("STANDIN_URL", "http://127.0.0.1:5001").rstrip("/"),
+            log_json=_bool(get("LOG_JSON", "1" if production else "0")),
+            raw=env,
+        )
+
+
+def _dev_secret(instance_dir: Path, name: str) -> str:
+    """Return a development secret, generated once into the instance folder.
+
+    Only reached outside production; kept on disk so sessions and the audit chain's keyed
+    hashes survive a restart of the embedded default.
+    """
+    path = instance_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    try:
+        with path.open("x") as handle:
+            handle.write(value)
+    except FileExistsError:  # another process of the embedded default won the race
+        return path.read_text().strip()
+    path.chmod(0o600)
+    return value

@@ -1,0 +1,256 @@
+"""The tables: attempts and their transition log, UEOZ accounts, the e-PLOZ directory, mail.
+
+Personal data lives in ``attempts``, ``ueoz_accounts``, ``eploz_accounts`` and the outbox,
+which the service needs to do its work; the transition log holds none of it in clear.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timestamps are always UTC and always timezone-aware in Python (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Attempt(Base):
+    """One migration attempt: a persisted state machine."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(40), index=True)
+    flow_version: Mapped[str] = mapped_column(String(64))
+    # The person as the national login node identified them.
+    pesel: Mapped[str] = mapped_column(String(11))
+    pesel_hash: Mapped[str] = mapped_column(String(64), index=True)
+    given_names: Mapped[str] = mapped_column(String(200))
+    family_name: Mapped[str] = mapped_column(String(200))
+    date_of_birth: Mapped[date | None] = mapped_column(Date)
+    # Set while the attempt is open, cleared when it ends: at most one open attempt per PESEL.
+    open_pesel_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    eploz_account_id: Mapped[int | None] = mapped_column(ForeignKey("eploz_accounts.id"))
+    email_prefill: Mapped[str | None] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(String(320))
+    ueoz_account_id: Mapped[int | None] = mapped_column(ForeignKey("ueoz_accounts.id"))
+    event_number: Mapped[str | None] = mapped_column(String(22), unique=True)
+    event_code: Mapped[int | None] = mapped_column(Integer)
+    domain_system: Mapped[str | None] = mapped_column(String(64))
+    return_url: Mapped[str | None] = mapped_column(String(2000))
+    language: Mapped[str] = mapped_column(String(5), default="pl")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    # The search worker's bookkeeping (not transitions: retries stay in `searching`).
+    search_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    search_tries: Mapped[int] = mapped_column(Integer, default=0)
+    search_lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The head of this attempt's log chain, so that a truncated log is caught too.
+    log_seq: Mapped[int] = mapped_column(Integer, default=0)
+    log_head: Mapped[str] = mapped_column(String(64), default="")
+
+    __table_args__ = (Index("ix_attempts_searching", "state", "search_due_at"),)
+
+
+class TransitionLogEntry(Base):
+    """One applied transition or refused event; append-only, hash-chained per attempt."""
+
+    __tablename__ = "transition_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[str] = mapped_column(String(32), ForeignKey("attempts.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    event: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(40))
+    outcome: Mapped[str] = mapped_column(String(10))  # applied | refused
+    actor: Mapped[str] = mapped_column(String(20))  # user | worker | helpdesk | system
+    request_id: Mapped[str] = mapped_column(String(64))
+    flow_version: Mapped[str] = mapped_column(String(64))
+    event_number: Mapped[str | None] = mapped_column(String(22))
+    event_code: Mapped[int | None] = mapped_column(Integer)
+    pesel_hash: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("attempt_id", "seq", name="uq_transition_log_attempt_seq"),
+        Index("ix_transition_log_event_number", "event_number"),
+    )
+
+
+class FlowVersion(Base):
+    """Every flow definition that ever ran, by the hash of its file, so old logs replay."""
+
+    __tablename__ = "flow_versions"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(Text)
+    first_used_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class EventNumber(Base):
+    """Minted event numbers; the key only ever grows, so no number is handed out twice."""
+
+    __tablename__ = "event_numbers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[str] = mapped_column(String(32), ForeignKey("attempts.id"))
+    minted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class EplozAccount(Base):
+    """A row of the e-PLOZ export: the legacy account, read-only to the service."""
+
+    __tablename__ = "eploz_accounts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    login: Mapped[str] = mapped_column(String(200), unique=True)
+    pesel: Mapped[str] = mapped_column(String(11), index=True)
+    first_name: Mapped[str] = mapped_column(String(200))
+    last_name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), default="")
+    status: Mapped[str] = mapped_column(String(10))
+    roles: Mapped[str] = mapped_column(Text, default="")
+    imported_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class UeozAccount(Base):
+    """The new account; verified once its e-mail address is confirmed."""
+
+    __tablename__ = "ueoz_accounts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pesel: Mapped[str] = mapped_column(String(11))
+    pesel_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    given_names: Mapped[str] = mapped_column(String(200))
+    family_name: Mapped[str] = mapped_column(String(200))
+    login: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    email_verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # An e-PLOZ account migrates at most once.
+    eploz_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("eploz_accounts.id"), unique=True
+    )
+    roles: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class VerificationLink(Base):
+    """A sent verification link; only the token's hash is kept."""
+
+    __tablename__ = "verification_links"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[str] = mapped_column(String(32), ForeignKey("attempts.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class OutboxMessage(Base):
+    """An e-mail written in a transition's transaction and delivered after it commits."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[str] = mapped_column(String(32), ForeignKey("attempts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_outbox_pending", "sent_at", "failed_at", "due_at"),)
+
+
+class SamlOnce(Base):
+    """Artifacts and assertion IDs already used: each is accepted once, in every process."""
+
+    __tablename__ = "saml_once"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class PendingLogin(Base):
+    """An AuthnRequest sent to the node, found again by its RelayState (no cookie needed)."""
+
+    __tablename__ = "pending_logins"
+
+    relay_state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(100), unique=True)
+    domain_system: Mapped[str | None] = mapped_column(String(64))
+    return_url: Mapped[str | None] = mapped_column(String(2000))
+    language: Mapped[str] = mapped_column(String(5), default="pl")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    consumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class WebSession(Base):
+    """Server-side web sessions, shared by every instance of the service."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

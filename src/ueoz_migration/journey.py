@@ -1,0 +1,421 @@
+"""The migration journey: start attempts and fire events at them, one transaction each.
+
+This is the one door to an attempt's state. Web handlers, the search worker and the expiry
+sweep all come through :meth:`Journey.fire`, which
+
+1. locks the attempt (``SELECT … FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite),
+2. runs the event through the flow version the attempt started on, with the behaviours of
+   :mod:`ueoz_migration.states`,
+3. appends the log row and commits the new state, the row and any outbox mail together.
+
+An event the state does not allow, or whose check fails, changes nothing: the transaction is
+rolled back, the refusal is logged in a transaction of its own, and the caller gets
+:class:`EventRefused`. Two events fired at once at one attempt therefore queue on the lock;
+the second sees the state the first left and is applied or refused from there.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from statemachine.exceptions import TransitionNotAllowed
+
+from .audit.chain import GENESIS, link_hash
+from .db.engine import transaction
+from .db.models import Attempt, FlowVersion, TransitionLogEntry, UeozAccount, VerificationLink
+from .domain.identity import Person
+from .domain.privacy import mask_pesel, pesel_hash
+from .flow import Flow, FlowVersionUnknown, parse_flow
+from .states import AttemptContext, AttemptModel, MailComposer, Rejected
+from .states.awaiting_verification import token_hash
+from .states.base import Policy
+
+log = structlog.get_logger(__name__)
+
+OPEN = "open"
+START_EVENT = "start"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _NotAllowed(Exception):
+    """The flow has no transition for this event from the attempt's state."""
+
+
+class AttemptNotFound(LookupError):
+    """No attempt has that id (or that verification link)."""
+
+
+class EventRefused(Exception):  # noqa: N818 - an outcome the pages show, not a bug
+    """The event was not applied; ``reason`` says why and ``fields`` which inputs were wrong.
+
+    ``reason`` is ``not_allowed`` when the attempt's state does not take the event, or the
+    reason a step's check gave (``invalid_submission``, ``link_expired``, …).
+    """
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        event: str,
+        reason: str,
+        allowed: list[str],
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{event} refused in {attempt.state}: {reason}")
+        self.attempt = attempt
+        self.event = event
+        self.reason = reason
+        self.allowed = allowed
+        self.fields = fields or {}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who fired an event, and in which request (for the log)."""
+
+    kind: str  # user | worker | helpdesk | system
+    request_id: str
+
+    @classmethod
+    def system(cls) -> Actor:
+        return cls("system", uuid.uuid4().hex)
+
+
+class Journey:
+    """The migration service's application core."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        flow: Flow,
+        policy: Policy,
+        audit_key: bytes,
+        mail: MailComposer,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.flow = flow
+        self.policy = policy
+        self.audit_key = audit_key
+        self.mail = mail
+        self.clock = clock
+        self._flows: dict[str, Flow] = {flow.version: flow}
+        self._flow_recorded = False
+
+    # -- starting -------------------------------------------------------------------------
+
+    def start(
+        self,
+        person: Person,
+        *,
+        actor: Actor,
+        domain_system: str | None = None,
+        return_url: str | None = None,
+        language: str = "pl",
+    ) -> Attempt:
+        """Resume the person's open attempt, or start a new one.
+
+        A person whose UEOZ account is already verified gets an attempt that goes straight to
+        ``skipped``, so that the audit log shows the visit too. An open attempt past its expiry
+        is expired first, and a new one started.
+        """
+        key = pesel_hash(self.audit_key, person.pesel)
+        open_attempt = self._open_attempt(key)
+        if open_attempt is not None:
+            if open_attempt.expires_at > self.clock():
+                self._update_destination(open_attempt.id, domain_system, return_url, language)
+                return self.get(open_attempt.id)
+            self._fire_quietly(open_attempt.id, "expire", actor)
+        try:
+            return self._create(person, key, actor, domain_system, return_url, language)
+        except IntegrityError:
+            # Another request for the same person (a second tab, a double login) created
+            # the open attempt between our look-up and our insert: resume that one.
+            open_attempt = self._open_attempt(key)
+            if open_attempt is None:
+                raise
+            return open_attempt
+
+    def _create(
+        self,
+        person: Person,
+        key: str,
+        actor: Actor,
+        domain_system: str | None,
+        return_url: str | None,
+        language: str,
+    ) -> Attempt:
+        now = self.clock()
+        with transaction(self.sessions) as session:
+            self._record_flow(session)
+            attempt = Attempt(
+                id=uuid.uuid4().hex,
+                flow_version=self.flow.version,
+                pesel=person.pesel,
+                pesel_hash=key,
+                given_names=person.given_names,
+                family_name=person.family_name,
+                date_of_birth=person.date_of_birth,
+                open_pesel_key=key,
+                domain_system=domain_system,
+                return_url=return_url,
+                language=language,
+                created_at=now,
+                updated_at=now,
+                expires_at=now + self.policy.attempt_ttl,
+                search_due_at=now,
+                search_tries=0,
+                log_seq=0,
+                log_head="",
+            )
+            session.add(attempt)
+            context = self._context(session, attempt, now)
+            self.flow.machine_class(model=AttemptModel(context))  # enters the initial state
+            session.flush()
+            self._append(session, attempt, START_EVENT, "", "applied", actor, now, context.notes)
+            verified = session.scalar(
+                select(UeozAccount.id)
+                .where(UeozAccount.pesel_hash == key)
+                .where(UeozAccount.email_verified_at.is_not(None))
+            )
+            if verified is not None:
+                self._apply(session, attempt, "skip", actor, now, {})
+            log.info(
+                "attempt.started",
+                attempt=attempt.id,
+                pesel=mask_pesel(person.pesel),
+                state=attempt.state,
+            )
+            return attempt
+
+    # -- firing events --------------------------------------------------------------------
+
+    def fire(self, attempt_id: str, event: str, *, actor: Actor, **data: Any) -> Attempt:
+        """Apply ``event`` to the attempt or raise :class:`EventRefused`; see the module doc."""
+        now = self.clock()
+        try:
+            with transaction(self.sessions) as session:
+                attempt = self._lock(session, attempt_id)
+                self._apply(session, attempt, event, actor, now, data)
+                return attempt
+        except (_NotAllowed, TransitionNotAllowed):
+            reason, fields = "not_allowed", {}
+        except Rejected as rejected:
+            reason, fields = rejected.reason, rejected.fields
+        except IntegrityError:
+            # A uniqueness rule held against a concurrent change (the e-PLOZ account was
+            # claimed by another attempt a moment ago): refuse rather than half-apply.
+            reason, fields = "conflict", {}
+        attempt = self._refuse(attempt_id, event, actor, reason)
+        raise EventRefused(attempt, event, reason, self.allowed_events(attempt), fields)
+
+    def _apply(
+        self,
+        session: Session,
+        attempt: Attempt,
+        event: str,
+        actor: Actor,
+        now: datetime,
+        data: dict[str, Any],
+    ) -> None:
+        source, number_before = attempt.state, attempt.event_number
+        flow = self.flow_for(session, attempt.flow_version)
+        if flow.target(source, event) is None:
+            # The machine would refuse too (allow_event_without_transition is off), but
+            # asking the table first also covers final states, where a finished chart
+            # ignores events, and spares building a machine for a refusal.
+            raise _NotAllowed(event)
+        context = self._context(session, attempt, now)
+        machine = flow.machine_class(model=AttemptModel(context))
+        machine.send(event, **data)
+        attempt.updated_at = now
+        if attempt.state not in flow.finals:
+            attempt.expires_at = now + self.policy.attempt_ttl
+        minted = attempt.event_number != number_before
+        self._append(
+            session, attempt, event, source, "applied", actor, now, context.notes, minted=minted
+        )
+        log.info(
+            "attempt.transition",
+            attempt=attempt.id,
+            event_name=event,
+            source=source,
+            target=attempt.state,
+            actor=actor.kind,
+            request_id=actor.request_id,
+            event_number=attempt.event_number,
+            event_code=attempt.event_code,
+        )
+
+    def _refuse(self, attempt_id: str, event: str, actor: Actor, reason: str) -> Attempt:
+        now = self.clock()
+        with transaction(self.sessions) as session:
+            attempt = self._lock(session, attempt_id)
+            outcome = "refused" if reason == "not_allowed" else "rejected"
+            self._append(
+                session, attempt, event, attempt.state, outcome, actor, now, {"reason": reason}
+            )
+        log.info(
+            "attempt.event_refused",
+            attempt=attempt_id,
+            event_name=event,
+            state=attempt.state,
+            reason=reason,
+            actor=actor.kind,
+            request_id=actor.request_id,
+        )
+        return attempt
+
+    def _fire_quietly(self, attempt_id: str, event: str, actor: Actor) -> None:
+        """Fire an event whose refusal only means someone else got there first."""
+        try:
+            self.fire(attempt_id, event, actor=actor)
+        except EventRefused:
+            pass
+
+    # -- looking things up ----------------------------------------------------------------
+
+    def get(self, attempt_id: str) -> Attempt:
+        with self.sessions() as session:
+            attempt = session.get(Attempt, attempt_id)
+            if attempt is None:
+                raise AttemptNotFound(attempt_id)
+            return attempt
+
+    def allowed_events(self, attempt: Attempt) -> list[str]:
+        with self.sessions() as session:
+            return self.flow_for(session, attempt.flow_version).allowed_events(attempt.state)
+
+    def attempt_for_link(self, token: str) -> str:
+        """Return the id of the attempt a verification link belongs to."""
+        with self.sessions() as session:
+            attempt_id = session.scalar(
+                select(VerificationLink.attempt_id).where(
+                    VerificationLink.token_hash == token_hash(token)
+                )
+            )
+        if attempt_id is None:
+            raise AttemptNotFound("verification link")
+        return attempt_id
+
+    def expire_stale(self, *, limit: int = 500) -> int:
+        """End the open attempts that were left alone past their time; return how many."""
+        now = self.clock()
+        with self.sessions() as session:
+            stale = session.scalars(
+                select(Attempt.id)
+                .where(Attempt.open_pesel_key.is_not(None))
+                .where(Attempt.expires_at <= now)
+                .limit(limit)
+            ).all()
+        actor = Actor.system()
+        for attempt_id in stale:
+            self._fire_quietly(attempt_id, "expire", actor)
+        return len(stale)
+
+    def flow_for(self, session: Session, version: str) -> Flow:
+        """Return the flow version an attempt started on, from the database if need be."""
+        flow = self._flows.get(version)
+        if flow is None:
+            source = session.scalar(select(FlowVersion.source).where(FlowVersion.version == version))
+            if source is None:
+                raise FlowVersionUnknown(version)
+            flow = self._flows[version] = parse_flow(source)
+        return flow
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _open_attempt(self, key: str) -> Attempt | None:
+        with self.sessions() as session:
+            return session.scalars(
+                select(Attempt).where(Attempt.open_pesel_key == key)
+            ).one_or_none()
+
+    def _update_destination(
+        self, attempt_id: str, domain_system: str | None, return_url: str | None, language: str
+    ) -> None:
+        """A person who comes back from another system returns to that one at the end."""
+        if domain_system is None:
+            return
+        with transaction(self.sessions) as session:
+            attempt = self._lock(session, attempt_id)
+            attempt.domain_system, attempt.return_url = domain_system, return_url
+            attempt.language = language
+
+    def _lock(self, session: Session, attempt_id: str) -> Attempt:
+        attempt = session.get(Attempt, attempt_id, with_for_update=True)
+        if attempt is None:
+            raise AttemptNotFound(attempt_id)
+        return attempt
+
+    def _context(self, session: Session, attempt: Attempt, now: datetime) -> AttemptContext:
+        return AttemptContext(
+            session=session, attempt=attempt, now=now, policy=self.policy, mail=self.mail
+        )
+
+    def _record_flow(self, session: Session) -> None:
+        """Keep the running flow's definition in the database, once, for future replays."""
+        if self._flow_recorded:
+            return
+        if session.get(FlowVersion, self.flow.version) is None:
+            try:
+                with session.begin_nested():
+                    session.add(
+                        FlowVersion(
+                            version=self.flow.version,
+                            name=self.flow.name,
+                            source=self.flow.source,
+                            first_used_at=self.clock(),
+                        )
+                    )
+            except IntegrityError:
+                pass  # another process recorded it first; the row is the same
+        self._flow_recorded = True
+
+    def _append(
+        self,
+        session: Session,
+        attempt: Attempt,
+        event: str,
+        source: str,
+        outcome: str,
+        actor: Actor,
+        now: datetime,
+        notes: dict[str, Any],
+        *,
+        minted: bool = False,
+    ) -> None:
+        """Append one row to the attempt's log and move the chain's head on the attempt."""
+        fields = {
+            "attempt_id": attempt.id,
+            "seq": attempt.log_seq + 1,
+            "at": now,
+            "event": event,
+            "source": source,
+            "target": attempt.state,
+            "outcome": outcome,
+            "actor": actor.kind,
+            "request_id": actor.request_id,
+            "flow_version": attempt.flow_version,
+            "event_number": attempt.event_number if minted else None,
+            "event_code": attempt.event_code if minted else None,
+            "pesel_hash": attempt.pesel_hash,
+            "detail": json.dumps(notes, sort_keys=True) if notes else "",
+        }
+        prev_hash = attempt.log_head or GENESIS
+        digest = link_hash(self.audit_key, prev_hash, fields)
+        session.add(TransitionLogEntry(**fields, prev_hash=prev_hash, hash=digest))
+        attempt.log_seq = fields["seq"]
+        attempt.log_head = digest

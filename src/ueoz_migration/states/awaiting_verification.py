@@ -1,0 +1,102 @@
+"""``awaiting_verification``: the account exists; a link in an e-mail confirms the address."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from ..db.models import OutboxMessage, UeozAccount, VerificationLink
+from ..domain.privacy import mask_email
+from .base import Rejected, StateBehaviour
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+class AwaitingVerification(StateBehaviour):
+    def send_verification_link(self) -> None:
+        """Retire earlier links, make a new one and put the e-mail carrying it in the outbox."""
+        self.retire_verification_links()
+        now, attempt = self.context.now, self.attempt
+        assert attempt.email is not None
+        token = secrets.token_urlsafe(32)
+        expires_at = now + self.context.policy.verification_link_ttl
+        self.session.add(
+            VerificationLink(
+                attempt_id=attempt.id,
+                token_hash=token_hash(token),
+                email=attempt.email,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+        link = f"{self.context.policy.base_url}/weryfikacja/{token}"
+        subject, body = self.context.mail.verification(
+            attempt=attempt, link=link, expires_at=expires_at
+        )
+        self.session.add(
+            OutboxMessage(
+                attempt_id=attempt.id,
+                kind="verification",
+                recipient=attempt.email,
+                subject=subject,
+                body=body,
+                created_at=now,
+                due_at=now,
+            )
+        )
+        self.context.notes["email"] = mask_email(attempt.email)
+
+    def check_resend_allowed(self) -> None:
+        """Allow only so many links an hour, so the form cannot be used to flood a mailbox."""
+        since = self.context.now - timedelta(hours=1)
+        sent = self.session.scalar(
+            select(func.count())
+            .select_from(VerificationLink)
+            .where(VerificationLink.attempt_id == self.attempt.id)
+            .where(VerificationLink.created_at > since)
+        )
+        if (sent or 0) >= self.context.policy.resend_limit_per_hour:
+            raise Rejected("resend_limit")
+
+    def check_verification_link(self, token: str = "") -> None:
+        """Accept only this attempt's newest link, unused, unexpired, for the current address."""
+        link = self._link(token)
+        if link is None:
+            raise Rejected("link_unknown")
+        if link.used_at is not None:
+            raise Rejected("link_used")
+        if link.retired_at is not None or link.email != self.attempt.email:
+            raise Rejected("link_retired")
+        if link.expires_at <= self.context.now:
+            raise Rejected("link_expired")
+
+    def confirm_email(self, token: str = "") -> None:
+        """Use up the link and mark the UEOZ account's address as verified."""
+        link = self._link(token)
+        assert link is not None
+        link.used_at = self.context.now
+        account = self.session.get(UeozAccount, self.attempt.ueoz_account_id)
+        assert account is not None
+        account.email_verified_at = self.context.now
+
+    def retire_verification_links(self) -> None:
+        """Kill every link of this attempt that is still alive (the address changes, or a new one goes)."""
+        self.session.execute(
+            update(VerificationLink)
+            .where(VerificationLink.attempt_id == self.attempt.id)
+            .where(VerificationLink.used_at.is_(None))
+            .where(VerificationLink.retired_at.is_(None))
+            .values(retired_at=self.context.now)
+        )
+
+    def _link(self, token: str) -> VerificationLink | None:
+        return self.session.scalars(
+            select(VerificationLink)
+            .where(VerificationLink.token_hash == token_hash(token))
+            .where(VerificationLink.attempt_id == self.attempt.id)
+        ).one_or_none()

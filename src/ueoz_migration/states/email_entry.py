@@ -1,0 +1,72 @@
+"""``email_entry``: the person gives the address of their new UEOZ account."""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+
+from ..db.models import EplozAccount, UeozAccount
+from ..domain.privacy import mask_email
+from .base import Rejected, StateBehaviour
+
+
+def normalized_email(value: str | None) -> str | None:
+    """Return the address in its normal form, or None when it is not a valid address."""
+    try:
+        return validate_email((value or "").strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+
+
+class EmailEntry(StateBehaviour):
+    def check_submission(
+        self,
+        email: str | None = None,
+        email_repeat: str | None = None,
+        terms_accepted: bool = False,
+    ) -> None:
+        """Refuse the form unless both addresses are one valid address and the terms are accepted."""
+        errors = {}
+        address = normalized_email(email)
+        if not (email or "").strip():
+            errors["email"] = "required"
+        elif address is None:
+            errors["email"] = "invalid"
+        if not (email_repeat or "").strip():
+            errors["email_repeat"] = "required"
+        elif address is not None and normalized_email(email_repeat) != address:
+            errors["email_repeat"] = "mismatch"
+        if not terms_accepted:
+            errors["terms_accepted"] = "required"
+        if errors:
+            raise Rejected("invalid_submission", errors)
+
+    def save_ueoz_account(self, email: str) -> None:
+        """Create the UEOZ account, unverified, or update the one an earlier attempt left."""
+        address = normalized_email(email)
+        assert address is not None  # check_submission ran first
+        attempt = self.attempt
+        eploz = (
+            self.session.get(EplozAccount, attempt.eploz_account_id)
+            if attempt.eploz_account_id
+            else None
+        )
+        account = self.session.scalars(
+            select(UeozAccount).where(UeozAccount.pesel_hash == attempt.pesel_hash)
+        ).one_or_none()
+        if account is not None and account.email_verified_at is not None:
+            raise Rejected("already_migrated")
+        if account is None:
+            account = UeozAccount(pesel_hash=attempt.pesel_hash, created_at=self.context.now)
+            self.session.add(account)
+        account.pesel = attempt.pesel
+        account.given_names = attempt.given_names
+        account.family_name = attempt.family_name
+        account.email = address
+        account.login = eploz.login if eploz else None
+        account.roles = eploz.roles if eploz else ""
+        account.eploz_account_id = eploz.id if eploz else None
+        self.session.flush()  # a second claim of the e-PLOZ account fails here, not later
+        attempt.ueoz_account_id = account.id
+        attempt.email = address
+        self.context.notes["email"] = mask_email(address)

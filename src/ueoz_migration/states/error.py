@@ -1,0 +1,28 @@
+"""``error``: no e-PLOZ account can be migrated; the person may create a new account."""
+
+from __future__ import annotations
+
+from ..db.models import EventNumber
+from .base import StateBehaviour
+
+
+def format_event_number(value: int) -> str:
+    return f"MIGRATION_{value:012d}"
+
+
+class Error(StateBehaviour):
+    def mint_event_number(self) -> None:
+        """Give the attempt a new event number for the helpdesk.
+
+        The number is the key of a row in ``event_numbers``: a database sequence that every
+        process and machine of a deployment shares and that never hands out a value twice.
+        """
+        minted = EventNumber(attempt_id=self.attempt.id, minted_at=self.context.now)
+        self.session.add(minted)
+        self.session.flush()
+        self.attempt.event_number = format_event_number(minted.id)
+
+    def start_without_eploz(self) -> None:
+        """Go on to a new UEOZ account that takes nothing over from e-PLOZ."""
+        self.attempt.eploz_account_id = None
+        self.attempt.email_prefill = None

@@ -1,0 +1,36 @@
+"""Build the data tests need, the way the service itself would."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from ueoz_migration.db.engine import transaction
+from ueoz_migration.db.models import EplozAccount
+from ueoz_migration.domain.identity import Person
+from ueoz_migration.journey import Actor
+
+ANNA = Person("Anna Maria", "Mickiewicz-Sokołowska", date(1987, 4, 27), "87042712342")
+HERMEGILDA = Person("HERMEGILDA", "DLIGEMREH", date(1997, 4, 1), "97040117247")
+
+
+def user(request_id: str = "req-test") -> Actor:
+    return Actor("user", request_id)
+
+
+def add_eploz_account(services, **fields) -> int:
+    """Put one e-PLOZ account in the directory and return its id."""
+    values = {
+        "login": "amicsokol",
+        "pesel": ANNA.pesel,
+        "first_name": "Anna",
+        "last_name": "MICKIEWICZ - SOKOLOWSKA",
+        "email": "amicsokol@csioz.pl",
+        "status": "active",
+        "roles": "P1:LEKARZ;GABINET:ADMIN",
+        "imported_at": datetime.now(UTC),
+    } | fields
+    with transaction(services.sessions) as session:
+        account = EplozAccount(**values)
+        session.add(account)
+        session.flush()
+        return account.id

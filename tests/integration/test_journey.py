@@ -1,0 +1,315 @@
+"""The journey as the service runs it: persisted transitions, refusals, the log they leave."""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.factories import ANNA, HERMEGILDA, add_eploz_account, user
+from ueoz_migration.db.models import (
+    Attempt,
+    OutboxMessage,
+    TransitionLogEntry,
+    UeozAccount,
+    VerificationLink,
+)
+from ueoz_migration.journey import EventRefused
+
+
+def log_of(services, attempt_id):
+    with services.sessions() as session:
+        return session.scalars(
+            select(TransitionLogEntry)
+            .where(TransitionLogEntry.attempt_id == attempt_id)
+            .order_by(TransitionLogEntry.seq)
+        ).all()
+
+
+def count(services, model, *where):
+    with services.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def link_token(services, attempt_id):
+    """Read the link out of the newest e-mail in the outbox, as the person would."""
+    with services.sessions() as session:
+        body = session.scalars(
+            select(OutboxMessage.body)
+            .where(OutboxMessage.attempt_id == attempt_id)
+            .order_by(OutboxMessage.id.desc())
+        ).first()
+    return re.search(r"/weryfikacja/(\S+)", body).group(1)
+
+
+def to_email_entry(services, person=ANNA):
+    journey = services.journey
+    eploz_id = add_eploz_account(services)
+    attempt = journey.start(person, actor=user())
+    journey.fire(attempt.id, "account_found", actor=user(), eploz_account_id=eploz_id)
+    return journey.fire(attempt.id, "create_account", actor=user())
+
+
+def submit(services, attempt_id, email="anna@example.pl", **extra):
+    return services.journey.fire(
+        attempt_id,
+        "submit",
+        actor=user(),
+        email=email,
+        email_repeat=extra.pop("email_repeat", email),
+        terms_accepted=extra.pop("terms_accepted", True),
+    )
+
+
+def test_a_new_attempt_starts_searching_and_logs_its_start(services):
+    attempt = services.journey.start(ANNA, actor=user("req-1"))
+
+    assert attempt.state == "searching"
+    (row,) = log_of(services, attempt.id)
+    assert (row.seq, row.event, row.source, row.target, row.outcome) == (
+        1, "start", "", "searching", "applied",
+    )
+    assert (row.actor, row.request_id, row.flow_version) == ("user", "req-1", services.flow.version)
+
+
+def test_found_account_prefills_the_eploz_email(services):
+    attempt = to_email_entry(services)
+
+    assert attempt.state == "email_entry"
+    assert attempt.email_prefill == "amicsokol@csioz.pl"
+
+
+def test_an_event_the_state_does_not_allow_is_refused_and_logged(services):
+    attempt = services.journey.start(ANNA, actor=user())
+
+    with pytest.raises(EventRefused) as refused:
+        services.journey.fire(attempt.id, "verify", actor=user(), token="x")
+
+    assert refused.value.reason == "not_allowed"
+    assert "cancel" in refused.value.allowed
+    assert services.journey.get(attempt.id).state == "searching"
+    last = log_of(services, attempt.id)[-1]
+    assert (last.event, last.outcome, last.source, last.target) == (
+        "verify", "refused", "searching", "searching",
+    )
+
+
+def test_an_unknown_event_is_refused_too(services):
+    attempt = services.journey.start(ANNA, actor=user())
+
+    with pytest.raises(EventRefused):
+        services.journey.fire(attempt.id, "fly_to_the_moon", actor=user())
+
+    assert services.journey.get(attempt.id).state == "searching"
+
+
+def test_a_final_state_refuses_every_event(services):
+    attempt = services.journey.start(ANNA, actor=user())
+    services.journey.fire(attempt.id, "cancel", actor=user())
+
+    with pytest.raises(EventRefused):
+        services.journey.fire(attempt.id, "cancel", actor=user())
+    assert services.journey.get(attempt.id).state == "cancelled"
+
+
+def test_a_failed_check_changes_nothing(services):
+    attempt = to_email_entry(services)
+
+    with pytest.raises(EventRefused) as refused:
+        submit(services, attempt.id, email="anna@example.pl", email_repeat="anna@example.com")
+
+    assert refused.value.fields == {"email_repeat": "mismatch"}
+    assert services.journey.get(attempt.id).state == "email_entry"
+    assert count(services, UeozAccount) == 0
+    assert count(services, OutboxMessage) == 0
+    assert log_of(services, attempt.id)[-1].outcome == "rejected"
+
+
+def test_search_failure_mints_an_event_number_and_keeps_the_code(services):
+    attempt = services.journey.start(HERMEGILDA, actor=user())
+
+    failed = services.journey.fire(attempt.id, "search_failed", actor=user(), code=208)
+
+    assert failed.state == "error"
+    assert re.fullmatch(r"MIGRATION_\d{12}", failed.event_number)
+    assert failed.event_code == 208
+    row = log_of(services, attempt.id)[-1]
+    assert (row.event_number, row.event_code) == (failed.event_number, 208)
+
+
+def test_event_numbers_are_never_reused(services):
+    numbers = set()
+    for index in range(3):
+        person = HERMEGILDA.__class__("X", "Y", None, f"9704011724{index}")
+        attempt = services.journey.start(person, actor=user())
+        numbers.add(services.journey.fire(attempt.id, "search_failed", actor=user(), code=201).event_number)
+    assert len(numbers) == 3
+
+
+def test_continue_after_error_starts_with_an_empty_address(services):
+    attempt = services.journey.start(HERMEGILDA, actor=user())
+    services.journey.fire(attempt.id, "search_failed", actor=user(), code=208)
+
+    attempt = services.journey.fire(attempt.id, "continue_new", actor=user())
+
+    assert (attempt.state, attempt.email_prefill, attempt.eploz_account_id) == ("email_entry", None, None)
+
+
+def test_submit_creates_an_unverified_account_and_one_email(services):
+    attempt = to_email_entry(services)
+
+    attempt = submit(services, attempt.id)
+
+    assert attempt.state == "awaiting_verification"
+    with services.sessions() as session:
+        account = session.scalars(select(UeozAccount)).one()
+        mail = session.scalars(select(OutboxMessage)).one()
+    assert (account.email, account.email_verified_at, account.login) == (
+        "anna@example.pl", None, "amicsokol",
+    )
+    assert account.roles == "P1:LEKARZ;GABINET:ADMIN"
+    assert mail.recipient == "anna@example.pl"
+    assert "http://ueoz.test/weryfikacja/" in mail.body
+    assert '"email": "a***@example.pl"' in log_of(services, attempt.id)[-1].detail
+
+
+def test_two_submits_at_once_give_one_account_and_one_email(services):
+    attempt = to_email_entry(services)
+    outcomes = []
+    barrier = threading.Barrier(2)
+
+    def click():
+        barrier.wait()
+        try:
+            submit(services, attempt.id)
+            outcomes.append("applied")
+        except EventRefused as refused:
+            outcomes.append(refused.reason)
+
+    threads = [threading.Thread(target=click) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["applied", "not_allowed"]
+    assert count(services, UeozAccount) == 1
+    assert count(services, OutboxMessage) == 1
+    seqs = [row.seq for row in log_of(services, attempt.id)]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_the_link_verifies_once(services):
+    attempt = submit(services, to_email_entry(services).id)
+    token = link_token(services, attempt.id)
+
+    done = services.journey.fire(attempt.id, "verify", actor=user(), token=token)
+
+    assert done.state == "done"
+    with services.sessions() as session:
+        assert session.scalars(select(UeozAccount)).one().email_verified_at is not None
+    with pytest.raises(EventRefused):
+        services.journey.fire(attempt.id, "verify", actor=user(), token=token)
+
+
+def test_a_resent_link_retires_the_old_one(services):
+    attempt = submit(services, to_email_entry(services).id)
+    old = link_token(services, attempt.id)
+    services.journey.fire(attempt.id, "resend", actor=user())
+    new = link_token(services, attempt.id)
+
+    with pytest.raises(EventRefused) as refused:
+        services.journey.fire(attempt.id, "verify", actor=user(), token=old)
+
+    assert refused.value.reason == "link_retired"
+    assert services.journey.fire(attempt.id, "verify", actor=user(), token=new).state == "done"
+
+
+def test_resend_is_limited_per_hour(services):
+    attempt = submit(services, to_email_entry(services).id)
+    limit = services.settings.resend_limit_per_hour
+    for _ in range(limit - 1):
+        services.journey.fire(attempt.id, "resend", actor=user())
+
+    with pytest.raises(EventRefused) as refused:
+        services.journey.fire(attempt.id, "resend", actor=user())
+
+    assert refused.value.reason == "resend_limit"
+    assert count(services, OutboxMessage) == limit
+
+
+def test_an_expired_link_is_refused(services):
+    attempt = submit(services, to_email_entry(services).id)
+    token = link_token(services, attempt.id)
+    journey = services.journey
+    journey.clock = lambda: _later(services, hours=25)
+
+    with pytest.raises(EventRefused) as refused:
+        journey.fire(attempt.id, "verify", actor=user(), token=token)
+
+    assert refused.value.reason == "link_expired"
+
+
+def _later(services, hours):
+    from ueoz_migration.journey import utcnow
+
+    return utcnow() + timedelta(hours=hours)
+
+
+def test_changing_the_address_kills_the_link(services):
+    attempt = submit(services, to_email_entry(services).id)
+    token = link_token(services, attempt.id)
+    services.journey.fire(attempt.id, "change_email", actor=user())
+    submit(services, attempt.id, email="anna.nowy@example.pl")
+
+    with pytest.raises(EventRefused) as refused:
+        services.journey.fire(attempt.id, "verify", actor=user(), token=token)
+
+    assert refused.value.reason == "link_retired"
+    with services.sessions() as session:
+        assert session.scalars(select(UeozAccount.email)).one() == "anna.nowy@example.pl"
+        assert session.scalar(select(func.count()).select_from(VerificationLink)) == 2
+
+
+def test_one_open_attempt_per_person(services):
+    first = services.journey.start(ANNA, actor=user())
+    second = services.journey.start(ANNA, actor=user())
+
+    assert first.id == second.id
+    assert count(services, Attempt) == 1
+
+
+def test_a_migrated_person_skips_the_flow(services):
+    attempt = submit(services, to_email_entry(services).id)
+    services.journey.fire(attempt.id, "verify", actor=user(), token=link_token(services, attempt.id))
+
+    again = services.journey.start(ANNA, actor=user())
+
+    assert again.id != attempt.id
+    assert again.state == "skipped"
+    assert [row.event for row in log_of(services, again.id)] == ["start", "skip"]
+
+
+def test_an_abandoned_attempt_expires(services):
+    attempt = services.journey.start(ANNA, actor=user())
+    services.journey.clock = lambda: _later(services, hours=100)
+
+    assert services.journey.expire_stale() == 1
+
+    expired = services.journey.get(attempt.id)
+    assert expired.state == "expired"
+    assert expired.open_pesel_key is None
+    assert log_of(services, attempt.id)[-1].actor == "system"
+
+
+def test_a_returning_person_after_expiry_gets_a_new_attempt(services):
+    attempt = services.journey.start(ANNA, actor=user())
+    services.journey.clock = lambda: _later(services, hours=100)
+
+    again = services.journey.start(ANNA, actor=user())
+
+    assert again.id != attempt.id
+    assert services.journey.get(attempt.id).state == "expired"
