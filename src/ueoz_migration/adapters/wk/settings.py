@@ -1,0 +1,180 @@
+"""Settings of the service provider side of login through Węzeł Krajowy.
+
+Every setting comes from one environment variable:
+
+| variable | meaning | default (development) |
+|---|---|---|
+| `WK_SP_ENTITY_ID` | the service's entity id, registered with the node's operator | `{base_url}/wk/metadata` |
+| `WK_ACS_URL` | assertion consumer service (artifact binding) | `{base_url}/wk/acs` |
+| `WK_SLO_URL` | the service's logout endpoint, published in metadata | `{base_url}/wk/logout` |
+| `WK_NODE_URL` | base address of the node (`https://login.gov.pl`, `https://int.login.gov.pl`) | `http://127.0.0.1:5001` (the stand-in); required in production |
+| `WK_SSO_URL` | where the browser posts the AuthnRequest | `{WK_NODE_URL}/login/SingleSignOnService` |
+| `WK_ARTIFACT_RESOLUTION_URL` | SOAP ArtifactResolve endpoint | `{WK_NODE_URL}/login-services/idpArtifactResolutionService` |
+| `WK_LOGOUT_URL` | SOAP LogoutRequest endpoint | `{WK_NODE_URL}/login-services/singleLogoutService` |
+| `WK_NODE_ENTITY_ID` | the node's issuer | host (and port) of `WK_NODE_URL` |
+| `WK_NODE_CERT` | path of the node's signing certificate (PEM); the only one trusted | the stand-in's development certificate |
+| `WK_SP_SIGNING_KEY`, `WK_SP_SIGNING_CERT` | paths of the service's P-256 signing key and certificate | a development pair |
+| `WK_SP_ENCRYPTION_KEY`, `WK_SP_ENCRYPTION_CERT` | paths of the service's P-256 key the assertion is encrypted to, and its certificate | a development pair |
+| `WK_LOA` | level of assurance asked for: `low`, `substantial`, `high` | `substantial` |
+| `WK_TIMEOUT_SECONDS` | back-channel (SOAP) timeout | `5` |
+| `WK_CLOCK_SKEW_SECONDS` | clock difference tolerated with the node | `120` |
+| `WK_MESSAGE_LIFETIME_SECONDS` | how old a node message may be | `300` |
+| `WK_TLS_VERIFY` | verify the node's TLS certificate (`true`/`false`, or a CA bundle path) | `true`; `false` refused in production |
+
+Development key pairs are generated once into `{instance_dir}/wk/` and reused; in
+production every key and certificate must be configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .keys import KeyPair, dev_pair, load_cert, load_pair
+
+log = logging.getLogger(__name__)
+
+DEV_NODE_URL = "http://127.0.0.1:5001"
+SSO_PATH = "/login/SingleSignOnService"
+ARTIFACT_RESOLUTION_PATH = "/login-services/idpArtifactResolutionService"
+LOGOUT_PATH = "/login-services/singleLogoutService"
+LOA_LEVELS = ("low", "substantial", "high")
+
+
+class WkConfigError(ValueError):
+    """A setting of the login through the node is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class WkSettings:
+    """Everything the service provider needs to talk to the node."""
+
+    sp_entity_id: str
+    acs_url: str
+    slo_url: str
+    sso_url: str
+    artifact_resolution_url: str
+    logout_url: str
+    node_entity_id: str
+    node_cert_pem: bytes
+    sp_signing: KeyPair
+    sp_encryption: KeyPair
+    loa: str = "substantial"
+    timeout_seconds: float = 5.0
+    clock_skew_seconds: int = 120
+    message_lifetime_seconds: int = 300
+    tls_verify: bool | str = True
+
+    def __post_init__(self) -> None:
+        if self.loa not in LOA_LEVELS:
+            raise WkConfigError(f"WK_LOA must be one of {', '.join(LOA_LEVELS)}, not {self.loa!r}")
+
+    @property
+    def loa_uri(self) -> str:
+        return f"http://eidas.europa.eu/LoA/{self.loa}"
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        base_url: str,
+        instance_dir: str | Path,
+        production: bool,
+    ) -> WkSettings:
+        """Read the `WK_*` variables; make development keys where allowed."""
+        base_url = base_url.rstrip("/")
+        dev_dir = Path(instance_dir) / "wk"
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = environ.get(name, "").strip()
+            return value or default
+
+        def required_in_production(name: str, default: str) -> str:
+            value = get(name)
+            if value is None:
+                if production:
+                    raise WkConfigError(f"{name} must be set in production")
+                return default
+            return value
+
+        node_url = required_in_production("WK_NODE_URL", DEV_NODE_URL).rstrip("/")
+        node_cert_path = get("WK_NODE_CERT")
+        if node_cert_path:
+            try:
+                node_cert = load_cert(node_cert_path)
+            except (OSError, ValueError) as exc:
+                raise WkConfigError(f"WK_NODE_CERT: {exc}") from exc
+        elif production:
+            raise WkConfigError("WK_NODE_CERT must be set in production")
+        else:
+            # The stand-in node uses the same file, whichever process starts first.
+            node_cert = dev_pair(dev_dir, "standin-signing", "WK stand-in node").cert_pem
+
+        tls_raw = (get("WK_TLS_VERIFY", "true") or "true").lower()
+        tls_verify: bool | str
+        if tls_raw in ("true", "1", "yes"):
+            tls_verify = True
+        elif tls_raw in ("false", "0", "no"):
+            if production:
+                raise WkConfigError("WK_TLS_VERIFY=false is not allowed in production")
+            tls_verify = False
+        else:
+            tls_verify = get("WK_TLS_VERIFY") or True
+
+        return cls(
+            sp_entity_id=get("WK_SP_ENTITY_ID", f"{base_url}/wk/metadata") or "",
+            acs_url=get("WK_ACS_URL", f"{base_url}/wk/acs") or "",
+            slo_url=get("WK_SLO_URL", f"{base_url}/wk/logout") or "",
+            sso_url=get("WK_SSO_URL", node_url + SSO_PATH) or "",
+            artifact_resolution_url=get(
+                "WK_ARTIFACT_RESOLUTION_URL", node_url + ARTIFACT_RESOLUTION_PATH
+            )
+            or "",
+            logout_url=get("WK_LOGOUT_URL", node_url + LOGOUT_PATH) or "",
+            node_entity_id=get("WK_NODE_ENTITY_ID", urlsplit(node_url).netloc) or "",
+            node_cert_pem=node_cert,
+            sp_signing=_sp_pair(
+                environ, "WK_SP_SIGNING", dev_dir, "sp-signing", production
+            ),
+            sp_encryption=_sp_pair(
+                environ, "WK_SP_ENCRYPTION", dev_dir, "sp-encryption", production
+            ),
+            loa=(get("WK_LOA", "substantial") or "").lower(),
+            timeout_seconds=_number(environ, "WK_TIMEOUT_SECONDS", 5.0, float),
+            clock_skew_seconds=_number(environ, "WK_CLOCK_SKEW_SECONDS", 120, int),
+            message_lifetime_seconds=_number(environ, "WK_MESSAGE_LIFETIME_SECONDS", 300, int),
+            tls_verify=tls_verify,
+        )
+
+
+def _sp_pair(
+    environ: Mapping[str, str], prefix: str, dev_dir: Path, name: str, production: bool
+) -> KeyPair:
+    key_path = environ.get(f"{prefix}_KEY", "").strip()
+    cert_path = environ.get(f"{prefix}_CERT", "").strip()
+    if key_path and cert_path:
+        try:
+            return load_pair(key_path, cert_path)
+        except (OSError, ValueError) as exc:
+            raise WkConfigError(f"{prefix}_KEY/{prefix}_CERT: {exc}") from exc
+    missing = f"{prefix}_KEY" if not key_path else f"{prefix}_CERT"
+    if production or key_path or cert_path:
+        raise WkConfigError(f"{missing} must be set" + (" in production" if production else ""))
+    return dev_pair(dev_dir, name, f"UEOZ development {name}")
+
+
+def _number(environ: Mapping[str, str], name: str, default, kind):
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError as exc:
+        raise WkConfigError(f"{name} must be a number, not {raw!r}") from exc
+    if value <= 0:
+        raise WkConfigError(f"{name} must be positive")
+    return value

@@ -1,0 +1,158 @@
+"""Let python3-saml validate the node's Response once it has been decrypted.
+
+python3-saml does well what it was built for: destination, InResponseTo, audience,
+issuer, conditions and times, subject confirmation, the number of assertions, and the
+signatures. Two things keep it from taking the node's Response as it comes:
+
+- it decrypts with libxmlsec1, which cannot read the node's ECDH-ES; so the Response
+  is handed over with the assertion already decrypted (`decrypted_document`), exactly
+  the state python3-saml's own constructor would have left it in, while `document`
+  stays the signed original whose signature it checks;
+- in strict mode it validates against the SAML schema, which does not know the eIDAS
+  `naturalperson:…Type` values (libxml2 refuses an `xsi:type` it cannot resolve) and
+  which it re-reads from disk on every call (~3 ms). Its `is_valid` is therefore run
+  with a schema helper that adds the eIDAS natural person types and compiles the
+  combination once per thread. The helper is bound to this module's copy of
+  `is_valid` only; python3-saml itself is left untouched for anyone else.
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import onelogin.saml2
+from lxml import etree
+from onelogin.saml2.errors import OneLogin_Saml2_ValidationError
+from onelogin.saml2.response import OneLogin_Saml2_Response
+from onelogin.saml2.settings import OneLogin_Saml2_Settings
+from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
+
+from .settings import WkSettings
+
+_PROTOCOL_XSD = Path(onelogin.saml2.__file__).parent / "schemas" / "saml-schema-protocol-2.0.xsd"
+
+# The eIDAS natural person attribute types the node uses in AttributeValue/@xsi:type,
+# importing the SAML protocol schema so one compiled schema covers the whole Response.
+_NATURAL_PERSON_XSD = f"""\
+<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema"
+    targetNamespace="http://eidas.europa.eu/attributes/naturalperson"
+    elementFormDefault="qualified" attributeFormDefault="unqualified">
+  <xsd:import namespace="urn:oasis:names:tc:SAML:2.0:protocol"
+      schemaLocation="{_PROTOCOL_XSD.as_uri()}"/>
+  <xsd:complexType name="CurrentFamilyNameType">
+    <xsd:simpleContent>
+      <xsd:extension base="xsd:string">
+        <xsd:attribute name="LatinScript" type="xsd:boolean" default="true"/>
+      </xsd:extension>
+    </xsd:simpleContent>
+  </xsd:complexType>
+  <xsd:complexType name="CurrentGivenNameType">
+    <xsd:simpleContent>
+      <xsd:extension base="xsd:string">
+        <xsd:attribute name="LatinScript" type="xsd:boolean" default="true"/>
+      </xsd:extension>
+    </xsd:simpleContent>
+  </xsd:complexType>
+  <xsd:simpleType name="DateOfBirthType">
+    <xsd:restriction base="xsd:date"/>
+  </xsd:simpleType>
+  <xsd:simpleType name="PersonIdentifierType">
+    <xsd:restriction base="xsd:string"/>
+  </xsd:simpleType>
+</xsd:schema>
+"""
+
+_SCHEMA_ERROR_CODE = OneLogin_Saml2_ValidationError.INVALID_XML_FORMAT
+
+
+class ResponseValidator:
+    """python3-saml's checks of a node Response, set up once per service provider."""
+
+    def __init__(self, settings: WkSettings) -> None:
+        self._settings = OneLogin_Saml2_Settings(self._settings_dict(settings), sp_validation_only=False)
+        acs = urlsplit(settings.acs_url)
+        # python3-saml rebuilds "the URL the response arrived at" from these to check
+        # Destination and Recipient: it must be exactly our ACS.
+        self._request_data = {
+            "https": "on" if acs.scheme == "https" else "off",
+            "http_host": acs.netloc,
+            "script_name": acs.path,
+        }
+        self._local = threading.local()
+        schema_helper = type(
+            "_NodeSchemaXML",
+            (OneLogin_Saml2_XML,),
+            {"validate_xml": staticmethod(self._validate_xml)},
+        )
+        base = OneLogin_Saml2_Response.is_valid
+        self._is_valid = types.FunctionType(
+            base.__code__,
+            {**base.__globals__, "OneLogin_Saml2_XML": schema_helper},
+            base.__name__,
+            base.__defaults__,
+            base.__closure__,
+        )
+
+    def validate(
+        self, document: etree._Element, decrypted_document: etree._Element, request_id: str
+    ) -> OneLogin_Saml2_Response:
+        """Run python3-saml's strict validation; raise its ValidationError on failure."""
+        response = _NodeResponse(self._settings, document, decrypted_document)
+        self._is_valid(response, self._request_data, request_id=request_id, raise_exceptions=True)
+        return response
+
+    def _validate_xml(self, xml, schema, debug=False):
+        # Same contract as OneLogin_Saml2_XML.validate_xml: the element, or an error string.
+        compiled = getattr(self._local, "schema", None)
+        if compiled is None:
+            compiled = self._local.schema = etree.XMLSchema(etree.XML(_NATURAL_PERSON_XSD.encode()))
+        return xml if compiled.validate(xml) else "invalid_xml"
+
+    @staticmethod
+    def _settings_dict(settings: WkSettings) -> dict:
+        return {
+            "strict": True,
+            "debug": False,
+            "sp": {
+                "entityId": settings.sp_entity_id,
+                "assertionConsumerService": {
+                    "url": settings.acs_url,
+                    "binding": "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact",
+                },
+                "NameIDFormat": "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified",
+            },
+            "idp": {
+                "entityId": settings.node_entity_id,
+                "singleSignOnService": {"url": settings.sso_url},
+                "x509cert": settings.node_cert_pem.decode("ascii"),
+            },
+            "security": {
+                "wantMessagesSigned": True,
+                # The profile leaves the assertion's own signature optional; when it
+                # is there python3-saml still verifies it.
+                "wantAssertionsSigned": False,
+                "wantAssertionsEncrypted": True,
+                "wantNameIdEncrypted": False,
+                "wantAttributeStatement": True,
+                "requestedAuthnContext": False,
+                "rejectDeprecatedAlgorithm": True,
+            },
+        }
+
+
+class _NodeResponse(OneLogin_Saml2_Response):
+    """A python3-saml Response built from trees the service has already parsed."""
+
+    def __init__(self, settings, document, decrypted_document):  # noqa: D107
+        # The base constructor would base64-decode and parse the message again, then
+        # try to decrypt with libxmlsec1; this leaves the object in the same state.
+        self._settings = settings
+        self._error = None
+        self.response = None
+        self.document = document
+        self.decrypted_document = decrypted_document
+        self.encrypted = True
+        self.valid_scd_not_on_or_after = None

@@ -1,0 +1,179 @@
+"""Parse, sign and verify the node's XML messages.
+
+The profile fixes one signature shape: enveloped, exclusive c14n, ecdsa-sha256 on
+P-256, SHA-256 digests, the certificate in `X509Data`. Verification accepts only that
+shape, only the configured certificate (never the one inside the message), and only a
+signature that is a direct child of the element it is asked about and whose single
+Reference points at that element's own, document-unique ID. Together these refuse the
+signature wrapping tricks: a signature moved elsewhere, a second element with the same
+ID, a reference to a different element, a transform that selects something else.
+"""
+
+from __future__ import annotations
+
+import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from lxml import etree
+
+from .keys import cert_base64
+
+NS = {
+    "soap": "http://schemas.xmlsoap.org/soap/envelope/",
+    "saml2": "urn:oasis:names:tc:SAML:2.0:assertion",
+    "saml2p": "urn:oasis:names:tc:SAML:2.0:protocol",
+    "ds": "http://www.w3.org/2000/09/xmldsig#",
+    "dsig11": "http://www.w3.org/2009/xmldsig11#",
+    "xenc": "http://www.w3.org/2001/04/xmlenc#",
+    "xenc11": "http://www.w3.org/2009/xmlenc11#",
+    "md": "urn:oasis:names:tc:SAML:2.0:metadata",
+    "eidas": "http://eidas.europa.eu/saml-extensions",
+    "naturalperson": "http://eidas.europa.eu/attributes/naturalperson",
+    "xsi": "http://www.w3.org/2001/XMLSchema-instance",
+    "ec": "http://www.w3.org/2001/10/xml-exc-c14n#",
+}
+
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
+# The node lists these prefixes; signing the same way keeps the stand-in byte-compatible.
+INCLUSIVE_PREFIXES = "ds saml2 saml2p xenc"
+
+DS_SIGNATURE = f"{{{NS['ds']}}}Signature"
+_ISSUER = f"{{{NS['saml2']}}}Issuer"
+
+
+class XmlError(ValueError):
+    """The XML is not well-formed or uses a forbidden construct."""
+
+
+class SignatureError(ValueError):
+    """A signature is missing, of the wrong shape, or does not verify."""
+
+
+def parse(data: bytes) -> etree._Element:
+    """Parse untrusted XML: no DTD, no entities, no network, no comments.
+
+    Comments are dropped while parsing so that a comment slipped into a signed text
+    (which exclusive c14n ignores) can never cut that text short when it is read.
+    """
+    parser = etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        remove_comments=True,
+        remove_pis=True,
+        huge_tree=False,
+    )
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        raise XmlError(f"not well-formed XML: {exc}") from None
+    if root.getroottree().docinfo.doctype:
+        raise XmlError("a DOCTYPE is not allowed")
+    return root
+
+
+class Signer:
+    """A P-256 private key and its certificate, loaded once, that sign elements."""
+
+    def __init__(self, key_pem: bytes, cert_pem: bytes) -> None:
+        # The certificate is written into X509Data by hand: a key carrying its
+        # certificate costs libxmlsec1 a ~0.1 ms copy on every signature.
+        self._key = xmlsec.Key.from_memory(key_pem, xmlsec.KeyFormat.PEM)
+        self._cert_b64 = cert_base64(cert_pem)
+
+    def sign(self, element: etree._Element) -> etree._Element:
+        """Sign `element` in place (after its Issuer, as SAML wants) and return it."""
+        element_id = element.get("ID")
+        if not element_id:
+            raise SignatureError("the element to sign has no ID")
+        signature = xmlsec.template.create(
+            element, xmlsec.Transform.EXCL_C14N, xmlsec.Transform.ECDSA_SHA256, ns="ds"
+        )
+        issuer = element.find(_ISSUER)
+        element.insert(0 if issuer is None else element.index(issuer) + 1, signature)
+        ref = xmlsec.template.add_reference(
+            signature, xmlsec.Transform.SHA256, uri=f"#{element_id}"
+        )
+        xmlsec.template.add_transform(ref, xmlsec.Transform.ENVELOPED)
+        c14n = xmlsec.template.add_transform(ref, xmlsec.Transform.EXCL_C14N)
+        xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n, INCLUSIVE_PREFIXES)
+        key_info = xmlsec.template.ensure_key_info(signature)
+        x509_data = xmlsec.template.add_x509_data(key_info)
+        xmlsec.template.x509_data_add_certificate(x509_data).text = self._cert_b64
+        ctx = xmlsec.SignatureContext()
+        ctx.key = self._key
+        ctx.register_id(element, "ID")
+        ctx.sign(signature)
+        return element
+
+
+class Verifier:
+    """The one certificate a party's signatures are checked against, loaded once."""
+
+    def __init__(self, cert_pem: bytes) -> None:
+        # The bare public key, not the certificate: same trust, and libxmlsec1 copies
+        # a certificate-carrying key at ~0.1 ms per verification.
+        public_key = x509.load_pem_x509_certificate(cert_pem).public_key()
+        self._key = xmlsec.Key.from_memory(
+            public_key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+            xmlsec.KeyFormat.PEM,
+        )
+
+    def verify(self, element: etree._Element) -> None:
+        """Check the enveloped signature of `element` itself, or raise SignatureError."""
+        element_id = element.get("ID")
+        if not element_id:
+            raise SignatureError("the signed element has no ID")
+        signatures = [child for child in element if child.tag == DS_SIGNATURE]
+        if len(signatures) != 1:
+            raise SignatureError(f"expected one signature on the element, found {len(signatures)}")
+        signature = signatures[0]
+        _check_shape(signature, element_id)
+        same_id = element.getroottree().getroot().xpath("//*[@ID=$id]", id=element_id)
+        if same_id != [element]:
+            raise SignatureError("the signed ID is not unique in the document")
+
+        ctx = xmlsec.SignatureContext()
+        ctx.key = self._key
+        ctx.register_id(element, "ID")
+        # Reference transforms are pinned by _check_shape; these pin SignedInfo's.
+        for transform in (xmlsec.Transform.EXCL_C14N, xmlsec.Transform.ECDSA_SHA256):
+            ctx.enable_signature_transform(transform)
+        try:
+            ctx.verify(signature)
+        except xmlsec.Error:
+            raise SignatureError("the signature does not verify") from None
+
+
+def has_signature(element: etree._Element) -> bool:
+    """Tell whether `element` carries its own enveloped signature."""
+    return any(child.tag == DS_SIGNATURE for child in element)
+
+
+def _check_shape(signature: etree._Element, element_id: str) -> None:
+    def one(path: str) -> etree._Element:
+        found = signature.findall(path, NS)
+        if len(found) != 1:
+            raise SignatureError(f"expected one {path}, found {len(found)}")
+        return found[0]
+
+    if one("ds:SignedInfo/ds:CanonicalizationMethod").get("Algorithm") != EXC_C14N:
+        raise SignatureError("canonicalization is not exclusive c14n")
+    if one("ds:SignedInfo/ds:SignatureMethod").get("Algorithm") != ECDSA_SHA256:
+        raise SignatureError("signature method is not ecdsa-sha256")
+    reference = one("ds:SignedInfo/ds:Reference")
+    if reference.get("URI") != f"#{element_id}":
+        raise SignatureError("the signature does not refer to the element it sits in")
+    if one("ds:SignedInfo/ds:Reference/ds:DigestMethod").get("Algorithm") != SHA256:
+        raise SignatureError("digest method is not sha256")
+    transforms = [
+        t.get("Algorithm")
+        for t in signature.findall("ds:SignedInfo/ds:Reference/ds:Transforms/ds:Transform", NS)
+    ]
+    if transforms not in ([ENVELOPED, EXC_C14N], [ENVELOPED]):
+        raise SignatureError(f"unexpected transforms {transforms}")
