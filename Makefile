@@ -1,0 +1,48 @@
+# ueoz-migration — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTHON ?= python3
+PGPORT ?= 55432
+export TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:$(PGPORT)/postgres
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $@
+
+install: $(VENV)/.installed ## Create the virtualenv and install the service with its test tools
+
+system-deps: ## Install what the tests need from Debian (PostgreSQL, Chromium, fonts, Node for axe-core)
+	scripts/system-deps.sh
+
+run: install ## Set up and start the service on its embedded default (SQLite, stand-in node, Maildir)
+	$(BIN)/ueoz-migration dev
+
+test: install system-deps ## Set up everything and run the whole suite (SQLite, PostgreSQL, Chromium)
+	scripts/postgres.sh start >/dev/null
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+lint: install ## Check style, formatting and the types of the domain core
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+fmt: install ## Format the code and apply safe lint fixes
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+diagram: install ## Render the flow into docs/state-diagram.md
+	$(BIN)/ueoz-migration diagram
+
+bench: install system-deps ## Run the benchmarks and write docs/performance.md
+	scripts/bench.sh
+
+.PHONY: help install system-deps run test lint fmt diagram bench
