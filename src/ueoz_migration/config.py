@@ -82,6 +82,9 @@ class Settings:
     smtp_username: str
     smtp_password: str
     smtp_starttls: bool
+    smtp_timeout: timedelta
+    mail_max_tries: int
+    mail_retry_base: timedelta
     helpdesk_phone: str
     helpdesk_email: str
     domain_systems: dict[str, DomainSystem]
@@ -138,6 +141,9 @@ class Settings:
             smtp_username=get("SMTP_USERNAME", ""),
             smtp_password=get("SMTP_PASSWORD", ""),
             smtp_starttls=_bool(get("SMTP_STARTTLS", "0")),
+            smtp_timeout=timedelta(seconds=float(get("SMTP_TIMEOUT_SECONDS", "10"))),
+            mail_max_tries=int(get("MAIL_MAX_TRIES", "8")),
+            mail_retry_base=timedelta(seconds=float(get("MAIL_RETRY_BASE_SECONDS", "30"))),
             helpdesk_phone=get("HELPDESK_PHONE", "19239"),
             helpdesk_email=get("HELPDESK_EMAIL", "logowanie@cez.gov.pl"),
             domain_systems=_systems(get("DOMAIN_SYSTEMS", "" if production else DEMO_SYSTEMS)),
