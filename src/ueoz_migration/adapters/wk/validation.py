@@ -18,6 +18,7 @@ signatures. Two things keep it from taking the node's Response as it comes:
 
 from __future__ import annotations
 
+import logging
 import threading
 import types
 from pathlib import Path
@@ -32,30 +33,39 @@ from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from .settings import WkSettings
 
+log = logging.getLogger(__name__)
+
 _PROTOCOL_XSD = Path(onelogin.saml2.__file__).parent / "schemas" / "saml-schema-protocol-2.0.xsd"
 
-# The eIDAS natural person attribute types the node uses in AttributeValue/@xsi:type,
-# importing the SAML protocol schema so one compiled schema covers the whole Response.
-_NATURAL_PERSON_XSD = f"""\
-<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema"
-    targetNamespace="http://eidas.europa.eu/attributes/naturalperson"
-    elementFormDefault="qualified" attributeFormDefault="unqualified">
+# The SAML schema does not know what the node puts inside its messages: the eIDAS
+# natural person types of AttributeValue/@xsi:type, and the XML Encryption 1.1
+# KeyDerivationMethod that xenc:AgreementMethod's strict wildcard demands a
+# declaration for. These schemas add them; the root one imports all three namespaces.
+_ROOT_XSD = f"""\
+<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema" targetNamespace="urn:ueoz:wk:schema">
   <xsd:import namespace="urn:oasis:names:tc:SAML:2.0:protocol"
       schemaLocation="{_PROTOCOL_XSD.as_uri()}"/>
-  <xsd:complexType name="CurrentFamilyNameType">
+  <xsd:import namespace="http://eidas.europa.eu/attributes/naturalperson"
+      schemaLocation="urn:ueoz:wk:naturalperson.xsd"/>
+  <xsd:import namespace="http://www.w3.org/2009/xmlenc11#"
+      schemaLocation="urn:ueoz:wk:xenc11.xsd"/>
+</xsd:schema>
+"""
+
+_NAME_TYPE = """
+  <xsd:complexType name="{name}">
     <xsd:simpleContent>
       <xsd:extension base="xsd:string">
         <xsd:attribute name="LatinScript" type="xsd:boolean" default="true"/>
       </xsd:extension>
     </xsd:simpleContent>
-  </xsd:complexType>
-  <xsd:complexType name="CurrentGivenNameType">
-    <xsd:simpleContent>
-      <xsd:extension base="xsd:string">
-        <xsd:attribute name="LatinScript" type="xsd:boolean" default="true"/>
-      </xsd:extension>
-    </xsd:simpleContent>
-  </xsd:complexType>
+  </xsd:complexType>"""
+
+_NATURAL_PERSON_XSD = f"""\
+<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema"
+    targetNamespace="http://eidas.europa.eu/attributes/naturalperson">
+  {_NAME_TYPE.format(name="CurrentFamilyNameType")}
+  {_NAME_TYPE.format(name="CurrentGivenNameType")}
   <xsd:simpleType name="DateOfBirthType">
     <xsd:restriction base="xsd:date"/>
   </xsd:simpleType>
@@ -65,7 +75,39 @@ _NATURAL_PERSON_XSD = f"""\
 </xsd:schema>
 """
 
-_SCHEMA_ERROR_CODE = OneLogin_Saml2_ValidationError.INVALID_XML_FORMAT
+_XENC11_XSD = """\
+<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema"
+    targetNamespace="http://www.w3.org/2009/xmlenc11#">
+  <xsd:element name="KeyDerivationMethod">
+    <xsd:complexType>
+      <xsd:sequence>
+        <xsd:any namespace="##any" processContents="lax" minOccurs="0" maxOccurs="unbounded"/>
+      </xsd:sequence>
+      <xsd:attribute name="Algorithm" type="xsd:anyURI" use="required"/>
+    </xsd:complexType>
+  </xsd:element>
+</xsd:schema>
+"""
+
+
+class _SchemaResolver(etree.Resolver):
+    _schemas = {
+        "urn:ueoz:wk:naturalperson.xsd": _NATURAL_PERSON_XSD,
+        "urn:ueoz:wk:xenc11.xsd": _XENC11_XSD,
+    }
+
+    def resolve(self, system_url, public_id, context):
+        if system_url in self._schemas:
+            return self.resolve_string(self._schemas[system_url], context)
+        return None
+
+
+def _compile_schema() -> etree.XMLSchema:
+    parser = etree.XMLParser(no_network=True)
+    parser.resolvers.add(_SchemaResolver())
+    return etree.XMLSchema(etree.fromstring(_ROOT_XSD.encode(), parser))
+
+
 
 
 class ResponseValidator:
@@ -108,8 +150,11 @@ class ResponseValidator:
         # Same contract as OneLogin_Saml2_XML.validate_xml: the element, or an error string.
         compiled = getattr(self._local, "schema", None)
         if compiled is None:
-            compiled = self._local.schema = etree.XMLSchema(etree.XML(_NATURAL_PERSON_XSD.encode()))
-        return xml if compiled.validate(xml) else "invalid_xml"
+            compiled = self._local.schema = _compile_schema()
+        if compiled.validate(xml):
+            return xml
+        log.info("the Response does not match the SAML schema: %s", compiled.error_log.last_error)
+        return "invalid_xml"
 
     @staticmethod
     def _settings_dict(settings: WkSettings) -> dict:
@@ -123,6 +168,10 @@ class ResponseValidator:
                     "binding": "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact",
                 },
                 "NameIDFormat": "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified",
+                # python3-saml insists on a key pair once assertions must be encrypted,
+                # though it never decrypts here (see _NodeResponse).
+                "x509cert": settings.sp_encryption.cert_pem.decode("ascii"),
+                "privateKey": settings.sp_encryption.key_pem.decode("ascii"),
             },
             "idp": {
                 "entityId": settings.node_entity_id,

@@ -84,7 +84,9 @@ class Signer:
         self._key = xmlsec.Key.from_memory(key_pem, xmlsec.KeyFormat.PEM)
         self._cert_b64 = cert_base64(cert_pem)
 
-    def sign(self, element: etree._Element) -> etree._Element:
+    def sign(
+        self, element: etree._Element, inclusive_prefixes: str | None = INCLUSIVE_PREFIXES
+    ) -> etree._Element:
         """Sign `element` in place (after its Issuer, as SAML wants) and return it."""
         element_id = element.get("ID")
         if not element_id:
@@ -99,7 +101,8 @@ class Signer:
         )
         xmlsec.template.add_transform(ref, xmlsec.Transform.ENVELOPED)
         c14n = xmlsec.template.add_transform(ref, xmlsec.Transform.EXCL_C14N)
-        xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n, INCLUSIVE_PREFIXES)
+        if inclusive_prefixes:
+            xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n, inclusive_prefixes)
         key_info = xmlsec.template.ensure_key_info(signature)
         x509_data = xmlsec.template.add_x509_data(key_info)
         xmlsec.template.x509_data_add_certificate(x509_data).text = self._cert_b64

@@ -1,0 +1,357 @@
+"""What the stand-in node does, without the web: read requests, issue artifacts, answer.
+
+It speaks the node's profile (see docs wk-profile.md): it checks the service's signed
+AuthnRequest, hands out a type 0x0004 artifact, and resolves it into a signed
+ArtifactResponse around a signed Response whose assertion is ECDH-ES encrypted to the
+service's registered key, shaped like the node's real messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from lxml import etree
+
+from ..adapters.wk import messages as m
+from ..adapters.wk.ecdh import encrypt_assertion
+from ..adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH, SSO_PATH
+from ..adapters.wk.xmlsig import NS, SignatureError, Signer, Verifier, XmlError, parse
+from .settings import STATUS_FAILURES, Failure, StandinSettings
+
+# The node declares every namespace on the outermost SAML element; so does the stand-in.
+_RESPONSE_NSMAP = {
+    p: NS[p]
+    for p in ("ds", "dsig11", "eidas", "naturalperson", "saml2", "saml2p", "xenc", "xenc11")
+}
+_ASSERTION_NSMAP = {p: NS[p] for p in ("saml2", "ds", "xsi", "naturalperson")}
+_REPEATED_ASSERTION_ID = "ID-standin-repeated-assertion"
+
+
+class BadRequest(ValueError):
+    """A request the stand-in refuses (bad signature, wrong service, malformed)."""
+
+
+@dataclass(frozen=True)
+class Person:
+    """Who logged in at the stand-in."""
+
+    first_name: str
+    last_name: str
+    pesel: str
+    date_of_birth: str
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    """An AuthnRequest the stand-in accepted and is showing its login page for."""
+
+    request_id: str
+    relay_state: str
+    loa_uri: str
+    failure: Failure | None
+
+
+@dataclass
+class _Issued:
+    login: PendingLogin
+    person: Person | None  # None: the login was cancelled or failed
+    status: str
+    expires: float
+    failure: Failure | None = None
+
+
+@dataclass
+class StandinNode:
+    """The stand-in node's state and behaviour for one process."""
+
+    settings: StandinSettings
+    failure: Failure | None = None
+    _artifacts: dict[str, _Issued] = field(default_factory=dict)
+    _tickets: dict[str, tuple[PendingLogin, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.failure = self.failure or self.settings.failure
+        self._signer = Signer(self.settings.signing.key_pem, self.settings.signing.cert_pem)
+        self._sp = Verifier(self.settings.sp_signing_cert_pem)
+        public_key = x509.load_pem_x509_certificate(self.settings.sp_encryption_cert_pem).public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise ValueError("the service's encryption certificate must hold a P-256 key")
+        self._sp_encryption_key = public_key
+
+    # -- the browser's side ------------------------------------------------------
+
+    def accept_authn_request(
+        self, saml_request: str, relay_state: str, failure: Failure | None = None
+    ) -> tuple[str, PendingLogin]:
+        """Check the service's AuthnRequest; return a ticket for the login page."""
+        try:
+            request = parse(base64.b64decode(saml_request, validate=True))
+        except (binascii.Error, ValueError, XmlError) as exc:
+            raise BadRequest(f"SAMLRequest is not base64 XML: {exc}") from None
+        if request.tag != m.q("saml2p", "AuthnRequest"):
+            raise BadRequest("not an AuthnRequest")
+        self._check_sp_message(request, self.settings.base_url + SSO_PATH)
+        if request.get("AssertionConsumerServiceURL") != self.settings.sp_acs_url:
+            raise BadRequest("AssertionConsumerServiceURL is not the registered ACS")
+        if request.get("ProtocolBinding") != m.BINDING_ARTIFACT:
+            raise BadRequest("only the HTTP-Artifact binding is supported")
+        loa = m.text_of(
+            request.find("saml2p:RequestedAuthnContext/saml2:AuthnContextClassRef", NS)
+        )
+        if loa not in m.LOA_ORDER:
+            raise BadRequest("RequestedAuthnContext must name an eIDAS LoA")
+        login = PendingLogin(request.get("ID", ""), relay_state, loa, failure)
+        ticket = base64.urlsafe_b64encode(hashlib.sha256(m.new_id().encode()).digest()).decode()
+        with self._lock:
+            self._purge()
+            self._tickets[ticket] = (login, time.monotonic() + 30 * 60)
+        return ticket, login
+
+    def pending(self, ticket: str) -> PendingLogin:
+        """Return the login a ticket stands for."""
+        with self._lock:
+            found = self._tickets.get(ticket)
+        if found is None or found[1] < time.monotonic():
+            raise BadRequest("unknown or expired login")
+        return found[0]
+
+    def finish_login(
+        self, ticket: str, person: Person | None, failure: Failure | None = None
+    ) -> tuple[str, PendingLogin]:
+        """End the login page: issue the artifact for a person (None: cancelled).
+
+        `failure`, chosen on the page, applies to this login only.
+        """
+        with self._lock:
+            found = self._tickets.pop(ticket, None)
+        if found is None or found[1] < time.monotonic():
+            raise BadRequest("unknown or expired login")
+        login = found[0]
+        failure = login.failure or failure or self.failure
+        if person is None:
+            status = m.STATUS_PREFIX + "AuthnFailed"
+        elif failure in STATUS_FAILURES:
+            status = m.STATUS_PREFIX + STATUS_FAILURES[failure]
+        else:
+            status = m.STATUS_SUCCESS
+        artifact = m.Artifact.new(self.settings.entity_id, self.settings.endpoint_index).encode()
+        with self._lock:
+            self._artifacts[artifact] = _Issued(
+                login,
+                person,
+                status,
+                time.monotonic() + self.settings.artifact_ttl_seconds,
+                failure,
+            )
+        return artifact, login
+
+    # -- the back channel --------------------------------------------------------
+
+    def resolve(self, envelope_xml: bytes) -> tuple[int, bytes]:
+        """Answer a SOAP ArtifactResolve: HTTP status and body."""
+        try:
+            request = m.soap_body(parse(envelope_xml))
+            if request.tag != m.q("saml2p", "ArtifactResolve"):
+                raise BadRequest("not an ArtifactResolve")
+            self._check_sp_message(request, self.settings.base_url + ARTIFACT_RESOLUTION_PATH)
+        except (BadRequest, XmlError) as exc:
+            return 500, m.soap_fault(str(exc))
+        artifact = m.text_of(request.find("saml2p:Artifact", NS))
+        with self._lock:
+            issued = self._artifacts.pop(artifact, None)
+        failure = issued.failure if issued is not None else self.failure
+        if failure is Failure.SLOW:
+            time.sleep(self.settings.slow_seconds)
+        if failure is Failure.DEAD:
+            return 500, b"Internal Server Error"
+        if failure is Failure.SOAP_FAULT:
+            return 500, m.soap_fault("artifact resolution failed")
+        now = dt.datetime.now(dt.timezone.utc)
+        if failure is Failure.EXPIRED:
+            now -= dt.timedelta(hours=1)
+        outer = etree.Element(
+            m.q("saml2p", "ArtifactResponse"),
+            {
+                "ID": m.new_id(),
+                "InResponseTo": request.get("ID", ""),
+                "IssueInstant": m.saml_time(now),
+                "Version": "2.0",
+            },
+            nsmap=_RESPONSE_NSMAP,
+        )
+        etree.SubElement(outer, m.q("saml2", "Issuer")).text = self.settings.entity_id
+        if issued is None or issued.expires < time.monotonic():
+            # A used, unknown or stale artifact: a signed RequestDenied, no Response.
+            m.status(outer, m.STATUS_PREFIX + "RequestDenied", "unknown artifact")
+            self._signer.sign(outer)
+            return 200, m.soap_envelope(outer)
+        m.status(outer, m.STATUS_SUCCESS)
+        response = self._response(outer, issued, now, failure)
+        self._signer.sign(response)
+        if failure is Failure.BAD_SIGNATURE:
+            # An attacker's own assertion: anyone can encrypt to the service's key.
+            forged = Person("Mallory", "Podrobiona", "44051401458", "1944-05-14")
+            forged_assertion = self._assertion(issued, forged, now, failure=None)
+            old = response.find("saml2:EncryptedAssertion", NS)
+            response.replace(old, self._encrypt(forged_assertion, failure=None))
+        self._signer.sign(outer)
+        return 200, m.soap_envelope(outer)
+
+    def logout(self, envelope_xml: bytes) -> tuple[int, bytes]:
+        """Answer a SOAP LogoutRequest with a signed LogoutResponse."""
+        try:
+            request = m.soap_body(parse(envelope_xml))
+            if request.tag != m.q("saml2p", "LogoutRequest"):
+                raise BadRequest("not a LogoutRequest")
+            self._check_sp_message(request, self.settings.base_url + LOGOUT_PATH)
+        except (BadRequest, XmlError) as exc:
+            return 500, m.soap_fault(str(exc))
+        response = etree.Element(
+            m.q("saml2p", "LogoutResponse"),
+            {
+                "ID": m.new_id(),
+                "InResponseTo": request.get("ID", ""),
+                "IssueInstant": m.saml_time(dt.datetime.now(dt.timezone.utc)),
+                "Version": "2.0",
+            },
+            nsmap=_RESPONSE_NSMAP,
+        )
+        etree.SubElement(response, m.q("saml2", "Issuer")).text = self.settings.entity_id
+        code = STATUS_FAILURES.get(self.failure) if self.failure else None
+        m.status(response, m.STATUS_PREFIX + (code or "Success"))
+        self._signer.sign(response)
+        return 200, m.soap_envelope(response)
+
+    # -- building the answer -----------------------------------------------------
+
+    def _response(
+        self, outer: etree._Element, issued: _Issued, now: dt.datetime, failure: Failure | None
+    ) -> etree._Element:
+        response = etree.SubElement(
+            outer,
+            m.q("saml2p", "Response"),
+            {
+                "Destination": self.settings.sp_acs_url,
+                "ID": m.new_id(),
+                "InResponseTo": issued.login.request_id,
+                "IssueInstant": m.saml_time(now),
+                "Version": "2.0",
+            },
+        )
+        etree.SubElement(response, m.q("saml2", "Issuer")).text = self.settings.entity_id
+        m.status(response, issued.status)
+        # Like the real node, a failed Response may carry an assertion too.
+        person = issued.person or Person("", "", "", "")
+        response.append(self._encrypt(self._assertion(issued, person, now, failure), failure))
+        return response
+
+    def _assertion(
+        self, issued: _Issued, person: Person, now: dt.datetime, failure: Failure | None
+    ) -> bytes:
+        settings = self.settings
+        assertion_id = (
+            _REPEATED_ASSERTION_ID if failure is Failure.REPEAT_ASSERTION_ID else m.new_id()
+        )
+        assertion = etree.Element(
+            m.q("saml2", "Assertion"),
+            {"ID": assertion_id, "IssueInstant": m.saml_time(now), "Version": "2.0"},
+            nsmap=_ASSERTION_NSMAP,
+        )
+        etree.SubElement(assertion, m.q("saml2", "Issuer")).text = settings.entity_id
+        subject = etree.SubElement(assertion, m.q("saml2", "Subject"))
+        name_id = etree.SubElement(subject, m.q("saml2", "NameID"), Format=m.NAMEID_UNSPECIFIED)
+        pseudonym = hashlib.sha256(f"{settings.sp_entity_id}|{person.pesel}".encode()).hexdigest()
+        name_id.text = pseudonym
+        if failure is Failure.COMMENT_IN_NAMEID:
+            name_id.text = pseudonym[:8]
+            comment = etree.Comment("split")
+            comment.tail = pseudonym[8:]
+            name_id.append(comment)
+        confirmation = etree.SubElement(
+            subject, m.q("saml2", "SubjectConfirmation"), Method=m.BEARER
+        )
+        later = m.saml_time(now + dt.timedelta(minutes=5))
+        etree.SubElement(
+            confirmation,
+            m.q("saml2", "SubjectConfirmationData"),
+            InResponseTo=issued.login.request_id,
+            NotOnOrAfter=later,
+            Recipient=settings.sp_acs_url,
+        )
+        conditions = etree.SubElement(
+            assertion, m.q("saml2", "Conditions"), NotBefore=m.saml_time(now), NotOnOrAfter=later
+        )
+        audience = etree.SubElement(conditions, m.q("saml2", "AudienceRestriction"))
+        etree.SubElement(audience, m.q("saml2", "Audience")).text = settings.sp_entity_id
+        statement = etree.SubElement(
+            assertion,
+            m.q("saml2", "AuthnStatement"),
+            AuthnInstant=m.saml_time(now),
+            SessionIndex=f"_{hashlib.sha1(assertion_id.encode()).hexdigest()}",  # noqa: S324
+        )
+        context = etree.SubElement(statement, m.q("saml2", "AuthnContext"))
+        etree.SubElement(context, m.q("saml2", "AuthnContextClassRef")).text = (
+            issued.login.loa_uri
+        )
+        attributes = etree.SubElement(assertion, m.q("saml2", "AttributeStatement"))
+        for name, value in zip(
+            m.ATTRIBUTES,
+            (person.first_name, person.last_name, person.date_of_birth, person.pesel),
+            strict=True,
+        ):
+            attribute = etree.SubElement(
+                attributes,
+                m.q("saml2", "Attribute"),
+                FriendlyName=name,
+                Name=m.NATURAL_PERSON + name,
+                NameFormat=m.ATTRNAME_URI,
+            )
+            etree.SubElement(
+                attribute,
+                m.q("saml2", "AttributeValue"),
+                {m.q("xsi", "type"): f"naturalperson:{name}Type"},
+            ).text = value
+        if settings.sign_assertion:
+            # No InclusiveNamespaces here: the assertion is signed on its own and then
+            # read inside the Response, where more prefixes are in scope.
+            self._signer.sign(assertion, inclusive_prefixes=None)
+        return etree.tostring(assertion, encoding="UTF-8")
+
+    def _encrypt(self, assertion_xml: bytes, failure: Failure | None) -> etree._Element:
+        return encrypt_assertion(
+            assertion_xml,
+            self._sp_encryption_key,
+            party_u=self.settings.entity_id,
+            party_v=self.settings.sp_entity_id,
+            content_key_bits=128 if failure is Failure.KEY_128 else 256,
+        )
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _check_sp_message(self, message: etree._Element, destination: str) -> None:
+        try:
+            self._sp.verify(message)
+        except SignatureError as exc:
+            raise BadRequest(f"the service's signature: {exc}") from None
+        if m.text_of(message.find("saml2:Issuer", NS)) != self.settings.sp_entity_id:
+            raise BadRequest("the issuer is not the registered service")
+        if message.get("Destination") not in (None, destination):
+            raise BadRequest(f"Destination is not {destination}")
+        issued = m.parse_time(message.get("IssueInstant"))
+        now = dt.datetime.now(dt.timezone.utc)
+        if abs((now - issued).total_seconds()) > 300:
+            raise BadRequest("the request is too old or from the future")
+
+    def _purge(self) -> None:
+        now = time.monotonic()
+        self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
+        self._artifacts = {k: v for k, v in self._artifacts.items() if v.expires > now}
