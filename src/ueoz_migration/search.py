@@ -1,0 +1,280 @@
+"""The search worker: look each ``searching`` attempt's person up in the e-PLOZ directory.
+
+Any number of workers, in any number of processes and machines, share the attempts table:
+
+1. **claim** — a short transaction picks one attempt that is due and whose lease is free
+   (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers never wait on each other;
+   on SQLite the engine's ``BEGIN IMMEDIATE`` serialises the claims), sets its lease and
+   counts the try. A worker that dies mid-search leaves a lease that runs out, and another
+   worker takes the attempt over.
+2. **search** — outside any transaction, because e-PLOZ may be slow, and within
+   ``settings.search_timeout``.
+3. **outcome** — ``account_found`` or ``search_failed`` (with the event code of
+   :func:`~ueoz_migration.domain.matching.match_account`) through the journey, like every
+   other event. A directory that fails or times out is asked again later, with exponential
+   backoff, and after ``settings.search_max_tries`` tries the attempt fails with code 207.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from .adapters.eploz import Directory, TableDirectory
+from .bootstrap import Services
+from .db.engine import transaction
+from .db.models import Attempt
+from .domain.codes import EventCode
+from .domain.matching import MatchOutcome, match_account
+from .domain.privacy import mask_pesel
+from .journey import Actor, EventRefused, utcnow
+
+log = structlog.get_logger(__name__)
+
+SEARCHING = "searching"
+# Beyond the search's own timeout, the time a worker may need to record the outcome.
+LEASE_MARGIN = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An attempt a worker holds the lease of, with what the search needs to know."""
+
+    attempt_id: str
+    pesel: str
+    pesel_hash: str
+    given_names: str
+    family_name: str
+    tries: int  # this try included
+    lease_until: datetime
+
+
+@dataclass
+class RunReport:
+    """What one pass of the worker did."""
+
+    found: int = 0
+    failed: dict[int, int] = field(default_factory=dict)  # event code -> attempts
+    retried: int = 0
+    superseded: int = 0  # outcome not applied: the attempt moved on meanwhile
+    expired: int = 0
+
+    @property
+    def searched(self) -> int:
+        return self.found + sum(self.failed.values()) + self.retried + self.superseded
+
+
+class SearchWorker:
+    """Claims due searches and drives each attempt to ``found`` or ``error``."""
+
+    def __init__(
+        self,
+        services: Services,
+        directory: Directory | None = None,
+        *,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.services = services
+        self.sessions = services.sessions
+        self.journey = services.journey
+        self.directory = directory if directory is not None else TableDirectory(self.sessions)
+        self.worker_id = worker_id or uuid.uuid4().hex[:12]
+        self.clock = clock
+        settings = services.settings
+        self.timeout = settings.search_timeout
+        self.retry_base = settings.search_retry_base
+        self.max_tries = settings.search_max_tries
+        self.lease = settings.search_timeout + LEASE_MARGIN
+        self.log = log.bind(worker=self.worker_id)
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def run_once(self, *, stop: threading.Event | None = None) -> RunReport:
+        """Search every attempt that is due now, then return what happened."""
+        report = RunReport()
+        while stop is None or not stop.is_set():
+            claim = self.claim()
+            if claim is None:
+                break
+            self.process(claim, report)
+        return report
+
+    def claim(self) -> Claim | None:
+        """Take the lease of one due attempt whose lease is free, or return None."""
+        now = self.clock()
+        with transaction(self.sessions) as session:
+            attempt = session.scalars(
+                select(Attempt)
+                .where(Attempt.state == SEARCHING)
+                .where(Attempt.search_due_at <= now)
+                .where(or_(Attempt.search_lease_until.is_(None), Attempt.search_lease_until <= now))
+                .order_by(Attempt.search_due_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if attempt is None:
+                return None
+            attempt.search_lease_until = now + self.lease
+            attempt.search_tries += 1
+            return Claim(
+                attempt_id=attempt.id,
+                pesel=attempt.pesel,
+                pesel_hash=attempt.pesel_hash,
+                given_names=attempt.given_names,
+                family_name=attempt.family_name,
+                tries=attempt.search_tries,
+                lease_until=attempt.search_lease_until,
+            )
+
+    def process(self, claim: Claim, report: RunReport) -> None:
+        """Search for one claimed attempt and record the outcome."""
+        request_id = uuid.uuid4().hex
+        logger = self.log.bind(
+            attempt=claim.attempt_id, pesel=mask_pesel(claim.pesel), request_id=request_id
+        )
+        try:
+            outcome = self._search(claim)
+        except Exception as error:  # any failure of e-PLOZ is retried, whatever it is
+            # Only the class name: a driver's message may quote the PESEL it was given.
+            logger.warning("search.directory_failed", error=type(error).__name__, tries=claim.tries)
+            self._retry_or_give_up(claim, report, logger, request_id)
+            return
+        actor = Actor("worker", request_id)
+        try:
+            if outcome.account is not None:
+                account_id = outcome.account.id  # type: ignore[attr-defined]
+                self.journey.fire(
+                    claim.attempt_id, "account_found", actor=actor, eploz_account_id=account_id
+                )
+                report.found += 1
+                logger.info("search.found", eploz_account=account_id, tries=claim.tries)
+            else:
+                assert outcome.code is not None
+                self._fail(claim, outcome.code, actor)
+                report.failed[int(outcome.code)] = report.failed.get(int(outcome.code), 0) + 1
+                logger.info("search.failed", event_code=int(outcome.code), tries=claim.tries)
+        except EventRefused as refused:
+            # The person cancelled, or the attempt expired, while e-PLOZ was being asked.
+            report.superseded += 1
+            logger.info("search.superseded", state=refused.attempt.state)
+
+    def _search(self, claim: Claim) -> MatchOutcome:
+        """Ask the directory, within the search timeout, and match what it returns."""
+
+        def look_up() -> MatchOutcome:
+            candidates = self.directory.accounts_by_pesel(claim.pesel)
+            elsewhere = len(candidates) == 1 and self.directory.is_migrated_elsewhere(
+                candidates[0].id, claim.pesel_hash
+            )
+            return match_account(
+                candidates, claim.given_names, claim.family_name, migrated_elsewhere=elsewhere
+            )
+
+        # A thread of its own, so that a hung directory costs this worker the timeout and
+        # not the rest of its queue; the thread is abandoned, never joined.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eploz-search")
+        try:
+            return executor.submit(look_up).result(timeout=self.timeout.total_seconds())
+        except FutureTimeout as error:
+            raise TimeoutError(f"e-PLOZ did not answer within {self.timeout}") from error
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _fail(self, claim: Claim, code: EventCode, actor: Actor) -> None:
+        self.journey.fire(claim.attempt_id, "search_failed", actor=actor, code=int(code))
+
+    def _retry_or_give_up(
+        self, claim: Claim, report: RunReport, logger: structlog.BoundLogger, request_id: str
+    ) -> None:
+        if claim.tries >= self.max_tries:
+            try:
+                self._fail(claim, EventCode.DIRECTORY_UNAVAILABLE, Actor("worker", request_id))
+            except EventRefused as refused:
+                report.superseded += 1
+                logger.info("search.superseded", state=refused.attempt.state)
+                return
+            code = int(EventCode.DIRECTORY_UNAVAILABLE)
+            report.failed[code] = report.failed.get(code, 0) + 1
+            logger.warning("search.gave_up", event_code=code, tries=claim.tries)
+            return
+        delay = self.retry_base * (2 ** (claim.tries - 1))
+        now = self.clock()
+        with transaction(self.sessions) as session:
+            attempt = session.get(Attempt, claim.attempt_id, with_for_update=True)
+            # Only while our lease still stands: otherwise another worker owns the attempt.
+            if (
+                attempt is None
+                or attempt.state != SEARCHING
+                or attempt.search_lease_until != claim.lease_until
+            ):
+                report.superseded += 1
+                return
+            attempt.search_due_at = now + delay
+            attempt.search_lease_until = None
+        report.retried += 1
+        logger.info(
+            "search.retry_scheduled", tries=claim.tries, delay_seconds=delay.total_seconds()
+        )
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run_forever(
+        self,
+        stop: threading.Event,
+        *,
+        poll_interval: float = 1.0,
+        expire_interval: float = 60.0,
+    ) -> None:
+        """Search until ``stop`` is set; sweep expired attempts every ``expire_interval``."""
+        self.log.info("worker.started")
+        next_sweep = 0.0
+        while not stop.is_set():
+            monotonic = time.monotonic()
+            try:
+                if monotonic >= next_sweep:
+                    expired = self.journey.expire_stale()
+                    if expired:
+                        self.log.info("worker.expired_attempts", count=expired)
+                    next_sweep = monotonic + expire_interval
+                report = self.run_once(stop=stop)
+                if report.searched:
+                    self.log.info(
+                        "worker.pass",
+                        found=report.found,
+                        failed=report.failed,
+                        retried=report.retried,
+                        superseded=report.superseded,
+                    )
+            except SQLAlchemyError as error:
+                # The database restarting or failing over: wait and carry on.
+                self.log.error("worker.database_error", error=type(error).__name__)
+            stop.wait(poll_interval)
+        self.log.info("worker.stopped")
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Yield an event that SIGTERM or SIGINT sets: the worker finishes its search and stops."""
+    stop = threading.Event()
+    previous = {
+        number: signal.signal(number, lambda *_: stop.set())
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
