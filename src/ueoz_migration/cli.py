@@ -135,5 +135,203 @@ def worker(services: Services, once: bool, worker_id: str | None, interval: floa
         services.engine.dispose()
 
 
+# -- auditors, helpdesk and developers (audit show|replay|verify|export, helpdesk, diagram) --
+
+
+def _database_errors():  # type: ignore[no-untyped-def]
+    """Turn a database that cannot be read into a one-line message instead of a stack trace."""
+    from contextlib import contextmanager
+
+    from sqlalchemy.exc import DBAPIError
+
+    @contextmanager
+    def guard():  # type: ignore[no-untyped-def]
+        try:
+            yield
+        except DBAPIError as error:
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            raise click.ClickException(
+                f"cannot read the database ({reason}); is it reachable and upgraded "
+                "(ueoz-migration db upgrade)?"
+            ) from error
+
+    return guard()
+
+
+def _attempt_scope(services: Services, reference: str | None, all_: bool) -> list[str] | None:
+    """Resolve MIGRATION_…|ATTEMPT|--all to attempt ids (None meaning every attempt)."""
+    from .audit.log import find_attempt
+
+    if all_ and reference:
+        raise click.UsageError("give either an attempt (id or MIGRATION_ number) or --all")
+    if all_ or reference is None:
+        return None
+    with services.sessions() as session:
+        attempt = find_attempt(session, reference)
+    if attempt is None:
+        raise click.ClickException(f"no attempt has the id or event number {reference!r}")
+    return [attempt.id]
+
+
+def _print_report(report) -> None:  # type: ignore[no-untyped-def]
+    """Print an audit report; exit 1 when it found a problem."""
+    if not report.ok:
+        click.echo(f"FIRST BROKEN LINK: {report.first}")
+        for finding in report.findings[1:20]:
+            click.echo(f"  also: {finding}")
+        if report.broken_attempts > 20:
+            click.echo(f"  … and {report.broken_attempts - 20} more attempt(s)")
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.group()
+def audit() -> None:
+    """The transition log, for auditors: show, replay, verify, export."""
+
+
+@audit.command("verify")
+@click.argument("reference", required=False, metavar="[MIGRATION_…|ATTEMPT]")
+@click.option("--all", "all_", is_flag=True, help="Every attempt (the default).")
+@click.pass_obj
+def audit_verify(services: Services, reference: str | None, all_: bool) -> None:
+    """Check the log's hash chain; name the first broken link (exit 1) or summarise (exit 0)."""
+    from .audit.verify import verify_chain
+
+    with _database_errors():
+        scope = _attempt_scope(services, reference, all_)
+        with services.sessions() as session:
+            report = verify_chain(session, services.settings.audit_key, scope)
+    _print_report(report)
+
+
+@audit.command("replay")
+@click.argument("reference", required=False, metavar="MIGRATION_…|ATTEMPT")
+@click.option("--all", "all_", is_flag=True, help="Every attempt.")
+@click.pass_obj
+def audit_replay(services: Services, reference: str | None, all_: bool) -> None:
+    """Re-run the logged events through the flow version in force; report the first divergence."""
+    from .audit.replay import replay_log
+
+    if reference is None and not all_:
+        raise click.UsageError("name an attempt (its id or MIGRATION_ number) or give --all")
+    with _database_errors():
+        scope = _attempt_scope(services, reference, all_)
+        with services.sessions() as session:
+            report = replay_log(session, scope)
+    _print_report(report)
+
+
+@audit.command("show")
+@click.argument("reference", metavar="MIGRATION_…|ATTEMPT")
+@click.pass_obj
+def audit_show(services: Services, reference: str) -> None:
+    """Print one attempt's log as a table."""
+    from .audit.log import find_attempt, log_table, read_log
+
+    with _database_errors(), services.sessions() as session:
+        attempt = find_attempt(session, reference)
+        if attempt is None:
+            raise click.ClickException(f"no attempt has the id or event number {reference!r}")
+        rows = read_log(session, attempt.id)
+    click.echo(
+        f"attempt {attempt.id}  state {attempt.state}  flow version {attempt.flow_version[:12]}…"
+        + (
+            f"  event {attempt.event_number} code {attempt.event_code}"
+            if attempt.event_number
+            else ""
+        )
+    )
+    click.echo(log_table(rows))
+
+
+@audit.command("export")
+@click.option("--attempt", "reference", metavar="MIGRATION_…|ATTEMPT", help="Only this attempt.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, writable=True), help="File (default: stdout)."
+)
+@click.pass_obj
+def audit_export(services: Services, reference: str | None, output: str | None) -> None:
+    """Write the log as JSON lines: every chained field of each row, with its hashes."""
+    from .audit.export import export_log
+
+    with _database_errors():
+        scope = _attempt_scope(services, reference, False)
+        with services.sessions() as session:
+            if output is None:
+                export_log(session, click.get_text_stream("stdout"), scope)
+                return
+            with open(output, "w", encoding="utf-8") as out:
+                count = export_log(session, out, scope)
+    click.echo(f"exported {count} row(s) to {output}", err=True)
+
+
+@main.group()
+def helpdesk() -> None:
+    """The helpdesk's tools."""
+
+
+@helpdesk.command("lookup")
+@click.argument("event_number", metavar="MIGRATION_…")
+@click.option(
+    "--pesel-last3", required=True, metavar="NNN", help="The caller's last 3 PESEL digits."
+)
+@click.pass_obj
+def helpdesk_lookup(services: Services, event_number: str, pesel_last3: str) -> None:
+    """Show the attempt behind an event number once the caller's PESEL digits agree."""
+    from .helpdesk import NO_MATCH, LookupInputError, describe, lookup
+
+    try:
+        with _database_errors():
+            view = lookup(services.sessions, event_number, pesel_last3)
+    except LookupInputError as error:
+        raise click.UsageError(str(error)) from error
+    if view is None:
+        click.echo(NO_MATCH, err=True)
+        sys.exit(1)
+    click.echo(describe(view, services.settings.domain_systems))
+
+
+@main.command("diagram")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot", "svg"]),
+    default="mermaid",
+    show_default=True,
+)
+@click.option("--output", type=click.Path(dir_okay=False), help="File, or - for stdout.")
+@click.pass_obj
+def diagram(services: Services, fmt: str, output: str | None) -> None:
+    """Render the flow; with no --output, Mermaid (re)writes docs/state-diagram.md."""
+    from pathlib import Path
+
+    from statemachine.contrib.diagram.graphviz import GraphvizError
+
+    from .diagram import DOC_PATH, render, state_diagram_page
+
+    if output is None and fmt == "mermaid":
+        if not DOC_PATH.parent.is_dir():
+            raise click.ClickException(
+                f"no {DOC_PATH.parent}/ folder here: run this from the repository root, "
+                "or give --output"
+            )
+        DOC_PATH.write_text(state_diagram_page(services.flow), encoding="utf-8")
+        click.echo(f"wrote {DOC_PATH} (flow version {services.flow.version[:12]}…)")
+        return
+    try:
+        data = render(services.flow, fmt)
+    except GraphvizError as error:
+        raise click.ClickException(
+            f"SVG needs Graphviz's `dot` program (Debian: apt-get install graphviz): {error}"
+        ) from error
+    if output is None or output == "-":
+        click.get_binary_stream("stdout").write(data)
+    else:
+        Path(output).write_bytes(data)
+        click.echo(f"wrote {output} ({fmt})")
+
+
 if __name__ == "__main__":
     sys.exit(main())

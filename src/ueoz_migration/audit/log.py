@@ -1,0 +1,108 @@
+"""Read the transition log: find an attempt by its id or event number, stream its rows."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterator, Sequence
+from datetime import datetime
+
+from sqlalchemy import Column, Row, Select, select
+from sqlalchemy.orm import Session
+
+from ..db.models import Attempt, TransitionLogEntry
+
+EVENT_NUMBER = re.compile(r"MIGRATION_\d{12}")
+# Rows travel from the database in batches of this many; enough to keep the round trips
+# negligible, small enough that memory stays flat on a log of any length.
+BATCH = 5000
+
+LOG = TransitionLogEntry.__table__
+
+
+def log_columns(*names: str) -> list[Column]:  # type: ignore[type-arg]
+    return [LOG.c[name] for name in names]
+
+
+def find_attempt(session: Session, reference: str) -> Attempt | None:
+    """Return the attempt an auditor names by its id or by its event number ``MIGRATION_…``."""
+    reference = reference.strip()
+    if EVENT_NUMBER.fullmatch(reference):
+        attempt = session.scalars(
+            select(Attempt).where(Attempt.event_number == reference)
+        ).one_or_none()
+        if attempt is not None:
+            return attempt
+        # A number minted earlier in the same attempt stays in its log even if a later one
+        # replaced it on the attempt.
+        attempt_id = session.scalars(
+            select(TransitionLogEntry.attempt_id).where(
+                TransitionLogEntry.event_number == reference
+            )
+        ).first()
+        return session.get(Attempt, attempt_id) if attempt_id is not None else None
+    return session.get(Attempt, reference)
+
+
+def stream_rows(
+    session: Session, columns: Sequence[str], attempt_ids: Collection[str] | None = None
+) -> Iterator[Row]:  # type: ignore[type-arg]
+    """Yield the log's rows, ``columns`` only, ordered by attempt and sequence number.
+
+    The order is the unique index's, so the database reads the log in one index scan, and
+    rows come in batches (a server-side cursor on PostgreSQL) instead of all at once.
+    """
+    statement: Select = select(*log_columns(*columns)).order_by(LOG.c.attempt_id, LOG.c.seq)  # type: ignore[type-arg]
+    if attempt_ids is not None:
+        statement = statement.where(LOG.c.attempt_id.in_(list(attempt_ids)))
+    result = session.connection().execute(statement.execution_options(yield_per=BATCH))
+    yield from result
+
+
+def read_log(session: Session, attempt_id: str) -> list[TransitionLogEntry]:
+    """Return one attempt's log rows in order (for showing, not for bulk work)."""
+    return list(
+        session.scalars(
+            select(TransitionLogEntry)
+            .where(TransitionLogEntry.attempt_id == attempt_id)
+            .order_by(TransitionLogEntry.seq)
+        )
+    )
+
+
+def format_time(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def log_table(rows: Sequence[TransitionLogEntry]) -> str:
+    """Render log rows as a plain-text table that reads well in a terminal or a ticket."""
+    header = (
+        "seq",
+        "time (UTC)",
+        "event",
+        "source → target",
+        "outcome",
+        "actor",
+        "request id",
+        "event number / code",
+    )
+    lines = [
+        (
+            str(row.seq),
+            row.at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.event,
+            f"{row.source or '∅'} → {row.target}",
+            row.outcome,
+            row.actor,
+            row.request_id,
+            " / ".join(str(part) for part in (row.event_number, row.event_code) if part),
+        )
+        for row in rows
+    ]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=False)]
+
+    def render(cells: Sequence[str]) -> str:
+        cells = [cell.ljust(width) for cell, width in zip(cells, widths, strict=True)]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([render(header), rule, *(render(line) for line in lines)])

@@ -1,0 +1,210 @@
+"""Re-run the logged events through the flow that was in force (``ueoz-migration audit replay``).
+
+Each attempt's flow version is rebuilt from ``flow_versions`` with :func:`parse_flow`, and its
+logged events are run again from the initial state:
+
+- the first row is ``start``, applied, entering the flow's initial state;
+- an ``applied`` row is allowed from the replayed state and lands on the logged target;
+- a ``refused`` row is not allowed from the replayed state and leaves it;
+- a ``rejected`` row is allowed (a step's check failed) and leaves the state unchanged;
+- the replayed state at the end is the attempt's state, and the last event number and code
+  the log minted are the attempt's.
+
+The flow is flat and has no guards, so its transition table *is* the machine's semantics
+(tests/unit/test_flow.py proves it); replay walks the table rather than building machines,
+which keeps a log of a hundred thousand transitions to a second or two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from time import perf_counter
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..db.models import Attempt, FlowVersion
+from ..flow import Flow, flow_version, parse_flow
+from .log import stream_rows
+from .report import AuditReport, Finding
+
+START_EVENT = "start"
+ROW_COLUMNS = (
+    "attempt_id",
+    "seq",
+    "event",
+    "source",
+    "target",
+    "outcome",
+    "flow_version",
+    "event_number",
+    "event_code",
+)
+
+
+class _Flows:
+    """The flow versions stored in the database, rebuilt on first use."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.built: dict[str, Flow | str] = {}
+
+    def get(self, version: str) -> Flow | str:
+        """Return the flow, or why it cannot be rebuilt."""
+        if version not in self.built:
+            source = self.session.scalar(
+                select(FlowVersion.source).where(FlowVersion.version == version)
+            )
+            if source is None:
+                self.built[version] = f"flow version {version[:12]}… is not stored"
+            elif flow_version(source) != version:
+                self.built[version] = (
+                    f"the stored definition of flow version {version[:12]}… no longer hashes "
+                    "to it, so the flow in force cannot be rebuilt"
+                )
+            else:
+                self.built[version] = parse_flow(source)
+        return self.built[version]
+
+
+class _Attempt:
+    """Where the replay of one attempt stands."""
+
+    __slots__ = (
+        "code",
+        "event_code",
+        "event_number",
+        "flow",
+        "id",
+        "number",
+        "state",
+        "stored_state",
+        "version",
+    )
+
+    def __init__(self, row: tuple) -> None:  # type: ignore[type-arg]
+        self.id, self.stored_state, self.version, self.event_number, self.event_code = row
+        self.state: str | None = None
+        self.number: str | None = None
+        self.code: int | None = None
+        self.flow: Flow | None = None
+
+
+def replay_log(session: Session, attempt_ids: Collection[str] | None = None) -> AuditReport:
+    """Replay the given attempts' logs (all of them when None) and report divergences."""
+    started = perf_counter()
+    report = AuditReport("replay")
+    flows = _Flows(session)
+    statement = select(
+        Attempt.id, Attempt.state, Attempt.flow_version, Attempt.event_number, Attempt.event_code
+    )
+    if attempt_ids is not None:
+        statement = statement.where(Attempt.id.in_(list(attempt_ids)))
+    attempts = {row[0]: _Attempt(tuple(row)) for row in session.execute(statement)}
+
+    current: _Attempt | None = None
+    broken = False
+    rows = 0
+    for row in stream_rows(session, ROW_COLUMNS, attempt_ids):
+        rows += 1
+        attempt_id, seq, event, source, target, outcome, version, number, code = row
+        if current is None or attempt_id != current.id:
+            if current is not None and not broken:
+                _finish(report, current)
+            report.attempts += 1
+            broken = False
+            current = attempts.pop(attempt_id, None)
+            if current is None:
+                report.add(Finding(attempt_id, seq, "log rows of an attempt that does not exist"))
+                current, broken = _Attempt((attempt_id, None, None, None, None)), True
+                continue
+            flow = flows.get(current.version)
+            if isinstance(flow, str):
+                report.add(Finding(attempt_id, seq, flow))
+                broken = True
+                continue
+            current.flow = flow
+        if broken:
+            continue
+        problem = _step(current, seq, event, source, target, outcome, version)
+        if problem is not None:
+            report.add(Finding(attempt_id, seq, problem))
+            broken = True
+            continue
+        if number is not None:
+            current.number, current.code = number, code
+    if current is not None and not broken:
+        _finish(report, current)
+    for attempt in attempts.values():
+        report.attempts += 1
+        report.add(Finding(attempt.id, 1, "expected a log starting with 'start', logged nothing"))
+    report.rows = rows
+    report.seconds = perf_counter() - started
+    return report
+
+
+def _step(
+    attempt: _Attempt,
+    seq: int,
+    event: str,
+    source: str,
+    target: str,
+    outcome: str,
+    version: str,
+) -> str | None:
+    """Replay one row; return the divergence, or None when the log agrees with the flow."""
+    flow = attempt.flow
+    assert flow is not None
+    if version != attempt.version:
+        return (
+            f"expected flow version {attempt.version[:12]}… (the attempt's), logged {version[:12]}…"
+        )
+    state = attempt.state
+    if state is None:  # the first row
+        if (event, outcome, target) != (START_EVENT, "applied", flow.initial):
+            return (
+                f"expected 'start' applied into '{flow.initial}', "
+                f"logged '{event}' {outcome} into '{target}'"
+            )
+        attempt.state = target
+        return None
+    if source != state:
+        return f"expected source '{state}', logged '{source}' ('{event}' {outcome})"
+    allowed = flow.transitions.get((state, event))
+    if outcome == "applied":
+        if allowed is None:
+            return f"expected '{event}' to be refused in '{state}', logged it applied"
+        if target != allowed:
+            return f"expected '{event}' to lead from '{state}' to '{allowed}', logged '{target}'"
+        attempt.state = target
+        return None
+    if outcome not in ("refused", "rejected"):
+        return f"expected outcome applied, refused or rejected, logged '{outcome}'"
+    if target != state:
+        return f"expected a {outcome} '{event}' to stay in '{state}', logged target '{target}'"
+    if outcome == "refused" and allowed is not None:
+        return f"expected '{event}' to be allowed in '{state}' (to '{allowed}'), logged refused"
+    if outcome == "rejected" and allowed is None:
+        return f"expected '{event}' to be refused in '{state}', logged rejected by a check"
+    return None
+
+
+def _finish(report: AuditReport, attempt: _Attempt) -> None:
+    """The replay must end where the attempt stands, with the event number it shows."""
+    if attempt.state != attempt.stored_state:
+        report.add(
+            Finding(
+                attempt.id,
+                None,
+                f"replay ends in '{attempt.state}', the attempt is in '{attempt.stored_state}'",
+            )
+        )
+    elif (attempt.number, attempt.code) != (attempt.event_number, attempt.event_code):
+        report.add(
+            Finding(
+                attempt.id,
+                None,
+                f"replay minted event number {attempt.number} code {attempt.code}, "
+                f"the attempt shows {attempt.event_number} code {attempt.event_code}",
+            )
+        )

@@ -1,0 +1,103 @@
+"""Render the migration flow as a diagram: Mermaid (the default), Graphviz DOT, or SVG.
+
+The diagrams are drawn from the flow's transition table, the same table the journey and the
+audit replay run on, so a diagram can only show what the service does. SVG goes through the
+Graphviz ``dot`` program (Debian package ``graphviz``); Mermaid and DOT need nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from statemachine.contrib.diagram.graphviz import run_graphviz
+
+from .flow import Flow
+
+FORMATS = ("mermaid", "dot", "svg")
+DOC_PATH = Path("docs") / "state-diagram.md"
+
+
+def _edges(flow: Flow) -> list[tuple[str, str, str]]:
+    """(source, target, events) with the events between the same two states on one label."""
+    labels: dict[tuple[str, str], list[str]] = {}
+    for (source, event), target in flow.transitions.items():
+        labels.setdefault((source, target), []).append(event)
+    return [(source, target, ", ".join(events)) for (source, target), events in labels.items()]
+
+
+def mermaid(flow: Flow) -> str:
+    """Return the flow as a Mermaid ``stateDiagram-v2``."""
+    lines = ["stateDiagram-v2", "    direction TB", f"    [*] --> {flow.initial}"]
+    lines += [f"    {source} --> {target} : {events}" for source, target, events in _edges(flow)]
+    lines += [f"    {state} --> [*]" for state in flow.states if state in flow.finals]
+    return "\n".join(lines) + "\n"
+
+
+def dot(flow: Flow) -> str:
+    """Return the flow as a Graphviz DOT digraph; final states are drawn with a double border."""
+    lines = [
+        f'digraph "{flow.name}" {{',
+        "    rankdir=TB;",
+        '    node [shape=box, style=rounded, fontname="Helvetica"];',
+        '    edge [fontname="Helvetica", fontsize=10];',
+        '    "__initial" [shape=point, width=0.15, label=""];',
+    ]
+    for state in flow.states:
+        extra = ", peripheries=2" if state in flow.finals else ""
+        lines.append(f'    "{state}" [label="{state}"{extra}];')
+    lines.append(f'    "__initial" -> "{flow.initial}";')
+    lines += [
+        f'    "{source}" -> "{target}" [label="{events}"];'
+        for source, target, events in _edges(flow)
+    ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def svg(flow: Flow) -> bytes:
+    """Return the flow drawn as SVG by Graphviz; ``GraphvizError`` when ``dot`` is missing."""
+    return run_graphviz(dot(flow), "svg")
+
+
+def render(flow: Flow, fmt: str) -> bytes:
+    if fmt == "mermaid":
+        return mermaid(flow).encode()
+    if fmt == "dot":
+        return dot(flow).encode()
+    if fmt == "svg":
+        return svg(flow)
+    raise ValueError(f"unknown diagram format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def state_diagram_page(flow: Flow) -> str:
+    """Return the text of docs/state-diagram.md for this flow."""
+    rows = []
+    for state in flow.states:
+        kind = "initial" if state == flow.initial else "final" if state in flow.finals else ""
+        events = ", ".join(
+            f"`{event}` → `{flow.transitions[(state, event)]}`"
+            for event in flow.allowed_events(state)
+        )
+        rows.append(f"| `{state}` | {kind} | {events or '—'} |")
+    return "\n".join(
+        [
+            "# The migration flow",
+            "",
+            "One migration attempt is one run of this state machine. It is drawn from",
+            "`flows/migration.yaml` by `ueoz-migration diagram` (`make diagram`); do not edit",
+            "this file by hand: a test fails when it differs from what the command writes.",
+            "An event that a state does not list below is refused and logged, never applied.",
+            "",
+            f"Flow `{flow.name}`, version `{flow.version}`",
+            "(the SHA-256 of the flow file; every log row names the version it ran on).",
+            "",
+            "```mermaid",
+            mermaid(flow).rstrip("\n"),
+            "```",
+            "",
+            "| state | kind | events out (event → target) |",
+            "|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
