@@ -333,5 +333,44 @@ def diagram(services: Services, fmt: str, output: str | None) -> None:
         click.echo(f"wrote {output} ({fmt})")
 
 
+# -- mail and the development stack -------------------------------------------------------
+
+
+@main.command("mail-sender")
+@click.option("--once", is_flag=True, help="Send what is due now, then exit.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between passes.")
+@click.pass_obj
+def mail_sender(services: Services, once: bool, interval: float) -> None:
+    """Deliver the outbox's e-mail (SMTP, or the Maildir on the embedded default)."""
+    from .adapters.mail import OutboxSender, stop_on_signals
+
+    try:
+        sender = OutboxSender.from_settings(services.settings, services.sessions)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+    try:
+        if once:
+            report = sender.send_due()
+            click.echo(f"sent {report.sent}, to retry {report.retried}, failed {report.failed}")
+            return
+        with stop_on_signals() as stop:
+            sender.run(stop, interval=interval)
+    finally:
+        services.engine.dispose()
+
+
+@main.command("dev")
+@click.pass_obj
+def dev(services: Services) -> None:
+    """Run the embedded default: database, demo data, web service, stand-in node, workers."""
+    from .devstack import DevStackError, run_stack
+
+    try:
+        code = run_stack(services.settings)
+    except DevStackError as error:
+        raise click.ClickException(str(error)) from error
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     sys.exit(main())

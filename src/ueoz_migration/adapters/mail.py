@@ -1,0 +1,439 @@
+"""Deliver the outbox: the e-mails that transitions wrote, sent after their transaction committed.
+
+A transition that sends mail only adds an :class:`~ueoz_migration.db.models.OutboxMessage` in
+its own transaction (see :mod:`ueoz_migration.states.awaiting_verification`); nothing leaves the
+service until that transaction has committed. The sender then works in three short steps, so
+that any number of senders can run on any number of machines:
+
+1. **claim**: in one short transaction, pick due rows nobody holds (``FOR UPDATE SKIP LOCKED``
+   on PostgreSQL; on SQLite the engine's ``BEGIN IMMEDIATE`` serialises the claimers) and set
+   their lease, then commit;
+2. **deliver**: hand each claimed message to the transport (SMTP, or a Maildir folder on the
+   embedded default) with no transaction open;
+3. **record**: mark it sent, or count the failed try and put it off with exponential backoff
+   and jitter; after ``MAIL_MAX_TRIES`` tries, or when the server refuses the message for good,
+   mark it failed and log an error for the operators.
+
+Logs and ``last_error`` carry no personal data: recipients appear masked (``a***@domain``).
+"""
+
+from __future__ import annotations
+
+import mailbox
+import random
+import re
+import signal
+import smtplib
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import ConfigError, Settings
+from ..db.engine import transaction
+from ..db.models import OutboxMessage
+from ..domain.privacy import mask_email
+
+log = structlog.get_logger(__name__)
+
+#: The longest a message waits between two tries, however many it has had.
+MAX_BACKOFF = timedelta(hours=1)
+#: How many messages one claim takes; small, so a slow server does not hold many leases.
+CLAIM_BATCH = 10
+
+_ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeliveryError(Exception):
+    """The transport could not hand the message over.
+
+    ``reason`` is safe to store and log (no personal data). ``permanent`` means the server
+    refused this very message for good (an unknown mailbox, say): trying again cannot help.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+class Transport(Protocol):
+    def deliver(self, message: EmailMessage) -> None:
+        """Hand the message over or raise :class:`DeliveryError`."""
+
+
+def without_addresses(text: str) -> str:
+    """Mask every e-mail address in a server's reply, which often quotes the recipient."""
+    return _ADDRESS.sub(lambda match: mask_email(match.group(0).strip(".,;:")), text)
+
+
+# -- transports ---------------------------------------------------------------------------
+
+
+class SmtpTransport:
+    """Send over SMTP, one connection per message (the outbox is low-volume).
+
+    An unreachable, silent or temporarily refusing server (4xx) is a reason to try later; a
+    5xx refusal of the recipient or of the message itself is final for this message. A 5xx
+    refusal of our login or our sender address is a configuration fault that hits every
+    message alike, so it is retried too: the operator fixes the setting and nothing is lost.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str = "",
+        password: str = "",
+        starttls: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.starttls, self.timeout = starttls, timeout
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpTransport:
+        return cls(
+            settings.smtp_host,
+            settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout.total_seconds(),
+        )
+
+    def deliver(self, message: EmailMessage) -> None:
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                if self.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if self.username:
+                    smtp.login(self.username, self.password)
+                smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as error:
+            # One recipient per message, so "all refused" is this message's recipient.
+            code, text = next(iter(error.recipients.values()))
+            raise DeliveryError(
+                _reply("recipient refused", code, text), permanent=500 <= code < 600
+            ) from None
+        except smtplib.SMTPResponseException as error:
+            code, what = error.smtp_code, _REFUSALS.get(type(error), "server said")
+            permanent = isinstance(error, smtplib.SMTPDataError) and 500 <= code < 600
+            raise DeliveryError(_reply(what, code, error.smtp_error), permanent=permanent) from None
+        except (smtplib.SMTPException, OSError) as error:
+            # Refused or reset connections, timeouts, TLS failures, a server that hangs up.
+            raise DeliveryError(f"server unreachable: {type(error).__name__}") from None
+
+
+_REFUSALS = {
+    smtplib.SMTPDataError: "message refused",
+    smtplib.SMTPSenderRefused: "sender refused",
+    smtplib.SMTPAuthenticationError: "login refused",
+}
+
+
+def _reply(what: str, code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{what}: {code} {without_addresses(text)}"[:500]
+
+
+class MaildirTransport:
+    """Drop messages into a Maildir folder: the embedded default's mail, read on /dev/mail."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def deliver(self, message: EmailMessage) -> None:
+        try:
+            mailbox.Maildir(self.path, create=True).add(message)
+        except OSError as error:
+            raise DeliveryError(f"maildir not writable: {type(error).__name__}") from None
+
+
+def transport_for(settings: Settings) -> Transport:
+    """Return the transport ``MAIL_BACKEND`` names."""
+    if settings.mail_backend == "maildir":
+        return MaildirTransport(settings.maildir_path)
+    if settings.mail_backend == "smtp":
+        return SmtpTransport.from_settings(settings)
+    raise ConfigError(f"MAIL_BACKEND must be smtp or maildir, not {settings.mail_backend!r}.")
+
+
+# -- reading the Maildir (development) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveredMail:
+    """A message as its recipient reads it."""
+
+    key: str
+    message_id: str
+    date: str
+    sender: str
+    recipient: str
+    subject: str
+    body: str
+
+
+def maildir_messages(path: Path) -> list[DeliveredMail]:
+    """Return the messages in a Maildir folder, newest first (for the development mail page)."""
+    if not path.exists():
+        return []
+    folder = mailbox.Maildir(path, factory=None, create=False)
+    messages = []
+    for key in folder.iterkeys():
+        with folder.get_file(key) as handle:
+            parsed = mailbox_message(handle.read())
+        body = parsed.get_body(preferencelist=("plain",))
+        messages.append(
+            DeliveredMail(
+                key=key,
+                message_id=str(parsed["Message-ID"]),
+                date=str(parsed["Date"]),
+                sender=str(parsed["From"]),
+                recipient=str(parsed["To"]),
+                subject=str(parsed["Subject"]),
+                body=body.get_content() if body is not None else "",
+            )
+        )
+    return sorted(messages, key=lambda mail: mail.key, reverse=True)
+
+
+def mailbox_message(raw: bytes) -> EmailMessage:
+    """Parse a stored message with the modern API (decoded headers, ``get_content``)."""
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+# -- the sender ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendReport:
+    """What one pass over the outbox did."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+    @property
+    def claimed(self) -> int:
+        return self.sent + self.retried + self.failed
+
+
+class OutboxSender:
+    """Claims due outbox messages, delivers them, and records the outcome."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        transport: Transport,
+        *,
+        mail_from: str,
+        max_tries: int = 8,
+        retry_base: timedelta = timedelta(seconds=30),
+        lease: timedelta = timedelta(minutes=5),
+        batch: int = CLAIM_BATCH,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.transport = transport
+        self.mail_from = mail_from
+        self.max_tries = max_tries
+        self.retry_base = retry_base
+        self.lease = lease
+        self.batch = batch
+        self.clock = clock
+        self.rng = rng or random.Random()  # jitter, not a secret
+        self.domain = parseaddr(mail_from)[1].partition("@")[2] or "ueoz.invalid"
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, sessions: sessionmaker[Session], **overrides: object
+    ) -> OutboxSender:
+        timeout = settings.smtp_timeout
+        options: dict[str, object] = {
+            "mail_from": settings.mail_from,
+            "max_tries": settings.mail_max_tries,
+            "retry_base": settings.mail_retry_base,
+            # Long enough for a whole batch to meet a server that times out on every message.
+            "lease": max(timedelta(minutes=1), 3 * CLAIM_BATCH * timeout),
+        }
+        options.update(overrides)
+        transport = options.pop("transport", None) or transport_for(settings)
+        return cls(sessions, transport, **options)  # type: ignore[arg-type]
+
+    def send_due(self) -> SendReport:
+        """Deliver every message due now, batch by batch, and say what happened."""
+        sent = retried = failed = 0
+        while True:
+            claimed = self.claim()
+            if not claimed:
+                return SendReport(sent, retried, failed)
+            for message in claimed:
+                outcome = self.deliver(message)
+                sent += outcome == "sent"
+                retried += outcome == "retry"
+                failed += outcome == "failed"
+
+    def claim(self) -> list[OutboxMessage]:
+        """Take a lease on up to one batch of due messages that nobody holds; commit at once."""
+        now = self.clock()
+        with transaction(self.sessions) as session:
+            messages = session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.sent_at.is_(None))
+                .where(OutboxMessage.failed_at.is_(None))
+                .where(OutboxMessage.due_at <= now)
+                .where(or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until <= now))
+                .order_by(OutboxMessage.due_at, OutboxMessage.id)
+                .limit(self.batch)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for message in messages:
+                message.lease_until = now + self.lease
+            return list(messages)
+
+    def deliver(self, message: OutboxMessage) -> str:
+        """Send one claimed message and record the outcome: ``sent``, ``retry`` or ``failed``.
+
+        At most once per claim, at least once overall. The window between the server
+        accepting the message and our ``sent_at`` commit cannot be closed: if this process
+        dies (or the database is unreachable) right after the SMTP server said 250, the row
+        still looks unsent, and once the lease runs out another sender delivers it again.
+        The copies carry the same Message-ID (it is derived from the outbox row), so mail
+        systems and clients that deduplicate on it show the person one message.
+        """
+        tries = message.tries + 1
+        try:
+            self.transport.deliver(self.compose(message))
+        except DeliveryError as error:
+            return self._record_failure(message, tries, error)
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message.id)
+                .values(sent_at=self.clock(), tries=tries, lease_until=None, last_error="")
+            )
+        log.info(
+            "mail.sent",
+            outbox_id=message.id,
+            kind=message.kind,
+            attempt=message.attempt_id,
+            to=mask_email(message.recipient),
+            tries=tries,
+        )
+        return "sent"
+
+    def _record_failure(self, message: OutboxMessage, tries: int, error: DeliveryError) -> str:
+        now = self.clock()
+        final = error.permanent or tries >= self.max_tries
+        values: dict[str, object] = {
+            "tries": tries,
+            "lease_until": None,
+            "last_error": error.reason,
+        }
+        if final:
+            values["failed_at"] = now
+        else:
+            values["due_at"] = now + self.backoff(tries)
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(OutboxMessage).where(OutboxMessage.id == message.id).values(**values)
+            )
+        fields = {
+            "outbox_id": message.id,
+            "kind": message.kind,
+            "attempt": message.attempt_id,
+            "to": mask_email(message.recipient),
+            "tries": tries,
+            "error": error.reason,
+        }
+        if final:
+            log.error("mail.failed", permanent=error.permanent, **fields)
+            return "failed"
+        log.warning("mail.retry", due_at=values["due_at"].isoformat(), **fields)  # type: ignore[attr-defined]
+        return "retry"
+
+    def backoff(self, tries: int) -> timedelta:
+        """Wait twice as long after each failed try, capped, with up to half of it random.
+
+        The jitter keeps many messages that failed together (a server restart) from all
+        coming back in the same second.
+        """
+        ceiling = min(MAX_BACKOFF, self.retry_base * 2 ** (tries - 1))
+        return ceiling / 2 + ceiling / 2 * self.rng.random()
+
+    def compose(self, message: OutboxMessage) -> EmailMessage:
+        """Build the MIME message: UTF-8 plain text, quoted-printable so any server takes it."""
+        mail = EmailMessage(policy=policy.SMTP)
+        mail["From"] = self.mail_from
+        mail["To"] = message.recipient
+        mail["Subject"] = message.subject
+        mail["Date"] = format_datetime(message.created_at.astimezone(UTC))
+        # Fixed by the outbox row, so a copy sent again in the at-least-once window is
+        # recognisably the same message.
+        mail["Message-ID"] = f"<outbox-{message.id}.{message.attempt_id}@{self.domain}>"
+        mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies, please
+        mail.set_content(message.body, charset="utf-8", cte="quoted-printable")
+        return mail
+
+    def run(self, stop: threading.Event, *, interval: float = 1.0) -> None:
+        """Send due mail until ``stop`` is set, looking again every ``interval`` seconds."""
+        log.info("mail.sender_started", backend=type(self.transport).__name__)
+        while not stop.is_set():
+            try:
+                self.send_due()
+            except Exception:  # the database went away, say: log it, wait, go on
+                log.exception("mail.sender_pass_failed")
+            stop.wait(interval)
+        log.info("mail.sender_stopped")
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Yield an event that SIGTERM or SIGINT sets, so a loop can finish its message and stop."""
+    stop = threading.Event()
+    previous = {
+        number: signal.signal(number, lambda *_: stop.set())
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+__all__ = [
+    "DeliveredMail",
+    "DeliveryError",
+    "MaildirTransport",
+    "OutboxSender",
+    "SendReport",
+    "SmtpTransport",
+    "maildir_messages",
+    "stop_on_signals",
+    "transport_for",
+    "without_addresses",
+]

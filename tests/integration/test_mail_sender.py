@@ -1,0 +1,332 @@
+"""The outbox sender: real SMTP on loopback, a Maildir, dead and refusing servers, two senders."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+
+import structlog
+from aiosmtpd.controller import Controller
+from click.testing import CliRunner
+from sqlalchemy import event, select
+
+from tests.factories import ANNA, user
+from tests.integration.test_journey import submit, to_email_entry
+from ueoz_migration.adapters.mail import (
+    MaildirTransport,
+    OutboxSender,
+    SmtpTransport,
+    maildir_messages,
+)
+from ueoz_migration.bootstrap import Services
+from ueoz_migration.cli import main
+from ueoz_migration.db.engine import make_sessionmaker, transaction
+from ueoz_migration.db.models import OutboxMessage
+
+SUBJECT_PL = "UEOZ – potwierdź adres e-mail"
+
+
+class Clock:
+    """A clock the test moves by hand, so backoff is checked without waiting."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps what it accepts, or answers RCPT with a set reply."""
+
+    def __init__(self, rcpt_reply: str | None = None) -> None:
+        self.rcpt_reply = rcpt_reply
+        self.received: list[tuple[list[str], bytes]] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.rcpt_reply:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append((list(envelope.rcpt_tos), envelope.content))
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def smtp_server(port: int, handler: Inbox):
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler
+    finally:
+        controller.stop()
+
+
+def awaiting_verification(services: Services, email: str = "anna@example.pl") -> str:
+    """Take Anna to `awaiting_verification`, which puts one verification e-mail in the outbox."""
+    attempt = to_email_entry(services)
+    submit(services, attempt.id, email=email)
+    return attempt.id
+
+
+def outbox(services: Services) -> list[OutboxMessage]:
+    with services.sessions() as session:
+        return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+def smtp_sender(services: Services, port: int, clock: Clock, **options) -> OutboxSender:
+    transport = SmtpTransport("127.0.0.1", port, timeout=5)
+    return OutboxSender.from_settings(
+        services.settings, services.sessions, transport=transport, clock=clock, **options
+    )
+
+
+def test_smtp_delivers_the_verification_email_as_the_person_reads_it(services):
+    awaiting_verification(services)
+    port = free_port()
+
+    with smtp_server(port, Inbox()) as inbox:
+        report = smtp_sender(services, port, Clock()).send_due()
+
+    assert report.sent == 1
+    ((recipients, raw),) = inbox.received
+    assert recipients == ["anna@example.pl"]
+    mail = message_from_bytes(raw, policy=policy.default)
+    assert mail["To"] == "anna@example.pl"
+    assert mail["From"] == "UEOZ <no-reply@ueoz.example>"
+    assert mail["Subject"] == SUBJECT_PL
+    assert mail["Message-ID"].endswith("@ueoz.example>")
+    assert mail["Date"]
+    assert mail.get_content_charset() == "utf-8"
+    body = mail.get_content()
+    assert "Dzień dobry Anna Maria Mickiewicz-Sokołowska" in body
+    assert "http://ueoz.test/weryfikacja/" in body
+    (row,) = outbox(services)
+    assert row.sent_at is not None and row.tries == 1 and row.last_error == ""
+
+
+def test_a_dead_server_means_later_and_nothing_is_lost(services):
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+    sender = smtp_sender(services, port, clock)
+
+    report = sender.send_due()
+
+    assert (report.sent, report.retried) == (0, 1)
+    (row,) = outbox(services)
+    assert (row.tries, row.sent_at, row.failed_at) == (1, None, None)
+    assert row.last_error == "server unreachable: ConnectionRefusedError"
+    base = services.settings.mail_retry_base
+    assert clock.now + base / 2 <= row.due_at <= clock.now + base
+    # Not due yet: another pass before the backoff ends leaves it alone.
+    assert sender.send_due().claimed == 0
+
+    clock.advance(base)
+    with smtp_server(port, Inbox()) as inbox:
+        assert sender.send_due().sent == 1
+    assert len(inbox.received) == 1
+    (row,) = outbox(services)
+    assert (row.tries, row.failed_at) == (2, None)
+    assert row.sent_at is not None
+
+
+def test_the_wait_doubles_after_each_failed_try(services):
+    awaiting_verification(services)
+    clock = Clock()
+    sender = smtp_sender(services, free_port(), clock)
+    waits = []
+    for _ in range(4):
+        sender.send_due()
+        (row,) = outbox(services)
+        waits.append(row.due_at - clock.now)
+        clock.advance(row.due_at - clock.now)
+
+    base = services.settings.mail_retry_base
+    for tries, wait in enumerate(waits, start=1):
+        ceiling = base * 2 ** (tries - 1)
+        assert ceiling / 2 <= wait <= ceiling
+
+
+def test_after_the_last_try_the_message_is_failed_and_the_operators_told(services):
+    awaiting_verification(services)
+    clock = Clock()
+    sender = smtp_sender(services, free_port(), clock, max_tries=2)
+
+    with structlog.testing.capture_logs() as logs:
+        sender.send_due()
+        clock.advance(timedelta(hours=1))
+        report = sender.send_due()
+
+    assert report.failed == 1
+    (row,) = outbox(services)
+    assert row.tries == 2 and row.failed_at is not None and row.sent_at is None
+    (failed,) = [entry for entry in logs if entry["event"] == "mail.failed"]
+    assert failed["log_level"] == "error"
+    assert failed["to"] == "a***@example.pl"
+    assert "anna@example.pl" not in repr(logs)
+    clock.advance(timedelta(days=1))
+    assert sender.send_due().claimed == 0
+
+
+def test_a_server_that_says_try_later_gets_the_message_later(services):
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+
+    with smtp_server(port, Inbox("450 4.2.1 <anna@example.pl>: mailbox busy")):
+        report = smtp_sender(services, port, clock).send_due()
+
+    assert report.retried == 1
+    (row,) = outbox(services)
+    assert row.failed_at is None and row.due_at > clock.now
+    assert row.last_error == "recipient refused: 450 4.2.1 <a***@example.pl>: mailbox busy"
+
+
+def test_a_server_that_refuses_the_mailbox_for_good_is_not_asked_again(services):
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+
+    with smtp_server(port, Inbox("550 5.1.1 <anna@example.pl>: no such user")):
+        report = smtp_sender(services, port, clock).send_due()
+
+    assert report.failed == 1
+    (row,) = outbox(services)
+    assert row.failed_at is not None and row.tries == 1
+    assert "anna@example.pl" not in row.last_error
+    assert row.last_error.startswith("recipient refused: 550")
+
+
+def test_maildir_delivery_is_readable_as_the_mail_page_shows_it(services, tmp_path):
+    awaiting_verification(services)
+    sender = OutboxSender.from_settings(
+        services.settings, services.sessions, transport=MaildirTransport(tmp_path / "mail")
+    )
+
+    assert sender.send_due().sent == 1
+
+    (mail,) = maildir_messages(tmp_path / "mail")
+    assert (mail.recipient, mail.subject) == ("anna@example.pl", SUBJECT_PL)
+    assert "Centrum e-Zdrowia" in mail.body
+
+
+def test_the_whole_path_ends_as_one_message_whose_link_verifies(services):
+    """Submit an address, run the sender, read the Maildir, follow the link: done."""
+    attempt_id = awaiting_verification(services)
+    sender = OutboxSender.from_settings(services.settings, services.sessions)
+    assert services.settings.mail_backend == "maildir"  # the embedded default
+
+    sender.send_due()
+    sender.send_due()  # a second pass finds nothing more to send
+
+    (mail,) = maildir_messages(services.settings.maildir_path)
+    assert mail.recipient == "anna@example.pl"
+    link = next(word for word in mail.body.split() if "/weryfikacja/" in word)
+    assert link.startswith("http://ueoz.test/weryfikacja/")
+    token = link.rsplit("/", 1)[1]
+    attempt = services.journey.fire(attempt_id, "verify", actor=user(), token=token)
+    assert attempt.state == "done"
+
+
+def test_two_senders_at_once_never_deliver_a_message_twice(services, settings):
+    attempt_id = services.journey.start(ANNA, actor=user()).id
+    with transaction(services.sessions) as session:
+        now = datetime.now(UTC)
+        for number in range(24):
+            session.add(
+                OutboxMessage(
+                    attempt_id=attempt_id,
+                    kind="verification",
+                    recipient=f"person{number}@example.pl",
+                    subject="s",
+                    body="b",
+                    created_at=now,
+                    due_at=now,
+                )
+            )
+
+    delivered: list[str] = []
+    lock = threading.Lock()
+
+    class SlowTransport:
+        def deliver(self, message):
+            time.sleep(0.005)  # long enough for the other sender to try the same rows
+            with lock:
+                delivered.append(message["Message-ID"])
+
+    # Two service instances: two engines, as two processes on two machines would have. Each
+    # transaction dawdles before it commits, so that the claims overlap and a claim that
+    # did not lock what it read would hand the same rows to both senders.
+    other = Services(settings)
+    senders = []
+    for each in (services, other):
+        sessions = make_sessionmaker(each.engine)
+        event.listen(sessions, "before_commit", lambda _session: time.sleep(0.01))
+        senders.append(
+            OutboxSender.from_settings(each.settings, sessions, transport=SlowTransport(), batch=3)
+        )
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def work(sender: OutboxSender) -> None:
+        try:
+            start.wait()
+            sender.send_due()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(sender,)) for sender in senders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    other.engine.dispose()
+
+    assert errors == []
+    assert len(delivered) == 24
+    assert Counter(delivered).most_common(1)[0][1] == 1
+    assert all(row.sent_at is not None for row in outbox(services))
+
+
+def test_mail_sender_once_from_the_command_line(services, settings):
+    awaiting_verification(services)
+    environ = {
+        "APP_ENV": "test",
+        "DATABASE_URL": settings.database_url,
+        "INSTANCE_DIR": str(settings.instance_dir),
+        "SECRET_KEY": "test-secret",
+        "AUDIT_KEY": settings.audit_key.decode(),
+        "MAILDIR_PATH": str(settings.maildir_path),
+    }
+
+    result = CliRunner().invoke(main, ["mail-sender", "--once"], env=environ)
+
+    assert result.exit_code == 0, result.output
+    assert "sent 1, to retry 0, failed 0" in result.output.splitlines()
+    assert len(maildir_messages(settings.maildir_path)) == 1
+
+
+def test_an_unknown_mail_backend_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["mail-sender", "--once"],
+        env={"INSTANCE_DIR": str(tmp_path), "MAIL_BACKEND": "carrier-pigeon"},
+    )
+
+    assert result.exit_code == 1
+    assert "MAIL_BACKEND must be smtp or maildir" in result.output
+    assert "Traceback" not in result.output
