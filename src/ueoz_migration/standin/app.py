@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from urllib.parse import urlencode
 
-from flask import Flask, Response, abort, redirect, render_template_string, request
+from flask import Flask, Response, abort, redirect, request
 
 from ..adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH, SSO_PATH
 from .identities import DEMO_IDENTITIES
@@ -116,11 +116,14 @@ def create_standin_app(settings: StandinSettings) -> Flask:
     app = Flask(__name__)
     node = StandinNode(settings)
     app.extensions["wk_standin"] = node
+    # Compiled once: render_template_string would recompile on every request.
+    page, post_back, error_page = (
+        app.jinja_env.from_string(source) for source in (_PAGE, _POST_BACK, _ERROR)
+    )
 
     def login_page(ticket: str, failure: str, form: dict, error: str = "", status: int = 200):
         return (
-            render_template_string(
-                _PAGE,
+            page.render(
                 ticket=ticket,
                 failure=failure,
                 form=form,
@@ -135,7 +138,7 @@ def create_standin_app(settings: StandinSettings) -> Flask:
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest):
         log.info("stand-in refused a request: %s", exc)
-        return render_template_string(_ERROR, message=str(exc)), 400
+        return error_page.render(message=str(exc)), 400
 
     @app.post(SSO_PATH)
     def single_sign_on():
@@ -163,8 +166,8 @@ def create_standin_app(settings: StandinSettings) -> Flask:
             separator = "&" if "?" in settings.sp_acs_url else "?"
             query = urlencode({"SAMLart": artifact, "RelayState": login.relay_state})
             return redirect(f"{settings.sp_acs_url}{separator}{query}", code=302)
-        return render_template_string(
-            _POST_BACK, acs=settings.sp_acs_url, artifact=artifact, relay_state=login.relay_state
+        return post_back.render(
+            acs=settings.sp_acs_url, artifact=artifact, relay_state=login.relay_state
         )
 
     @app.post(ARTIFACT_RESOLUTION_PATH)
