@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -138,24 +140,21 @@ def worker(services: Services, once: bool, worker_id: str | None, interval: floa
 # -- auditors, helpdesk and developers (audit show|replay|verify|export, helpdesk, diagram) --
 
 
-def _database_errors():  # type: ignore[no-untyped-def]
-    """Turn a database that cannot be read into a one-line message instead of a stack trace."""
-    from contextlib import contextmanager
-
+@contextmanager
+def _database(services: Services) -> Iterator[None]:
+    """Turn a database that cannot be read into a one-line message; close the pool after."""
     from sqlalchemy.exc import DBAPIError
 
-    @contextmanager
-    def guard():  # type: ignore[no-untyped-def]
-        try:
-            yield
-        except DBAPIError as error:
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-            raise click.ClickException(
-                f"cannot read the database ({reason}); is it reachable and upgraded "
-                "(ueoz-migration db upgrade)?"
-            ) from error
-
-    return guard()
+    try:
+        yield
+    except DBAPIError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise click.ClickException(
+            f"cannot read the database ({reason}); is it reachable and upgraded "
+            "(ueoz-migration db upgrade)?"
+        ) from error
+    finally:
+        services.engine.dispose()
 
 
 def _attempt_scope(services: Services, reference: str | None, all_: bool) -> list[str] | None:
@@ -199,7 +198,7 @@ def audit_verify(services: Services, reference: str | None, all_: bool) -> None:
     """Check the log's hash chain; name the first broken link (exit 1) or summarise (exit 0)."""
     from .audit.verify import verify_chain
 
-    with _database_errors():
+    with _database(services):
         scope = _attempt_scope(services, reference, all_)
         with services.sessions() as session:
             report = verify_chain(session, services.settings.audit_key, scope)
@@ -216,7 +215,7 @@ def audit_replay(services: Services, reference: str | None, all_: bool) -> None:
 
     if reference is None and not all_:
         raise click.UsageError("name an attempt (its id or MIGRATION_ number) or give --all")
-    with _database_errors():
+    with _database(services):
         scope = _attempt_scope(services, reference, all_)
         with services.sessions() as session:
             report = replay_log(session, scope)
@@ -230,7 +229,7 @@ def audit_show(services: Services, reference: str) -> None:
     """Print one attempt's log as a table."""
     from .audit.log import find_attempt, log_table, read_log
 
-    with _database_errors(), services.sessions() as session:
+    with _database(services), services.sessions() as session:
         attempt = find_attempt(session, reference)
         if attempt is None:
             raise click.ClickException(f"no attempt has the id or event number {reference!r}")
@@ -256,11 +255,11 @@ def audit_export(services: Services, reference: str | None, output: str | None) 
     """Write the log as JSON lines: every chained field of each row, with its hashes."""
     from .audit.export import export_log
 
-    with _database_errors():
+    with _database(services):
         scope = _attempt_scope(services, reference, False)
         with services.sessions() as session:
             if output is None:
-                export_log(session, click.get_text_stream("stdout"), scope)
+                export_log(session, sys.stdout, scope)
                 return
             with open(output, "w", encoding="utf-8") as out:
                 count = export_log(session, out, scope)
@@ -283,7 +282,7 @@ def helpdesk_lookup(services: Services, event_number: str, pesel_last3: str) -> 
     from .helpdesk import NO_MATCH, LookupInputError, describe, lookup
 
     try:
-        with _database_errors():
+        with _database(services):
             view = lookup(services.sessions, event_number, pesel_last3)
     except LookupInputError as error:
         raise click.UsageError(str(error)) from error
@@ -327,7 +326,7 @@ def diagram(services: Services, fmt: str, output: str | None) -> None:
             f"SVG needs Graphviz's `dot` program (Debian: apt-get install graphviz): {error}"
         ) from error
     if output is None or output == "-":
-        click.get_binary_stream("stdout").write(data)
+        click.echo(data, nl=False)
     else:
         Path(output).write_bytes(data)
         click.echo(f"wrote {output} ({fmt})")
