@@ -1,0 +1,71 @@
+"""The web entry layer: pages of the migration journey, login through the node, dev pages.
+
+Routes only translate: they read the request, fire one event on the attempt through
+:class:`~ueoz_migration.journey.Journey`, and render the state the attempt is in.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask
+from flask_babel import Babel
+from flask_wtf.csrf import CSRFProtect
+
+from ..bootstrap import Services
+from ..config import Settings
+from ..resources import templates_dir
+from . import security
+from .i18n import DEFAULT_LANGUAGE, current_language
+from .sessions import DatabaseSessionInterface
+
+SESSION_IDLE_LIFETIME = timedelta(minutes=30)
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
+    """Build the web application for ``settings`` (default: from the environment)."""
+    if services is None:
+        services = Services(settings or Settings.from_env())
+    settings = services.settings
+    app = Flask(
+        __name__,
+        template_folder=str(templates_dir()),
+        static_folder=str(PACKAGE_DIR / "static"),
+        static_url_path="/static",
+    )
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME="ueoz_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.production,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=SESSION_IDLE_LIFETIME,
+        SESSION_REFRESH_EACH_REQUEST=True,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session does
+        BABEL_DEFAULT_LOCALE=DEFAULT_LANGUAGE,
+        BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE_DIR / "translations"),
+        MAX_CONTENT_LENGTH=64 * 1024,
+        PREFERRED_URL_SCHEME="https" if settings.production else "http",
+    )
+    app.extensions["ueoz.services"] = services
+    app.session_interface = DatabaseSessionInterface(app, services.sessions)
+    CSRFProtect(app)
+    Babel(app, locale_selector=current_language)
+
+    from . import auth, errors, migration, pages, verification
+
+    login = auth.LoginThroughNode.build(services)
+    app.extensions["ueoz.login"] = login
+    security.install(app, production=settings.production, node_sso_url=login.sso_url)
+    app.register_blueprint(pages.blueprint)
+    app.register_blueprint(migration.blueprint)
+    app.register_blueprint(verification.blueprint)
+    app.register_blueprint(auth.blueprint)
+    login.register(app)
+    if not settings.production:
+        app.register_blueprint(pages.development)
+    errors.install(app)
+    app.context_processor(pages.layout_context)
+    return app

@@ -1,0 +1,229 @@
+"""Login through Węzeł Krajowy (login.gov.pl) and logout: the routes around the SP library.
+
+``/login`` records a pending login and sends the browser to the node with a signed
+AuthnRequest; the node sends it back to the assertion consumer service (ACS) with an
+artifact, which the SP library resolves over SOAP into the person's identity. The pending
+login is found again by its RelayState, not by a cookie: the node's POST back is cross-site,
+and a SameSite=Lax cookie does not travel with it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import structlog
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from sqlalchemy import delete, select, update
+from werkzeug.wrappers import Response
+
+from ..adapters.wk import FailureReason, LoginFailed, ServiceProvider, WkSettings
+from ..adapters.wk_replay import DbReplayStore
+from ..bootstrap import Services
+from ..db.engine import transaction
+from ..db.models import PendingLogin
+from ..domain.identity import Person
+from ..domain.privacy import mask_pesel
+from .common import ATTEMPT_KEY, services, user
+from .i18n import current_language
+
+log = structlog.get_logger(__name__)
+blueprint = Blueprint("auth", __name__)
+
+# How long a person may spend at the node between leaving and coming back.
+PENDING_LOGIN_TTL = timedelta(minutes=15)
+
+# LoginFailed reasons grouped by what the person can do about them; each group has a page.
+FAILURE_PAGES = {
+    FailureReason.AUTHN_FAILED: "cancelled",
+    FailureReason.REQUEST_DENIED: "denied",
+    FailureReason.UNKNOWN_PRINCIPAL: "denied",
+    FailureReason.INSUFFICIENT_LOA: "loa",
+    FailureReason.NODE_UNREACHABLE: "unavailable",
+    FailureReason.NODE_ERROR: "unavailable",
+    FailureReason.EXPIRED: "expired",
+    FailureReason.REPLAY: "replay",
+    FailureReason.INVALID_PESEL: "data",
+    FailureReason.MISSING_ATTRIBUTE: "data",
+}
+
+
+@dataclass
+class LoginThroughNode:
+    """The SP library and its settings, built once per application."""
+
+    provider: ServiceProvider
+    wk: WkSettings
+
+    @classmethod
+    def build(cls, services: Services) -> LoginThroughNode:
+        settings = services.settings
+        provider = getattr(services, "service_provider", None)
+        if isinstance(provider, ServiceProvider):
+            return cls(provider, provider.settings)
+        wk = WkSettings.from_env(
+            settings.raw,
+            base_url=settings.base_url,
+            instance_dir=settings.instance_dir,
+            production=settings.production,
+        )
+        return cls(ServiceProvider(wk, DbReplayStore(services.sessions)), wk)
+
+    @property
+    def sso_url(self) -> str:
+        return self.wk.sso_url
+
+    def register(self, app: Flask) -> None:
+        """Serve the ACS and metadata where the SP's settings publish them (and /saml/…)."""
+        for path in {urlsplit(self.wk.acs_url).path, "/saml/acs"}:
+            app.add_url_rule(path, "auth.acs", acs, methods=["GET", "POST"])
+        for path in {_local_path(self.wk.sp_entity_id) or "/wk/metadata", "/saml/metadata"}:
+            app.add_url_rule(path, "auth.metadata", metadata, methods=["GET"])
+
+
+def _local_path(url: str) -> str | None:
+    parts = urlsplit(url)
+    return parts.path if parts.scheme in {"http", "https"} and parts.path else None
+
+
+def _login() -> LoginThroughNode:
+    return current_app.extensions["ueoz.login"]
+
+
+@blueprint.get("/login")
+def login() -> str | tuple[str, int]:
+    """Check the domain system and its return address, then send the browser to the node."""
+    systems = services().settings.domain_systems
+    system_id = request.args.get("system") or next(iter(systems), None)
+    system = systems.get(system_id or "")
+    if system is None:
+        log.info("login.refused", reason="unknown_system", system=system_id)
+        return render_template("login/refused.html", reason="system"), 400
+    return_url = request.args.get("return") or system.default_return_url
+    if return_url not in system.return_urls:
+        log.info("login.refused", reason="unregistered_return_url", system=system.id)
+        return render_template("login/refused.html", reason="return_url", system=system), 400
+
+    relay_state = secrets.token_urlsafe(32)
+    form = _login().provider.authn_request(relay_state)
+    now = datetime.now(UTC)
+    with transaction(services().sessions) as db:
+        db.execute(delete(PendingLogin).where(PendingLogin.expires_at <= now))
+        db.add(
+            PendingLogin(
+                relay_state=relay_state,
+                request_id=form.request_id,
+                domain_system=system.id,
+                return_url=return_url,
+                language=current_language(),
+                created_at=now,
+                expires_at=now + PENDING_LOGIN_TTL,
+            )
+        )
+    log.info("login.sent_to_node", system=system.id, saml_request_id=form.request_id)
+    return render_template("login/to_node.html", form=form)
+
+
+def acs() -> Response | tuple[str, int]:
+    """Take the artifact back from the node, resolve it and start (or resume) the attempt."""
+    values = request.form if request.method == "POST" else request.args
+    artifact = values.get("SAMLart", "")
+    pending = _consume(values.get("RelayState", ""))
+    if pending is None:
+        log.info("login.failed", reason="unknown_relay_state")
+        return _failure_page("stale")
+    if pending.language:
+        session["language"] = pending.language
+    if not artifact:
+        log.info("login.failed", reason="no_artifact")
+        return _failure_page("data")
+    try:
+        identity = _login().provider.resolve(artifact, pending.request_id)
+    except LoginFailed as failure:
+        log.info("login.failed", reason=str(failure.reason), detail=failure.detail)
+        return _failure_page(FAILURE_PAGES.get(failure.reason, "technical"))
+
+    person = Person(
+        given_names=identity.given_names,
+        family_name=identity.family_name,
+        date_of_birth=identity.date_of_birth,
+        pesel=identity.pesel,
+    )
+    attempt = services().journey.start(
+        person,
+        actor=user(),
+        domain_system=pending.domain_system,
+        return_url=pending.return_url,
+        language=pending.language or current_language(),
+    )
+    # A new session id at the moment of login: a session fixed before it is worth nothing.
+    current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
+    session[ATTEMPT_KEY] = attempt.id
+    session["name_id"] = identity.name_id
+    session["session_index"] = identity.session_index
+    session["language"] = pending.language or current_language()
+    log.info("login.succeeded", attempt=attempt.id, pesel=mask_pesel(identity.pesel))
+    return redirect(url_for("migration.show"), 303)
+
+
+def metadata() -> Response:
+    """The service's signed SAML metadata, for the node's operator."""
+    return Response(_login().provider.metadata_xml(), mimetype="application/samlmetadata+xml")
+
+
+@blueprint.post("/logout")
+def logout() -> Response:
+    """End the session at the node (when there is one) and here, then back to the start."""
+    name_id, session_index = session.get("name_id"), session.get("session_index")
+    if name_id and session_index:
+        try:
+            _login().provider.logout_request(name_id, session_index)
+        except LoginFailed as failure:
+            # The local session ends anyway; the node's expires on its own.
+            log.info("logout.node_refused", reason=str(failure.reason), detail=failure.detail)
+    language = session.get("language")
+    session.clear()
+    if language:
+        session["language"] = language
+    flash(_("Wylogowano."), "info")
+    return redirect(url_for("pages.start"), 303)
+
+
+def _consume(relay_state: str) -> PendingLogin | None:
+    """Return the pending login for ``relay_state`` and mark it used, once and only once."""
+    if not relay_state:
+        return None
+    now = datetime.now(UTC)
+    with transaction(services().sessions) as db:
+        used = db.execute(
+            update(PendingLogin)
+            .where(PendingLogin.relay_state == relay_state)
+            .where(PendingLogin.consumed_at.is_(None))
+            .where(PendingLogin.expires_at > now)
+            .values(consumed_at=now)
+        )
+        if used.rowcount != 1:
+            return None
+        return db.scalar(select(PendingLogin).where(PendingLogin.relay_state == relay_state))
+
+
+def _failure_page(kind: str) -> tuple[str, int]:
+    """Show why the login failed; leave no half-made session behind."""
+    language = session.get("language")
+    session.clear()
+    if language:
+        session["language"] = language
+    return render_template("login/failed.html", kind=kind), 400 if kind == "stale" else 403

@@ -1,0 +1,54 @@
+"""What every blueprint needs: the services, the acting user, the attempt in the session."""
+
+from __future__ import annotations
+
+from flask import current_app, session
+
+from ..bootstrap import Services
+from ..config import DomainSystem
+from ..db.models import Attempt
+from ..journey import Actor, AttemptNotFound
+from .security import current_request_id
+
+ATTEMPT_KEY = "attempt_id"
+
+
+def services() -> Services:
+    return current_app.extensions["ueoz.services"]
+
+
+def user() -> Actor:
+    """The person at the browser, in this request."""
+    return Actor("user", current_request_id())
+
+
+def attempt_in_session() -> Attempt | None:
+    """Return the attempt this browser works on, or None (none yet, or it vanished)."""
+    attempt_id = session.get(ATTEMPT_KEY)
+    if not attempt_id:
+        return None
+    try:
+        return services().journey.get(attempt_id)
+    except AttemptNotFound:
+        session.pop(ATTEMPT_KEY, None)
+        return None
+
+
+def domain_system(system_id: str | None) -> DomainSystem | None:
+    if not system_id:
+        return None
+    return services().settings.domain_systems.get(system_id)
+
+
+def return_url_for(attempt: Attempt) -> str | None:
+    """Where the person goes after the migration: the address they came from, if registered.
+
+    The address was checked against the system's list at login; it is checked again here so
+    that a configuration change never turns an old attempt into an open redirect.
+    """
+    system = domain_system(attempt.domain_system)
+    if system is None:
+        return None
+    if attempt.return_url in system.return_urls:
+        return attempt.return_url
+    return system.default_return_url

@@ -1,0 +1,42 @@
+"""Friendly error pages in the person's language; never a stack trace."""
+
+from __future__ import annotations
+
+import structlog
+from flask import Flask, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = structlog.get_logger(__name__)
+
+PAGES = {
+    400: "errors/400.html",
+    403: "errors/403.html",
+    404: "errors/404.html",
+    405: "errors/405.html",
+    413: "errors/400.html",
+    429: "errors/400.html",
+}
+
+
+def install(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def _csrf(error: CSRFError) -> tuple[str, int]:
+        # An old tab, an expired session or a forged form: refuse, and say how to go on.
+        log.info("web.csrf_refused", path=request.path, reason=error.description)
+        return render_template("errors/csrf.html"), 400
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> tuple[str, int] | HTTPException:
+        code = error.code or 500
+        if code >= 500:
+            return _server_error(error)
+        if code not in PAGES:
+            return error
+        return render_template(PAGES[code], error=error), code
+
+    @app.errorhandler(InternalServerError)
+    def _server_error(error: Exception) -> tuple[str, int]:
+        original = getattr(error, "original_exception", None) or error
+        log.error("web.unhandled_error", path=request.path, error=repr(original), exc_info=original)
+        return render_template("errors/500.html"), 500

@@ -1,0 +1,174 @@
+"""The pages of one attempt: ``/migracja`` shows the state it is in, buttons fire its events."""
+
+from __future__ import annotations
+
+import structlog
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from werkzeug.wrappers import Response
+
+from ..db.models import Attempt, EplozAccount
+from ..domain.privacy import mask_email
+from ..journey import AttemptNotFound, EventRefused
+from .common import ATTEMPT_KEY, attempt_in_session, return_url_for, services, user
+from .forms import EmailForm
+
+log = structlog.get_logger(__name__)
+blueprint = Blueprint("migration", __name__)
+
+# The events a person may fire from a page; the worker's and the system's are not here.
+USER_EVENTS = frozenset(
+    {"create_account", "continue_new", "submit", "cancel", "resend", "change_email"}
+)
+
+# Why an event was refused, in the words of the notice shown above the current screen.
+REFUSAL_NOTICES = {
+    "not_allowed": _l(
+        "Tego kroku nie można już wykonać – być może kliknięto przycisk dwa razy albo "
+        "migracja jest otwarta w innej karcie. Poniżej widzisz, na jakim etapie jesteś."
+    ),
+    "resend_limit": _l(
+        "Wysłaliśmy już kilka linków w ciągu ostatniej godziny. Sprawdź skrzynkę (także "
+        "folder spam) albo spróbuj ponownie za godzinę."
+    ),
+    "already_migrated": _l(
+        "Masz już zweryfikowane konto UEOZ. Zaloguj się ponownie przez login.gov.pl."
+    ),
+    "conflict": _l(
+        "Konto e-PLOZ zostało w międzyczasie przeniesione w innej migracji. Skontaktuj się "
+        "z infolinią CeZ."
+    ),
+}
+STATE_TEMPLATES = {
+    "searching": "migration/searching.html",
+    "found": "migration/found.html",
+    "error": "migration/error.html",
+    "email_entry": "migration/email_entry.html",
+    "awaiting_verification": "migration/awaiting_verification.html",
+    "done": "migration/done.html",
+    "expired": "migration/expired.html",
+}
+
+
+@blueprint.get("/migracja")
+def show() -> Response | str:
+    """Show the screen of the state the attempt is in."""
+    attempt = attempt_in_session()
+    if attempt is None:
+        flash(_("Zaloguj się, aby rozpocząć lub kontynuować migrację konta."), "info")
+        return redirect(url_for("pages.start"))
+    if attempt.state == "skipped":
+        return _leave_to_domain_system(attempt)
+    if attempt.state == "cancelled":
+        session.pop(ATTEMPT_KEY, None)
+        flash(_("Przerwano tworzenie konta w UEOZ."), "info")
+        return redirect(url_for("pages.start"))
+    return render_state(attempt)
+
+
+@blueprint.get("/migracja/status")
+def status() -> Response:
+    """Tell the searching page's script which state the attempt is in (JSON)."""
+    attempt = attempt_in_session()
+    if attempt is None:
+        return jsonify(state=None), 404
+    return jsonify(state=attempt.state)
+
+
+@blueprint.post("/migracja/<event>")
+def fire(event: str) -> Response | tuple[str, int]:
+    """Fire one of the person's events on their attempt, then show where it stands."""
+    if event not in USER_EVENTS:
+        abort(404)
+    attempt_id = session.get(ATTEMPT_KEY)
+    if not attempt_id:
+        flash(_("Twoja sesja wygasła. Zaloguj się ponownie, aby kontynuować."), "info")
+        return redirect(url_for("pages.start"), 303)
+    data: dict[str, object] = {}
+    form: EmailForm | None = None
+    if event == "submit":
+        form = EmailForm()
+        if not form.validate():
+            return _email_entry_again(attempt_id, form)
+        data = {
+            "email": form.email.data,
+            "email_repeat": form.email_repeat.data,
+            "terms_accepted": bool(form.terms_accepted.data),
+        }
+    try:
+        services().journey.fire(attempt_id, event, actor=user(), **data)
+    except AttemptNotFound:
+        session.pop(ATTEMPT_KEY, None)
+        flash(_("Nie znaleźliśmy Twojej migracji. Zaloguj się ponownie."), "info")
+        return redirect(url_for("pages.start"), 303)
+    except EventRefused as refused:
+        if refused.reason == "invalid_submission" and form is not None:
+            form.add_domain_errors(refused.fields)
+            return _email_entry_again(attempt_id, form)
+        flash(str(REFUSAL_NOTICES.get(refused.reason, REFUSAL_NOTICES["not_allowed"])), "notice")
+    # Post/redirect/get: a reload never fires the event again.
+    return redirect(url_for("migration.show"), 303)
+
+
+def _email_entry_again(attempt_id: str, form: EmailForm) -> Response | tuple[str, int]:
+    attempt = services().journey.get(attempt_id)
+    if attempt.state != "email_entry":
+        flash(str(REFUSAL_NOTICES["not_allowed"]), "notice")
+        return redirect(url_for("migration.show"), 303)
+    return render_state(attempt, email_form=form), 422
+
+
+def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> str:
+    """Render the screen of ``attempt``'s state."""
+    template = STATE_TEMPLATES.get(attempt.state)
+    if template is None:  # a state this version of the pages does not know
+        abort(500)
+    context: dict[str, object] = {
+        "attempt": attempt,
+        "return_url": return_url_for(attempt),
+        "helpdesk_phone": services().settings.helpdesk_phone,
+        "helpdesk_email": services().settings.helpdesk_email,
+    }
+    if attempt.state == "email_entry":
+        if email_form is None:
+            email_form = EmailForm(
+                formdata=None,
+                email=attempt.email_prefill or "",
+                email_repeat=attempt.email_prefill or "",
+            )
+        context["form"] = email_form
+        context["eploz_login"] = _eploz_login(attempt)
+    if attempt.state == "awaiting_verification" and attempt.email:
+        context["masked_email"] = mask_email(attempt.email)
+    return render_template(template, **context)
+
+
+def _eploz_login(attempt: Attempt) -> str | None:
+    if attempt.eploz_account_id is None:
+        return None
+    with services().sessions() as db:
+        account = db.get(EplozAccount, attempt.eploz_account_id)
+        return account.login if account else None
+
+
+def _leave_to_domain_system(attempt: Attempt) -> Response:
+    """The person is already migrated: straight on to the system they came from."""
+    target = return_url_for(attempt)
+    session.pop(ATTEMPT_KEY, None)
+    if target is None:
+        flash(
+            _("Masz już konto UEOZ. Możesz logować się do systemów CeZ przez login.gov.pl."),
+            "info",
+        )
+        return redirect(url_for("pages.start"))
+    return redirect(target)

@@ -1,0 +1,187 @@
+"""The start screen, the footer's pages, the language switch, health checks, dev pages."""
+
+from __future__ import annotations
+
+import mailbox
+import re
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask import Blueprint, abort, jsonify, redirect, render_template, request, session
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.wrappers import Response
+
+from ..db.engine import transaction
+from ..db.models import Attempt
+from ..db.schema import alembic_config
+from ..domain.privacy import mask_email
+from .common import ATTEMPT_KEY, domain_system, services
+from .i18n import LANGUAGES, current_language, safe_next
+
+blueprint = Blueprint("pages", __name__)
+development = Blueprint("development", __name__)
+
+# The footer, in order: endpoint and label key (the labels are translated in the template).
+FOOTER_PAGES = (
+    "pages.about",
+    "pages.help",
+    "pages.terms",
+    "pages.privacy",
+    "pages.accessibility",
+    "pages.sitemap",
+    "pages.contact",
+)
+
+
+def layout_context() -> dict[str, Any]:
+    """What the layout needs on every page: the language, the logout button, the helpdesk."""
+    settings = services().settings
+    return {
+        "current_language": current_language(),
+        "logged_in": bool(session.get("name_id") or session.get(ATTEMPT_KEY)),
+        "helpdesk_phone": settings.helpdesk_phone,
+        "helpdesk_email": settings.helpdesk_email,
+        "production": settings.production,
+    }
+
+
+@blueprint.get("/")
+def start() -> str:
+    """The start screen: log in through login.gov.pl."""
+    system_id = request.args.get("system") or None
+    return_url = request.args.get("return") or None
+    return render_template("start.html", system=system_id, return_url=return_url)
+
+
+@blueprint.get("/jezyk/<language>")
+def language(language: str) -> Response:
+    """Switch the pages (and the attempt's e-mail) to ``language``, then go back."""
+    if language not in LANGUAGES:
+        abort(404)
+    session["language"] = language
+    attempt_id = session.get(ATTEMPT_KEY)
+    if attempt_id:
+        # A preference, not a step of the journey: the verification e-mail is written in it.
+        with transaction(services().sessions) as db:
+            db.execute(update(Attempt).where(Attempt.id == attempt_id).values(language=language))
+    return redirect(safe_next(request.args.get("next")))
+
+
+@blueprint.get("/czym-jest-ueoz")
+def about() -> str:
+    return render_template("pages/about.html")
+
+
+@blueprint.get("/pomoc")
+def help() -> str:
+    return render_template("pages/help.html")
+
+
+@blueprint.get("/warunki-korzystania")
+def terms() -> str:
+    return render_template("pages/terms.html")
+
+
+@blueprint.get("/polityka-prywatnosci")
+def privacy() -> str:
+    return render_template("pages/privacy.html")
+
+
+@blueprint.get("/deklaracja-dostepnosci")
+def accessibility() -> str:
+    return render_template("pages/accessibility.html")
+
+
+@blueprint.get("/mapa-strony")
+def sitemap() -> str:
+    return render_template("pages/sitemap.html")
+
+
+@blueprint.get("/kontakt")
+def contact() -> str:
+    return render_template("pages/contact.html")
+
+
+@blueprint.get("/logowanie-login-gov-pl")
+def about_login() -> str:
+    return render_template("pages/about_login.html")
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    """The process is up."""
+    return jsonify(status="ok")
+
+
+@blueprint.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """The database answers and its schema is at the current migration head."""
+    engine = services().engine
+    expected = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    try:
+        with engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+    except SQLAlchemyError:
+        return jsonify(status="unavailable", database="unreachable"), 503
+    if current != expected:
+        return jsonify(status="unavailable", database="schema not at head"), 503
+    return jsonify(status="ok"), 200
+
+
+# -- development only (never registered in production) -------------------------------------
+
+LINK = re.compile(r"https?://\S+/weryfikacja/\S+")
+
+
+@development.get("/demo/system/<system_id>")
+def demo_system(system_id: str) -> str:
+    """Stand in for a domain system: the person has arrived there."""
+    system = domain_system(system_id)
+    if system is None:
+        abort(404)
+    return render_template("dev/system.html", system=system)
+
+
+@development.get("/dev/mail")
+def dev_mail() -> str:
+    """List the messages the Maildir backend delivered, newest first."""
+    path = services().settings.maildir_path
+    messages = []
+    if path.exists():
+        box = mailbox.Maildir(path, create=False)
+        for key in box.iterkeys():
+            message = box.get_message(key)
+            body = _text_of(message)
+            link = LINK.search(body)
+            messages.append(
+                {
+                    "subject": str(make_header(decode_header(message.get("Subject", "")))),
+                    "to": mask_email(str(message.get("To", ""))),
+                    "at": _date_of(message),
+                    "link": link.group(0) if link else None,
+                    "body": body,
+                }
+            )
+    messages.sort(key=lambda item: item["at"], reverse=True)
+    return render_template("dev/mail.html", messages=messages, maildir=path)
+
+
+def _text_of(message: mailbox.MaildirMessage) -> str:
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                return payload.decode(part.get_content_charset() or "utf-8", "replace")
+    return ""
+
+
+def _date_of(message: mailbox.MaildirMessage) -> datetime:
+    try:
+        return parsedate_to_datetime(message["Date"]).astimezone(UTC)
+    except (TypeError, ValueError):
+        return datetime.fromtimestamp(message.get_date(), UTC)

@@ -1,0 +1,81 @@
+"""The link in the verification e-mail: works in any browser, with or without a session."""
+
+from __future__ import annotations
+
+import structlog
+from flask import Blueprint, current_app, render_template, session
+from werkzeug.wrappers import Response
+
+from ..domain.privacy import mask_email
+from ..journey import AttemptNotFound, EventRefused
+from .common import ATTEMPT_KEY, return_url_for, services, user
+
+log = structlog.get_logger(__name__)
+blueprint = Blueprint("verification", __name__)
+
+# The refusals of ``verify``, each with its own page.
+LINK_PAGES = {
+    "link_expired": "verification/expired.html",
+    "link_used": "verification/used.html",
+    "link_retired": "verification/retired.html",
+    "link_unknown": "verification/unknown.html",
+}
+
+
+@blueprint.get("/weryfikacja/<token>")
+def verify(token: str) -> str | tuple[str, int] | Response:
+    """Confirm the address the link was sent to, then show the done screen."""
+    journey = services().journey
+    try:
+        attempt_id = journey.attempt_for_link(token)
+    except AttemptNotFound:
+        return render_template(LINK_PAGES["link_unknown"]), 404
+    try:
+        attempt = journey.fire(attempt_id, "verify", actor=user(), token=token)
+    except EventRefused as refused:
+        return _refused(token, refused)
+    _remember(attempt_id)
+    return render_template(
+        "migration/done.html", attempt=attempt, return_url=return_url_for(attempt)
+    )
+
+
+@blueprint.post("/weryfikacja/<token>/resend")
+def resend(token: str) -> str | tuple[str, int]:
+    """Send a fresh link for the attempt an expired link belongs to."""
+    journey = services().journey
+    try:
+        attempt_id = journey.attempt_for_link(token)
+    except AttemptNotFound:
+        return render_template(LINK_PAGES["link_unknown"]), 404
+    try:
+        attempt = journey.fire(attempt_id, "resend", actor=user())
+    except EventRefused as refused:
+        if refused.reason == "resend_limit":
+            return render_template("verification/resend_limit.html"), 429
+        return _refused(token, refused)
+    return render_template("verification/resent.html", masked_email=mask_email(attempt.email or ""))
+
+
+def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
+    attempt = refused.attempt
+    if attempt.state == "done":
+        # Verified already (by this link or a newer one): nothing left to do.
+        return render_template(
+            "verification/used.html", done=True, return_url=return_url_for(attempt)
+        ), 410
+    if refused.reason == "not_allowed":
+        # The attempt moved on without this link: address changed, cancelled or expired.
+        reason = "link_retired" if attempt.state == "email_entry" else "link_unknown"
+        ended = attempt.state in {"cancelled", "expired", "skipped"}
+        return render_template(LINK_PAGES[reason], ended=ended), 410
+    template = LINK_PAGES.get(refused.reason, LINK_PAGES["link_unknown"])
+    can_resend = refused.reason == "link_expired" and attempt.state == "awaiting_verification"
+    return render_template(template, token=token, can_resend=can_resend, done=False), 410
+
+
+def _remember(attempt_id: str) -> None:
+    """Let this browser continue with the attempt the link completed (a new session id)."""
+    if session.get(ATTEMPT_KEY) != attempt_id:
+        current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
+        session[ATTEMPT_KEY] = attempt_id

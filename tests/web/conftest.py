@@ -1,0 +1,106 @@
+"""Fixtures for the pages: the app on the test database, a browser-like client, a person.
+
+Attempts are created with ``services.journey`` directly (as the login would); the client then
+holds that attempt in its server-side session, like a browser after login.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.factories import ANNA, add_eploz_account, user
+from ueoz_migration.web import create_app
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture
+def app(services) -> Iterator[Flask]:
+    app = create_app(services=services)
+    app.config["TESTING"] = True
+    yield app
+
+
+@pytest.fixture
+def client(app) -> FlaskClient:
+    return app.test_client()
+
+
+class Browser:
+    """A test client that posts forms with the CSRF token of the page, as a browser does."""
+
+    def __init__(self, client: FlaskClient, services) -> None:
+        self.client = client
+        self.services = services
+
+    def get(self, url: str, **kwargs):
+        return self.client.get(url, **kwargs)
+
+    def token(self, page: str = "/migracja") -> str:
+        body = self.client.get(page).get_data(as_text=True)
+        match = CSRF.search(body)
+        assert match, f"no CSRF token on {page}"
+        return match.group(1)
+
+    def post(self, url: str, data: dict | None = None, *, follow: bool = True, token=None):
+        data = {"csrf_token": token or self.token(), **(data or {})}
+        return self.client.post(url, data=data, follow_redirects=follow)
+
+    def hold(self, attempt_id: str) -> None:
+        """Put the attempt in this browser's session, as the login does."""
+        with self.client.session_transaction() as session:
+            session["attempt_id"] = attempt_id
+
+    def language(self, code: str) -> None:
+        self.client.get(f"/jezyk/{code}")
+
+    def text(self, url: str) -> str:
+        return self.client.get(url, follow_redirects=True).get_data(as_text=True)
+
+
+@pytest.fixture
+def browser(client, services) -> Browser:
+    return Browser(client, services)
+
+
+@pytest.fixture
+def start_attempt(services):
+    """Start an attempt for a person and bring it to ``state`` the way the service would."""
+
+    def start(state: str = "searching", person=ANNA, **kwargs):
+        journey = services.journey
+        attempt = journey.start(person, actor=user(), **kwargs)
+        if state == "searching":
+            return attempt
+        if state == "error" or state.startswith("new:"):
+            attempt = journey.fire(attempt.id, "search_failed", actor=user(), code=208)
+            if state == "error":
+                return attempt
+            attempt = journey.fire(attempt.id, "continue_new", actor=user())
+            state = state.removeprefix("new:")
+        else:
+            eploz_id = add_eploz_account(services)
+            attempt = journey.fire(
+                attempt.id, "account_found", actor=user(), eploz_account_id=eploz_id
+            )
+            if state == "found":
+                return attempt
+            attempt = journey.fire(attempt.id, "create_account", actor=user())
+        if state in ("email_entry", "new:email_entry"):
+            return attempt
+        attempt = journey.fire(
+            attempt.id,
+            "submit",
+            actor=user(),
+            email="anna@example.pl",
+            email_repeat="anna@example.pl",
+            terms_accepted=True,
+        )
+        return attempt
+
+    return start
