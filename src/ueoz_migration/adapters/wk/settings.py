@@ -102,6 +102,17 @@ class WkSettings:
             return value
 
         node_url = required_in_production("WK_NODE_URL", DEV_NODE_URL).rstrip("/")
+        tls_raw = (get("WK_TLS_VERIFY", "true") or "true").lower()
+        tls_verify: bool | str
+        if tls_raw in ("true", "1", "yes"):
+            tls_verify = True
+        elif tls_raw in ("false", "0", "no"):
+            if production:
+                raise WkConfigError("WK_TLS_VERIFY=false is not allowed in production")
+            tls_verify = False
+        else:
+            tls_verify = get("WK_TLS_VERIFY") or True
+
         node_cert_path = get("WK_NODE_CERT")
         if node_cert_path:
             try:
@@ -113,17 +124,6 @@ class WkSettings:
         else:
             # The stand-in node uses the same file, whichever process starts first.
             node_cert = dev_pair(dev_dir, "standin-signing", "WK stand-in node").cert_pem
-
-        tls_raw = (get("WK_TLS_VERIFY", "true") or "true").lower()
-        tls_verify: bool | str
-        if tls_raw in ("true", "1", "yes"):
-            tls_verify = True
-        elif tls_raw in ("false", "0", "no"):
-            if production:
-                raise WkConfigError("WK_TLS_VERIFY=false is not allowed in production")
-            tls_verify = False
-        else:
-            tls_verify = get("WK_TLS_VERIFY") or True
 
         return cls(
             sp_entity_id=get("WK_SP_ENTITY_ID", f"{base_url}/wk/metadata") or "",

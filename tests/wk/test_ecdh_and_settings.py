@@ -1,0 +1,242 @@
+"""The node's ECDH-ES format, the settings, and the stand-in's own guarantees."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+from lxml import etree
+from stdnum.pl import pesel as pesel_number
+
+from ueoz_migration.adapters.wk import WkConfigError, WkSettings
+from ueoz_migration.adapters.wk.ecdh import DecryptionError, decrypt_assertion, encrypt_assertion
+from ueoz_migration.adapters.wk.xmlsig import NS
+from ueoz_migration.standin import (
+    DEMO_IDENTITIES,
+    StandinRefused,
+    StandinSettings,
+    create_standin_app,
+)
+
+from .conftest import ANNA, SP_URL
+
+ASSERTION = b'<saml2:Assertion xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion" ID="a"/>'
+
+
+@pytest.mark.parametrize("bits", [256, 128])
+def test_an_encrypted_assertion_decrypts_whatever_the_content_key_size(bits):
+    key = ec.generate_private_key(ec.SECP256R1())
+    encrypted = encrypt_assertion(
+        ASSERTION, key.public_key(), party_u="node.test", party_v="sp", content_key_bits=bits
+    )
+
+    assert decrypt_assertion(encrypted, key) == ASSERTION
+
+
+def test_the_key_derivation_is_concat_kdf_over_the_whole_length_prefixed_other_info():
+    key = ec.generate_private_key(ec.SECP256R1())
+    encrypted = encrypt_assertion(ASSERTION, key.public_key(), party_u="node.test", party_v="sp")
+    params = encrypted.find(".//xenc11:ConcatKDFParams", NS)
+    originator = ec.EllipticCurvePublicKey.from_encoded_point(
+        ec.SECP256R1(),
+        base64.b64decode(encrypted.findtext(".//dsig11:PublicKey", namespaces=NS)),
+    )
+    wrapped = base64.b64decode(
+        encrypted.findtext(".//xenc:EncryptedKey/xenc:CipherData/xenc:CipherValue", namespaces=NS)
+    )
+
+    # ConcatKDF by hand (NIST SP 800-56A): one SHA-256 round, counter 1, Z, OtherInfo.
+    other_info = b"".join(
+        bytes.fromhex(params.get(n)) for n in ("AlgorithmID", "PartyUInfo", "PartyVInfo")
+    )
+    z = key.exchange(ec.ECDH(), originator)
+    kek = hashlib.sha256((1).to_bytes(4, "big") + z + other_info).digest()
+
+    assert other_info[:4] == len(b"http://www.w3.org/2001/04/xmlenc#kw-aes256").to_bytes(4, "big")
+    assert len(aes_key_unwrap(kek, wrapped)) == 32
+
+
+def test_a_ciphertext_changed_in_transit_does_not_decrypt():
+    key = ec.generate_private_key(ec.SECP256R1())
+    encrypted = encrypt_assertion(ASSERTION, key.public_key(), party_u="n", party_v="sp")
+    value = encrypted.find("xenc:EncryptedData/xenc:CipherData/xenc:CipherValue", NS)
+    raw = bytearray(base64.b64decode(value.text))
+    raw[-1] ^= 1
+    value.text = base64.b64encode(bytes(raw)).decode()
+
+    with pytest.raises(DecryptionError):
+        decrypt_assertion(encrypted, key)
+
+
+def test_an_assertion_for_another_key_does_not_decrypt():
+    encrypted = encrypt_assertion(
+        ASSERTION, ec.generate_private_key(ec.SECP256R1()).public_key(), party_u="n", party_v="sp"
+    )
+
+    with pytest.raises(DecryptionError):
+        decrypt_assertion(encrypted, ec.generate_private_key(ec.SECP256R1()))
+
+
+# -- settings --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("present", "missing"),
+    [
+        ({}, "WK_NODE_URL"),
+        ({"WK_NODE_URL": "https://login.gov.pl"}, "WK_NODE_CERT"),
+    ],
+)
+def test_production_without_a_setting_refuses_to_start_naming_it(tmp_path, present, missing):
+    with pytest.raises(WkConfigError, match=missing):
+        WkSettings.from_env(present, base_url=SP_URL, instance_dir=tmp_path, production=True)
+
+
+def test_production_without_the_service_keys_names_the_missing_variable(tmp_path, sp_settings):
+    cert = tmp_path / "node.pem"
+    cert.write_bytes(sp_settings.node_cert_pem)
+    environ = {"WK_NODE_URL": "https://login.gov.pl", "WK_NODE_CERT": str(cert)}
+
+    with pytest.raises(WkConfigError, match="WK_SP_SIGNING_KEY"):
+        WkSettings.from_env(environ, base_url=SP_URL, instance_dir=tmp_path, production=True)
+
+
+def test_production_takes_configured_keys_and_the_node_defaults(tmp_path, sp_settings):
+    files = {}
+    for name, pem in {
+        "WK_NODE_CERT": sp_settings.node_cert_pem,
+        "WK_SP_SIGNING_KEY": sp_settings.sp_signing.key_pem,
+        "WK_SP_SIGNING_CERT": sp_settings.sp_signing.cert_pem,
+        "WK_SP_ENCRYPTION_KEY": sp_settings.sp_encryption.key_pem,
+        "WK_SP_ENCRYPTION_CERT": sp_settings.sp_encryption.cert_pem,
+    }.items():
+        (tmp_path / name).write_bytes(pem)
+        files[name] = str(tmp_path / name)
+
+    settings = WkSettings.from_env(
+        {"WK_NODE_URL": "https://int.login.gov.pl", "WK_LOA": "high", **files},
+        base_url=SP_URL,
+        instance_dir=tmp_path / "unused",
+        production=True,
+    )
+
+    assert settings.node_entity_id == "int.login.gov.pl"
+    assert settings.sso_url == "https://int.login.gov.pl/login/SingleSignOnService"
+    assert settings.loa_uri == "http://eidas.europa.eu/LoA/high"
+    assert settings.tls_verify is True
+    assert not (tmp_path / "unused").exists()
+
+
+def test_development_keys_are_made_once_and_reused(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        first = WkSettings.from_env({}, base_url=SP_URL, instance_dir=tmp_path, production=False)
+    made = [r for r in caplog.records if "development key pair" in r.getMessage()]
+    caplog.clear()
+    second = WkSettings.from_env({}, base_url=SP_URL, instance_dir=tmp_path, production=False)
+
+    assert len(made) == 3  # signing, encryption, the stand-in's
+    assert first.sp_signing == second.sp_signing
+    assert first.sp_encryption == second.sp_encryption
+    assert first.sp_signing != first.sp_encryption
+    assert not [r for r in caplog.records if "development key pair" in r.getMessage()]
+
+
+def test_tls_verification_cannot_be_switched_off_in_production(tmp_path):
+    with pytest.raises(WkConfigError, match="WK_TLS_VERIFY"):
+        WkSettings.from_env(
+            {"WK_NODE_URL": "https://login.gov.pl", "WK_TLS_VERIFY": "false"},
+            base_url=SP_URL,
+            instance_dir=tmp_path,
+            production=True,
+        )
+
+
+def test_an_unknown_level_of_assurance_is_refused(tmp_path):
+    with pytest.raises(WkConfigError, match="WK_LOA"):
+        WkSettings.from_env(
+            {"WK_LOA": "extreme"}, base_url=SP_URL, instance_dir=tmp_path, production=False
+        )
+
+
+# -- the stand-in ----------------------------------------------------------------------
+
+
+def test_the_stand_in_refuses_a_production_configuration(tmp_path, standin_app):
+    with pytest.raises(StandinRefused):
+        StandinSettings.from_env(
+            {"APP_ENV": "production"},
+            base_url="http://127.0.0.1:5001",
+            service_base_url=SP_URL,
+            instance_dir=tmp_path,
+        )
+    node_settings = standin_app.extensions["wk_standin"].settings
+    with pytest.raises(StandinRefused):
+        create_standin_app(StandinSettings(**{**node_settings.__dict__, "app_env": "production"}))
+
+
+def test_the_stand_in_and_the_service_agree_on_development_keys(tmp_path):
+    service = WkSettings.from_env(
+        {"WK_NODE_URL": "http://127.0.0.1:5001"},
+        base_url=SP_URL,
+        instance_dir=tmp_path,
+        production=False,
+    )
+    standin = StandinSettings.from_env(
+        {}, base_url="http://127.0.0.1:5001", service_base_url=SP_URL, instance_dir=tmp_path
+    )
+
+    assert standin.signing.cert_pem == service.node_cert_pem
+    assert standin.entity_id == service.node_entity_id
+    assert standin.sp_encryption_cert_pem == service.sp_encryption.cert_pem
+    assert standin.sp_acs_url == service.acs_url
+
+
+def test_the_login_page_offers_the_form_and_the_demo_people(sp, browser):
+    _, page = browser.login_page(sp)
+    document = etree.HTML(page.data)
+
+    assert "Węzeł Krajowy – logowanie (stand-in)" in page.text
+    names = {i.get("name") for i in document.iter("input")}
+    assert {"first_name", "last_name", "pesel", "date_of_birth"} <= names
+    buttons = [b.text.strip() for b in document.iter("button") if b.get("type") == "submit"]
+    assert {"Zaloguj", "Anuluj"} <= set(buttons)
+    for person in DEMO_IDENTITIES:
+        assert person.pesel in page.text
+
+
+def test_a_malformed_date_of_birth_is_asked_again(sp, browser):
+    _, page = browser.login_page(sp)
+    ticket = etree.HTML(page.data).find(".//input[@name='ticket']").get("value")
+
+    answer = browser.client.post(
+        "/login/standin/submit",
+        data={
+            "ticket": ticket,
+            "action": "login",
+            "first_name": ANNA.first_name,
+            "last_name": ANNA.last_name,
+            "pesel": ANNA.pesel,
+            "date_of_birth": "27.04.1987",
+        },
+    )
+
+    assert answer.status_code == 422
+    assert "RRRR-MM-DD" in answer.text
+
+
+def test_demo_people_have_valid_pesels_matching_their_birth_dates():
+    keys = [p.key for p in DEMO_IDENTITIES]
+    assert len(set(keys)) == len(keys)
+    hermegilda = next(p for p in DEMO_IDENTITIES if p.key == "hermegilda")
+    assert hermegilda.pesel == "97040117247"
+    for person in DEMO_IDENTITIES:
+        assert pesel_number.is_valid(person.pesel), person
+        assert pesel_number.get_birth_date(person.pesel) == person.date_of_birth, person
+    assert ANNA.last_name == "Mickiewicz-Sokołowska" and ANNA.pesel != "87042787635"
+    assert {"blocked", "no_account", "already_migrated", "duplicate_pesel"} <= {
+        p.scenario for p in DEMO_IDENTITIES
+    }
