@@ -1,0 +1,229 @@
+"""Loading e-PLOZ's export with `ueoz-migration eploz import`, as an operator runs it."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+from stdnum.pl import pesel
+
+from tests.conftest import TEST_KEY
+from ueoz_migration.cli import main
+from ueoz_migration.db.models import EplozAccount, UeozAccount
+from ueoz_migration.demo import DEMO_PEOPLE
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+GOOD = DATA / "eploz_export.csv"
+BAD = DATA / "eploz_export_bad.csv"
+
+
+@pytest.fixture
+def cli(tmp_path, database_url):
+    """Run the command line against the test database, as an operator would."""
+
+    def run(*args: str):
+        environ = {
+            "APP_ENV": "test",
+            "DATABASE_URL": database_url,
+            "INSTANCE_DIR": str(tmp_path / "instance"),
+            "SECRET_KEY": "test-secret",
+            "AUDIT_KEY": TEST_KEY,
+            "BASE_URL": "http://ueoz.test",
+        }
+        return CliRunner().invoke(main, list(args), env=environ, catch_exceptions=False)
+
+    return run
+
+
+def accounts(services):
+    with services.sessions() as session:
+        return {row.login: row for row in session.scalars(select(EplozAccount))}
+
+
+def test_an_export_with_a_bom_and_crlf_is_imported(cli, services):
+    result = cli("eploz", "import", str(GOOD))
+
+    assert result.exit_code == 0, result.output
+    assert "6 added, 0 updated, 0 unchanged (6 rows)" in result.output
+    stored = accounts(services)
+    assert sorted(stored) == [
+        "amicsokol",
+        "hgrabowska",
+        "jkowalski",
+        "kwisniewska",
+        "tlewandowski",
+        "tlewandowski2",
+    ]
+    anna = stored["amicsokol"]
+    assert (anna.pesel, anna.first_name, anna.last_name, anna.email, anna.status, anna.roles) == (
+        "87042712342",
+        "Anna",
+        "MICKIEWICZ - SOKOLOWSKA",
+        "amicsokol@csioz.pl",
+        "active",
+        "P1:LEKARZ;GABINET:ADMIN",
+    )
+    assert stored["kwisniewska"].last_name == "Wiśniewska, dr"  # a quoted comma stays in
+
+
+def test_an_empty_email_and_a_blocked_status_are_kept(cli, services):
+    cli("eploz", "import", str(GOOD))
+
+    stored = accounts(services)
+    assert stored["hgrabowska"].email == ""
+    assert (stored["jkowalski"].status, stored["jkowalski"].roles) == ("blocked", "")
+
+
+def test_two_logins_may_share_a_pesel(cli, services):
+    cli("eploz", "import", str(GOOD))
+
+    stored = accounts(services)
+    assert stored["tlewandowski"].pesel == stored["tlewandowski2"].pesel == "90010114419"
+
+
+def test_importing_the_same_file_again_changes_nothing(cli, services):
+    cli("eploz", "import", str(GOOD))
+    before = {login: row.imported_at for login, row in accounts(services).items()}
+
+    result = cli("eploz", "import", str(GOOD))
+
+    assert result.exit_code == 0
+    assert "0 added, 0 updated, 6 unchanged (6 rows)" in result.output
+    assert {login: row.imported_at for login, row in accounts(services).items()} == before
+
+
+def test_a_changed_row_is_updated_in_place(cli, services, tmp_path):
+    cli("eploz", "import", str(GOOD))
+    anna_id = accounts(services)["amicsokol"].id
+    changed = tmp_path / "changed.csv"
+    changed.write_text(
+        GOOD.read_text(encoding="utf-8-sig").replace(
+            "amicsokol@csioz.pl,active", "amicsokol@csioz.pl,blocked"
+        ),
+        encoding="utf-8",
+    )
+
+    result = cli("eploz", "import", str(changed))
+
+    assert "0 added, 1 updated, 5 unchanged" in result.output
+    anna = accounts(services)["amicsokol"]
+    assert (anna.id, anna.status) == (anna_id, "blocked")
+
+
+def test_a_bad_file_is_refused_with_every_bad_line_named_and_nothing_imported(cli, services):
+    result = cli("eploz", "import", str(BAD))
+
+    assert result.exit_code != 0
+    output = result.output
+    assert "nothing imported" in output
+    for expected in (
+        "line 3, column pesel: not a valid PESEL (wrong check digit)",
+        "line 4, column email: not a valid e-mail address",
+        "line 5, column status: 'suspended' is not active or blocked",
+        "line 6, column login: the same login as line 2",
+        "line 7, column last_name: empty",
+        "line 7, column roles: 'P1 LEKARZ' is not SYSTEM:ROLE",
+        "line 8: 3 fields, expected 7",
+    ):
+        assert expected in output
+    assert "line 2" not in output.replace("as line 2", "")  # the good first row is not blamed
+    assert accounts(services) == {}
+
+
+def test_a_refusal_never_prints_a_pesel_or_an_email(cli):
+    output = cli("eploz", "import", str(BAD)).output
+
+    for secret in ("97040117248", "82091503682", "jan.kowalski@@example", "kw@example.pl"):
+        assert secret not in output
+
+
+def test_a_bad_file_leaves_an_earlier_import_as_it_was(cli, services):
+    cli("eploz", "import", str(GOOD))
+    before = {login: row.status for login, row in accounts(services).items()}
+
+    cli("eploz", "import", str(BAD))
+
+    assert {login: row.status for login, row in accounts(services).items()} == before
+
+
+def test_a_file_that_is_not_utf8_names_its_lines(cli, services, tmp_path):
+    latin2 = tmp_path / "latin2.csv"
+    latin2.write_bytes(
+        b"login,pesel,first_name,last_name,email,status,roles\n"
+        b"kw,82091503682,Katarzyna,Wi\xb6niewska,,active,\n"
+    )
+
+    result = cli("eploz", "import", str(latin2))
+
+    assert result.exit_code != 0
+    assert "line 2: not UTF-8 text" in result.output
+    assert accounts(services) == {}
+
+
+def test_a_wrong_header_is_refused(cli, services, tmp_path):
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("login;pesel;first_name\nx;87042712342;Anna\n", encoding="utf-8")
+
+    result = cli("eploz", "import", str(wrong))
+
+    assert result.exit_code != 0
+    assert "line 1: missing column" in result.output
+    assert accounts(services) == {}
+
+
+def test_an_empty_file_is_refused(cli, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+
+    result = cli("eploz", "import", str(empty))
+
+    assert result.exit_code != 0
+    assert "line 1: the file is empty" in result.output
+
+
+# -- the demo data ------------------------------------------------------------------------
+
+
+def test_seed_demo_loads_every_branch_once(cli, services):
+    first = cli("eploz", "seed-demo")
+    again = cli("eploz", "seed-demo")
+
+    assert first.exit_code == 0, first.output
+    assert "e-PLOZ accounts 10 added, 0 updated, 0 unchanged; UEOZ accounts 1 added" in first.output
+    assert "e-PLOZ accounts 0 added, 0 updated, 10 unchanged; UEOZ accounts 0 added" in again.output
+    assert accounts(services)["amicsokol"].last_name == "MICKIEWICZ - SOKOLOWSKA"
+    with services.sessions() as session:
+        (holder,) = session.scalars(select(UeozAccount)).all()
+    assert holder.email_verified_at is not None
+    assert holder.eploz_account_id == accounts(services)["mkaczmarek"].id
+    assert holder.pesel != accounts(services)["mkaczmarek"].pesel  # another person: code 206
+
+
+def test_every_demo_pesel_is_valid_and_agrees_with_the_date_of_birth():
+    for demo in DEMO_PEOPLE:
+        assert pesel.is_valid(demo.person.pesel), demo.label
+        assert pesel.get_birth_date(demo.person.pesel) == demo.person.date_of_birth, demo.label
+
+
+def test_the_demo_people_include_the_manuals_two():
+    people = {demo.person.pesel: demo for demo in DEMO_PEOPLE}
+    anna = next(demo for demo in DEMO_PEOPLE if demo.person.family_name == "Mickiewicz-Sokołowska")
+    assert anna.person.given_names == "Anna Maria"
+    assert anna.person.date_of_birth == date(1987, 4, 27)
+    (row,) = anna.eploz_rows
+    assert (row["login"], row["first_name"], row["last_name"], row["email"]) == (
+        "amicsokol",
+        "Anna",
+        "MICKIEWICZ - SOKOLOWSKA",
+        "amicsokol@csioz.pl",
+    )
+    hermegilda = people["97040117247"]
+    assert (hermegilda.person.given_names, hermegilda.person.family_name) == (
+        "HERMEGILDA",
+        "DLIGEMREH",
+    )
+    assert hermegilda.person.date_of_birth == date(1997, 4, 1)
+    assert hermegilda.label.startswith("208")

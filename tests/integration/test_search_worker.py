@@ -1,0 +1,446 @@
+"""The search worker driving real attempts to `found` or `error`, on both databases."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from structlog.testing import capture_logs
+
+from tests.conftest import TEST_KEY, make_settings
+from tests.factories import ANNA, HERMEGILDA, add_eploz_account, user
+from ueoz_migration.adapters.eploz import DirectoryUnavailable, TableDirectory
+from ueoz_migration.bootstrap import Services
+from ueoz_migration.db.engine import transaction
+from ueoz_migration.db.models import Attempt, TransitionLogEntry, UeozAccount
+from ueoz_migration.demo import DEMO_PEOPLE, seed_demo
+from ueoz_migration.domain.identity import Person
+from ueoz_migration.domain.privacy import pesel_hash
+from ueoz_migration.search import SearchWorker
+
+EVENT_NUMBER = re.compile(r"MIGRATION_\d{12}")
+
+
+def log_of(services, attempt_id):
+    with services.sessions() as session:
+        return session.scalars(
+            select(TransitionLogEntry)
+            .where(TransitionLogEntry.attempt_id == attempt_id)
+            .order_by(TransitionLogEntry.seq)
+        ).all()
+
+
+def start(services, person=ANNA):
+    return services.journey.start(person, actor=user())
+
+
+def person(number: int) -> Person:
+    """A person with a valid PESEL of their own (born 1990-01-01)."""
+    from stdnum.pl import pesel
+
+    base = f"900101{number:04d}"
+    return Person("Jan", "Testowy", date(1990, 1, 1), base + pesel.calc_check_digit(base))
+
+
+def give_ueoz_account(services, owner: Person, eploz_id: int, *, verified: bool) -> None:
+    now = datetime.now(UTC)
+    with transaction(services.sessions) as session:
+        session.add(
+            UeozAccount(
+                pesel=owner.pesel,
+                pesel_hash=pesel_hash(TEST_KEY.encode(), owner.pesel),
+                given_names=owner.given_names,
+                family_name=owner.family_name,
+                email="someone@example.pl",
+                email_verified_at=now if verified else None,
+                eploz_account_id=eploz_id,
+                created_at=now,
+            )
+        )
+
+
+class Clock:
+    """The worker's clock, moved by hand so that backoff needs no sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FailingDirectory:
+    """An e-PLOZ that is down for the first ``failures`` questions, then the real table."""
+
+    def __init__(self, services, failures: int = 10**6) -> None:
+        self.table = TableDirectory(services.sessions)
+        self.failures = failures
+        self.asked = 0
+
+    def accounts_by_pesel(self, pesel):
+        self.asked += 1
+        if self.asked <= self.failures:
+            raise DirectoryUnavailable("e-PLOZ answered 503")
+        return self.table.accounts_by_pesel(pesel)
+
+    def is_migrated_elsewhere(self, account_id, pesel_hash):
+        return self.table.is_migrated_elsewhere(account_id, pesel_hash)
+
+
+# -- outcomes -----------------------------------------------------------------------------
+
+
+def test_the_matching_account_is_found(services):
+    eploz_id = add_eploz_account(services)
+    attempt = start(services)
+
+    report = SearchWorker(services).run_once()
+
+    attempt = services.journey.get(attempt.id)
+    assert (report.found, attempt.state, attempt.eploz_account_id) == (1, "found", eploz_id)
+    assert (attempt.event_number, attempt.event_code) == (None, None)
+    last = log_of(services, attempt.id)[-1]
+    assert (last.event, last.source, last.target, last.actor) == (
+        "account_found",
+        "searching",
+        "found",
+        "worker",
+    )
+
+
+def _eploz_rows(services, case):
+    """Put in the directory what each branch needs for ANNA; return nothing."""
+    if case == 202:
+        add_eploz_account(services, first_name="Maria")
+    elif case == 203:
+        add_eploz_account(services, last_name="Mickiewicz")
+    elif case == 204:
+        add_eploz_account(services)
+        add_eploz_account(services, login="amicsokol2")
+    elif case == 205:
+        add_eploz_account(services, status="blocked")
+    elif case == 206:
+        give_ueoz_account(services, person(1), add_eploz_account(services), verified=True)
+    elif case == 208:
+        add_eploz_account(services, first_name="Helena", last_name="Grabowska")
+
+
+@pytest.mark.parametrize("code", [201, 202, 203, 204, 205, 206, 208])
+def test_each_failed_search_ends_in_error_with_its_code_and_an_event_number(services, code):
+    _eploz_rows(services, code)
+    attempt = start(services)
+
+    report = SearchWorker(services).run_once()
+
+    attempt = services.journey.get(attempt.id)
+    assert report.failed == {code: 1}
+    assert (attempt.state, attempt.event_code) == ("error", code)
+    assert EVENT_NUMBER.fullmatch(attempt.event_number)
+    last = log_of(services, attempt.id)[-1]
+    assert (last.event, last.target, last.actor) == ("search_failed", "error", "worker")
+    assert (last.event_number, last.event_code) == (attempt.event_number, code)
+
+
+def test_the_manuals_hermegilda_gets_208(services):
+    add_eploz_account(
+        services,
+        login="hgrabowska",
+        pesel=HERMEGILDA.pesel,
+        first_name="Helena",
+        last_name="Grabowska",
+    )
+    attempt = start(services, HERMEGILDA)
+
+    SearchWorker(services).run_once()
+
+    assert services.journey.get(attempt.id).event_code == 208
+
+
+def test_the_persons_own_unverified_ueoz_account_is_not_elsewhere(services):
+    # An earlier attempt created the UEOZ account, then expired before the e-mail was
+    # confirmed: the person may take the e-PLOZ account over again.
+    eploz_id = add_eploz_account(services)
+    give_ueoz_account(services, ANNA, eploz_id, verified=False)
+    attempt = start(services)
+
+    SearchWorker(services).run_once()
+
+    assert services.journey.get(attempt.id).state == "found"
+
+
+def test_another_persons_unverified_ueoz_account_is_elsewhere(services):
+    give_ueoz_account(services, person(2), add_eploz_account(services), verified=False)
+    attempt = start(services)
+
+    SearchWorker(services).run_once()
+
+    assert services.journey.get(attempt.id).event_code == 206
+
+
+def test_an_attempt_cancelled_during_the_search_stays_cancelled(services):
+    add_eploz_account(services)
+    attempt = start(services)
+
+    class CancellingDirectory(TableDirectory):
+        def accounts_by_pesel(self, pesel):
+            services.journey.fire(attempt.id, "cancel", actor=user())  # the person, meanwhile
+            return super().accounts_by_pesel(pesel)
+
+    report = SearchWorker(services, CancellingDirectory(services.sessions)).run_once()
+
+    assert (report.superseded, report.found) == (1, 0)
+    assert services.journey.get(attempt.id).state == "cancelled"
+
+
+def test_the_worker_logs_the_pesel_masked(services):
+    add_eploz_account(services)
+    start(services)
+
+    with capture_logs() as logs:
+        SearchWorker(services).run_once()
+
+    found = [entry for entry in logs if entry["event"] == "search.found"]
+    assert found and found[0]["pesel"] == "********342"
+    assert ANNA.pesel not in repr(logs)
+
+
+# -- an unavailable directory -------------------------------------------------------------
+
+
+def test_a_failing_directory_is_retried_with_backoff_then_gives_up_with_207(tmp_path, database_url):
+    services = Services(
+        make_settings(tmp_path, database_url, SEARCH_MAX_TRIES="3", SEARCH_RETRY_BASE_SECONDS="10")
+    )
+    attempt = start(services)
+    clock = Clock()
+    directory = FailingDirectory(services)
+    worker = SearchWorker(services, directory, clock=clock)
+
+    first = worker.run_once()
+    assert (first.retried, services.journey.get(attempt.id).state) == (1, "searching")
+    assert services.journey.get(attempt.id).search_due_at == clock.now + timedelta(seconds=10)
+
+    clock.advance(9)
+    assert worker.run_once().searched == 0  # not due yet: no one asks e-PLOZ
+
+    clock.advance(1)
+    assert worker.run_once().retried == 1
+    assert services.journey.get(attempt.id).search_due_at == clock.now + timedelta(seconds=20)
+
+    clock.advance(20)
+    last = worker.run_once()
+
+    attempt = services.journey.get(attempt.id)
+    assert (last.failed, directory.asked, attempt.search_tries) == ({207: 1}, 3, 3)
+    assert (attempt.state, attempt.event_code) == ("error", 207)
+    assert EVENT_NUMBER.fullmatch(attempt.event_number)
+    services.engine.dispose()
+
+
+def test_a_directory_that_comes_back_finds_the_account(services):
+    add_eploz_account(services)
+    attempt = start(services)
+    clock = Clock()
+    worker = SearchWorker(services, FailingDirectory(services, failures=1), clock=clock)
+
+    worker.run_once()
+    clock.advance(services.settings.search_retry_base.total_seconds())
+    worker.run_once()
+
+    assert services.journey.get(attempt.id).state == "found"
+
+
+def test_a_directory_slower_than_the_timeout_counts_as_unavailable(tmp_path, database_url):
+    services = Services(
+        make_settings(tmp_path, database_url, SEARCH_MAX_TRIES="1", SEARCH_TIMEOUT_SECONDS="0.2")
+    )
+    released = threading.Event()
+
+    class HangingDirectory(TableDirectory):
+        def accounts_by_pesel(self, pesel):
+            released.wait(10)
+            return []
+
+    attempt = start(services)
+    began = time.monotonic()
+    try:
+        report = SearchWorker(services, HangingDirectory(services.sessions)).run_once()
+    finally:
+        released.set()
+    elapsed = time.monotonic() - began
+
+    assert report.failed == {207: 1}
+    assert services.journey.get(attempt.id).event_code == 207
+    assert elapsed < 5
+    services.engine.dispose()
+
+
+# -- several workers ----------------------------------------------------------------------
+
+
+def test_several_workers_never_search_one_attempt_twice(settings):
+    people = [person(10 + index) for index in range(24)]
+    setup = Services(settings)
+    attempts = [start(setup, someone).id for someone in people]
+    asked: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    class CountingDirectory(TableDirectory):
+        def accounts_by_pesel(self, pesel):
+            with lock:
+                asked[pesel] += 1
+            time.sleep(0.01)  # widen the window in which a second claim could slip in
+            return super().accounts_by_pesel(pesel)
+
+    # Separate Services: separate engines and sessions, as two processes would have.
+    workers = []
+    for name in ("w1", "w2", "w3"):
+        own = Services(settings)
+        workers.append((own, SearchWorker(own, CountingDirectory(own.sessions), worker_id=name)))
+    barrier = threading.Barrier(len(workers))
+    reports = {}
+
+    def run(own_worker):
+        barrier.wait()
+        reports[own_worker.worker_id] = own_worker.run_once()
+
+    threads = [threading.Thread(target=run, args=(worker,)) for _, worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert set(asked.values()) == {1} and len(asked) == len(people)
+    assert sum(report.failed.get(201, 0) for report in reports.values()) == len(people)
+    for attempt_id in attempts:
+        outcomes = [row.event for row in log_of(setup, attempt_id)]
+        assert outcomes == ["start", "search_failed"]
+    for own, _ in workers:
+        own.engine.dispose()
+    setup.engine.dispose()
+
+
+def test_a_claimed_attempt_waits_for_its_lease_to_run_out(services):
+    attempt = start(services)
+    clock = Clock()
+    crashed = SearchWorker(services, clock=clock)
+    assert crashed.claim().attempt_id == attempt.id  # ... and the process dies here
+
+    other = SearchWorker(services, clock=clock)
+    assert other.claim() is None
+
+    clock.advance(crashed.lease.total_seconds())
+    report = other.run_once()
+
+    assert report.failed == {201: 1}
+    assert services.journey.get(attempt.id).search_tries == 2
+
+
+# -- the loop -----------------------------------------------------------------------------
+
+
+def test_the_loop_searches_expires_and_stops_when_asked(services):
+    add_eploz_account(services)
+    attempt = start(services)
+    stale = start(services, HERMEGILDA)
+    with transaction(services.sessions) as session:
+        row = session.get(Attempt, stale.id)
+        row.expires_at = datetime.now(UTC) - timedelta(minutes=1)
+        row.search_due_at = None  # keep the search away from it; only the sweep may end it
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=SearchWorker(services).run_forever, args=(stop,), kwargs={"poll_interval": 0.05}
+    )
+    loop.start()
+    deadline = time.monotonic() + 10
+    while services.journey.get(attempt.id).state == "searching" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    loop.join(5)
+
+    assert not loop.is_alive()
+    assert services.journey.get(attempt.id).state == "found"
+    assert services.journey.get(stale.id).state == "expired"
+
+
+def test_the_worker_process_stops_cleanly_on_sigterm(tmp_path, database_url):
+    environ = os.environ | {
+        "APP_ENV": "test",
+        "DATABASE_URL": database_url,
+        "INSTANCE_DIR": str(tmp_path / "instance"),
+        "AUDIT_KEY": TEST_KEY,
+        "SECRET_KEY": "test-secret",
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "ueoz_migration.cli", "worker", "--worker-id", "sig"]
+    process = subprocess.Popen(
+        command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        started = ""
+        while "worker.started" not in started:  # signal only once the handler is in place
+            line = process.stdout.readline()
+            assert line, "the worker exited before it started"
+            started += line
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, started + output
+    assert "worker.stopped" in output
+
+
+# -- the demo data ------------------------------------------------------------------------
+
+EXPECTED_BRANCH = {
+    "87042712342": ("found", None),  # Anna Mickiewicz-Sokołowska, the manual's person
+    "61020409154": ("found", None),
+    "04251767804": ("found", None),
+    "75031205191": ("error", 201),
+    "82091503682": ("error", 202),
+    "85021907848": ("error", 203),
+    "90010114419": ("error", 204),
+    "68072202179": ("error", 205),
+    "79053006233": ("error", 206),
+    "93061113987": ("skipped", None),
+    "97040117247": ("error", 208),  # HERMEGILDA DLIGEMREH
+}
+
+
+def test_every_demo_person_lands_on_their_branch(services):
+    seed_demo(services.sessions, audit_key=services.settings.audit_key)
+    seed_demo(services.sessions, audit_key=services.settings.audit_key)  # idempotent
+    attempts = {demo.person.pesel: start(services, demo.person).id for demo in DEMO_PEOPLE}
+
+    SearchWorker(services).run_once()
+
+    landed = {}
+    for pesel, attempt_id in attempts.items():
+        attempt = services.journey.get(attempt_id)
+        landed[pesel] = (attempt.state, attempt.event_code)
+    assert landed == EXPECTED_BRANCH
+
+
+def test_the_manuals_anna_gets_her_eploz_email_offered(services):
+    seed_demo(services.sessions, audit_key=services.settings.audit_key)
+    anna = next(demo.person for demo in DEMO_PEOPLE if demo.person.pesel == "87042712342")
+    attempt = start(services, anna)
+    SearchWorker(services).run_once()
+
+    attempt = services.journey.fire(attempt.id, "create_account", actor=user())
+
+    assert attempt.email_prefill == "amicsokol@csioz.pl"
