@@ -75,7 +75,9 @@ def make_sp(sp_settings: WkSettings) -> Iterator[Callable[..., ServiceProvider]]
         replay_store=None,
         settings: WkSettings | None = None,
     ) -> ServiceProvider:
-        transport = target if isinstance(target, httpx.BaseTransport) else httpx.WSGITransport(app=target)
+        transport = (
+            target if isinstance(target, httpx.BaseTransport) else httpx.WSGITransport(app=target)
+        )
         sp = ServiceProvider(
             settings or sp_settings,
             replay_store or MemoryReplayStore(),

@@ -85,7 +85,9 @@ def test_the_authn_request_follows_the_profile(sp):
 
 def test_the_node_refuses_an_authn_request_changed_after_signing(sp, browser):
     form = sp.authn_request("relay")
-    tampered = base64.b64decode(form.saml_request).replace(b'ForceAuthn="true"', b'ForceAuthn="false"')
+    tampered = base64.b64decode(form.saml_request).replace(
+        b'ForceAuthn="true"', b'ForceAuthn="false"'
+    )
 
     page = browser.client.post(
         SSO_PATH, data={"SAMLRequest": base64.b64encode(tampered).decode(), "RelayState": "x"}

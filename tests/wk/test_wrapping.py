@@ -148,9 +148,7 @@ def test_a_comment_inside_the_name_id_does_not_cut_it_short(sp, browser, node):
     assert len(commented.name_id) == 64
 
 
-def test_a_comment_added_to_signed_text_in_transit_changes_nothing(
-    make_sp, standin_app, browser
-):
+def test_a_comment_added_to_signed_text_in_transit_changes_nothing(make_sp, standin_app, browser):
     def split_issuer(envelope):
         issuer = _artifact_response(envelope).find("saml2:Issuer", NS)
         head, tail = issuer.text[:4], issuer.text[4:]

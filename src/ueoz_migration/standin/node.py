@@ -82,7 +82,9 @@ class StandinNode:
         self.failure = self.failure or self.settings.failure
         self._signer = Signer(self.settings.signing.key_pem, self.settings.signing.cert_pem)
         self._sp = Verifier(self.settings.sp_signing_cert_pem)
-        public_key = x509.load_pem_x509_certificate(self.settings.sp_encryption_cert_pem).public_key()
+        public_key = x509.load_pem_x509_certificate(
+            self.settings.sp_encryption_cert_pem
+        ).public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise ValueError("the service's encryption certificate must hold a P-256 key")
         self._sp_encryption_key = public_key
@@ -104,9 +106,7 @@ class StandinNode:
             raise BadRequest("AssertionConsumerServiceURL is not the registered ACS")
         if request.get("ProtocolBinding") != m.BINDING_ARTIFACT:
             raise BadRequest("only the HTTP-Artifact binding is supported")
-        loa = m.text_of(
-            request.find("saml2p:RequestedAuthnContext/saml2:AuthnContextClassRef", NS)
-        )
+        loa = m.text_of(request.find("saml2p:RequestedAuthnContext/saml2:AuthnContextClassRef", NS))
         if loa not in m.LOA_ORDER:
             raise BadRequest("RequestedAuthnContext must name an eIDAS LoA")
         login = PendingLogin(request.get("ID", ""), relay_state, loa, failure)
@@ -175,7 +175,7 @@ class StandinNode:
             return 500, b"Internal Server Error"
         if failure is Failure.SOAP_FAULT:
             return 500, m.soap_fault("artifact resolution failed")
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         if failure is Failure.EXPIRED:
             now -= dt.timedelta(hours=1)
         outer = etree.Element(
@@ -220,7 +220,7 @@ class StandinNode:
             {
                 "ID": m.new_id(),
                 "InResponseTo": request.get("ID", ""),
-                "IssueInstant": m.saml_time(dt.datetime.now(dt.timezone.utc)),
+                "IssueInstant": m.saml_time(dt.datetime.now(dt.UTC)),
                 "Version": "2.0",
             },
             nsmap=_RESPONSE_NSMAP,
@@ -299,9 +299,7 @@ class StandinNode:
             SessionIndex=f"_{hashlib.sha1(assertion_id.encode()).hexdigest()}",  # noqa: S324
         )
         context = etree.SubElement(statement, m.q("saml2", "AuthnContext"))
-        etree.SubElement(context, m.q("saml2", "AuthnContextClassRef")).text = (
-            issued.login.loa_uri
-        )
+        etree.SubElement(context, m.q("saml2", "AuthnContextClassRef")).text = issued.login.loa_uri
         attributes = etree.SubElement(assertion, m.q("saml2", "AttributeStatement"))
         for name, value in zip(
             m.ATTRIBUTES,
@@ -347,7 +345,7 @@ class StandinNode:
         if message.get("Destination") not in (None, destination):
             raise BadRequest(f"Destination is not {destination}")
         issued = m.parse_time(message.get("IssueInstant"))
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         if abs((now - issued).total_seconds()) > 300:
             raise BadRequest("the request is too old or from the future")
 

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the variable table below reads best unwrapped)
 """Settings of the stand-in login node.
 
 | variable | meaning | default |

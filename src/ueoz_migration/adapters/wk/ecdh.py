@@ -59,15 +59,17 @@ class _Agreement:
     wrapped_key: bytes
 
 
-def decrypt_assertion(encrypted_assertion: etree._Element, key: ec.EllipticCurvePrivateKey) -> bytes:
+def decrypt_assertion(
+    encrypted_assertion: etree._Element, key: ec.EllipticCurvePrivateKey
+) -> bytes:
     """Return the plaintext Assertion XML inside a `saml2:EncryptedAssertion`."""
     data = _one(encrypted_assertion, "xenc:EncryptedData")
     content_algorithm = _one(data, "xenc:EncryptionMethod").get("Algorithm")
     if content_algorithm not in (AES128_GCM, AES256_GCM):
         raise DecryptionError(f"unsupported content encryption {content_algorithm}")
-    encrypted_keys = data.findall("ds:KeyInfo/xenc:EncryptedKey", NS) or encrypted_assertion.findall(
-        "xenc:EncryptedKey", NS
-    )
+    encrypted_keys = data.findall(
+        "ds:KeyInfo/xenc:EncryptedKey", NS
+    ) or encrypted_assertion.findall("xenc:EncryptedKey", NS)
     if len(encrypted_keys) != 1:
         raise DecryptionError(f"expected one EncryptedKey, found {len(encrypted_keys)}")
     agreement = _read_agreement(encrypted_keys[0])

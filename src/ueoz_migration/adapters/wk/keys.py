@@ -67,9 +67,7 @@ def dev_pair(directory: Path, name: str, common_name: str) -> KeyPair:
             try:
                 # link() fails if another process won the race; its pair then stands.
                 os.link(tmp, path)
-                log.warning(
-                    "generated a development key pair %s; never use it in production", path
-                )
+                log.warning("generated a development key pair %s; never use it in production", path)
             except FileExistsError:
                 pass
         finally:
@@ -91,7 +89,7 @@ def split_bundle(pem: bytes) -> KeyPair:
 def _new_self_signed(common_name: str) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

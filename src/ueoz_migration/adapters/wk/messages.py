@@ -52,7 +52,7 @@ def new_id() -> str:
 
 def saml_time(moment: dt.datetime) -> str:
     """Format a UTC instant as SAML wants it, with milliseconds like the node."""
-    moment = moment.astimezone(dt.timezone.utc)
+    moment = moment.astimezone(dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -66,7 +66,7 @@ def parse_time(text: str | None) -> dt.datetime:
         raise XmlError(f"not an instant: {text!r}") from None
     if moment.tzinfo is None:
         raise XmlError(f"instant without time zone: {text!r}")
-    return moment.astimezone(dt.timezone.utc)
+    return moment.astimezone(dt.UTC)
 
 
 def text_of(element: etree._Element | None) -> str:
@@ -287,9 +287,7 @@ def sp_metadata(
         info = etree.SubElement(descriptor, q("ds", "KeyInfo"))
         data = etree.SubElement(info, q("ds", "X509Data"))
         etree.SubElement(data, q("ds", "X509Certificate")).text = cert_base64(pem)
-    etree.SubElement(
-        sp, f"{{{md}}}SingleLogoutService", Binding=BINDING_SOAP, Location=slo_url
-    )
+    etree.SubElement(sp, f"{{{md}}}SingleLogoutService", Binding=BINDING_SOAP, Location=slo_url)
     etree.SubElement(sp, f"{{{md}}}NameIDFormat").text = NAMEID_UNSPECIFIED
     etree.SubElement(
         sp,

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the variable table below reads best unwrapped)
 """Settings of the service provider side of login through Węzeł Krajowy.
 
 Every setting comes from one environment variable:
@@ -137,9 +138,7 @@ class WkSettings:
             logout_url=get("WK_LOGOUT_URL", node_url + LOGOUT_PATH) or "",
             node_entity_id=get("WK_NODE_ENTITY_ID", urlsplit(node_url).netloc) or "",
             node_cert_pem=node_cert,
-            sp_signing=_sp_pair(
-                environ, "WK_SP_SIGNING", dev_dir, "sp-signing", production
-            ),
+            sp_signing=_sp_pair(environ, "WK_SP_SIGNING", dev_dir, "sp-signing", production),
             sp_encryption=_sp_pair(
                 environ, "WK_SP_ENCRYPTION", dev_dir, "sp-encryption", production
             ),

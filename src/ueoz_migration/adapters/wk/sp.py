@@ -133,7 +133,7 @@ class MemoryReplayStore:
         self._lock = threading.Lock()
 
     def first_use(self, kind: str, key: str, expires_at: dt.datetime) -> bool:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         with self._lock:
             if len(self._seen) > 10_000:
                 self._seen = {k: v for k, v in self._seen.items() if v > now}
@@ -382,7 +382,7 @@ class ServiceProvider:
 
     @staticmethod
     def _now() -> dt.datetime:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
 
     @contextmanager
     def _step(self, name: str):

@@ -22,11 +22,11 @@ import logging
 import threading
 import types
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 import onelogin.saml2
 from lxml import etree
-from onelogin.saml2.errors import OneLogin_Saml2_ValidationError
 from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
@@ -91,7 +91,7 @@ _XENC11_XSD = """\
 
 
 class _SchemaResolver(etree.Resolver):
-    _schemas = {
+    _schemas: ClassVar[dict[str, str]] = {
         "urn:ueoz:wk:naturalperson.xsd": _NATURAL_PERSON_XSD,
         "urn:ueoz:wk:xenc11.xsd": _XENC11_XSD,
     }
@@ -108,13 +108,13 @@ def _compile_schema() -> etree.XMLSchema:
     return etree.XMLSchema(etree.fromstring(_ROOT_XSD.encode(), parser))
 
 
-
-
 class ResponseValidator:
     """python3-saml's checks of a node Response, set up once per service provider."""
 
     def __init__(self, settings: WkSettings) -> None:
-        self._settings = OneLogin_Saml2_Settings(self._settings_dict(settings), sp_validation_only=False)
+        self._settings = OneLogin_Saml2_Settings(
+            self._settings_dict(settings), sp_validation_only=False
+        )
         acs = urlsplit(settings.acs_url)
         # python3-saml rebuilds "the URL the response arrived at" from these to check
         # Destination and Recipient: it must be exactly our ACS.
@@ -195,7 +195,7 @@ class ResponseValidator:
 class _NodeResponse(OneLogin_Saml2_Response):
     """A python3-saml Response built from trees the service has already parsed."""
 
-    def __init__(self, settings, document, decrypted_document):  # noqa: D107
+    def __init__(self, settings, document, decrypted_document):
         # The base constructor would base64-decode and parse the message again, then
         # try to decrypt with libxmlsec1; this leaves the object in the same state.
         self._settings = settings

@@ -1,0 +1,127 @@
+"""Measure complete logins per second through the stand-in node, in one process.
+
+    .venv/bin/python benchmarks/bench_login.py [--logins 200] [--rounds 5]
+
+Each login: the service builds and signs an AuthnRequest; the stand-in verifies it and
+issues an artifact (called directly: the browser's page round trips are not the
+service's work); the service resolves the artifact over SOAP through an in-process WSGI
+transport, verifies both signatures, decrypts the ECDH-ES assertion, has python3-saml
+validate the Response, and reads the identity. Prints a Markdown table of the median
+time per login of each step over the rounds, and the logins per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from ueoz_migration.adapters.wk import MemoryReplayStore, ServiceProvider, WkSettings
+from ueoz_migration.adapters.wk.keys import dev_pair
+from ueoz_migration.standin import DEMO_IDENTITIES, StandinSettings, create_standin_app
+from ueoz_migration.standin.node import Person
+
+STEPS = (
+    ("authn_request", "AuthnRequest build + sign (service)"),
+    ("standin_artifact", "stand-in: verify AuthnRequest + issue artifact"),
+    ("resolve_soap", "resolve SOAP round trip (incl. stand-in answer)"),
+    ("standin_answer", "  of which stand-in builds, signs, encrypts"),
+    ("verify_signatures", "verify ArtifactResponse + Response signatures"),
+    ("decrypt", "decrypt ECDH-ES assertion"),
+    ("saml_validation", "python3-saml validation"),
+    ("identity", "identity + replay checks"),
+)
+
+
+def main() -> None:
+    """Run the rounds and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--logins", type=int, default=200, help="logins per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as instance:
+        settings = WkSettings.from_env(
+            {"WK_NODE_URL": "http://node.bench"},
+            base_url="http://sp.bench",
+            instance_dir=instance,
+            production=False,
+        )
+        signing = dev_pair(Path(instance) / "wk", "standin-signing", "WK stand-in node")
+        app = create_standin_app(
+            StandinSettings.for_service(settings, base_url="http://node.bench", signing=signing)
+        )
+        node = app.extensions["wk_standin"]
+        spent: dict[str, float] = collections.defaultdict(float)
+
+        def timer(step: str, seconds: float) -> None:
+            spent[step] += seconds
+
+        resolve = node.resolve
+
+        def timed_resolve(body: bytes):
+            started = time.perf_counter()
+            try:
+                return resolve(body)
+            finally:
+                spent["standin_answer"] += time.perf_counter() - started
+
+        node.resolve = timed_resolve
+        sp = ServiceProvider(
+            settings,
+            MemoryReplayStore(),
+            httpx.Client(transport=httpx.WSGITransport(app=app)),
+            step_timer=timer,
+        )
+        people = [
+            Person(p.first_name, p.last_name, p.pesel, p.date_of_birth.isoformat())
+            for p in DEMO_IDENTITIES
+        ]
+
+        def login(i: int) -> None:
+            started = time.perf_counter()
+            form = sp.authn_request(f"bench-{i}")
+            spent["authn_request"] += time.perf_counter() - started
+            started = time.perf_counter()
+            ticket, _ = node.accept_authn_request(form.saml_request, form.relay_state)
+            artifact, _ = node.finish_login(ticket, people[i % len(people)])
+            spent["standin_artifact"] += time.perf_counter() - started
+            sp.resolve(artifact, form.request_id)
+
+        for i in range(20):  # warm up: schema compilation, imports, caches
+            login(i)
+        per_step: dict[str, list[float]] = collections.defaultdict(list)
+        rates = []
+        for _ in range(args.rounds):
+            spent.clear()
+            started = time.perf_counter()
+            for i in range(args.logins):
+                login(i)
+            elapsed = time.perf_counter() - started
+            rates.append(args.logins / elapsed)
+            per_step["total"].append(elapsed / args.logins)
+            for step, _label in STEPS:
+                per_step[step].append(spent[step] / args.logins)
+        sp.close()
+
+    total = statistics.median(per_step["total"])
+    print(f"{args.rounds} rounds of {args.logins} logins, one process, medians per login\n")
+    print("| step | ms per login | share |")
+    print("|---|---:|---:|")
+    for step, label in STEPS:
+        value = statistics.median(per_step[step])
+        print(f"| {label} | {value * 1000:.3f} | {value / total:.0%} |")
+    print(f"| **complete login** | **{total * 1000:.3f}** | 100% |")
+    print(
+        f"\n**{statistics.median(rates):.0f} logins/s** (median of rounds; "
+        f"min {min(rates):.0f}, max {max(rates):.0f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
