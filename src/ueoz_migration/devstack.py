@@ -1,0 +1,297 @@
+"""The embedded default in one command (``ueoz-migration dev``, ``make run``).
+
+Brings the SQLite database to the current schema, loads the demo people, then runs every part
+of the service as a child process of this one:
+
+- the web service (gunicorn, ``ueoz_migration.web:create_app()``) at ``BASE_URL``;
+- the stand-in login node (``python -m ueoz_migration.standin``) at ``STANDIN_URL``;
+- the search worker (``ueoz-migration worker``);
+- the mail sender (``ueoz-migration mail-sender``), delivering into the Maildir.
+
+Each child leads a process group of its own, so a stop reaches gunicorn's workers too, and
+the terminal's Ctrl-C reaches this runner only: it then stops the children in order instead
+of every process racing to exit at once. When a child dies, the whole stack stops and says
+which one; half a service is harder to debug than none. On Linux each child is also told to
+stop when this runner dies, so a killed runner leaves nothing listening on the ports.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .config import Settings
+
+#: How long the web service and the node get to answer before the stack gives up.
+STARTUP_TIMEOUT = 60.0
+#: How long the children get to stop on SIGTERM before they are killed.
+STOP_TIMEOUT = 10.0
+
+PR_SET_PDEATHSIG = 1
+
+
+class DevStackError(RuntimeError):
+    """The stack cannot start; the message says why and what to change."""
+
+
+@dataclass
+class Child:
+    """One part of the stack and, once started, its process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def host_and_port(url: str) -> tuple[str, int]:
+    """Return where a service at ``url`` listens: ``http://127.0.0.1:5000`` → (127.0.0.1, 5000)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise DevStackError(f"{url!r} is not an address like http://127.0.0.1:5000")
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def cli(*args: str) -> list[str]:
+    """The argv that runs ``ueoz-migration ARGS`` with this very interpreter."""
+    script = shutil.which("ueoz-migration", path=os.path.dirname(sys.executable))
+    if script:
+        return [script, *args]
+    launcher = "import sys; from ueoz_migration.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", launcher, *args]
+
+
+def plan(settings: Settings) -> list[Child]:
+    """Return the children the stack runs for ``settings``, in start order."""
+    web_host, web_port = host_and_port(settings.base_url)
+    node_host, node_port = host_and_port(settings.standin_url)
+    env = {
+        **os.environ,
+        # Children may start elsewhere; they must find the same database, keys and Maildir.
+        "INSTANCE_DIR": str(settings.instance_dir),
+        "BASE_URL": settings.base_url,
+        "STANDIN_URL": settings.standin_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.setdefault("WK_NODE_URL", settings.standin_url)
+    node_env = env | {
+        "STANDIN_HOST": node_host,
+        "STANDIN_PORT": str(node_port),
+        "STANDIN_BASE_URL": settings.standin_url,
+        "PUBLIC_BASE_URL": settings.base_url,
+    }
+    gunicorn = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{web_host}:{web_port}",
+        "--workers", "1", "--worker-class", "gthread", "--threads", "8",
+        "--graceful-timeout", "5",
+        # One control socket per home directory would make two stacks on a machine collide.
+        "--no-control-socket",
+        "ueoz_migration.web:create_app()",
+    ]  # fmt: skip
+    return [
+        Child("web service", gunicorn, env),
+        Child("stand-in login node", [sys.executable, "-m", "ueoz_migration.standin"], node_env),
+        Child("search worker", cli("worker"), env),
+        Child("mail sender", cli("mail-sender"), env),
+    ]
+
+
+def prepare(settings: Settings, out: Callable[[str], None]) -> None:
+    """Bring the database to the current schema and load the demo people (both idempotent)."""
+    from .db.engine import make_engine, make_sessionmaker
+    from .db.schema import upgrade
+    from .demo import seed_demo
+
+    settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    try:
+        upgrade(engine)
+        out(f"database at head: {engine.url.render_as_string()}")
+        report = seed_demo(make_sessionmaker(engine), audit_key=settings.audit_key)
+        out(f"demo people in place (UEOZ accounts added now: {report.ueoz_added})")
+    finally:
+        engine.dispose()
+
+
+def check_ports_free(settings: Settings) -> None:
+    """Refuse to start when something already listens where the stack would."""
+    for name, url in (("BASE_URL", settings.base_url), ("STANDIN_URL", settings.standin_url)):
+        host, port = host_and_port(url)
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                raise DevStackError(
+                    f"{host}:{port} ({name}) is taken ({error.strerror}); stop what runs "
+                    f"there (another `ueoz-migration dev`?) or set {name} to a free port."
+                ) from None
+
+
+def answers(url: str, timeout: float = 1.0) -> bool:
+    """Say whether an HTTP server answers at ``url`` (any status counts)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - our own loopback URL
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM if the runner dies first."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+@contextmanager
+def stop_requested() -> Iterator[threading.Event]:
+    """Yield an event set by Ctrl-C (SIGINT) or SIGTERM, instead of raising mid-step."""
+    stop = threading.Event()
+    previous = {
+        number: signal.signal(number, lambda *_: stop.set())
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+class Stack:
+    """Runs the children, watches them, and stops them all together."""
+
+    def __init__(self, children: list[Child], out: Callable[[str], None]) -> None:
+        self.children = children
+        self.out = out
+
+    def start(self) -> None:
+        for child in self.children:
+            child.process = subprocess.Popen(  # noqa: S603 - our own argv, no shell
+                child.argv,
+                env=child.env,
+                process_group=0,
+                preexec_fn=_die_with_parent,  # safe: the runner starts no threads
+            )
+            self.out(f"started the {child.name} (pid {child.process.pid})")
+
+    def dead_child(self) -> Child | None:
+        return next((child for child in self.children if not child.running), None)
+
+    def wait_until_answering(self, urls: dict[str, str], stop: threading.Event) -> bool:
+        """Wait until every URL answers; False if asked to stop or a child died first."""
+        pending = dict(urls)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while pending:
+            if stop.is_set() or self.dead_child() is not None:
+                return False
+            if time.monotonic() > deadline:
+                raise DevStackError(
+                    f"no answer after {STARTUP_TIMEOUT:.0f} s from the " + " and the ".join(pending)
+                )
+            for name, url in list(pending.items()):
+                if answers(url):
+                    del pending[name]
+            stop.wait(0.2)
+        return True
+
+    def watch(self, stop: threading.Event) -> Child | None:
+        """Block until asked to stop (None) or until a child dies (that child)."""
+        while not stop.wait(0.5):
+            dead = self.dead_child()
+            if dead is not None:
+                return dead
+        return None
+
+    def stop(self) -> None:
+        """SIGTERM every child's process group, wait, then SIGKILL whatever is left."""
+        started = [child for child in self.children if child.process is not None]
+        for child in started:
+            _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for child in started:
+            assert child.process is not None
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.out(f"the {child.name} did not stop in {STOP_TIMEOUT:.0f} s; killing it")
+        for child in started:
+            # Also reaches a group member that outlived its leader (a gunicorn worker).
+            _signal_group(child, signal.SIGKILL)
+            assert child.process is not None
+            child.process.wait()
+
+
+def _signal_group(child: Child, number: int) -> None:
+    assert child.process is not None
+    with suppress(ProcessLookupError, PermissionError):  # the whole group is gone already
+        os.killpg(child.process.pid, number)
+
+
+def banner(settings: Settings) -> str:
+    return (
+        f"UEOZ migration is running: open {settings.base_url}/  "
+        f"(stand-in login node: {settings.standin_url}, mail: {settings.base_url}/dev/mail). "
+        "Ctrl-C stops everything."
+    )
+
+
+def run_stack(settings: Settings, out: Callable[[str], None] | None = None) -> int:
+    """Run the embedded default until Ctrl-C or SIGTERM (exit 0) or a child's death (exit 1)."""
+    say = out or (lambda line: print(line, flush=True))
+    if settings.production:
+        raise DevStackError(
+            "`ueoz-migration dev` runs the development stack (SQLite, the stand-in login node, "
+            "the Maildir) and never with APP_ENV=production; see docs/operations.md."
+        )
+    check_ports_free(settings)
+    with stop_requested() as stop:
+        prepare(settings, say)
+        if stop.is_set():
+            return 0
+        stack = Stack(plan(settings), say)
+        try:
+            stack.start()
+            urls = {
+                "web service": f"{settings.base_url}/healthz",
+                "stand-in login node": f"{settings.standin_url}/healthz",
+            }
+            dead = None
+            if stack.wait_until_answering(urls, stop):
+                say(banner(settings))
+                dead = stack.watch(stop)
+            else:
+                dead = stack.dead_child()
+            if dead is not None:
+                assert dead.process is not None
+                say(
+                    f"the {dead.name} stopped (exit code {dead.process.returncode}); "
+                    "stopping everything."
+                )
+                return 1
+            say("stopping…")
+            return 0
+        finally:
+            stack.stop()
+            say("UEOZ migration stopped.")
