@@ -97,6 +97,8 @@ def eploz_seed_demo(services: Services) -> None:
     """Load the demo people's e-PLOZ and UEOZ accounts (every search branch); safe to repeat."""
     from .demo import DEMO_PEOPLE, seed_demo
 
+    if services.settings.production:
+        raise click.ClickException("seed-demo writes made-up people; refusing in production.")
     try:
         report = seed_demo(services.sessions, audit_key=services.settings.audit_key)
     finally:

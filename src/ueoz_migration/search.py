@@ -17,13 +17,12 @@ Any number of workers, in any number of processes and machines, share the attemp
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -145,6 +144,12 @@ class SearchWorker:
         logger = self.log.bind(
             attempt=claim.attempt_id, pesel=mask_pesel(claim.pesel), request_id=request_id
         )
+        if claim.tries > self.max_tries:
+            # Earlier tries never reported back (their worker died mid-search): an attempt
+            # that keeps killing workers must not be searched for ever.
+            logger.warning("search.tries_exhausted", tries=claim.tries)
+            self._retry_or_give_up(claim, report, logger, request_id)
+            return
         try:
             outcome = self._search(claim)
         except Exception as error:  # any failure of e-PLOZ is retried, whatever it is
@@ -183,15 +188,25 @@ class SearchWorker:
                 candidates, claim.given_names, claim.family_name, migrated_elsewhere=elsewhere
             )
 
-        # A thread of its own, so that a hung directory costs this worker the timeout and
-        # not the rest of its queue; the thread is abandoned, never joined.
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eploz-search")
+        # A daemon thread of its own, so that a hung directory costs this worker the timeout
+        # and not the rest of its queue, nor its shutdown; it is abandoned, never joined.
+        answer: queue.Queue[tuple[MatchOutcome | None, BaseException | None]] = queue.Queue(1)
+
+        def run() -> None:
+            try:
+                answer.put((look_up(), None))
+            except BaseException as error:  # handed over to the worker's thread
+                answer.put((None, error))
+
+        threading.Thread(target=run, name="eploz-search", daemon=True).start()
         try:
-            return executor.submit(look_up).result(timeout=self.timeout.total_seconds())
-        except FutureTimeout as error:
-            raise TimeoutError(f"e-PLOZ did not answer within {self.timeout}") from error
-        finally:
-            executor.shutdown(wait=False, cancel_futures=True)
+            outcome, error = answer.get(timeout=self.timeout.total_seconds())
+        except queue.Empty:
+            raise TimeoutError(f"e-PLOZ did not answer within {self.timeout}") from None
+        if error is not None:
+            raise error
+        assert outcome is not None
+        return outcome
 
     def _fail(self, claim: Claim, code: EventCode, actor: Actor) -> None:
         self.journey.fire(claim.attempt_id, "search_failed", actor=actor, code=int(code))

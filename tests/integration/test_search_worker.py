@@ -348,6 +348,23 @@ def test_a_claimed_attempt_waits_for_its_lease_to_run_out(services):
     assert services.journey.get(attempt.id).search_tries == 2
 
 
+def test_an_attempt_whose_workers_keep_dying_gives_up_with_207(tmp_path, database_url):
+    services = Services(make_settings(tmp_path, database_url, SEARCH_MAX_TRIES="2"))
+    attempt = start(services)
+    clock = Clock()
+    directory = FailingDirectory(services, failures=0)
+    worker = SearchWorker(services, directory, clock=clock)
+    for _ in range(2):  # two tries claimed, and each worker died before reporting back
+        assert worker.claim() is not None
+        clock.advance(worker.lease.total_seconds())
+
+    report = worker.run_once()
+
+    assert (report.failed, directory.asked) == ({207: 1}, 0)
+    assert services.journey.get(attempt.id).event_code == 207
+    services.engine.dispose()
+
+
 # -- the loop -----------------------------------------------------------------------------
 
 
