@@ -1,0 +1,281 @@
+"""Each screen of the journey shows the manual's texts, in Polish and in English."""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+
+from tests.factories import HERMEGILDA
+
+
+def page(browser, url="/migracja", language=None):
+    if language:
+        browser.language(language)
+    response = browser.get(url, follow_redirects=True)
+    return response, html.unescape(response.get_data(as_text=True))
+
+
+def test_start_screen_offers_login_through_login_gov_pl(browser):
+    response, text = page(browser, "/")
+
+    assert response.status_code == 200
+    assert '<html lang="pl">' in text
+    assert "UEOZ" in text and "Usługi Elektroniczne Ochrony Zdrowia" in text
+    assert "<h1>Zaloguj się do Systemu</h1>" in text
+    assert 'href="/login">Zaloguj się przez login.gov.pl</a>' in text
+    assert "Dowiedz się więcej o logowaniu za pośrednictwem login.gov.pl" in text
+    for label in (
+        "Czym jest UEOZ?",
+        "Pomoc",
+        "Warunki korzystania z serwisu",
+        "Polityka prywatności",
+        "Deklaracja dostępności",
+        "Mapa strony",
+        "Skontaktuj się z nami",
+    ):
+        assert f">{label}</a>" in text
+    assert "Elektroniczna Platforma Logowania Ochrony Zdrowia (e-PLOZ)" in text
+
+
+def test_start_screen_passes_the_domain_system_on_to_the_login(browser):
+    _, text = page(browser, "/?system=GABINET")
+
+    assert 'href="/login?system=GABINET"' in text
+
+
+def test_the_language_switch_turns_every_page_english_and_back(browser):
+    _, text = page(browser, "/", language="en")
+    assert '<html lang="en">' in text
+    assert "<h1>Log in to the System</h1>" in text
+    assert "Log in through login.gov.pl" in text
+    assert ">Accessibility statement</a>" in text
+
+    response = browser.get("/jezyk/pl?next=/pomoc")
+    assert response.status_code == 302 and response.headers["Location"] == "/pomoc"
+    _, text = page(browser, "/pomoc")
+    assert '<html lang="pl">' in text and "<h1>Pomoc</h1>" in text
+
+
+def test_the_language_switch_never_sends_the_browser_off_site(browser):
+    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
+        response = browser.get("/jezyk/en", query_string={"next": target})
+        assert response.headers["Location"] == "/"
+    assert browser.get("/jezyk/de").status_code == 404
+
+
+def test_the_language_is_stored_on_the_attempt_for_its_mail(browser, start_attempt, services):
+    attempt = start_attempt("found")
+    browser.hold(attempt.id)
+
+    browser.language("en")
+
+    assert services.journey.get(attempt.id).language == "en"
+
+
+def test_searching_screen_updates_by_itself_with_and_without_javascript(browser, start_attempt):
+    attempt = start_attempt("searching")
+    browser.hold(attempt.id)
+
+    _, text = page(browser)
+
+    assert "<h1>Wyszukiwanie Twojego konta</h1>" in text
+    assert (
+        "W związku z migracją danych między portalami ePLOZ i UEOZ, system musi odnaleźć Twoje "
+        "konto. Może to potrwać kilka minut." in text
+    )
+    assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in text
+    assert 'src="/static/js/status.js"' in text
+    assert browser.get("/migracja/status").get_json() == {"state": "searching"}
+
+
+def test_status_says_when_the_search_has_moved_on(browser, start_attempt, services):
+    attempt = start_attempt("searching")
+    browser.hold(attempt.id)
+    services.journey.fire(attempt.id, "search_failed", actor=_system(), code=201)
+
+    assert browser.get("/migracja/status").get_json() == {"state": "error"}
+
+
+def test_status_without_an_attempt_is_not_found(browser):
+    response = browser.get("/migracja/status")
+    assert response.status_code == 404 and response.get_json() == {"state": None}
+
+
+def test_found_screen_shows_the_person_and_the_create_button(browser, start_attempt):
+    browser.hold(start_attempt("found").id)
+
+    _, text = page(browser)
+
+    assert "<h1>Migracja danych do UEOZ</h1>" in text
+    assert "Odnaleźliśmy Twoje dane i zweryfikowaliśmy je" in text
+    assert "Możesz teraz utworzyć konto w UEOZ, aby pracować w systemach CeZ." in text
+    assert "<dd>Anna Maria</dd>" in text and "<dd>Mickiewicz-Sokołowska</dd>" in text
+    assert "<dd>87042712342</dd>" in text
+    assert 'action="/migracja/create_account"' in text and "Utwórz konto w UEOZ" in text
+    assert 'action="/migracja/cancel"' in text and ">Anuluj<" in text
+
+
+def test_found_screen_in_english(browser, start_attempt):
+    browser.hold(start_attempt("found").id)
+
+    _, text = page(browser, language="en")
+
+    assert "<h1>Data migration to UEOZ</h1>" in text
+    assert "We have found your data and verified it" in text
+    assert "<dt>First name</dt>" in text and "<dt>Last name</dt>" in text
+    assert "Create a UEOZ account" in text
+
+
+def test_error_screen_gives_the_helpdesk_everything_it_asks_for(browser, start_attempt):
+    attempt = start_attempt("error", person=HERMEGILDA)
+    browser.hold(attempt.id)
+
+    _, text = page(browser)
+
+    assert "<h1>Wystąpił błąd w trakcie weryfikacji konta</h1>" in text
+    assert "Migracja Twojego konta ePLOZ nie powiodła się." in text
+    assert 'href="tel:19239">19239</a>' in text
+    assert 'href="mailto:logowanie@cez.gov.pl">logowanie@cez.gov.pl</a>' in text
+    assert f"numer zdarzenia ({attempt.event_number}) i kod zdarzenia (208)" in text
+    assert attempt.event_number.startswith("MIGRATION_")
+    assert f'<dd class="event-number">{attempt.event_number}</dd>' in text
+    assert '<dd class="event-code">208</dd>' in text
+    assert "<dd>HERMEGILDA</dd>" in text and "<dd>DLIGEMREH</dd>" in text
+    assert "<dd>97040117247</dd>" in text
+    assert 'action="/migracja/continue_new"' in text and ">Dalej<" in text
+    assert 'action="/migracja/cancel"' in text
+
+
+def test_error_screen_in_english(browser, start_attempt):
+    attempt = start_attempt("error", person=HERMEGILDA)
+    browser.hold(attempt.id)
+
+    _, text = page(browser, language="en")
+
+    assert "An error occurred while verifying your account" in text
+    assert f"the event number ({attempt.event_number}) and the event code (208)" in text
+    assert ">Next<" in text and ">Cancel<" in text
+
+
+def test_email_entry_is_prefilled_from_eploz_and_shows_the_login(browser, start_attempt):
+    browser.hold(start_attempt("email_entry").id)
+
+    _, text = page(browser)
+
+    assert "<h1>Uzupełnij adres e-mail</h1>" in text
+    assert "<dt>Login</dt><dd>amicsokol</dd>" in text
+    assert 'id="email" name="email"' in text and 'value="amicsokol@csioz.pl"' in text
+    assert text.count('value="amicsokol@csioz.pl"') == 2
+    assert '<label for="email">E-mail<span aria-hidden="true">*</span>' in text
+    assert '<label for="email_repeat">Powtórz e-mail<span aria-hidden="true">*</span>' in text
+    assert 'href="/warunki-korzystania"' in text and 'id="terms_accepted"' in text
+    assert ">Zakończ<" in text and ">Anuluj<" in text
+
+
+def test_email_entry_after_an_error_starts_empty_and_without_a_login(browser, start_attempt):
+    browser.hold(start_attempt("new:email_entry", person=HERMEGILDA).id)
+
+    _, text = page(browser)
+
+    assert "<dt>Login</dt><dd>—</dd>" in text
+    assert 'value="amicsokol' not in text
+    assert 'name="email" required spellcheck="false" type="email" value=""' in text
+
+
+def test_email_entry_in_english(browser, start_attempt):
+    browser.hold(start_attempt("email_entry").id)
+
+    _, text = page(browser, language="en")
+
+    assert "<h1>Complete your e-mail address</h1>" in text
+    assert ">Repeat e-mail<" in text and ">Finish<" in text and "terms of service" in text
+
+
+def test_awaiting_verification_names_the_masked_address(browser, start_attempt):
+    browser.hold(start_attempt("awaiting_verification").id)
+
+    _, text = page(browser)
+
+    assert "Wysłaliśmy link weryfikacyjny na adres a***@example.pl" in text
+    assert "anna@example.pl" not in text
+    assert 'action="/migracja/resend"' in text and 'action="/migracja/change_email"' in text
+
+    _, text = page(browser, language="en")
+    assert "We have sent a verification link to a***@example.pl" in text
+
+
+def test_expired_attempt_says_to_log_in_again(browser, start_attempt, services):
+    attempt = start_attempt("found")
+    services.journey.fire(attempt.id, "expire", actor=_system())
+    browser.hold(attempt.id)
+
+    _, text = page(browser)
+
+    assert "<h1>Migracja wygasła</h1>" in text
+    assert "Zaloguj się ponownie" in text
+
+
+def test_without_an_attempt_the_migration_page_sends_to_the_start(browser):
+    response = browser.get("/migracja")
+
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    _, text = page(browser, "/")
+    assert "Zaloguj się, aby rozpocząć lub kontynuować migrację konta." in text
+
+
+@pytest.mark.parametrize(
+    ("url", "polish", "english"),
+    [
+        ("/czym-jest-ueoz", "Czym jest UEOZ?", "What is UEOZ?"),
+        ("/pomoc", "Pomoc", "Help"),
+        ("/warunki-korzystania", "Warunki korzystania z serwisu", "Terms of service"),
+        ("/polityka-prywatnosci", "Polityka prywatności", "Privacy policy"),
+        ("/deklaracja-dostepnosci", "Deklaracja dostępności", "Accessibility statement"),
+        ("/mapa-strony", "Mapa strony", "Site map"),
+        ("/kontakt", "Skontaktuj się z nami", "Contact us"),
+        (
+            "/logowanie-login-gov-pl",
+            "Logowanie za pośrednictwem login.gov.pl",
+            "Logging in through login.gov.pl",
+        ),
+    ],
+)
+def test_footer_pages_exist_in_both_languages(browser, url, polish, english):
+    response, text = page(browser, url)
+    assert response.status_code == 200 and f"<h1>{polish}</h1>" in text
+    assert text.count("<h1>") == 1
+
+    _, text = page(browser, url, language="en")
+    assert f"<h1>{english}</h1>" in text
+
+
+def test_accessibility_statement_declares_wcag_aa(browser):
+    _, text = page(browser, "/deklaracja-dostepnosci")
+    assert "WCAG 2.1" in text and "AA" in text and "200%" in text
+
+
+def test_contact_page_shows_the_helpdesk_from_settings(browser):
+    _, text = page(browser, "/kontakt")
+    assert 'href="tel:19239">19239</a>' in text
+    assert 'href="mailto:logowanie@cez.gov.pl">logowanie@cez.gov.pl</a>' in text
+
+
+def test_site_map_lists_every_footer_page(browser):
+    _, text = page(browser, "/mapa-strony")
+    for url in (
+        "/czym-jest-ueoz",
+        "/pomoc",
+        "/warunki-korzystania",
+        "/polityka-prywatnosci",
+        "/deklaracja-dostepnosci",
+        "/kontakt",
+        "/migracja",
+    ):
+        assert f'href="{url}"' in text
+
+
+def _system():
+    from ueoz_migration.journey import Actor
+
+    return Actor.system()
