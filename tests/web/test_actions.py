@@ -1,0 +1,256 @@
+"""The buttons: each fires one event; refusals and bad input show where the person is."""
+
+from __future__ import annotations
+
+import html
+
+from sqlalchemy import func, select
+
+from tests.factories import HERMEGILDA
+from ueoz_migration.db.models import OutboxMessage, TransitionLogEntry, UeozAccount
+
+
+def count(services, model, *where):
+    with services.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def text_of(response):
+    return html.unescape(response.get_data(as_text=True))
+
+
+def submit_form(email="anna@example.pl", repeat=None, terms=True):
+    data = {"email": email, "email_repeat": email if repeat is None else repeat}
+    if terms:
+        data["terms_accepted"] = "y"
+    return data
+
+
+def test_create_account_leads_to_the_email_form(browser, start_attempt, services):
+    attempt = start_attempt("found")
+    browser.hold(attempt.id)
+
+    response = browser.post("/migracja/create_account")
+
+    assert response.status_code == 200
+    assert "<h1>Uzupełnij adres e-mail</h1>" in text_of(response)
+    assert services.journey.get(attempt.id).state == "email_entry"
+
+
+def test_every_event_is_logged_with_the_request_id_of_its_page(browser, start_attempt, services):
+    attempt = start_attempt("found")
+    browser.hold(attempt.id)
+
+    token = browser.token()
+    response = browser.client.post("/migracja/create_account", data={"csrf_token": token})
+
+    with services.sessions() as session:
+        row = session.scalars(
+            select(TransitionLogEntry)
+            .where(TransitionLogEntry.attempt_id == attempt.id)
+            .order_by(TransitionLogEntry.seq.desc())
+        ).first()
+    assert (row.event, row.actor) == ("create_account", "user")
+    assert row.request_id == response.headers["X-Request-Id"]
+
+
+def test_continue_new_after_an_error_opens_an_empty_email_form(browser, start_attempt):
+    browser.hold(start_attempt("error", person=HERMEGILDA).id)
+
+    text = text_of(browser.post("/migracja/continue_new"))
+
+    assert "<h1>Uzupełnij adres e-mail</h1>" in text and "<dd>HERMEGILDA</dd>" in text
+
+
+def test_cancel_returns_to_the_start_screen_with_a_notice(browser, start_attempt, services):
+    attempt = start_attempt("found")
+    browser.hold(attempt.id)
+
+    response = browser.post("/migracja/cancel", follow=False)
+    assert response.status_code == 303
+    response = browser.get("/migracja", follow_redirects=True)
+
+    text = text_of(response)
+    assert response.request.path == "/"
+    assert "Przerwano tworzenie konta w UEOZ." in text
+    assert "<h1>Zaloguj się do Systemu</h1>" in text
+    assert services.journey.get(attempt.id).state == "cancelled"
+
+
+def test_submit_creates_the_account_and_shows_the_masked_address(browser, start_attempt, services):
+    attempt = start_attempt("email_entry")
+    browser.hold(attempt.id)
+
+    text = text_of(browser.post("/migracja/submit", submit_form("nowy.adres@example.pl")))
+
+    assert "Wysłaliśmy link weryfikacyjny na adres n***@example.pl" in text
+    assert services.journey.get(attempt.id).state == "awaiting_verification"
+    assert count(services, UeozAccount) == 1
+
+
+def test_validation_messages_stand_next_to_their_fields(browser, start_attempt, services):
+    attempt = start_attempt("email_entry")
+    browser.hold(attempt.id)
+
+    response = browser.post("/migracja/submit", {"email": "", "email_repeat": ""})
+
+    text = text_of(response)
+    assert response.status_code == 422
+    assert '<p class="field-error" id="email-error">' in text
+    assert "Podaj adres e-mail." in text and "Powtórz adres e-mail." in text
+    assert "Zaakceptuj warunki korzystania z serwisu." in text
+    assert 'aria-describedby="email-error"' in text and 'aria-invalid="true"' in text
+    assert 'aria-describedby="terms_accepted-error"' in text
+    assert services.journey.get(attempt.id).state == "email_entry"
+    assert count(services, UeozAccount) == 0
+
+
+def test_an_invalid_address_and_differing_addresses_are_named(browser, start_attempt):
+    browser.hold(start_attempt("email_entry").id)
+
+    text = text_of(browser.post("/migracja/submit", submit_form("not-an-address")))
+    assert "Podaj poprawny adres e-mail" in text
+
+    text = text_of(browser.post("/migracja/submit", submit_form("a@example.pl", "b@example.pl")))
+    assert "Adresy e-mail różnią się. Wpisz ten sam adres dwa razy." in text
+    assert 'value="a@example.pl"' in text and 'value="b@example.pl"' in text
+
+
+def test_terms_not_accepted_is_refused(browser, start_attempt, services):
+    attempt = start_attempt("email_entry")
+    browser.hold(attempt.id)
+
+    text = text_of(browser.post("/migracja/submit", submit_form(terms=False)))
+
+    assert "Zaakceptuj warunki korzystania z serwisu." in text
+    assert services.journey.get(attempt.id).state == "email_entry"
+
+
+def test_validation_messages_in_english(browser, start_attempt):
+    browser.hold(start_attempt("email_entry").id)
+    browser.language("en")
+
+    text = text_of(browser.post("/migracja/submit", submit_form("a@example.pl", "b@example.pl")))
+
+    assert "The e-mail addresses differ. Enter the same address twice." in text
+
+
+def test_the_domain_refusal_is_shown_beside_the_fields_too(browser, start_attempt, services):
+    """The journey checks the submission itself; its reasons reach the page the same way."""
+    from ueoz_migration.web.forms import EmailForm
+
+    app = browser.client.application
+    with app.test_request_context("/migracja/submit", method="POST", data={}):
+        form = EmailForm()
+        form.add_domain_errors({"email": "invalid", "email_repeat": "mismatch"})
+        assert [str(m) for m in form.email.errors] == [
+            "Podaj poprawny adres e-mail, np. jan.kowalski@example.pl."
+        ]
+        assert [str(m) for m in form.email_repeat.errors] == [
+            "Adresy e-mail różnią się. Wpisz ten sam adres dwa razy."
+        ]
+
+
+def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(
+    browser, start_attempt, services
+):
+    attempt = start_attempt("found")
+    browser.hold(attempt.id)
+
+    response = browser.client.post("/migracja/create_account", data={})
+
+    assert response.status_code == 400
+    text = text_of(response)
+    assert "<h1>Formularz wygasł</h1>" in text and "Nic nie zostało zmienione." in text
+    assert "Traceback" not in text
+    assert services.journey.get(attempt.id).state == "found"
+
+
+def test_a_forged_csrf_token_is_refused(browser, start_attempt, services):
+    attempt = start_attempt("found")
+    browser.hold(attempt.id)
+
+    response = browser.post("/migracja/create_account", token="forged", follow=False)
+
+    assert response.status_code == 400
+    assert services.journey.get(attempt.id).state == "found"
+
+
+def test_double_submit_makes_one_account_and_shows_the_current_screen(
+    browser, start_attempt, services
+):
+    attempt = start_attempt("email_entry")
+    browser.hold(attempt.id)
+    token = browser.token()
+
+    first = browser.post("/migracja/submit", submit_form(), token=token)
+    second = browser.post("/migracja/submit", submit_form(), token=token)
+
+    assert "Wysłaliśmy link weryfikacyjny" in text_of(first)
+    text = text_of(second)
+    assert second.status_code == 200
+    assert "Tego kroku nie można już wykonać" in text
+    assert "Wysłaliśmy link weryfikacyjny na adres a***@example.pl" in text
+    assert count(services, UeozAccount) == 1
+    assert count(services, OutboxMessage) == 1
+    refused = count(
+        services,
+        TransitionLogEntry,
+        TransitionLogEntry.attempt_id == attempt.id,
+        TransitionLogEntry.outcome == "refused",
+    )
+    assert refused == 1
+
+
+def test_a_button_from_an_old_tab_shows_the_current_screen(browser, start_attempt):
+    browser.hold(start_attempt("email_entry").id)
+
+    text = text_of(browser.post("/migracja/create_account"))
+
+    assert "Tego kroku nie można już wykonać" in text
+    assert "<h1>Uzupełnij adres e-mail</h1>" in text
+
+
+def test_resend_and_its_limit(browser, start_attempt, services):
+    attempt = start_attempt("awaiting_verification")
+    browser.hold(attempt.id)
+
+    for _ in range(services.settings.resend_limit_per_hour - 1):
+        text = text_of(browser.post("/migracja/resend"))
+        assert "Tego kroku" not in text and "Wysłaliśmy już kilka linków" not in text
+    text = text_of(browser.post("/migracja/resend"))
+
+    assert "Wysłaliśmy już kilka linków w ciągu ostatniej godziny." in text
+    assert count(services, OutboxMessage) == services.settings.resend_limit_per_hour
+
+
+def test_change_email_goes_back_to_the_form(browser, start_attempt, services):
+    attempt = start_attempt("awaiting_verification")
+    browser.hold(attempt.id)
+
+    text = text_of(browser.post("/migracja/change_email"))
+
+    assert "<h1>Uzupełnij adres e-mail</h1>" in text
+    assert services.journey.get(attempt.id).state == "email_entry"
+
+
+def test_only_the_persons_events_can_be_fired(browser, start_attempt, services):
+    attempt = start_attempt("searching")
+    browser.hold(attempt.id)
+
+    response = browser.post("/migracja/account_found", {"eploz_account_id": "1"}, follow=False)
+
+    assert response.status_code == 404
+    assert services.journey.get(attempt.id).state == "searching"
+
+
+def test_a_button_after_the_session_lost_its_attempt_leads_to_the_start(browser, start_attempt):
+    browser.hold(start_attempt("found").id)
+    token = browser.token()
+    with browser.client.session_transaction() as session:
+        del session["attempt_id"]
+
+    response = browser.post("/migracja/create_account", token=token)
+
+    assert response.request.path == "/"
+    assert "Twoja sesja wygasła. Zaloguj się ponownie, aby kontynuować." in text_of(response)
