@@ -1,0 +1,146 @@
+"""The e-mail's link: done, expired (with one-click resend), used, retired, unknown."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from ueoz_migration.db.engine import transaction
+from ueoz_migration.db.models import OutboxMessage, UeozAccount, VerificationLink
+from ueoz_migration.journey import utcnow
+
+
+def link_token(services, attempt_id):
+    """Read the link out of the newest e-mail in the outbox, as the person would."""
+    with services.sessions() as session:
+        body = session.scalars(
+            select(OutboxMessage.body)
+            .where(OutboxMessage.attempt_id == attempt_id)
+            .order_by(OutboxMessage.id.desc())
+        ).first()
+    return re.search(r"/weryfikacja/(\S+)", body).group(1)
+
+
+def text_of(response):
+    return html.unescape(response.get_data(as_text=True))
+
+
+def test_the_link_completes_the_migration_in_a_fresh_browser(client, start_attempt, services):
+    attempt = start_attempt(
+        "awaiting_verification",
+        domain_system="P1",
+        return_url="http://127.0.0.1:5000/demo/system/P1",
+    )
+    token = link_token(services, attempt.id)
+
+    response = client.get(f"/weryfikacja/{token}")
+
+    text = text_of(response)
+    assert response.status_code == 200
+    assert (
+        "Twoje konto UEOZ zostało utworzone, a adres e-mail zweryfikowany. Od tej pory możesz "
+        "logować się do systemu dziedzinowego wyłącznie za pomocą Węzła Krajowego." in text
+    )
+    assert 'href="http://127.0.0.1:5000/demo/system/P1"' in text
+    assert services.journey.get(attempt.id).state == "done"
+    with services.sessions() as session:
+        assert session.scalar(select(UeozAccount.email_verified_at)) is not None
+    # The browser that opened the link now holds the attempt: /migracja shows it done.
+    assert "zweryfikowany" in text_of(client.get("/migracja"))
+
+
+def test_the_done_screen_in_english(client, start_attempt, services):
+    attempt = start_attempt("awaiting_verification")
+    client.get("/jezyk/en")
+
+    text = text_of(client.get(f"/weryfikacja/{link_token(services, attempt.id)}"))
+
+    assert "Your UEOZ account has been created and your e-mail address verified." in text
+
+
+def test_a_used_link_says_so_and_lets_the_person_continue(client, start_attempt, services):
+    attempt = start_attempt("awaiting_verification", domain_system="P1")
+    token = link_token(services, attempt.id)
+    client.get(f"/weryfikacja/{token}")
+
+    response = client.get(f"/weryfikacja/{token}")
+
+    text = text_of(response)
+    assert response.status_code == 410
+    assert "<h1>Link został już użyty</h1>" in text
+    assert "Twój adres e-mail jest już zweryfikowany" in text
+    assert 'href="http://127.0.0.1:5000/demo/system/P1"' in text
+
+
+def test_an_expired_link_offers_a_one_click_resend(client, start_attempt, services):
+    attempt = start_attempt("awaiting_verification")
+    token = link_token(services, attempt.id)
+    with transaction(services.sessions) as session:
+        session.execute(update(VerificationLink).values(expires_at=utcnow() - timedelta(minutes=1)))
+
+    response = client.get(f"/weryfikacja/{token}")
+
+    text = text_of(response)
+    assert response.status_code == 410
+    assert "<h1>Link weryfikacyjny wygasł</h1>" in text
+    assert f'action="/weryfikacja/{token}/resend"' in text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', text).group(1)
+
+    response = client.post(f"/weryfikacja/{token}/resend", data={"csrf_token": csrf})
+
+    text = text_of(response)
+    assert "Nowy link weryfikacyjny jest w drodze na adres a***@example.pl" in text
+    assert "anna@example.pl" not in text
+    new_token = link_token(services, attempt.id)
+    assert new_token != token
+    assert client.get(f"/weryfikacja/{new_token}").status_code == 200
+
+
+def test_a_retired_link_points_to_the_newest_message(client, start_attempt, services):
+    attempt = start_attempt("awaiting_verification")
+    old = link_token(services, attempt.id)
+    services.journey.fire(attempt.id, "resend", actor=_user())
+
+    response = client.get(f"/weryfikacja/{old}")
+
+    assert response.status_code == 410
+    assert "<h1>Ten link nie jest już ważny</h1>" in text_of(response)
+    assert services.journey.get(attempt.id).state == "awaiting_verification"
+
+
+def test_a_link_for_an_address_since_changed_is_retired(client, start_attempt, services):
+    attempt = start_attempt("awaiting_verification")
+    old = link_token(services, attempt.id)
+    services.journey.fire(attempt.id, "change_email", actor=_user())
+
+    text = text_of(client.get(f"/weryfikacja/{old}"))
+
+    assert "adres e-mail został zmieniony" in text
+
+
+def test_an_unknown_link_is_a_clear_page(client, services):
+    response = client.get("/weryfikacja/not-a-real-token")
+
+    text = text_of(response)
+    assert response.status_code == 404
+    assert "<h1>Nieprawidłowy link weryfikacyjny</h1>" in text
+    assert "Traceback" not in text
+
+
+def test_the_link_of_a_cancelled_migration_says_it_ended(client, start_attempt, services):
+    attempt = start_attempt("awaiting_verification")
+    token = link_token(services, attempt.id)
+    services.journey.fire(attempt.id, "expire", actor=_user())
+
+    text = text_of(client.get(f"/weryfikacja/{token}"))
+
+    assert "została zakończona (anulowana albo wygasła)" in text
+
+
+def _user():
+    from tests.factories import user
+
+    return user()
