@@ -10,6 +10,7 @@ import click
 
 from .bootstrap import Services
 from .config import ConfigError
+from .logs import configure_logging
 
 
 @click.group()
@@ -20,6 +21,7 @@ def main(context: click.Context) -> None:
         context.obj = Services.from_env()
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
+    configure_logging(context.obj.settings)
 
 
 @main.group()

@@ -1,0 +1,53 @@
+"""Logs as operators read them: one JSON object a line in production, no frame locals."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import structlog
+
+from ueoz_migration.config import Settings
+from ueoz_migration.logs import configure_logging
+
+
+@pytest.fixture
+def json_logs(tmp_path):
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    configure_logging(Settings.from_env({"INSTANCE_DIR": str(tmp_path), "LOG_JSON": "1"}))
+    yield
+    structlog.reset_defaults()
+    root.handlers[:], root.level = handlers, level
+
+
+def lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_structlog_and_library_logs_come_out_as_json_lines(json_logs, capsys):
+    structlog.contextvars.bind_contextvars(request_id="req-7")
+    try:
+        structlog.get_logger("ueoz_migration.mail").info("mail.sent", to="a***@csioz.pl")
+        logging.getLogger("gunicorn.error").warning("worker %s booted", 12)
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+    sent, gunicorn = lines(capsys)
+    assert sent["event"] == "mail.sent" and sent["level"] == "info"
+    assert (sent["to"], sent["request_id"]) == ("a***@csioz.pl", "req-7")
+    assert sent["timestamp"].endswith("Z")
+    assert (gunicorn["event"], gunicorn["logger"]) == ("worker 12 booted", "gunicorn.error")
+
+
+def test_a_logged_exception_carries_no_local_variables(json_logs, capsys):
+    pesel = "97040117247"
+    try:
+        raise LookupError("no account")
+    except LookupError:
+        structlog.get_logger("ueoz_migration.search").exception("search.failed")
+
+    (entry,) = lines(capsys)
+    assert entry["exception"][0]["exc_type"] == "LookupError"
+    assert pesel not in json.dumps(entry)
