@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start (or stop) a throw-away PostgreSQL server on loopback for the tests and benchmarks.
-# Usage: scripts/postgres.sh start|stop|url   (PGPORT, PGDATA_DIR may be set)
+# Usage: scripts/postgres.sh start|stop|url   (PGPORT, PGDATA_DIR, FSYNC=on|off may be set;
+# fsync is off by default: the tests need no durability, the benchmarks start one with FSYNC=on)
 set -euo pipefail
 port=${PGPORT:-55432}
 data=${PGDATA_DIR:-/tmp/ueoz-pg-$port}
@@ -19,7 +20,7 @@ case "${1:-start}" in
     fi
     if ! run_as_postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
       run_as_postgres "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k /tmp -c fsync=off -c max_connections=200" start >/dev/null
+        -o "-c listen_addresses=127.0.0.1 -p $port -k /tmp -c fsync=${FSYNC:-off} -c max_connections=200" start >/dev/null
     fi
     echo "postgresql://postgres@127.0.0.1:$port/postgres"
     ;;

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Column, Row, Select, select
+from sqlalchemy import ColumnElement, Row, Select, String, literal_column, select
 from sqlalchemy.orm import Session
 
 from ..db.models import Attempt, TransitionLogEntry
@@ -19,8 +20,25 @@ BATCH = 5000
 LOG = TransitionLogEntry.__table__
 
 
-def log_columns(*names: str) -> list[Column]:  # type: ignore[type-arg]
-    return [LOG.c[name] for name in names]
+# ``at`` as the text the chain hashed (``datetime.isoformat`` of the UTC time), formatted by
+# the database itself: parsing 100,000 timestamps into datetimes only to format them again
+# would cost an audit more than hashing them. SQLite keeps the UTC time as
+# ``YYYY-MM-DD HH:MM:SS.ffffff``; PostgreSQL formats its timestamptz in UTC.
+_ISO_AT = {
+    "sqlite": "replace(transition_log.at, ' ', 'T') || '+00:00'",
+    "postgresql": """to_char(transition_log.at AT TIME ZONE 'UTC', """
+    """'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')""",
+}
+
+
+def iso_at(session: Session) -> ColumnElement[str] | None:
+    """Return a column with each row's ``at`` in ISO form, or None when the database lacks one."""
+    expression = _ISO_AT.get(session.get_bind().dialect.name)
+    return literal_column(expression, String).label("at") if expression else None
+
+
+def log_columns(*names: str | ColumnElement[Any]) -> list[ColumnElement[Any]]:
+    return [LOG.c[name] if isinstance(name, str) else name for name in names]
 
 
 def find_attempt(session: Session, reference: str) -> Attempt | None:
@@ -44,8 +62,10 @@ def find_attempt(session: Session, reference: str) -> Attempt | None:
 
 
 def stream_rows(
-    session: Session, columns: Sequence[str], attempt_ids: Collection[str] | None = None
-) -> Iterator[Row]:  # type: ignore[type-arg]
+    session: Session,
+    columns: Sequence[str | ColumnElement[Any]],
+    attempt_ids: Collection[str] | None = None,
+) -> Iterator[Row[Any]]:
     """Yield the log's rows, ``columns`` only, ordered by attempt and sequence number.
 
     The order is the unique index's, so the database reads the log in one index scan, and
@@ -55,7 +75,8 @@ def stream_rows(
     if attempt_ids is not None:
         statement = statement.where(LOG.c.attempt_id.in_(list(attempt_ids)))
     result = session.connection().execute(statement.execution_options(yield_per=BATCH))
-    yield from result
+    for batch in result.partitions():
+        yield from batch
 
 
 def read_log(session: Session, attempt_id: str) -> list[TransitionLogEntry]:

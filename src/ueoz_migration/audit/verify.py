@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 
 from ..db.models import Attempt, FlowVersion
 from ..flow import flow_version
-from .chain import CHAINED_FIELDS, GENESIS, link_hash
-from .log import stream_rows
+from .chain import CHAINED_FIELDS, GENESIS, RowHasher
+from .log import iso_at, stream_rows
 from .report import AuditReport, Finding
 
 ROW_COLUMNS = (*CHAINED_FIELDS, "prev_hash", "hash")
-_SEQ, _FLOW, _PREV, _HASH = 1, CHAINED_FIELDS.index("flow_version"), -2, -1
+_SEQ, _AT, _FLOW, _PREV, _HASH = 1, 2, CHAINED_FIELDS.index("flow_version"), -2, -1
 
 
 def flow_version_problems(session: Session) -> dict[str, str | None]:
@@ -55,14 +55,18 @@ def verify_chain(
     report = AuditReport("verify")
     heads = attempt_heads(session, attempt_ids)
     flows = flow_version_problems(session)
-    fields = CHAINED_FIELDS
+    hasher = RowHasher(key)
+    at = iso_at(session)
+    columns = [at if name == "at" and at is not None else name for name in ROW_COLUMNS]
 
     current: str | None = None
     expected, prev, broken = 1, GENESIS, False
     head: tuple[int, str] | None = None
     rows = 0
-    for row in stream_rows(session, ROW_COLUMNS, attempt_ids):
+    for row in stream_rows(session, columns, attempt_ids):
         rows += 1
+        if at is None:  # a database that cannot format the time: do it here
+            row = (*row[:_AT], row[_AT].isoformat(timespec="microseconds"), *row[_AT + 1 :])
         attempt_id = row[0]
         if attempt_id != current:
             if current is not None and not broken:
@@ -89,7 +93,7 @@ def verify_chain(
                 f"prev_hash does not match the hash of {before} "
                 "(rows were removed, added or reordered)"
             )
-        elif link_hash(key, prev, dict(zip(fields, row, strict=False))) != row[_HASH]:
+        elif hasher(prev, row) != row[_HASH]:
             problem = "hash does not recompute from the row's fields (the row was changed)"
         else:
             version = row[_FLOW]
