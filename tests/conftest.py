@@ -46,8 +46,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_database(worker_id: str) -> Iterator[str]:
+def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     server = postgres_url()
+    worker_id = getattr(request.config, "workerinput", {}).get("workerid", "main")
     name = f"ueoz_test_{worker_id}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(server.replace("postgresql://", "postgresql+psycopg://"),
                           isolation_level="AUTOCOMMIT")

@@ -31,6 +31,9 @@ from .domain.privacy import pesel_hash
 class DemoPerson:
     """A demo identity, the branch it shows, and what the directory holds for it."""
 
+    # A short handle (the stand-in node's page and tests pick people by it) and the branch.
+    key: str
+    scenario: str
     person: Person
     label: str
     eploz_rows: tuple[dict[str, str], ...] = ()
@@ -52,6 +55,8 @@ def _row(login: str, pesel: str, first_name: str, last_name: str, **extra: str) 
 
 DEMO_PEOPLE: tuple[DemoPerson, ...] = (
     DemoPerson(
+        "anna",
+        "match",
         Person("Anna Maria", "Mickiewicz-Sokołowska", date(1987, 4, 27), "87042712342"),
         "znalezione — konto e-PLOZ odnalezione (osoba z instrukcji)",
         (
@@ -66,30 +71,42 @@ DEMO_PEOPLE: tuple[DemoPerson, ...] = (
         ),
     ),
     DemoPerson(
+        "no-email",
+        "match_without_email",
         Person("Stanisław", "Łukasiewicz", date(1961, 2, 4), "61020409154"),
         "znalezione — konto e-PLOZ bez adresu e-mail",
         (_row("slukasiewicz", "61020409154", "STANISLAW", "LUKASIEWICZ", email=""),),
     ),
     DemoPerson(
+        "newcomer",
+        "match",
         Person("Julia Maria", "Zielińska", date(2004, 5, 17), "04251767804"),
         "znalezione — urodzona po 2000 r., konto e-PLOZ na pierwsze imię",
         (_row("jzielinska", "04251767804", "Julia", "ZIELINSKA"),),
     ),
     DemoPerson(
+        "no-account",
+        "no_account",
         Person("Jan", "Kowalski", date(1975, 3, 12), "75031205191"),
         "201 — brak konta e-PLOZ",
     ),
     DemoPerson(
+        "first-name-differs",
+        "first_name_differs",
         Person("Katarzyna", "Wiśniewska", date(1982, 9, 15), "82091503682"),
         "202 — inne imię",
         (_row("kwisniewska", "82091503682", "Kasia", "Wiśniewska"),),
     ),
     DemoPerson(
+        "last-name-differs",
+        "last_name_differs",
         Person("Ewa", "Nowak", date(1985, 2, 19), "85021907848"),
         "203 — inne nazwisko",
         (_row("ekaminska", "85021907848", "Ewa", "Kamińska"),),
     ),
     DemoPerson(
+        "duplicate",
+        "duplicate_pesel",
         Person("Tomasz", "Lewandowski", date(1990, 1, 1), "90010114419"),
         "204 — kilka kont e-PLOZ",
         (
@@ -100,21 +117,29 @@ DEMO_PEOPLE: tuple[DemoPerson, ...] = (
         ),
     ),
     DemoPerson(
+        "blocked",
+        "blocked",
         Person("Andrzej", "Wójcik", date(1968, 7, 22), "68072202179"),
         "205 — konto e-PLOZ zablokowane",
         (_row("awojcik", "68072202179", "Andrzej", "Wójcik", status="blocked"),),
     ),
     DemoPerson(
+        "migrated",
+        "already_migrated",
         Person("Marek", "Kaczmarek", date(1979, 5, 30), "79053006233"),
         "206 — konto e-PLOZ już przeniesione do innego konta UEOZ",
         (_row("mkaczmarek", "79053006233", "Marek", "Kaczmarek"),),
     ),
     DemoPerson(
+        "skipped",
+        "already_in_ueoz",
         Person("Zofia", "Dąbrowska", date(1993, 6, 11), "93061113987"),
         "migracja pominięta — ma już konto UEOZ (to ono przejęło konto z 206)",
         ueoz_account_holds="mkaczmarek",
     ),
     DemoPerson(
+        "hermegilda",
+        "first_and_last_name_differ",
         Person("HERMEGILDA", "DLIGEMREH", date(1997, 4, 1), "97040117247"),
         "208 — oba dane różne (osoba z instrukcji)",
         (_row("hgrabowska", "97040117247", "Helena", "Grabowska"),),
