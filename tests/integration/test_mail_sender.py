@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import structlog
 from aiosmtpd.controller import Controller
@@ -330,3 +335,37 @@ def test_an_unknown_mail_backend_is_a_clear_error(tmp_path):
     assert result.exit_code == 1
     assert "MAIL_BACKEND must be smtp or maildir" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_sender_loop_delivers_and_stops_cleanly_on_sigterm(services, settings):
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "APP_ENV": "test",
+        "DATABASE_URL": settings.database_url,
+        "INSTANCE_DIR": str(settings.instance_dir),
+        "AUDIT_KEY": settings.audit_key.decode(),
+        "MAILDIR_PATH": str(settings.maildir_path),
+    }
+    sender = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ueoz-migration")), "mail-sender", "--interval", "0.1"],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        awaiting_verification(services)  # queued while the loop already runs
+        deadline = time.monotonic() + 20
+        while not maildir_messages(settings.maildir_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sender.send_signal(signal.SIGTERM)
+        output, _ = sender.communicate(timeout=20)
+    finally:
+        sender.kill()
+        sender.wait()
+
+    assert sender.returncode == 0, output
+    assert "mail.sender_stopped" in output
+    assert [mail.recipient for mail in maildir_messages(settings.maildir_path)] == [
+        "anna@example.pl"
+    ]
