@@ -386,7 +386,7 @@ class OutboxSender:
 
     def compose(self, message: OutboxMessage) -> EmailMessage:
         """Build the MIME message: UTF-8 plain text, quoted-printable so any server takes it."""
-        mail = EmailMessage(policy=policy.SMTP)
+        mail = EmailMessage(policy=policy.default)  # LF; smtplib sends CRLF
         mail["From"] = self.mail_from
         mail["To"] = message.recipient
         mail["Subject"] = message.subject
