@@ -88,6 +88,9 @@ class LoginThroughNode:
 
     def register(self, app: Flask) -> None:
         """Serve the ACS and metadata where the SP's settings publish them (and /saml/…)."""
+        # The node's browser POST is cross-site and carries no CSRF token of ours; what makes
+        # it safe is the single-use RelayState and the artifact resolved over a signed channel.
+        app.extensions["csrf"].exempt(acs)
         for path in {urlsplit(self.wk.acs_url).path, "/saml/acs"}:
             app.add_url_rule(path, "auth.acs", acs, methods=["GET", "POST"])
         for path in {_local_path(self.wk.sp_entity_id) or "/wk/metadata", "/saml/metadata"}:

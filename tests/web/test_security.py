@@ -1,0 +1,237 @@
+"""Headers, sessions, the login's guard against open redirects, error and health pages."""
+
+from __future__ import annotations
+
+import html
+import mailbox
+from email.message import EmailMessage
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import make_settings
+from ueoz_migration.bootstrap import Services
+from ueoz_migration.db.models import PendingLogin, WebSession
+from ueoz_migration.web import create_app
+
+
+def text_of(response):
+    return html.unescape(response.get_data(as_text=True))
+
+
+def test_every_response_carries_the_security_headers(client):
+    for url in ("/", "/kontakt", "/no-such-page", "/healthz"):
+        headers = client.get(url).headers
+        csp = headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp
+        assert "frame-ancestors 'none'" in csp and "base-uri 'none'" in csp
+        assert "form-action 'self' http://127.0.0.1:5001" in csp
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert "camera=()" in headers["Permissions-Policy"]
+        assert len(headers["X-Request-Id"]) == 32
+        assert "Strict-Transport-Security" not in headers
+
+
+def test_pages_carry_no_inline_script_or_style(client):
+    text = client.get("/").get_data(as_text=True)
+    assert "<script>" not in text and "<style" not in text and " style=" not in text
+
+
+def test_the_session_lives_in_the_database_behind_an_httponly_lax_cookie(
+    browser, start_attempt, services
+):
+    browser.hold(start_attempt("found").id)
+
+    response = browser.get("/migracja")
+
+    cookie = browser.client.get_cookie("ueoz_session")
+    assert cookie is not None and cookie.http_only and cookie.same_site == "Lax"
+    assert not cookie.secure  # not production
+    assert response.status_code == 200
+    with services.sessions() as session:
+        (stored,) = session.scalars(select(WebSession)).all()
+    assert stored.id == cookie.value
+    assert b"Anna" not in stored.data  # only the attempt's id, never the person's data
+
+
+def test_a_forged_session_cookie_opens_nothing(browser, start_attempt):
+    browser.client.set_cookie("ueoz_session", "made-up-session-id")
+
+    response = browser.get("/migracja")
+
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+
+
+def test_production_sets_hsts_a_secure_cookie_and_hides_the_development_pages(
+    tmp_path, database_url
+):
+    settings = make_settings(
+        tmp_path,
+        database_url,
+        APP_ENV="production",
+        MAIL_BACKEND="smtp",
+        STANDIN_ENABLED="0",
+        DOMAIN_SYSTEMS="P1|Platforma P1|https://p1.example/start",
+        WK_NODE_URL="https://login.gov.pl",
+        WK_NODE_CERT=str(_dev_cert(tmp_path)),
+        WK_SP_SIGNING_KEY=str(tmp_path / "k.pem"),
+        WK_SP_SIGNING_CERT=str(tmp_path / "c.pem"),
+        WK_SP_ENCRYPTION_KEY=str(tmp_path / "k.pem"),
+        WK_SP_ENCRYPTION_CERT=str(tmp_path / "c.pem"),
+    )
+    services = Services(settings)
+    try:
+        app = create_app(services=services)
+        client = app.test_client()
+        response = client.get("/")
+        assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert (
+            "form-action 'self' https://login.gov.pl" in response.headers["Content-Security-Policy"]
+        )
+        assert app.config["SESSION_COOKIE_SECURE"] is True
+        assert client.get("/dev/mail").status_code == 404
+        assert client.get("/demo/system/P1").status_code == 404
+    finally:
+        services.engine.dispose()
+
+
+def _dev_cert(tmp_path):
+    """A P-256 key and certificate on disk, as production configures them."""
+    from ueoz_migration.adapters.wk.keys import dev_pair
+
+    pair = dev_pair(tmp_path / "keys", "prod", "test")
+    (tmp_path / "k.pem").write_bytes(pair.key_pem)
+    (tmp_path / "c.pem").write_bytes(pair.cert_pem)
+    return tmp_path / "c.pem"
+
+
+def test_login_refuses_an_unregistered_system(client, services):
+    response = client.get("/login?system=NOPE")
+
+    assert response.status_code == 400
+    assert "nie jest zarejestrowany w UEOZ" in text_of(response)
+    assert _pending(services) == 0
+
+
+def test_login_refuses_a_return_address_the_system_did_not_register(client, services):
+    response = client.get(
+        "/login", query_string={"system": "P1", "return": "https://evil.example/phish"}
+    )
+
+    text = text_of(response)
+    assert response.status_code == 400
+    assert "Adres powrotu podany przez system Platforma P1 (demo)" in text
+    assert 'href="https://evil.example' not in text and "<form" not in text
+    assert _pending(services) == 0
+
+
+def test_login_sends_the_browser_to_the_node_with_a_signed_request(client, services):
+    response = client.get("/login?system=GABINET")
+
+    text = text_of(response)
+    assert response.status_code == 200
+    assert 'action="http://127.0.0.1:5001/login/SingleSignOnService"' in text
+    assert 'name="SAMLRequest" value="' in text and 'name="RelayState" value="' in text
+    assert 'src="/static/js/autosubmit.js"' in text
+    assert ">Przejdź do login.gov.pl</button>" in text
+    with services.sessions() as session:
+        (pending,) = session.scalars(select(PendingLogin)).all()
+    assert (pending.domain_system, pending.return_url) == (
+        "GABINET",
+        "http://127.0.0.1:5000/demo/system/GABINET",
+    )
+    assert f'name="RelayState" value="{pending.relay_state}"' in text
+
+
+def test_the_acs_refuses_an_unknown_relay_state_without_a_stack_trace(client):
+    response = client.post("/saml/acs", data={"SAMLart": "AAQAAA==", "RelayState": "nope"})
+
+    text = text_of(response)
+    assert response.status_code == 400
+    assert "<h1>Nie rozpoznajemy tego logowania</h1>" in text
+    assert "Traceback" not in text
+
+
+def test_metadata_is_served_as_saml_metadata(client):
+    response = client.get("/saml/metadata")
+
+    assert response.status_code == 200
+    assert response.mimetype == "application/samlmetadata+xml"
+    assert b"EntityDescriptor" in response.data
+
+
+def _pending(services):
+    with services.sessions() as session:
+        return session.scalar(select(func.count()).select_from(PendingLogin))
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "status", "polish", "english"),
+    [
+        ("get", "/no-such-page", 404, "Nie znaleziono strony", "Page not found"),
+        ("delete", "/", 405, "Niedozwolona operacja", "Operation not allowed"),
+    ],
+)
+def test_error_pages_speak_the_persons_language(client, method, url, status, polish, english):
+    response = getattr(client, method)(url)
+    assert response.status_code == status and f"<h1>{polish}</h1>" in text_of(response)
+
+    client.get("/jezyk/en")
+    response = getattr(client, method)(url)
+    assert f"<h1>{english}</h1>" in text_of(response)
+
+
+def test_an_unexpected_error_shows_a_friendly_page(app, client):
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret detail")
+
+    response = client.get("/boom")
+
+    text = text_of(response)
+    assert response.status_code == 500
+    assert "<h1>Wystąpił błąd po naszej stronie</h1>" in text
+    assert "secret detail" not in text and "Traceback" not in text
+    assert response.headers["X-Request-Id"]
+
+
+def test_health_and_readiness(client, services):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+
+    with services.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'old'")
+
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["database"] == "schema not at head"
+
+
+def test_the_demo_system_page_names_the_system(client):
+    response = client.get("/demo/system/P1")
+
+    assert response.status_code == 200
+    assert "Jesteś teraz w systemie Platforma P1 (demo)." in text_of(response)
+    assert client.get("/demo/system/NOPE").status_code == 404
+
+
+def test_dev_mail_lists_the_maildir_newest_first_with_masked_recipients(client, services):
+    box = mailbox.Maildir(services.settings.maildir_path, create=True)
+    for day, who, token in ((1, "anna@example.pl", "first"), (2, "jan@example.pl", "second")):
+        message = EmailMessage()
+        message["Subject"] = "UEOZ – potwierdź adres e-mail"
+        message["To"] = who
+        message["Date"] = f"Mon, 0{day} Jun 2026 10:00:00 +0000"
+        message.set_content(f"Link: http://ueoz.test/weryfikacja/{token}\n")
+        box.add(message)
+
+    text = text_of(client.get("/dev/mail"))
+
+    assert text.index("j***@example.pl") < text.index("a***@example.pl")
+    assert "anna@example.pl" not in text and "jan@example.pl" not in text
+    assert 'href="http://ueoz.test/weryfikacja/second"' in text
+    assert "UEOZ – potwierdź adres e-mail" in text
