@@ -19,6 +19,13 @@ PAGES = {
 }
 
 
+PLAIN_500 = (
+    '<!doctype html><html lang="pl"><meta charset="utf-8"><title>UEOZ</title>'
+    "<h1>Wystąpił błąd po naszej stronie</h1><p>Spróbuj ponownie za chwilę.</p>"
+    '<p lang="en">Something went wrong on our side. Try again in a moment.</p></html>'
+)
+
+
 def install(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf(error: CSRFError) -> tuple[str, int]:
@@ -39,4 +46,8 @@ def install(app: Flask) -> None:
     def _server_error(error: Exception) -> tuple[str, int]:
         original = getattr(error, "original_exception", None) or error
         log.error("web.unhandled_error", path=request.path, error=repr(original), exc_info=original)
-        return render_template("errors/500.html"), 500
+        try:
+            return render_template("errors/500.html"), 500
+        except Exception:  # the page itself failed (database gone?): still no stack trace
+            log.exception("web.error_page_failed")
+            return PLAIN_500, 500

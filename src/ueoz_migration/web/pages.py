@@ -6,7 +6,7 @@ import mailbox
 import re
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
-from email.utils import parsedate_to_datetime
+from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
@@ -161,7 +161,7 @@ def dev_mail() -> str:
             messages.append(
                 {
                     "subject": str(make_header(decode_header(message.get("Subject", "")))),
-                    "to": mask_email(str(message.get("To", ""))),
+                    "to": mask_email(parseaddr(str(message.get("To", "")))[1]),
                     "at": _date_of(message),
                     "link": link.group(0) if link else None,
                     "body": body,
