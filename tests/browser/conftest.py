@@ -1,0 +1,221 @@
+"""The whole stack in a real browser: `ueoz-migration dev` driven through Debian's Chromium.
+
+The stack is the one `make run` starts (web service under gunicorn, stand-in login node,
+search worker, mail sender into a Maildir, SQLite), on free loopback ports in a temporary
+instance folder, once per test process. Playwright drives /usr/bin/chromium; axe-core (as
+bundled by axe-playwright-python) checks each screen for WCAG 2.1 AA violations.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "test-results" / "screenshots"))
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    base_url: str
+    node_url: str
+    instance_dir: Path
+    process: subprocess.Popen[str]
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.instance_dir / 'ueoz.sqlite3'}"
+
+    def messages_to(self, address: str) -> list:
+        """The e-mails the mail sender delivered to ``address``, oldest first."""
+        box = mailbox.Maildir(self.instance_dir / "maildir", factory=None, create=False)
+        found = []
+        for key in box.keys():
+            message = BytesParser(policy=policy.default).parsebytes(box.get_bytes(key))
+            if message["To"] and address in message["To"]:
+                found.append(message)
+        return sorted(found, key=lambda message: message["Date"].datetime)
+
+    def wait_for_link(self, address: str, count: int = 1, timeout: float = 20) -> str:
+        """Wait until ``count`` e-mails reached ``address``; return the newest one's link."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            messages = self.messages_to(address)
+            if len(messages) >= count:
+                body = messages[-1].get_body(("plain",)).get_content()
+                return re.search(r"https?://\S+/weryfikacja/\S+", body).group(0)
+            time.sleep(0.2)
+        raise AssertionError(f"no e-mail number {count} reached {address} in {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    instance = tmp_path_factory.mktemp("stack")
+    web, node = free_port(), free_port()
+    base_url, node_url = f"http://127.0.0.1:{web}", f"http://127.0.0.1:{node}"
+    env = {
+        **os.environ,
+        "INSTANCE_DIR": str(instance),
+        "BASE_URL": base_url,
+        "STANDIN_URL": node_url,
+        "DOMAIN_SYSTEMS": f"P1|Platforma P1 (demo)|{base_url}/demo/system/P1;"
+        f"GABINET|gabinet.gov.pl (demo)|{base_url}/demo/system/GABINET",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DATABASE_URL", None)
+    log = (instance / "stack.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ueoz_migration.cli", "dev"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_until_up(f"{base_url}/healthz", process, instance / "stack.log")
+        yield Stack(base_url, node_url, instance, process)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[str], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the stack exited early:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"the stack did not come up:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    context = browser.new_context(base_url=stack.base_url, locale="pl-PL")
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def axe() -> Axe:
+    return Axe()
+
+
+def assert_accessible(axe: Axe, page: Page) -> None:
+    """No WCAG 2.1 A/AA violation that axe-core can find on the page as it stands."""
+    results = axe.run(page, options={"runOnly": {"type": "tag", "values": AXE_TAGS}})
+    assert results.violations_count == 0, results.generate_report()
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+
+
+
+@pytest.fixture
+def demo(stack: Stack) -> Iterator[Stack]:
+    """Start each test from the demo data alone, as a fresh `make run` would have it.
+
+    The stack's processes keep running; only the rows go. Flow versions stay, as they do in
+    production (the web service records its flow once per process).
+    """
+    from sqlalchemy import delete
+
+    from ueoz_migration.config import Settings
+    from ueoz_migration.db.engine import make_engine, make_sessionmaker, transaction
+    from ueoz_migration.db.models import Base, FlowVersion
+    from ueoz_migration.demo import seed_demo
+
+    settings = Settings.from_env({"INSTANCE_DIR": str(stack.instance_dir)})
+    engine = make_engine(stack.database_url)
+    sessions = make_sessionmaker(engine)
+    with transaction(sessions) as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table is not FlowVersion.__table__:
+                session.execute(delete(table))
+    seed_demo(sessions, audit_key=settings.audit_key)
+    box = mailbox.Maildir(stack.instance_dir / "maildir", create=True)
+    box.clear()
+    yield stack
+    engine.dispose()
+
+
+def count_rows(stack: Stack, model, *where) -> int:
+    from sqlalchemy import func, select
+
+    from ueoz_migration.db.engine import make_engine
+
+    engine = make_engine(stack.database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(select(func.count()).select_from(model).where(*where))
+    finally:
+        engine.dispose()
+
+
+def log_in(page: Page, who: str, system: str = "P1") -> None:
+    """Log in at the stand-in node as the demo person whose button starts with ``who``."""
+    page.goto(f"/login?system={system}")
+    page.wait_for_url("**/SingleSignOnService")
+    page.get_by_role("button", name=who).click()
+    page.get_by_role("button", name="Zaloguj", exact=True).click()
+
+
+def click(page: Page, name: str) -> None:
+    page.get_by_role("button", name=name, exact=True).click()

@@ -1,0 +1,205 @@
+"""The manual's journeys, in Chromium, against the stack `make run` starts."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+from tests.browser.conftest import (
+    assert_accessible,
+    click,
+    count_rows,
+    log_in,
+    screenshot,
+)
+from ueoz_migration.db.models import OutboxMessage, UeozAccount
+
+ANNA_EMAIL = "amicsokol@csioz.pl"
+
+
+def heading(page: Page):
+    return page.get_by_role("heading", level=1)
+
+
+def test_anna_is_found_and_migrated(page, demo, browser, axe):
+    page.goto("/")
+    expect(heading(page)).to_have_text("Zaloguj się do Systemu")
+    assert_accessible(axe, page)
+    screenshot(page, "01-start")
+
+    log_in(page, "Anna Maria")
+    expect(page.get_by_text("Odnaleźliśmy Twoje dane i zweryfikowaliśmy je")).to_be_visible()
+    expect(page.locator("dl.person")).to_contain_text("Mickiewicz-Sokołowska")
+    assert_accessible(axe, page)
+    screenshot(page, "03-found")
+
+    click(page, "Utwórz konto w UEOZ")
+    expect(heading(page)).to_have_text("Uzupełnij adres e-mail")
+    expect(page.get_by_label("E-mail", exact=False).first).to_have_value(ANNA_EMAIL)
+    expect(page.locator("dl.person")).to_contain_text("amicsokol")
+    assert_accessible(axe, page)
+    screenshot(page, "04-email-entry")
+
+    page.get_by_role("checkbox").check()
+    click(page, "Zakończ")
+    expect(heading(page)).to_have_text("Weryfikacja adresu e-mail")
+    expect(page.get_by_text("a***@csioz.pl")).to_be_visible()
+    assert ANNA_EMAIL not in page.content()
+    assert_accessible(axe, page)
+    screenshot(page, "05-awaiting-verification")
+
+    link = demo.wait_for_link(ANNA_EMAIL)
+    other_browser = browser.new_context(locale="pl-PL").new_page()  # any browser will do
+    other_browser.goto(link)
+    expect(heading(other_browser)).to_have_text("Konto UEOZ gotowe")
+    expect(other_browser.get_by_text("adres e-mail zweryfikowany")).to_be_visible()
+    assert_accessible(axe, other_browser)
+    screenshot(other_browser, "06-done")
+
+    other_browser.get_by_role("link", name="Przejdź do systemu dziedzinowego").click()
+    expect(other_browser).to_have_url(re.compile(r"/demo/system/P1$"))
+    other_browser.context.close()
+    verified_anna = (UeozAccount.email == ANNA_EMAIL, UeozAccount.email_verified_at.is_not(None))
+    assert count_rows(demo, UeozAccount, *verified_anna) == 1
+
+
+def test_hermegilda_gets_code_208_then_creates_a_new_account(page, demo, axe):
+    log_in(page, "HERMEGILDA")
+
+    expect(heading(page)).to_have_text("Wystąpił błąd w trakcie weryfikacji konta")
+    number = page.locator(".event-number").inner_text()
+    assert re.fullmatch(r"MIGRATION_\d{12}", number)
+    expect(page.locator(".event-code")).to_have_text("208")
+    expect(page.get_by_text("19239").first).to_be_visible()
+    expect(page.get_by_text("logowanie@cez.gov.pl").first).to_be_visible()
+    expect(page.locator("dl.person")).to_contain_text("97040117247")
+    assert_accessible(axe, page)
+    screenshot(page, "07-error-208")
+
+    click(page, "Dalej")
+    expect(heading(page)).to_have_text("Uzupełnij adres e-mail")
+    fields = page.locator("input[type=email]")
+    expect(fields.nth(0)).to_have_value("")
+    expect(fields.nth(1)).to_have_value("")
+
+    click(page, "Zakończ")  # nothing filled in: the messages stand next to the fields
+    expect(page.locator(".field-error").first).to_be_visible()
+    assert_accessible(axe, page)
+    screenshot(page, "08-email-entry-errors")
+
+    fields.nth(0).fill("hermegilda@example.pl")
+    fields.nth(1).fill("hermegilda@example.pl")
+    page.get_by_role("checkbox").check()
+    click(page, "Zakończ")
+    expect(heading(page)).to_have_text("Weryfikacja adresu e-mail")
+    assert demo.wait_for_link("hermegilda@example.pl")
+
+
+def test_cancel_from_each_state_returns_to_the_start_screen(page, demo):
+    for who, buttons in [
+        ("Anna Maria", []),  # found
+        ("HERMEGILDA", []),  # error
+        ("Stanisław", ["Utwórz konto w UEOZ"]),  # email entry
+    ]:
+        log_in(page, who)
+        expect(page.get_by_role("button", name="Anuluj")).to_be_visible()
+        for button in buttons:
+            click(page, button)
+        click(page, "Anuluj")
+        expect(heading(page)).to_have_text("Zaloguj się do Systemu")
+        expect(page.get_by_text("Przerwano tworzenie konta w UEOZ.")).to_be_visible()
+
+
+def test_changing_the_address_sends_a_new_link_and_kills_the_old(page, demo, browser):
+    log_in(page, "Anna Maria")
+    click(page, "Utwórz konto w UEOZ")
+    page.get_by_role("checkbox").check()
+    click(page, "Zakończ")
+    old_link = demo.wait_for_link(ANNA_EMAIL)
+
+    click(page, "Zmień adres e-mail")
+    fields = page.locator("input[type=email]")
+    fields.nth(0).fill("anna.nowa@example.pl")
+    fields.nth(1).fill("anna.nowa@example.pl")
+    page.get_by_role("checkbox").check()
+    click(page, "Zakończ")
+    expect(page.get_by_text("a***@example.pl")).to_be_visible()
+    new_link = demo.wait_for_link("anna.nowa@example.pl")
+
+    page.goto(old_link)
+    expect(heading(page)).to_have_text("Ten link nie jest już ważny")
+    page.goto(new_link)
+    expect(heading(page)).to_have_text("Konto UEOZ gotowe")
+
+
+def test_a_used_link_says_so_and_resend_replaces_the_link(page, demo, axe):
+    log_in(page, "Julia Maria")
+    click(page, "Utwórz konto w UEOZ")
+    page.get_by_role("checkbox").check()
+    click(page, "Zakończ")
+    first = demo.wait_for_link("jzielinska@demo.ueoz.example")
+
+    click(page, "Wyślij link ponownie")
+    second = demo.wait_for_link("jzielinska@demo.ueoz.example", count=2)
+    assert second != first
+
+    page.goto(first)
+    expect(heading(page)).to_have_text("Ten link nie jest już ważny")
+    assert_accessible(axe, page)
+    screenshot(page, "09-link-retired")
+    page.goto(second)
+    expect(heading(page)).to_have_text("Konto UEOZ gotowe")
+    page.goto(second)
+    expect(heading(page)).to_have_text("Link został już użyty")
+    assert_accessible(axe, page)
+    screenshot(page, "10-link-used")
+
+
+def test_a_double_click_on_finish_gives_one_account_and_one_email(page, demo):
+    log_in(page, "Anna Maria")
+    click(page, "Utwórz konto w UEOZ")
+    page.get_by_role("checkbox").check()
+
+    page.get_by_role("button", name="Zakończ", exact=True).dblclick()
+
+    expect(heading(page)).to_have_text("Weryfikacja adresu e-mail")
+    demo.wait_for_link(ANNA_EMAIL)
+    assert count_rows(demo, UeozAccount) == 2  # Anna's and the demo's migrated person
+    assert count_rows(demo, OutboxMessage) == 1
+    assert len(demo.messages_to(ANNA_EMAIL)) == 1
+
+
+def test_two_tabs_on_one_attempt(page, demo):
+    log_in(page, "Anna Maria")
+    click(page, "Utwórz konto w UEOZ")
+    second_tab = page.context.new_page()
+    second_tab.goto("/migracja")
+    expect(heading(second_tab)).to_have_text("Uzupełnij adres e-mail")
+
+    page.get_by_role("checkbox").check()
+    click(page, "Zakończ")
+    expect(heading(page)).to_have_text("Weryfikacja adresu e-mail")
+
+    click(second_tab, "Anuluj")  # the attempt moved on in the first tab
+    expect(second_tab.get_by_role("alert")).to_contain_text("Tego kroku nie można już wykonać")
+    expect(heading(second_tab)).to_have_text("Weryfikacja adresu e-mail")
+    assert count_rows(demo, OutboxMessage) == 1
+
+
+def test_returning_later_from_another_browser_resumes_the_attempt(page, demo, browser):
+    log_in(page, "Anna Maria")
+    click(page, "Utwórz konto w UEOZ")
+    expect(heading(page)).to_have_text("Uzupełnij adres e-mail")
+
+    elsewhere = browser.new_context(locale="pl-PL", base_url=demo.base_url).new_page()
+    log_in(elsewhere, "Anna Maria")
+
+    expect(heading(elsewhere)).to_have_text("Uzupełnij adres e-mail")
+    elsewhere.context.close()
+
+
+def test_an_already_migrated_person_goes_straight_to_the_domain_system(page, demo):
+    log_in(page, "Zofia", system="GABINET")
+
+    expect(page).to_have_url(re.compile(r"/demo/system/GABINET$"))
+    expect(page.get_by_text("gabinet.gov.pl (demo)").first).to_be_visible()
