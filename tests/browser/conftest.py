@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "test-results" / "screenshots"))
@@ -63,7 +63,7 @@ class Stack:
         """The e-mails the mail sender delivered to ``address``, oldest first."""
         box = mailbox.Maildir(self.instance_dir / "maildir", factory=None, create=False)
         found = []
-        for key in box.keys():
+        for key in box.iterkeys():
             message = BytesParser(policy=policy.default).parsebytes(box.get_bytes(key))
             if message["To"] and address in message["To"]:
                 found.append(message)
@@ -124,7 +124,7 @@ def _wait_until_up(url: str, process: subprocess.Popen[str], log: Path) -> None:
         if process.poll() is not None:
             raise RuntimeError(f"the stack exited early:\n{log.read_text()}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=2) as answer:
                 if answer.status == 200:
                     return
         except OSError:
@@ -163,9 +163,6 @@ def assert_accessible(axe: Axe, page: Page) -> None:
 def screenshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-
 
 
 @pytest.fixture

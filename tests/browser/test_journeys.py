@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import Page, expect
+
 from tests.browser.conftest import (
     assert_accessible,
     click,
