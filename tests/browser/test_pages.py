@@ -1,0 +1,118 @@
+"""Every page in both languages, by keyboard, on a phone, and the login failures."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import assert_accessible, click, log_in, screenshot
+
+PAGES = {
+    "/": ("Zaloguj się do Systemu", "Log in to the System"),
+    "/czym-jest-ueoz": None,
+    "/pomoc": None,
+    "/warunki-korzystania": None,
+    "/polityka-prywatnosci": None,
+    "/deklaracja-dostepnosci": None,
+    "/mapa-strony": None,
+    "/kontakt": None,
+    "/logowanie-login-gov-pl": None,
+    "/dev/mail": None,
+}
+
+
+def switch_language(page: Page, code: str) -> None:
+    page.locator(".language-switch").get_by_role("link", name=code.upper()).click()
+    expect(page.locator("html")).to_have_attribute("lang", code)
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_reads_in_polish_and_english_without_axe_violations(page, demo, axe, path):
+    page.goto(path)
+    expect(page.locator("html")).to_have_attribute("lang", "pl")
+    polish = page.get_by_role("heading", level=1).inner_text()
+    assert_accessible(axe, page)
+
+    switch_language(page, "en")
+
+    expect(page).to_have_url(re.compile(re.escape(path) + "$"))
+    english = page.get_by_role("heading", level=1).inner_text()
+    assert english != polish, "the page's heading was not translated"
+    if PAGES[path]:
+        assert (polish, english) == PAGES[path]
+    assert_accessible(axe, page)
+    switch_language(page, "pl")
+
+
+def test_the_journey_screens_read_in_english_too(page, demo, axe):
+    page.goto("/")
+    switch_language(page, "en")
+    log_in(page, "HERMEGILDA")
+
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile("error", re.IGNORECASE))
+    expect(page.get_by_text("208", exact=True)).to_be_visible()
+    assert_accessible(axe, page)
+    screenshot(page, "11-error-208-en")
+    page.get_by_role("button", name="Next").click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    assert_accessible(axe, page)
+
+
+def test_the_journey_works_by_keyboard_alone(page, demo):
+    log_in(page, "Anna Maria")
+    expect(page.get_by_role("button", name="Utwórz konto w UEOZ")).to_be_visible()
+
+    def tab_to(name: str) -> None:
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            focused = page.evaluate("document.activeElement.innerText || document.activeElement.id")
+            if name in focused:
+                return
+        raise AssertionError(f"{name!r} cannot be reached with the Tab key")
+
+    tab_to("Utwórz konto w UEOZ")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Uzupełnij adres e-mail")
+    tab_to("terms_accepted")
+    page.keyboard.press("Space")
+    tab_to("Zakończ")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Weryfikacja adresu e-mail")
+
+
+def test_a_phone_sized_screen_shows_the_whole_form(browser, demo, axe):
+    context = browser.new_context(
+        base_url=demo.base_url, viewport={"width": 375, "height": 740}, is_mobile=True
+    )
+    page = context.new_page()
+    log_in(page, "Anna Maria")
+    click(page, "Utwórz konto w UEOZ")
+
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, f"the page scrolls sideways ({width}px)"
+    expect(page.get_by_role("button", name="Zakończ")).to_be_visible()
+    assert_accessible(axe, page)
+    screenshot(page, "12-phone-email-entry")
+    context.close()
+
+
+def test_cancelling_at_the_node_ends_on_a_clear_page(page, demo, axe):
+    page.goto("/login?system=P1")
+    page.wait_for_url("**/SingleSignOnService")
+    page.get_by_role("button", name="Anuluj", exact=True).click()
+
+    expect(page).to_have_url(re.compile(r"^" + re.escape(demo.base_url)))
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    assert "Traceback" not in page.content()
+    assert_accessible(axe, page)
+    screenshot(page, "13-login-cancelled")
+
+
+def test_an_unregistered_return_address_is_refused(page, demo):
+    answer = page.goto("/login?system=P1&return=https://evil.example/")
+
+    assert answer.status == 400
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    assert page.url.startswith(demo.base_url + "/login?"), "the browser left the service"
