@@ -17,6 +17,7 @@ the second sees the state the first left and is applied or refused from there.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from statemachine import StateChart
 from statemachine.exceptions import TransitionNotAllowed
 
 from .audit.chain import GENESIS, link_hash
@@ -80,6 +82,33 @@ class EventRefused(Exception):  # noqa: N818 - an outcome the pages show, not a 
         self.fields = fields or {}
 
 
+class _IdleMachines(threading.local):
+    """One idle flow machine per flow version and thread, rebound to each attempt it runs.
+
+    Building a python-statemachine machine resolves every callback of the flow against the
+    model, which costs more than the transition itself. The machine holds no attempt state of
+    its own (it reads and writes the state through its model, and our model reads the attempt
+    of its current context), so one machine can serve one attempt after another: only the
+    model's context changes. A machine that raised, or that reached a final state (a finished
+    chart stops running), is thrown away rather than reused.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[str, tuple[StateChart, AttemptModel]] = {}
+
+    def bind(self, flow: Flow, context: AttemptContext) -> StateChart:
+        idle = self._idle.get(flow.version)
+        if idle is None:
+            model = AttemptModel(context)
+            idle = self._idle[flow.version] = (flow.machine_class(model=model), model)
+        machine, model = idle
+        model.context = context
+        return machine
+
+    def discard(self, flow: Flow) -> None:
+        self._idle.pop(flow.version, None)
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who fired an event, and in which request (for the log)."""
@@ -113,6 +142,7 @@ class Journey:
         self.clock = clock
         self._flows: dict[str, Flow] = {flow.version: flow}
         self._flow_recorded = False
+        self._machines = _IdleMachines()
 
     # -- starting -------------------------------------------------------------------------
 
@@ -238,8 +268,14 @@ class Journey:
             # ignores events, and spares building a machine for a refusal.
             raise _NotAllowed(event)
         context = self._context(session, attempt, now)
-        machine = flow.machine_class(model=AttemptModel(context))
-        machine.send(event, **data)
+        machine = self._machines.bind(flow, context)
+        try:
+            machine.send(event, **data)
+        except BaseException:
+            self._machines.discard(flow)
+            raise
+        if attempt.state in flow.finals:
+            self._machines.discard(flow)
         attempt.updated_at = now
         if attempt.state not in flow.finals:
             attempt.expires_at = now + self.policy.attempt_ttl
