@@ -50,8 +50,9 @@ def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     server = postgres_url()
     worker_id = getattr(request.config, "workerinput", {}).get("workerid", "main")
     name = f"ueoz_test_{worker_id}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server.replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        server.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = server.rsplit("/", 1)[0] + "/" + name

@@ -20,6 +20,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,7 +60,7 @@ class AttemptNotFound(LookupError):
     """No attempt has that id (or that verification link)."""
 
 
-class EventRefused(Exception):  # noqa: N818 - an outcome the pages show, not a bug
+class EventRefused(Exception):
     """The event was not applied; ``reason`` says why and ``fields`` which inputs were wrong.
 
     ``reason`` is ``not_allowed`` when the attempt's state does not take the event, or the
@@ -316,10 +317,8 @@ class Journey:
 
     def _fire_quietly(self, attempt_id: str, event: str, actor: Actor) -> None:
         """Fire an event whose refusal only means someone else got there first."""
-        try:
+        with suppress(EventRefused):
             self.fire(attempt_id, event, actor=actor)
-        except EventRefused:
-            pass
 
     # -- looking things up ----------------------------------------------------------------
 
@@ -365,7 +364,9 @@ class Journey:
         """Return the flow version an attempt started on, from the database if need be."""
         flow = self._flows.get(version)
         if flow is None:
-            source = session.scalar(select(FlowVersion.source).where(FlowVersion.version == version))
+            source = session.scalar(
+                select(FlowVersion.source).where(FlowVersion.version == version)
+            )
             if source is None:
                 raise FlowVersionUnknown(version)
             flow = self._flows[version] = parse_flow(source)

@@ -70,7 +70,11 @@ def test_a_new_attempt_starts_searching_and_logs_its_start(services):
     assert attempt.state == "searching"
     (row,) = log_of(services, attempt.id)
     assert (row.seq, row.event, row.source, row.target, row.outcome) == (
-        1, "start", "", "searching", "applied",
+        1,
+        "start",
+        "",
+        "searching",
+        "applied",
     )
     assert (row.actor, row.request_id, row.flow_version) == ("user", "req-1", services.flow.version)
 
@@ -93,7 +97,10 @@ def test_an_event_the_state_does_not_allow_is_refused_and_logged(services):
     assert services.journey.get(attempt.id).state == "searching"
     last = log_of(services, attempt.id)[-1]
     assert (last.event, last.outcome, last.source, last.target) == (
-        "verify", "refused", "searching", "searching",
+        "verify",
+        "refused",
+        "searching",
+        "searching",
     )
 
 
@@ -145,7 +152,9 @@ def test_event_numbers_are_never_reused(services):
     for index in range(3):
         person = HERMEGILDA.__class__("X", "Y", None, f"9704011724{index}")
         attempt = services.journey.start(person, actor=user())
-        numbers.add(services.journey.fire(attempt.id, "search_failed", actor=user(), code=201).event_number)
+        numbers.add(
+            services.journey.fire(attempt.id, "search_failed", actor=user(), code=201).event_number
+        )
     assert len(numbers) == 3
 
 
@@ -155,7 +164,11 @@ def test_continue_after_error_starts_with_an_empty_address(services):
 
     attempt = services.journey.fire(attempt.id, "continue_new", actor=user())
 
-    assert (attempt.state, attempt.email_prefill, attempt.eploz_account_id) == ("email_entry", None, None)
+    assert (attempt.state, attempt.email_prefill, attempt.eploz_account_id) == (
+        "email_entry",
+        None,
+        None,
+    )
 
 
 def test_submit_creates_an_unverified_account_and_one_email(services):
@@ -168,7 +181,9 @@ def test_submit_creates_an_unverified_account_and_one_email(services):
         account = session.scalars(select(UeozAccount)).one()
         mail = session.scalars(select(OutboxMessage)).one()
     assert (account.email, account.email_verified_at, account.login) == (
-        "anna@example.pl", None, "amicsokol",
+        "anna@example.pl",
+        None,
+        "amicsokol",
     )
     assert account.roles == "P1:LEKARZ;GABINET:ADMIN"
     assert mail.recipient == "anna@example.pl"
@@ -284,7 +299,9 @@ def test_one_open_attempt_per_person(services):
 
 def test_a_migrated_person_skips_the_flow(services):
     attempt = submit(services, to_email_entry(services).id)
-    services.journey.fire(attempt.id, "verify", actor=user(), token=link_token(services, attempt.id))
+    services.journey.fire(
+        attempt.id, "verify", actor=user(), token=link_token(services, attempt.id)
+    )
 
     again = services.journey.start(ANNA, actor=user())
 

@@ -20,16 +20,25 @@ def listed_packages() -> set[str]:
 def test_setup_cfg_lists_every_package_of_the_source_tree():
     source = ROOT / "src"
     found = {
-        ".".join(init.parent.relative_to(source).parts)
-        for init in source.rglob("__init__.py")
+        ".".join(init.parent.relative_to(source).parts) for init in source.rglob("__init__.py")
     }
     assert found <= listed_packages()
 
 
 def test_an_installed_wheel_carries_the_flow_templates_and_migrations(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
@@ -45,7 +54,8 @@ def test_an_installed_wheel_carries_the_flow_templates_and_migrations(tmp_path):
     probe = (
         "from ueoz_migration.resources import default_flow_path, templates_dir;"
         "from ueoz_migration.flow import load_flow_file;"
-        "print(default_flow_path().parent.parent, templates_dir().is_dir(), load_flow_file().initial)"
+        "print(default_flow_path().parent.parent, templates_dir().is_dir(),"
+        " load_flow_file().initial)"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],

@@ -28,9 +28,7 @@ MEANINGS = {
     EventCode.LAST_NAME_DIFFERS: "account found, last name differs",
     EventCode.SEVERAL_ACCOUNTS: "more than one e-PLOZ account with this PESEL",
     EventCode.ACCOUNT_BLOCKED: "the e-PLOZ account is blocked",
-    EventCode.ALREADY_MIGRATED: (
-        "the e-PLOZ account was already migrated to another UEOZ account"
-    ),
+    EventCode.ALREADY_MIGRATED: ("the e-PLOZ account was already migrated to another UEOZ account"),
     EventCode.DIRECTORY_UNAVAILABLE: (
         "the e-PLOZ directory could not be searched (unavailable, retries exhausted)"
     ),

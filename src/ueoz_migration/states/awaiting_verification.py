@@ -85,7 +85,7 @@ class AwaitingVerification(StateBehaviour):
         account.email_verified_at = self.context.now
 
     def retire_verification_links(self) -> None:
-        """Kill every link of this attempt that is still alive (the address changes, or a new one goes)."""
+        """Kill every live link of this attempt: the address changed, or a newer link goes."""
         self.session.execute(
             update(VerificationLink)
             .where(VerificationLink.attempt_id == self.attempt.id)

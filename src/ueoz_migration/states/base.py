@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from ..db.models import Attempt
 
 
-class Rejected(Exception):  # noqa: N818 - a domain outcome, not a programming error
+class Rejected(Exception):
     """A step's check failed: the event is refused with ``reason`` and nothing changes.
 
     ``fields`` maps form fields to the reasons they are wrong, for the page to show.

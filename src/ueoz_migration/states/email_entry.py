@@ -25,7 +25,7 @@ class EmailEntry(StateBehaviour):
         email_repeat: str | None = None,
         terms_accepted: bool = False,
     ) -> None:
-        """Refuse the form unless both addresses are one valid address and the terms are accepted."""
+        """Refuse the form unless both fields hold one valid address and the terms are accepted."""
         errors = {}
         address = normalized_email(email)
         if not (email or "").strip():
