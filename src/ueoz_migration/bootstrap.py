@@ -9,6 +9,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .adapters.mail_templates import TemplateMailComposer
+from .adapters.wk import ServiceProvider, WkSettings
+from .adapters.wk_replay import DbReplayStore
 from .config import Settings
 from .db.engine import make_engine, make_sessionmaker
 from .flow import Flow, load_flow_file
@@ -47,6 +49,18 @@ class Services:
             resend_limit_per_hour=settings.resend_limit_per_hour,
             base_url=settings.base_url,
         )
+
+    @cached_property
+    def service_provider(self) -> ServiceProvider:
+        """The login through the national node, with the replay store every process shares."""
+        settings = self.settings
+        wk = WkSettings.from_env(
+            settings.raw,
+            base_url=settings.base_url,
+            instance_dir=settings.instance_dir,
+            production=settings.production,
+        )
+        return ServiceProvider(wk, DbReplayStore(self.sessions))
 
     @cached_property
     def journey(self) -> Journey:

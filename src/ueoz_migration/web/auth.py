@@ -31,7 +31,6 @@ from sqlalchemy import delete, select, update
 from werkzeug.wrappers import Response
 
 from ..adapters.wk import FailureReason, LoginFailed, ServiceProvider, WkSettings
-from ..adapters.wk_replay import DbReplayStore
 from ..bootstrap import Services
 from ..db.engine import transaction
 from ..db.models import PendingLogin
@@ -70,17 +69,8 @@ class LoginThroughNode:
 
     @classmethod
     def build(cls, services: Services) -> LoginThroughNode:
-        settings = services.settings
-        provider = getattr(services, "service_provider", None)
-        if isinstance(provider, ServiceProvider):
-            return cls(provider, provider.settings)
-        wk = WkSettings.from_env(
-            settings.raw,
-            base_url=settings.base_url,
-            instance_dir=settings.instance_dir,
-            production=settings.production,
-        )
-        return cls(ServiceProvider(wk, DbReplayStore(services.sessions)), wk)
+        provider = services.service_provider
+        return cls(provider, provider.settings)
 
     @property
     def sso_url(self) -> str:

@@ -12,12 +12,9 @@ from typing import Any
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, session
-from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from ..db.engine import transaction
-from ..db.models import Attempt
 from ..db.schema import alembic_config
 from ..domain.privacy import mask_email
 from .common import ATTEMPT_KEY, domain_system, services
@@ -66,9 +63,7 @@ def language(language: str) -> Response:
     session["language"] = language
     attempt_id = session.get(ATTEMPT_KEY)
     if attempt_id:
-        # A preference, not a step of the journey: the verification e-mail is written in it.
-        with transaction(services().sessions) as db:
-            db.execute(update(Attempt).where(Attempt.id == attempt_id).values(language=language))
+        services().journey.set_language(attempt_id, language)
     return redirect(safe_next(request.args.get("next")))
 
 
