@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs: a PostgreSQL server (started on loopback by
-# scripts/postgres.sh) and Chromium (driven by Playwright). Quick when they are already there.
+# scripts/postgres.sh), Chromium (driven by Playwright) and Graphviz (the SVG state diagram). Quick when they are already there.
 set -euo pipefail
 need=()
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v dot >/dev/null || need+=(graphviz)
 fc-list 2>/dev/null | grep -qi dejavu || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -68,3 +68,5 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Alembic announces each of its plugins at INFO on every upgrade; only its warnings help.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

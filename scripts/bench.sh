@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make bench`: run every benchmark and write its figures into docs/performance.md.
+# PostgreSQL runs on its own server with fsync on (a durable commit), apart from the tests'.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=.venv/bin/python
+out=test-results/bench
+mkdir -p "$out"
+pg_url=$(FSYNC=on PGPORT=55433 PGDATA_DIR=/tmp/ueoz-pg-bench scripts/postgres.sh start)
+
+run() {  # run NAME COMMAND…: keep the output, put its Markdown into the docs
+  local name=$1; shift
+  echo "== $name: $*"
+  "$@" | tee "$out/$name.md"
+  $py benchmarks/write_section.py "$name" docs/performance.md < "$out/$name.md"
+}
+
+run core $py benchmarks/bench_core.py --database-url sqlite --database-url "$pg_url" \
+  --transitions 1500 --processes 2 --rounds 3 --log-rows 100000
+run login $py benchmarks/bench_login.py --rounds 7
+run http-sqlite $py benchmarks/bench_http.py --database sqlite --markdown
+run http-postgresql $py benchmarks/bench_http.py --database postgresql --markdown
+echo "figures written to docs/performance.md (raw output in $out/)"
