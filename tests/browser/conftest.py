@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
@@ -61,7 +62,10 @@ class Stack:
 
     def messages_to(self, address: str) -> list:
         """The e-mails the mail sender delivered to ``address``, oldest first."""
-        box = mailbox.Maildir(self.instance_dir / "maildir", factory=None, create=False)
+        folder = self.instance_dir / "maildir"
+        if not folder.exists():  # the mail sender makes it with the first message
+            return []
+        box = mailbox.Maildir(folder, factory=None, create=False)
         found = []
         for key in box.iterkeys():
             message = BytesParser(policy=policy.default).parsebytes(box.get_bytes(key))
@@ -81,9 +85,9 @@ class Stack:
         raise AssertionError(f"no e-mail number {count} reached {address} in {timeout} s")
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    instance = tmp_path_factory.mktemp("stack")
+@contextmanager
+def running_stack(instance: Path, **settings: str) -> Iterator[Stack]:
+    """Run `ueoz-migration dev` on free ports in ``instance`` until the block ends."""
     web, node = free_port(), free_port()
     base_url, node_url = f"http://127.0.0.1:{web}", f"http://127.0.0.1:{node}"
     env = {
@@ -94,6 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "DOMAIN_SYSTEMS": f"P1|Platforma P1 (demo)|{base_url}/demo/system/P1;"
         f"GABINET|gabinet.gov.pl (demo)|{base_url}/demo/system/GABINET",
         "PYTHONUNBUFFERED": "1",
+        **settings,
     }
     env.pop("DATABASE_URL", None)
     log = (instance / "stack.log").open("w")
@@ -116,6 +121,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[str], log: Path) -> None:

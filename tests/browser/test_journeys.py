@@ -11,6 +11,7 @@ from tests.browser.conftest import (
     click,
     count_rows,
     log_in,
+    running_stack,
     screenshot,
 )
 from ueoz_migration.db.models import OutboxMessage, UeozAccount
@@ -204,3 +205,26 @@ def test_an_already_migrated_person_goes_straight_to_the_domain_system(page, dem
 
     expect(page).to_have_url(re.compile(r"/demo/system/GABINET$"))
     expect(page.get_by_text("gabinet.gov.pl (demo)").first).to_be_visible()
+
+
+def test_an_expired_link_offers_a_one_click_resend(browser, tmp_path_factory, axe):
+    # A stack of its own, whose links live for 2 seconds.
+    instance = tmp_path_factory.mktemp("short-links")
+    with running_stack(instance, VERIFICATION_LINK_TTL_HOURS=str(2 / 3600)) as stack:
+        page = browser.new_context(base_url=stack.base_url, locale="pl-PL").new_page()
+        log_in(page, "Julia Maria")
+        click(page, "Utwórz konto w UEOZ")
+        page.get_by_role("checkbox").check()
+        click(page, "Zakończ")
+        address = "jzielinska@demo.ueoz.example"
+        expired = stack.wait_for_link(address)
+        page.wait_for_timeout(2500)
+
+        page.goto(expired)
+        expect(heading(page)).to_have_text("Link weryfikacyjny wygasł")
+        assert_accessible(axe, page)
+        screenshot(page, "14-link-expired")
+        click(page, "Wyślij nowy link")
+        fresh = stack.wait_for_link(address, count=2)
+        assert fresh != expired
+        page.context.close()
