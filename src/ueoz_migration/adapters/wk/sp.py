@@ -8,6 +8,7 @@ over the SOAP back channel, into the person's `Identity` or raises `LoginFailed`
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import enum
 import logging
@@ -30,7 +31,16 @@ from . import messages as m
 from .ecdh import DecryptionError, decrypt_assertion
 from .settings import WkSettings
 from .validation import ResponseValidator
-from .xmlsig import NS, SignatureError, Signer, Verifier, XmlError, has_signature, parse
+from .xmlsig import (
+    DS_SIGNATURE,
+    NS,
+    SignatureError,
+    Signer,
+    Verifier,
+    XmlError,
+    has_signature,
+    parse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -291,16 +301,25 @@ class ServiceProvider:
 
         with self._step("saml_validation"):
             # python3-saml gets a tree of the Response alone (it queries from
-            # /samlp:Response); tostring keeps every namespace in scope, so the
-            # signed bytes stay the same.
-            response_xml = etree.tostring(response)
-            document = parse(response_xml)
-            decrypted_document = parse(response_xml)
+            # /samlp:Response): a deep copy, which lxml makes with every namespace in
+            # scope at the Response, so the signed bytes stay the same and nothing
+            # is serialised and parsed again.
+            document = copy.deepcopy(response)
+            decrypted_document = copy.deepcopy(document)
             decrypted_document.replace(
                 decrypted_document.find("saml2:EncryptedAssertion", NS), assertion
             )
             try:
-                self._validator.validate(document, decrypted_document, pending_request_id)
+                self._validator.validate(
+                    document,
+                    decrypted_document,
+                    pending_request_id,
+                    # The copy's signature is the one _check_signed_message verified
+                    # above, with the node's key, on the Response the copy was made of.
+                    verified_signature=next(
+                        child for child in document if child.tag == DS_SIGNATURE
+                    ),
+                )
             except SamlError as exc:
                 raise LoginFailed(self._saml_reason(exc, assertion, now), str(exc)) from None
             except Exception as exc:  # python3-saml raises bare Exceptions too

@@ -12,8 +12,27 @@ signatures. Two things keep it from taking the node's Response as it comes:
   `naturalperson:…Type` values (libxml2 refuses an `xsi:type` it cannot resolve) and
   which it re-reads from disk on every call (~3 ms). Its `is_valid` is therefore run
   with a schema helper that adds the eIDAS natural person types and compiles the
-  combination once per thread. The helper is bound to this module's copy of
-  `is_valid` only; python3-saml itself is left untouched for anyone else.
+  combination once per thread.
+
+Which check is done where, for one login:
+
+- `ServiceProvider` (with libxmlsec1, through `xmlsig.Verifier`): the signatures of
+  the ArtifactResponse and of the Response in place in the SOAP envelope, each against
+  the node's configured key only, in the profile's one shape, with a document-unique
+  ID; their Version, Issuer, InResponseTo and IssueInstant; the status codes; one
+  EncryptedAssertion and no plaintext one; the assertion's own signature, if any;
+  then LoA, attributes, PESEL, and replay of artifact and assertion ID.
+- python3-saml (`is_valid`): the schema (of both documents), the status, the number of
+  assertions, which elements are signed and how (references, algorithms), InResponseTo,
+  Destination, audience, issuers, conditions and times, subject confirmation, and the
+  assertion's signature, if any, in the decrypted document. The one check it does not
+  repeat is the ECDSA verification of the Response's own signature, already verified
+  above on the Response that `document` is a copy of (see `_validate_sign`).
+
+python3-saml's own code runs unchanged, with helpers swapped into the globals of this
+module's copies of its Response methods: the schema above, its XPath expressions
+compiled once per thread instead of on every query, and that one signature. The
+helpers are bound to these copies only; python3-saml is left untouched for anyone else.
 """
 
 from __future__ import annotations
@@ -27,8 +46,10 @@ from urllib.parse import urlsplit
 
 import onelogin.saml2
 from lxml import etree
+from onelogin.saml2.constants import OneLogin_Saml2_Constants
 from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from .settings import WkSettings
@@ -124,27 +145,82 @@ class ResponseValidator:
             "script_name": acs.path,
         }
         self._local = threading.local()
-        schema_helper = type(
-            "_NodeSchemaXML",
-            (OneLogin_Saml2_XML,),
-            {"validate_xml": staticmethod(self._validate_xml)},
-        )
-        base = OneLogin_Saml2_Response.is_valid
-        self._is_valid = types.FunctionType(
-            base.__code__,
-            {**base.__globals__, "OneLogin_Saml2_XML": schema_helper},
-            base.__name__,
-            base.__defaults__,
-            base.__closure__,
+        helpers = {
+            "OneLogin_Saml2_XML": type(
+                "_NodeXML",
+                (OneLogin_Saml2_XML,),
+                {
+                    "validate_xml": staticmethod(self._validate_xml),
+                    "query": staticmethod(self._query),
+                },
+            ),
+            "OneLogin_Saml2_Utils": type(
+                "_NodeUtils",
+                (OneLogin_Saml2_Utils,),
+                {"validate_sign": staticmethod(self._validate_sign)},
+            ),
+        }
+        # Every plain method (is_valid and the queries it calls); the two decorated
+        # ones keep python3-saml's helpers but call the copies through self.
+        self._response_class = type(
+            "_CheckedNodeResponse",
+            (_NodeResponse,),
+            {
+                name: types.FunctionType(
+                    function.__code__,
+                    {**function.__globals__, **helpers},
+                    function.__name__,
+                    function.__defaults__,
+                    function.__closure__,
+                )
+                for name, function in vars(OneLogin_Saml2_Response).items()
+                if isinstance(function, types.FunctionType)
+                and function.__closure__ is None
+                and name != "__init__"
+            },
         )
 
     def validate(
-        self, document: etree._Element, decrypted_document: etree._Element, request_id: str
+        self,
+        document: etree._Element,
+        decrypted_document: etree._Element,
+        request_id: str,
+        *,
+        verified_signature: etree._Element | None = None,
     ) -> OneLogin_Saml2_Response:
-        """Run python3-saml's strict validation; raise its ValidationError on failure."""
-        response = _NodeResponse(self._settings, document, decrypted_document)
-        self._is_valid(response, self._request_data, request_id=request_id, raise_exceptions=True)
+        """Run python3-saml's strict validation; raise its ValidationError on failure.
+
+        `verified_signature` is the Signature element of `document` whose ECDSA
+        verification the caller has already done; python3-saml does the rest.
+        """
+        response = self._response_class(self._settings, document, decrypted_document)
+        self._local.verified = verified_signature
+        try:
+            response.is_valid(self._request_data, request_id=request_id, raise_exceptions=True)
+        finally:
+            self._local.verified = None
         return response
+
+    def _query(self, dom, query, context=None, tagid=None):
+        # Same contract as OneLogin_Saml2_XML.query; each expression compiled once per
+        # thread (python3-saml's few dozen queries per login each compiled anew).
+        cache = self._local.__dict__.setdefault("xpaths", {})
+        compiled = cache.get(query)
+        if compiled is None:
+            compiled = cache[query] = etree.XPath(query, namespaces=OneLogin_Saml2_Constants.NSMAP)
+        source = dom if context is None else context
+        return compiled(source) if tagid is None else compiled(source, tagid=tagid)
+
+    def _validate_sign(self, xml, *args, xpath=None, **kwargs):
+        # Same contract as OneLogin_Saml2_Utils.validate_sign. The signature the
+        # caller verified (with the node's key, the same one python3-saml would use)
+        # is not verified twice; any other one, e.g. a signed assertion's, is.
+        verified = getattr(self._local, "verified", None)
+        if verified is not None and xpath is not None:
+            found = self._query(xml, xpath)
+            if len(found) == 1 and found[0] is verified:
+                return True
+        return OneLogin_Saml2_Utils.validate_sign(xml, *args, xpath=xpath, **kwargs)
 
     def _validate_xml(self, xml, schema, debug=False):
         # Same contract as OneLogin_Saml2_XML.validate_xml: the element, or an error string.
