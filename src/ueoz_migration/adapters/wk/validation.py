@@ -123,10 +123,18 @@ class _SchemaResolver(etree.Resolver):
         return None
 
 
+# libxml2 finds a schema's imports through a loader that is global to the process: two
+# threads compiling at once may each miss the other's resolver, and the import that fails
+# is only a warning, so a thread would keep a schema without the eIDAS types and refuse
+# every login it serves. One compilation at a time.
+_COMPILING = threading.Lock()
+
+
 def _compile_schema() -> etree.XMLSchema:
     parser = etree.XMLParser(no_network=True)
     parser.resolvers.add(_SchemaResolver())
-    return etree.XMLSchema(etree.fromstring(_ROOT_XSD.encode(), parser))
+    with _COMPILING:
+        return etree.XMLSchema(etree.fromstring(_ROOT_XSD.encode(), parser))
 
 
 class ResponseValidator:
