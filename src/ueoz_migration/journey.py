@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from statemachine import StateChart
@@ -43,6 +43,8 @@ from .states.awaiting_verification import token_hash
 from .states.base import Policy
 
 log = structlog.get_logger(__name__)
+
+LOG = TransitionLogEntry.__table__
 
 OPEN = "open"
 START_EVENT = "start"
@@ -214,7 +216,6 @@ class Journey:
             session.add(attempt)
             context = self._context(session, attempt, now)
             self.flow.machine_class(model=AttemptModel(context))  # enters the initial state
-            session.flush()
             self._append(session, attempt, START_EVENT, "", "applied", actor, now, context.notes)
             verified = session.scalar(
                 select(UeozAccount.id)
@@ -271,7 +272,12 @@ class Journey:
         context = self._context(session, attempt, now)
         machine = self._machines.bind(flow, context)
         try:
-            machine.send(event, **data)
+            # The step's queries read what earlier transactions committed; its writes go out
+            # together when the log row is appended, not one flush per query in between.
+            # A step that needs a row written first (to catch a uniqueness rule there)
+            # flushes it itself.
+            with session.no_autoflush:
+                machine.send(event, **data)
         except BaseException:
             self._machines.discard(flow)
             raise
@@ -463,6 +469,12 @@ class Journey:
         }
         prev_hash = attempt.log_head or GENESIS
         digest = link_hash(self.audit_key, prev_hash, fields)
-        session.add(TransitionLogEntry(**fields, prev_hash=prev_hash, hash=digest))
         attempt.log_seq = fields["seq"]
         attempt.log_head = digest
+        # The attempt's row (new state and head) goes first: the log row refers to it. The log
+        # row is append-only and never read back in this transaction, so it skips the unit of
+        # work and goes out as one plain INSERT.
+        session.flush()
+        session.connection().execute(
+            insert(LOG), {**fields, "prev_hash": prev_hash, "hash": digest}
+        )

@@ -86,7 +86,9 @@ class AwaitingVerification(StateBehaviour):
 
     def retire_verification_links(self) -> None:
         """Kill every live link of this attempt: the address changed, or a newer link goes."""
-        self.session.execute(
+        # A plain UPDATE on the transaction's connection: no link of the attempt is loaded
+        # in the session when a step retires them, so there is nothing to keep in step.
+        self.session.connection().execute(
             update(VerificationLink)
             .where(VerificationLink.attempt_id == self.attempt.id)
             .where(VerificationLink.used_at.is_(None))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import insert
+
 from ..db.models import EventNumber
 from .base import StateBehaviour
 
@@ -17,10 +19,15 @@ class Error(StateBehaviour):
         The number is the key of a row in ``event_numbers``: a database sequence that every
         process and machine of a deployment shares and that never hands out a value twice.
         """
-        minted = EventNumber(attempt_id=self.attempt.id, minted_at=self.context.now)
-        self.session.add(minted)
-        self.session.flush()
-        self.attempt.event_number = format_event_number(minted.id)
+        # A plain INSERT … RETURNING on the transaction's connection: the key is all we need,
+        # and it leaves the attempt's own changes to go out once, with its log row.
+        minted = self.session.connection().scalar(
+            insert(EventNumber)
+            .values(attempt_id=self.attempt.id, minted_at=self.context.now)
+            .returning(EventNumber.id)
+        )
+        assert minted is not None
+        self.attempt.event_number = format_event_number(minted)
 
     def start_without_eploz(self) -> None:
         """Go on to a new UEOZ account that takes nothing over from e-PLOZ."""
