@@ -32,6 +32,22 @@ _RESPONSE_NSMAP = {
     for p in ("ds", "dsig11", "eidas", "naturalperson", "saml2", "saml2p", "xenc", "xenc11")
 }
 _ASSERTION_NSMAP = {p: NS[p] for p in ("saml2", "ds", "xsi", "naturalperson")}
+_RESPONSE_DECLARATIONS = " ".join(f'xmlns:{p}="{uri}"' for p, uri in _RESPONSE_NSMAP.items())
+
+
+def _answer_root(name: str, attributes: dict[str, str]) -> etree._Element:
+    """Start a signed answer of the node, declaring every namespace on it.
+
+    Parsed rather than built, so that its prefixes sit in the document's dictionary
+    where lxml looks up InclusiveNamespaces prefixes: the signer then canonicalizes
+    the answer in place instead of a parsed copy (see xmlsig._exc_c14n).
+    """
+    root = etree.fromstring(f"<saml2p:{name} {_RESPONSE_DECLARATIONS}/>")
+    for key, value in attributes.items():
+        root.set(key, value)
+    return root
+
+
 _REPEATED_ASSERTION_ID = "ID-standin-repeated-assertion"
 
 
@@ -178,15 +194,14 @@ class StandinNode:
         now = dt.datetime.now(dt.UTC)
         if failure is Failure.EXPIRED:
             now -= dt.timedelta(hours=1)
-        outer = etree.Element(
-            m.q("saml2p", "ArtifactResponse"),
+        outer = _answer_root(
+            "ArtifactResponse",
             {
                 "ID": m.new_id(),
                 "InResponseTo": request.get("ID", ""),
                 "IssueInstant": m.saml_time(now),
                 "Version": "2.0",
             },
-            nsmap=_RESPONSE_NSMAP,
         )
         etree.SubElement(outer, m.q("saml2", "Issuer")).text = self.settings.entity_id
         if issued is None or issued.expires < time.monotonic():
@@ -215,15 +230,14 @@ class StandinNode:
             self._check_sp_message(request, self.settings.base_url + LOGOUT_PATH)
         except (BadRequest, XmlError) as exc:
             return 500, m.soap_fault(str(exc))
-        response = etree.Element(
-            m.q("saml2p", "LogoutResponse"),
+        response = _answer_root(
+            "LogoutResponse",
             {
                 "ID": m.new_id(),
                 "InResponseTo": request.get("ID", ""),
                 "IssueInstant": m.saml_time(dt.datetime.now(dt.UTC)),
                 "Version": "2.0",
             },
-            nsmap=_RESPONSE_NSMAP,
         )
         etree.SubElement(response, m.q("saml2", "Issuer")).text = self.settings.entity_id
         code = STATUS_FAILURES.get(self.failure) if self.failure else None

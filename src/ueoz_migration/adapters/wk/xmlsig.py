@@ -157,14 +157,30 @@ def _ds(parent: etree._Element, name: str, **attributes: str) -> etree._Element:
 def _exc_c14n(element: etree._Element, inclusive_prefixes: list[str] | None) -> bytes:
     # lxml canonicalizes a subtree with every namespace in scope at it, as the
     # node set of a same-document reference would have it; comments never count.
-    if inclusive_prefixes:
-        # lxml passes libxml2 only the listed prefixes already interned in the
-        # document's dictionary, which a tree built in code may lack (so xmlns:ds
-        # would silently go missing). A parsed copy has every prefix it declares
-        # interned; tostring() keeps every namespace in scope at a subtree.
-        element = parse(etree.tostring(element))
-    return etree.tostring(
+    canonical = etree.tostring(
         element,
+        method="c14n",
+        exclusive=True,
+        with_comments=False,
+        inclusive_ns_prefixes=inclusive_prefixes,
+    )
+    if not inclusive_prefixes:
+        return canonical
+    # lxml passes libxml2 only the listed prefixes already interned in the document's
+    # dictionary, which a tree built in code may lack: xmlns:ds would silently go
+    # missing. The result stands only if every listed prefix is in scope here and
+    # declared on the apex (then all were passed on); otherwise canonicalize a parsed
+    # copy, which has every prefix it declares interned (tostring() keeps every
+    # namespace in scope at a subtree).
+    head = canonical[: canonical.index(b">")]
+    in_scope = element.nsmap
+    if all(
+        prefix in in_scope and f' xmlns:{prefix}="'.encode() in head
+        for prefix in inclusive_prefixes
+    ):
+        return canonical
+    return etree.tostring(
+        parse(etree.tostring(element)),
         method="c14n",
         exclusive=True,
         with_comments=False,
