@@ -44,6 +44,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         PERMANENT_SESSION_LIFETIME=SESSION_IDLE_LIFETIME,
         SESSION_REFRESH_EACH_REQUEST=True,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session does
+        # Every message a form shows is ours (forms.py) and translated by flask-babel; WTForms'
+        # own catalog would only be looked up, per field, on every form built.
+        WTF_I18N_ENABLED=False,
         BABEL_DEFAULT_LOCALE=DEFAULT_LANGUAGE,
         BABEL_TRANSLATION_DIRECTORIES=str(PACKAGE_DIR / "translations"),
         MAX_CONTENT_LENGTH=64 * 1024,

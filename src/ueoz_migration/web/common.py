@@ -6,8 +6,9 @@ from flask import current_app, session
 
 from ..bootstrap import Services
 from ..config import DomainSystem
+from ..db.engine import snapshot
 from ..db.models import Attempt
-from ..journey import Actor, AttemptNotFound
+from ..journey import Actor
 from .security import current_request_id
 
 ATTEMPT_KEY = "attempt_id"
@@ -27,11 +28,13 @@ def attempt_in_session() -> Attempt | None:
     attempt_id = session.get(ATTEMPT_KEY)
     if not attempt_id:
         return None
-    try:
-        return services().journey.get(attempt_id)
-    except AttemptNotFound:
+    # A read of a snapshot, like Journey.get, but without queueing behind SQLite's writers:
+    # the searching page asks for its state every few seconds.
+    with snapshot(services().sessions) as db:
+        attempt = db.get(Attempt, attempt_id)
+    if attempt is None:
         session.pop(ATTEMPT_KEY, None)
-        return None
+    return attempt
 
 
 def domain_system(system_id: str | None) -> DomainSystem | None:

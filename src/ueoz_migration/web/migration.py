@@ -17,6 +17,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from werkzeug.wrappers import Response
 
+from ..db.engine import snapshot
 from ..db.models import Attempt, EplozAccount
 from ..domain.privacy import mask_email
 from ..journey import AttemptNotFound, EventRefused
@@ -156,7 +157,7 @@ def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> st
 def _eploz_login(attempt: Attempt) -> str | None:
     if attempt.eploz_account_id is None:
         return None
-    with services().sessions() as db:
+    with snapshot(services().sessions) as db:
         account = db.get(EplozAccount, attempt.eploz_account_id)
         return account.login if account else None
 
