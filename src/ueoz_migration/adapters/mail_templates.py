@@ -27,9 +27,7 @@ class TemplateMailComposer:
         )
         self.helpdesk = {"helpdesk_phone": helpdesk_phone, "helpdesk_email": helpdesk_email}
 
-    def verification(
-        self, *, attempt: Attempt, link: str, expires_at: datetime
-    ) -> tuple[str, str]:
+    def verification(self, *, attempt: Attempt, link: str, expires_at: datetime) -> tuple[str, str]:
         language = attempt.language if attempt.language in SUBJECTS else "pl"
         template = self.environment.get_template(f"verification.{language}.txt")
         body = template.render(attempt=attempt, link=link, expires_at=expires_at, **self.helpdesk)
