@@ -191,6 +191,7 @@ class ServiceProvider:
         http_client: httpx.Client | None = None,
         *,
         step_timer: StepTimer | None = None,
+        step_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.settings = settings
         self._replay = replay_store
@@ -203,6 +204,7 @@ class ServiceProvider:
         self._decryption_key = key
         self._validator = ResponseValidator(settings)
         self._step_timer = step_timer
+        self._step_clock = step_clock
 
     # -- login -------------------------------------------------------------------
 
@@ -408,11 +410,11 @@ class ServiceProvider:
         if self._step_timer is None:
             yield
             return
-        started = time.perf_counter()
+        started = self._step_clock()
         try:
             yield
         finally:
-            self._step_timer(name, time.perf_counter() - started)
+            self._step_timer(name, self._step_clock() - started)
 
     def _soap(self, url: str, message: etree._Element) -> etree._Element:
         try:
