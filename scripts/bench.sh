@@ -17,7 +17,8 @@ run() {  # run NAME COMMAND…: keep the output, put its Markdown into the docs
 
 run core $py benchmarks/bench_core.py --database-url sqlite --database-url "$pg_url" \
   --transitions 1500 --processes 2 --rounds 3 --log-rows 100000
-run login $py benchmarks/bench_login.py --rounds 7
+# Logins per second per core: CPU time of the process, steadier than wall time on a shared machine.
+run login $py benchmarks/bench_login.py --rounds 7 --clock cpu
 run http-sqlite $py benchmarks/bench_http.py --database sqlite --markdown
 run http-postgresql $py benchmarks/bench_http.py --database postgresql --markdown
 echo "figures written to docs/performance.md (raw output in $out/)"
