@@ -123,18 +123,32 @@ class _SchemaResolver(etree.Resolver):
         return None
 
 
-# libxml2 finds a schema's imports through a loader that is global to the process: two
-# threads compiling at once may each miss the other's resolver, and the import that fails
-# is only a warning, so a thread would keep a schema without the eIDAS types and refuse
-# every login it serves. One compilation at a time.
+# libxml2 finds a schema's imports through a loader that is global to the process: while
+# other threads parse XML, a compilation may miss our resolver, and an import that fails is
+# only a warning, so a thread would keep a schema without the eIDAS types and refuse every
+# login it serves. Compile one at a time, and check the result before using it.
 _COMPILING = threading.Lock()
+_COMPILE_TRIES = 5
+_PROBES = (
+    b'<saml:AttributeValue xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion"'
+    b' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+    b' xmlns:eidas="http://eidas.europa.eu/attributes/naturalperson"'
+    b' xsi:type="eidas:PersonIdentifierType">PL/PL/87042712342</saml:AttributeValue>',
+    b'<xenc11:KeyDerivationMethod xmlns:xenc11="http://www.w3.org/2009/xmlenc11#"'
+    b' Algorithm="urn:probe"/>',
+)
 
 
 def _compile_schema() -> etree.XMLSchema:
-    parser = etree.XMLParser(no_network=True)
-    parser.resolvers.add(_SchemaResolver())
     with _COMPILING:
-        return etree.XMLSchema(etree.fromstring(_ROOT_XSD.encode(), parser))
+        for _ in range(_COMPILE_TRIES):
+            parser = etree.XMLParser(no_network=True)
+            parser.resolvers.add(_SchemaResolver())
+            schema = etree.XMLSchema(etree.fromstring(_ROOT_XSD.encode(), parser))
+            if all(schema.validate(etree.fromstring(probe)) for probe in _PROBES):
+                return schema
+            log.warning("the SAML schema compiled without the eIDAS types; compiling again")
+    raise RuntimeError("the SAML schema keeps compiling without the eIDAS types")
 
 
 class ResponseValidator:
