@@ -340,7 +340,7 @@ def test_a_refused_logout_is_reported(sp, browser, node):
     assert caught.value.reason == FailureReason.LOGOUT_FAILED
 
 
-def test_metadata_publishes_both_keys_the_acs_and_logout(sp):
+def test_metadata_publishes_both_keys_and_the_acs_and_no_logout_it_does_not_serve(sp):
     metadata = parse(sp.metadata_xml().encode())
 
     Verifier(sp.settings.sp_signing.cert_pem).verify(metadata)
@@ -349,7 +349,20 @@ def test_metadata_publishes_both_keys_the_acs_and_logout(sp):
     assert uses == {"signing", "encryption"}
     acs = descriptor.find("md:AssertionConsumerService", NS)
     assert (acs.get("Binding"), acs.get("Location")) == (m.BINDING_ARTIFACT, sp.settings.acs_url)
-    slo = descriptor.find("md:SingleLogoutService", NS)
-    assert slo.get("Location") == sp.settings.slo_url
+    assert descriptor.find("md:SingleLogoutService", NS) is None
+
+
+def test_metadata_publishes_a_configured_logout_endpoint(sp):
+    configured = dataclasses.replace(sp.settings, slo_url="https://ueoz.example/saml/logout")
+    provider = type(sp)(configured, MemoryReplayStore())
+
+    metadata = parse(provider.metadata_xml().encode())
+
+    slo = metadata.find("md:SPSSODescriptor/md:SingleLogoutService", NS)
+    assert (slo.get("Binding"), slo.get("Location")) == (
+        m.BINDING_SOAP,
+        "https://ueoz.example/saml/logout",
+    )
+    provider.close()
     assert metadata.get("entityID") == sp.settings.sp_entity_id
     assert etree.QName(metadata).localname == "EntityDescriptor"

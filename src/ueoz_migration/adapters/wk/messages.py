@@ -287,7 +287,8 @@ def sp_metadata(
         info = etree.SubElement(descriptor, q("ds", "KeyInfo"))
         data = etree.SubElement(info, q("ds", "X509Data"))
         etree.SubElement(data, q("ds", "X509Certificate")).text = cert_base64(pem)
-    etree.SubElement(sp, f"{{{md}}}SingleLogoutService", Binding=BINDING_SOAP, Location=slo_url)
+    if slo_url:
+        etree.SubElement(sp, f"{{{md}}}SingleLogoutService", Binding=BINDING_SOAP, Location=slo_url)
     etree.SubElement(sp, f"{{{md}}}NameIDFormat").text = NAMEID_UNSPECIFIED
     etree.SubElement(
         sp,

@@ -7,7 +7,7 @@ Every setting comes from one environment variable:
 |---|---|---|
 | `WK_SP_ENTITY_ID` | the service's entity id, registered with the node's operator | `{base_url}/saml/metadata` |
 | `WK_ACS_URL` | assertion consumer service (artifact binding) | `{base_url}/saml/acs` |
-| `WK_SLO_URL` | the service's logout endpoint, published in metadata | `{base_url}/saml/logout` |
+| `WK_SLO_URL` | a logout endpoint to publish in metadata, for logouts the node starts; the service does not serve one, so it stays empty unless something at that address answers the node's SOAP LogoutRequest (the service's own logout goes to the node over SOAP either way) | empty: none published |
 | `WK_NODE_URL` | base address of the node (`https://login.gov.pl`, `https://int.login.gov.pl`) | `http://127.0.0.1:5001` (the stand-in); required in production |
 | `WK_SSO_URL` | where the browser posts the AuthnRequest | `{WK_NODE_URL}/login/SingleSignOnService` |
 | `WK_ARTIFACT_RESOLUTION_URL` | SOAP ArtifactResolve endpoint | `{WK_NODE_URL}/login-services/idpArtifactResolutionService` |
@@ -129,7 +129,7 @@ class WkSettings:
         return cls(
             sp_entity_id=get("WK_SP_ENTITY_ID", f"{base_url}/saml/metadata") or "",
             acs_url=get("WK_ACS_URL", f"{base_url}/saml/acs") or "",
-            slo_url=get("WK_SLO_URL", f"{base_url}/saml/logout") or "",
+            slo_url=get("WK_SLO_URL", "") or "",
             sso_url=get("WK_SSO_URL", node_url + SSO_PATH) or "",
             artifact_resolution_url=get(
                 "WK_ARTIFACT_RESOLUTION_URL", node_url + ARTIFACT_RESOLUTION_PATH
