@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.factories import ANNA, HERMEGILDA, add_eploz_account, user
+from ueoz_migration.audit.replay import replay_log
 from ueoz_migration.db.models import (
     Attempt,
     OutboxMessage,
@@ -330,3 +331,54 @@ def test_a_returning_person_after_expiry_gets_a_new_attempt(services):
 
     assert again.id != attempt.id
     assert services.journey.get(attempt.id).state == "expired"
+
+
+def test_an_attempt_keeps_the_flow_version_it_started_on(services):
+    from ueoz_migration.flow import parse_flow
+    from ueoz_migration.journey import Journey
+
+    old = services.journey.start(ANNA, actor=user())
+    changed = services.flow.source.replace("description: Move", "description: (a later edit) Move")
+    later = Journey(
+        services.sessions,
+        flow=parse_flow(changed),
+        policy=services.policy,
+        audit_key=services.settings.audit_key,
+        mail=services.journey.mail,
+    )
+
+    later.fire(old.id, "cancel", actor=user())  # runs on the version it started on
+    new = later.start(HERMEGILDA, actor=user())
+
+    assert later.flow.version != services.flow.version
+    assert {row.flow_version for row in log_of(services, old.id)} == {services.flow.version}
+    assert {row.flow_version for row in log_of(services, new.id)} == {later.flow.version}
+    with services.sessions() as session:  # both replay, each against its own version
+        assert replay_log(session, [old.id, new.id]).ok
+
+
+def test_a_claim_lost_to_another_account_changes_nothing(services):
+    attempt = to_email_entry(services)
+    with services.sessions() as session, session.begin():
+        # Meanwhile the e-PLOZ account went to someone else's UEOZ account.
+        session.add(
+            UeozAccount(
+                pesel="97040117247",
+                pesel_hash="another-person",
+                given_names="X",
+                family_name="Y",
+                email="x@example.pl",
+                eploz_account_id=attempt.eploz_account_id,
+                created_at=attempt.created_at,
+            )
+        )
+
+    with pytest.raises(EventRefused) as refused:
+        submit(services, attempt.id)
+
+    assert refused.value.reason == "conflict"
+    assert services.journey.get(attempt.id).state == "email_entry"
+    assert count(services, UeozAccount) == 1
+    assert count(services, OutboxMessage) == 0
+    assert count(services, VerificationLink) == 0
+    assert log_of(services, attempt.id)[-1].outcome == "rejected"
