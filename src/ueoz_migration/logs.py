@@ -9,12 +9,14 @@ calls are made (:mod:`ueoz_migration.domain.privacy`).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
 import structlog
 
 from .config import Settings
+from .domain.privacy import mask_email, mask_pesel
 
 _HANDLER_NAME = "ueoz-migration"
 
@@ -29,6 +31,35 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, _value: Any) -> None:
         pass
+
+
+# A PESEL is eleven digits standing alone (event numbers are twelve, after "MIGRATION_").
+_PESEL = re.compile(r"(?<![\w])\d{11}(?![\w])")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def _mask_text(text: str) -> str:
+    text = _PESEL.sub(lambda match: mask_pesel(match.group()), text)
+    return _EMAIL.sub(lambda match: mask_email(match.group()), text)
+
+
+def _mask_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _mask_text(value)
+    if isinstance(value, dict):
+        return {key: _mask_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_mask_value(item) for item in value)
+    return value
+
+
+def redact_personal_data(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Mask any PESEL or e-mail address that reached a log line anyway.
+
+    The log calls already pass masked values (:mod:`ueoz_migration.domain.privacy`); this is
+    the net under them, for a library's message or an exception text quoting a value.
+    """
+    return {key: _mask_value(value) for key, value in event.items()}
 
 
 def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
@@ -60,7 +91,12 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            # Redact last, after exceptions were rendered into text.
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                redact_personal_data,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

@@ -51,3 +51,21 @@ def test_a_logged_exception_carries_no_local_variables(json_logs, capsys):
     (entry,) = lines(capsys)
     assert entry["exception"][0]["exc_type"] == "LookupError"
     assert pesel not in json.dumps(entry)
+
+
+def test_a_pesel_or_address_that_slips_into_a_log_line_is_masked(json_logs, capsys):
+    log = structlog.get_logger("ueoz_migration.web")
+    log.info("lookup", detail="PESEL 97040117247 for anna.nowak@csioz.pl")
+    logging.getLogger("sqlalchemy").error("duplicate key (pesel)=(97040117247)")
+    try:
+        raise ValueError("no account for 97040117247")
+    except ValueError:
+        log.exception("search.failed", event_number="MIGRATION_000000000042")
+
+    rendered = capsys.readouterr().out
+    assert "97040117247" not in rendered
+    assert "anna.nowak@csioz.pl" not in rendered
+    entries = [json.loads(line) for line in rendered.splitlines()]
+    assert entries[0]["detail"] == "PESEL ********247 for a***@csioz.pl"
+    assert entries[1]["event"] == "duplicate key (pesel)=(********247)"
+    assert entries[2]["event_number"] == "MIGRATION_000000000042"
