@@ -15,6 +15,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from ..bootstrap import Services
 from ..config import Settings
+from ..logs import configure_logging
 from ..resources import templates_dir
 from . import security
 from .i18n import DEFAULT_LANGUAGE, current_language
@@ -28,6 +29,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     """Build the web application for ``settings`` (default: from the environment)."""
     if services is None:
         services = Services(settings or Settings.from_env())
+        if settings is None:  # the process's entry point (gunicorn): its logs are ours
+            configure_logging(services.settings)
     settings = services.settings
     app = Flask(
         __name__,
