@@ -19,8 +19,11 @@ creates a throw-away database on that server, migrates it, and drops it at the e
   :func:`write_bulk_log`, which chains rows with the same code as the journey
   (``audit.chain.link_hash``) along paths of the flow's own transition table, with refused
   and rejected events among them; then ``replay_log`` and ``verify_chain`` read it all.
+  ``verify_chain`` runs twice a round: as the CLI does (split over as many processes as there
+  are CPUs) and in one process.
 
-Every figure is the median of ``--rounds`` rounds; a Markdown table goes to stdout.
+Every figure is the median of ``--rounds`` rounds. Only the Markdown table goes to stdout
+(``make bench`` puts it into docs/performance.md); progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from sqlalchemy import create_engine, insert, text
 
 from ueoz_migration.audit.chain import GENESIS, link_hash
 from ueoz_migration.audit.replay import replay_log
-from ueoz_migration.audit.verify import verify_chain
+from ueoz_migration.audit.verify import MAX_PROCESSES, PARALLEL_FROM, verify_chain
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.config import Settings
 from ueoz_migration.db.engine import make_engine, transaction
@@ -320,15 +323,22 @@ def _flush(services: Services, attempts: list[dict], rows: list[dict]) -> None:
     rows.clear()
 
 
-def bench_audit(services: Services) -> tuple[float, float, int]:
-    """Return (replay seconds, verify seconds, rows) over the whole log."""
+def bench_audit(services: Services) -> tuple[float, float, float]:
+    """Return the seconds of replay, verify (as the CLI runs it) and verify in one process."""
     with services.sessions() as session:
         replayed = replay_log(session)
     with services.sessions() as session:
         verified = verify_chain(session, services.settings.audit_key)
-    if not (replayed.ok and verified.ok):
-        raise SystemExit(f"the bulk log does not pass: {replayed.first} / {verified.first}")
-    return replayed.seconds, verified.seconds, verified.rows
+    with services.sessions() as session:
+        alone = verify_chain(session, services.settings.audit_key, processes=1)
+    for report in (replayed, verified, alone):
+        if not report.ok:
+            raise SystemExit(f"the bulk log does not pass {report.check}: {report.first}")
+    return replayed.seconds, verified.seconds, alone.seconds
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -379,10 +389,14 @@ def main(argv: list[str] | None = None) -> int:
                 if db.label == "PostgreSQL" and args.processes > 1:
                     configs.append(args.processes)
                 for processes in configs:
-                    rates = [
-                        bench_fire(db, folder, args.transitions, processes, round_ + processes * 3)
-                        for round_ in range(args.rounds)
-                    ]
+                    rates = []
+                    for round_ in range(args.rounds):
+                        rates.append(
+                            bench_fire(
+                                db, folder, args.transitions, processes, round_ + processes * 3
+                            )
+                        )
+                        progress(f"{db.label} fire, {processes} process(es): {rates[-1]:,.0f}/s")
                     table.append(
                         (
                             db.label,
@@ -398,21 +412,40 @@ def main(argv: list[str] | None = None) -> int:
                 db = prepare_database(spec, folder)
                 services = services_for(db.url, folder)
                 rows = write_bulk_log(services, args.log_rows)
-                replays, verifies = [], []
+                # As verify_chain splits the whole log by itself (PARALLEL_FROM and up).
+                split = min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
+                split = split if rows >= PARALLEL_FROM else 1
+                replays, verifies, alone = [], [], []
                 for _ in range(args.rounds):
-                    replay_s, verify_s, _ = bench_audit(services)
+                    replay_s, verify_s, alone_s = bench_audit(services)
                     replays.append(replay_s)
                     verifies.append(verify_s)
+                    alone.append(alone_s)
+                    progress(
+                        f"{db.label} replay {replay_s:.3f} s, verify {verify_s:.3f} s "
+                        f"({split} processes), {alone_s:.3f} s (1 process)"
+                    )
                 table.append((db.label, f"replay {rows:,} rows", "s", median(replays), replays))
-                table.append((db.label, f"verify {rows:,} rows", "s", median(verifies), verifies))
+                table.append(
+                    (
+                        db.label,
+                        f"verify {rows:,} rows, {split} processes",
+                        "s",
+                        median(verifies),
+                        verifies,
+                    )
+                )
+                table.append(
+                    (db.label, f"verify {rows:,} rows, 1 process", "s", median(alone), alone)
+                )
                 services.engine.dispose()
             finally:
                 db.drop()
 
     aims = {"transitions/s": 1000.0, "s": None}
-    print(
+    progress(
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"{args.rounds} rounds, median shown\n"
+        f"{args.rounds} rounds, median shown, load average {os.getloadavg()[0]:.2f}"
     )
     print("| database | measure | median | unit | rounds | aim | median / aim |")
     print("|---|---|---:|---|---|---:|---:|")
