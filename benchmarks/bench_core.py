@@ -19,8 +19,9 @@ creates a throw-away database on that server, migrates it, and drops it at the e
   :func:`write_bulk_log`, which chains rows with the same code as the journey
   (``audit.chain.link_hash``) along paths of the flow's own transition table, with refused
   and rejected events among them; then ``replay_log`` and ``verify_chain`` read it all.
-  ``verify_chain`` runs twice a round: as the CLI does (split over as many processes as there
-  are CPUs) and in one process.
+  ``verify_chain`` runs in one process and split over one process a CPU; the table marks the
+  split the CLI chooses (``default_processes``: one a CPU, half of them when the PostgreSQL
+  server runs on this machine too).
 
 Every figure is the median of ``--rounds`` rounds. Only the Markdown table goes to stdout
 (``make bench`` puts it into docs/performance.md); progress goes to stderr.
@@ -48,7 +49,7 @@ from sqlalchemy import create_engine, insert, text
 
 from ueoz_migration.audit.chain import GENESIS, link_hash
 from ueoz_migration.audit.replay import replay_log
-from ueoz_migration.audit.verify import MAX_PROCESSES, PARALLEL_FROM, verify_chain
+from ueoz_migration.audit.verify import MAX_PROCESSES, default_processes, verify_chain
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.config import Settings
 from ueoz_migration.db.engine import make_engine, transaction
@@ -323,18 +324,18 @@ def _flush(services: Services, attempts: list[dict], rows: list[dict]) -> None:
     rows.clear()
 
 
-def bench_audit(services: Services) -> tuple[float, float, float]:
-    """Return the seconds of replay, verify (as the CLI runs it) and verify in one process."""
+def bench_audit(services: Services, processes: list[int]) -> tuple[float, list[float]]:
+    """Return the seconds of replay, and of verify in each number of processes."""
     with services.sessions() as session:
         replayed = replay_log(session)
-    with services.sessions() as session:
-        verified = verify_chain(session, services.settings.audit_key)
-    with services.sessions() as session:
-        alone = verify_chain(session, services.settings.audit_key, processes=1)
-    for report in (replayed, verified, alone):
+    reports = [replayed]
+    for count in processes:
+        with services.sessions() as session:
+            reports.append(verify_chain(session, services.settings.audit_key, processes=count))
+    for report in reports:
         if not report.ok:
             raise SystemExit(f"the bulk log does not pass {report.check}: {report.first}")
-    return replayed.seconds, verified.seconds, alone.seconds
+    return replayed.seconds, [report.seconds for report in reports[1:]]
 
 
 def progress(message: str) -> None:
@@ -412,32 +413,26 @@ def main(argv: list[str] | None = None) -> int:
                 db = prepare_database(spec, folder)
                 services = services_for(db.url, folder)
                 rows = write_bulk_log(services, args.log_rows)
-                # As verify_chain splits the whole log by itself (PARALLEL_FROM and up).
-                split = min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
-                split = split if rows >= PARALLEL_FROM else 1
-                replays, verifies, alone = [], [], []
+                cli = default_processes(services.engine.url, rows)  # as the CLI verifies
+                counts = sorted({1, cli, min(len(os.sched_getaffinity(0)), MAX_PROCESSES)})
+                replays: list[float] = []
+                verifies: dict[int, list[float]] = {count: [] for count in counts}
                 for _ in range(args.rounds):
-                    replay_s, verify_s, alone_s = bench_audit(services)
+                    replay_s, verify_s = bench_audit(services, counts)
                     replays.append(replay_s)
-                    verifies.append(verify_s)
-                    alone.append(alone_s)
-                    progress(
-                        f"{db.label} replay {replay_s:.3f} s, verify {verify_s:.3f} s "
-                        f"({split} processes), {alone_s:.3f} s (1 process)"
+                    for count, seconds in zip(counts, verify_s, strict=True):
+                        verifies[count].append(seconds)
+                    shown = ", ".join(
+                        f"{seconds:.3f} s ({count} proc.)"
+                        for count, seconds in zip(counts, verify_s, strict=True)
                     )
+                    progress(f"{db.label} replay {replay_s:.3f} s, verify {shown}")
                 table.append((db.label, f"replay {rows:,} rows", "s", median(replays), replays))
-                table.append(
-                    (
-                        db.label,
-                        f"verify {rows:,} rows, {split} processes",
-                        "s",
-                        median(verifies),
-                        verifies,
-                    )
-                )
-                table.append(
-                    (db.label, f"verify {rows:,} rows, 1 process", "s", median(alone), alone)
-                )
+                for count in counts:
+                    measure = f"verify {rows:,} rows, {count} process(es)"
+                    if count == cli:
+                        measure += " (the CLI's choice)"
+                    table.append((db.label, measure, "s", median(verifies[count]), verifies[count]))
                 services.engine.dispose()
             finally:
                 db.drop()
