@@ -6,12 +6,19 @@ it in one pass and split over processes, and compares what each reports.
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from tests.factories import user
-from ueoz_migration.audit.verify import _split, verify_chain
+from ueoz_migration.audit.verify import (
+    MAX_PROCESSES,
+    PARALLEL_FROM,
+    _split,
+    default_processes,
+    verify_chain,
+)
 from ueoz_migration.domain.identity import Person
 
 
@@ -85,3 +92,16 @@ def test_problems_in_every_range_are_reported_in_the_order_of_attempts(services)
         *sorted([empty, ids[1]]),  # attempts with an empty log come last, in order
     ]
     assert split.first is not None and "tail was cut off" in split.first.problem
+
+
+def test_a_long_log_is_split_one_process_a_cpu_sharing_them_with_a_local_server():
+    cpus = min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
+    on_disk = make_url("sqlite:////var/lib/ueoz/ueoz.sqlite3")
+
+    assert default_processes(on_disk, PARALLEL_FROM - 1) == 1
+    assert default_processes(on_disk, PARALLEL_FROM) == cpus
+    assert default_processes(make_url("sqlite://"), PARALLEL_FROM) == 1  # children cannot see it
+    assert default_processes(make_url("postgresql://db.example/ueoz"), PARALLEL_FROM) == cpus
+    assert default_processes(make_url("postgresql://127.0.0.1/ueoz"), PARALLEL_FROM) == max(
+        cpus // 2, 1
+    )
