@@ -18,7 +18,7 @@ from ..config import Settings
 from ..logs import configure_logging
 from ..resources import templates_dir
 from . import security
-from .i18n import DEFAULT_LANGUAGE, current_language
+from .i18n import DEFAULT_LANGUAGE, PageCatalogs, current_language
 from .sessions import DatabaseSessionInterface
 
 SESSION_IDLE_LIFETIME = timedelta(minutes=30)
@@ -56,9 +56,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         PREFERRED_URL_SCHEME="https" if settings.production else "http",
     )
     app.extensions["ueoz.services"] = services
-    app.session_interface = DatabaseSessionInterface(app, services.sessions)
+    app.session_interface = DatabaseSessionInterface(app, services.engine)
     CSRFProtect(app)
     Babel(app, locale_selector=current_language)
+    PageCatalogs(PACKAGE_DIR / "translations").install(app)
 
     from . import auth, errors, migration, pages, verification
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from flask import current_app, session
+from sqlalchemy import bindparam, select
 
 from ..bootstrap import Services
 from ..config import DomainSystem
-from ..db.engine import snapshot
+from ..db.engine import READ_ONLY, snapshot
 from ..db.models import Attempt
 from ..journey import Actor
 from .security import current_request_id
@@ -35,6 +36,22 @@ def attempt_in_session() -> Attempt | None:
     if attempt is None:
         session.pop(ATTEMPT_KEY, None)
     return attempt
+
+
+def state_in_session() -> str | None:
+    """Return the state of the attempt this browser works on: one indexed read, no ORM object.
+
+    The searching page asks this every second or two while the search worker works.
+    """
+    attempt_id = session.get(ATTEMPT_KEY)
+    if not attempt_id:
+        return None
+    with services().engine.connect() as connection:
+        connection.execution_options(**{READ_ONLY: True})  # a snapshot, as in db.snapshot
+        return connection.execute(STATE, {"id": attempt_id}).scalar()
+
+
+STATE = select(Attempt.state).where(Attempt.id == bindparam("id"))
 
 
 def domain_system(system_id: str | None) -> DomainSystem | None:

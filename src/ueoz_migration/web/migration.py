@@ -21,7 +21,14 @@ from ..db.engine import snapshot
 from ..db.models import Attempt, EplozAccount
 from ..domain.privacy import mask_email
 from ..journey import AttemptNotFound, EventRefused
-from .common import ATTEMPT_KEY, attempt_in_session, return_url_for, services, user
+from .common import (
+    ATTEMPT_KEY,
+    attempt_in_session,
+    return_url_for,
+    services,
+    state_in_session,
+    user,
+)
 from .forms import EmailForm
 
 log = structlog.get_logger(__name__)
@@ -80,10 +87,10 @@ def show() -> Response | str:
 @blueprint.get("/migracja/status")
 def status() -> Response:
     """Tell the searching page's script which state the attempt is in (JSON)."""
-    attempt = attempt_in_session()
-    if attempt is None:
+    state = state_in_session()
+    if state is None:
         return jsonify(state=None), 404
-    return jsonify(state=attempt.state)
+    return jsonify(state=state)
 
 
 @blueprint.post("/migracja/<event>")
