@@ -118,7 +118,7 @@ def eploz_seed_demo(services: Services) -> None:
 @click.option(
     "--worker-id", "--workers-id", "worker_id", help="Name in the logs (default: random)."
 )
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between passes.")
+@click.option("--interval", default=0.2, show_default=True, help="Seconds between idle looks.")
 @click.pass_obj
 def worker(services: Services, once: bool, worker_id: str | None, interval: float) -> None:
     """Run the search worker: find each new attempt's e-PLOZ account."""
@@ -341,7 +341,7 @@ def diagram(services: Services, fmt: str, output: str | None) -> None:
 
 @main.command("mail-sender")
 @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between passes.")
+@click.option("--interval", default=0.2, show_default=True, help="Seconds between idle looks.")
 @click.pass_obj
 def mail_sender(services: Services, once: bool, interval: float) -> None:
     """Deliver the outbox's e-mail (SMTP, or the Maildir on the embedded default)."""

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .adapters.eploz import Directory, TableDirectory
 from .bootstrap import Services
-from .db.engine import transaction
+from .db.engine import snapshot, transaction
 from .db.models import Attempt
 from .domain.codes import EventCode
 from .domain.matching import MatchOutcome, match_account
@@ -45,6 +45,21 @@ log = structlog.get_logger(__name__)
 SEARCHING = "searching"
 # Beyond the search's own timeout, the time a worker may need to record the outcome.
 LEASE_MARGIN = timedelta(seconds=30)
+# How often an idle worker looks for new attempts. The person watches the searching screen
+# meanwhile, so it is short; a look is one read of ix_attempts_searching (see has_due).
+POLL_INTERVAL = 0.2
+
+
+# What :meth:`SearchWorker.has_due` asks: is any attempt due whose lease is free?
+DUE = (
+    select(Attempt.id)
+    .where(Attempt.state == SEARCHING)
+    .where(Attempt.search_due_at <= bindparam("now"))
+    .where(
+        or_(Attempt.search_lease_until.is_(None), Attempt.search_lease_until <= bindparam("now"))
+    )
+    .limit(1)
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,18 @@ class SearchWorker:
                 break
             self.process(claim, report)
         return report
+
+    def has_due(self) -> bool:
+        """Say whether a search is due now and free to take; a read, without any lock.
+
+        The same conditions as :meth:`claim`, read from a snapshot: an idle worker that
+        looks five times a second never queues for SQLite's write lock (``claim``'s
+        transaction takes it) nor locks a row on PostgreSQL. A true answer may be stale;
+        the claim decides.
+        """
+        now = self.clock()
+        with snapshot(self.sessions) as session:
+            return session.execute(DUE, {"now": now}).first() is not None
 
     def claim(self) -> Claim | None:
         """Take the lease of one due attempt whose lease is free, or return None."""
@@ -250,10 +277,13 @@ class SearchWorker:
         self,
         stop: threading.Event,
         *,
-        poll_interval: float = 1.0,
+        poll_interval: float = POLL_INTERVAL,
         expire_interval: float = 60.0,
     ) -> None:
-        """Search until ``stop`` is set; sweep expired attempts every ``expire_interval``."""
+        """Search until ``stop`` is set, looking every ``poll_interval`` seconds when idle.
+
+        Sweeps expired attempts every ``expire_interval`` seconds.
+        """
         self.log.info("worker.started")
         next_sweep = 0.0
         while not stop.is_set():
@@ -264,7 +294,7 @@ class SearchWorker:
                     if expired:
                         self.log.info("worker.expired_attempts", count=expired)
                     next_sweep = monotonic + expire_interval
-                report = self.run_once(stop=stop)
+                report = self.run_once(stop=stop) if self.has_due() else RunReport()
                 if report.searched:
                     self.log.info(
                         "worker.pass",

@@ -5,7 +5,11 @@
   if (!main || !main.dataset.statusUrl) { return; }
   var url = main.dataset.statusUrl;
   var shown = main.dataset.state;
-  var delay = 2000;
+  // Most searches end within a second: ask soon, then less and less often (the status
+  // answer is one indexed read, but a search that takes minutes need not be asked twice a
+  // second).
+  var delay = 500;
+  var longest = 2000;
 
   function poll() {
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
@@ -15,6 +19,7 @@
           window.location.reload();
           return;
         }
+        delay = Math.min(delay * 1.5, longest);
         window.setTimeout(poll, delay);
       })
       .catch(function () {
