@@ -10,6 +10,7 @@ import click
 
 from .bootstrap import Services
 from .config import ConfigError
+from .db.engine import snapshot
 from .logs import configure_logging
 
 
@@ -169,7 +170,7 @@ def _attempt_scope(services: Services, reference: str | None, all_: bool) -> lis
         raise click.UsageError("give either an attempt (id or MIGRATION_ number) or --all")
     if all_ or reference is None:
         return None
-    with services.sessions() as session:
+    with snapshot(services.sessions) as session:
         attempt = find_attempt(session, reference)
     if attempt is None:
         raise click.ClickException(f"no attempt has the id or event number {reference!r}")
@@ -204,7 +205,7 @@ def audit_verify(services: Services, reference: str | None, all_: bool) -> None:
 
     with _database(services):
         scope = _attempt_scope(services, reference, all_)
-        with services.sessions() as session:
+        with snapshot(services.sessions) as session:
             report = verify_chain(session, services.settings.audit_key, scope)
     _print_report(report)
 
@@ -221,7 +222,7 @@ def audit_replay(services: Services, reference: str | None, all_: bool) -> None:
         raise click.UsageError("name an attempt (its id or MIGRATION_ number) or give --all")
     with _database(services):
         scope = _attempt_scope(services, reference, all_)
-        with services.sessions() as session:
+        with snapshot(services.sessions) as session:
             report = replay_log(session, scope)
     _print_report(report)
 
@@ -233,7 +234,7 @@ def audit_show(services: Services, reference: str) -> None:
     """Print one attempt's log as a table."""
     from .audit.log import find_attempt, log_table, read_log
 
-    with _database(services), services.sessions() as session:
+    with _database(services), snapshot(services.sessions) as session:
         attempt = find_attempt(session, reference)
         if attempt is None:
             raise click.ClickException(f"no attempt has the id or event number {reference!r}")
@@ -261,7 +262,7 @@ def audit_export(services: Services, reference: str | None, output: str | None) 
 
     with _database(services):
         scope = _attempt_scope(services, reference, False)
-        with services.sessions() as session:
+        with snapshot(services.sessions) as session:
             if output is None:
                 export_log(session, sys.stdout, scope)
                 return

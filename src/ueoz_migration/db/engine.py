@@ -69,11 +69,16 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
 
 @contextmanager
 def snapshot(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """Read a consistent snapshot; on SQLite without queueing behind writers for their lock.
+    """Read one consistent snapshot; on SQLite without queueing behind writers for their lock.
 
     Only for reads: a write in it would have to upgrade the lock and may fail at once with
     "database is locked" instead of waiting. PostgreSQL reads the same either way.
     """
     with sessions() as session:
-        session.connection(execution_options={READ_ONLY: True})
+        options: dict[str, object] = {READ_ONLY: True}
+        if session.get_bind().dialect.name == "postgresql":
+            # One snapshot for every statement, as SQLite's WAL reader gets: an auditor's
+            # pass must not see a transition's log row without its attempt, or the reverse.
+            options["isolation_level"] = "REPEATABLE READ"
+        session.connection(execution_options=options)
         yield session
