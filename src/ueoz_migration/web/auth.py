@@ -27,7 +27,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from werkzeug.wrappers import Response
 
 from ..adapters.wk import FailureReason, LoginFailed, ServiceProvider, WkSettings
@@ -201,16 +201,15 @@ def _consume(relay_state: str) -> PendingLogin | None:
         return None
     now = datetime.now(UTC)
     with transaction(services().sessions) as db:
-        used = db.execute(
+        # One statement marks it used and hands it back (SQLite ≥ 3.35 and PostgreSQL).
+        return db.scalars(
             update(PendingLogin)
             .where(PendingLogin.relay_state == relay_state)
             .where(PendingLogin.consumed_at.is_(None))
             .where(PendingLogin.expires_at > now)
             .values(consumed_at=now)
-        )
-        if used.rowcount != 1:
-            return None
-        return db.scalar(select(PendingLogin).where(PendingLogin.relay_state == relay_state))
+            .returning(PendingLogin)
+        ).one_or_none()
 
 
 def _failure_page(kind: str) -> tuple[str, int]:
