@@ -57,7 +57,15 @@ import httpx
 from stdnum.pl import pesel as pesel_number
 
 from ueoz_migration.config import Settings
-from ueoz_migration.devstack import Child, Stack, answers, cli, plan
+from ueoz_migration.devstack import (
+    GUNICORN_THREADS,
+    GUNICORN_WORKERS,
+    Child,
+    Stack,
+    answers,
+    cli,
+    plan,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 AIM_PER_SECOND = 50
@@ -517,7 +525,8 @@ def table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(
             "---" if i == 0 else "---:" for i in range(len(header))) + "|"]  # fmt: skip
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        # "<token>" would read as an HTML tag; the escape keeps it text.
+        lines += ["| " + " | ".join(row).replace("<", "\\<") + " |" for row in rows]
         return "\n".join(lines)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     render = lambda row: "  ".join(  # noqa: E731
@@ -569,7 +578,9 @@ def measure(args, stack, children, web, node, people, mail, instance, logs) -> N
     began = time.monotonic()
     for user in users:
         user.start()
+    print(f"{args.users} virtual users started; {args.warmup:.0f} s warm-up", file=sys.stderr)
     time.sleep(args.warmup)
+    print(f"measuring for {args.duration:.0f} s", file=sys.stderr)
     window_start = time.monotonic()
     cpu_start, log_start = cpu_seconds(roots), access_log.stat().st_size
     while time.monotonic() < window_start + args.duration:
@@ -598,17 +609,22 @@ def measure(args, stack, children, web, node, people, mail, instance, logs) -> N
     server = server_times(access_log, log_start, log_end)
     rate = len(completed) / window
 
+    # Standard output carries the report only (with --markdown, nothing but Markdown: make
+    # bench puts it into docs/performance.md as it is); progress goes to standard error.
     md = args.markdown
-    print()
+    if not md:
+        print()
     print(
         f"{args.database}: {args.users} virtual users, {window:.1f} s measured after "
         f"{window_start - began:.0f} s warm-up; gunicorn {args.gunicorn_workers} workers × "
         f"{args.gunicorn_threads} threads (gthread); {args.search_workers} search worker(s) and "
-        f"the mail sender polling every {args.poll_interval} s; status polled every "
-        f"{args.status_interval} s"
+        f"the mail sender looking every {args.poll_interval} s when idle; status asked every "
+        f"{args.status_interval} s."
     )
+    if md:
+        print()
     print(
-        f"{machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)"
+        f"{machine()}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)."
     )
     print()
     print(
@@ -669,13 +685,16 @@ def measure(args, stack, children, web, node, people, mail, instance, logs) -> N
     print(table(["process", "CPU s", "cores busy", "CPU ms per migration"], cpu_rows, md))
     if errors:
         print()
+        print("Failed migrations:")
+        print()
         kinds: dict[str, int] = defaultdict(int)
         for _, page, reason in errors:
             kinds[f"{page}: {reason}"] += 1
         for kind, count in sorted(kinds.items(), key=lambda item: -item[1])[:10]:
-            print(f"- {count} × {kind}")
+            print(f"- {count} × {kind}".replace("<", "\\<") if md else f"- {count} × {kind}")
     if any(statuses.values()):
-        print(f"server errors (5xx): {dict((k, v) for k, v in statuses.items() if v)}")
+        print()
+        print(f"Server errors (5xx): {dict((k, v) for k, v in statuses.items() if v)}.")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -699,12 +718,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds not counted first")
     parser.add_argument("--people", type=int, default=6000, help="e-PLOZ people to generate")
-    parser.add_argument("--gunicorn-workers", type=int, default=2)
-    parser.add_argument("--gunicorn-threads", type=int, default=4)
+    parser.add_argument("--gunicorn-workers", type=int, default=GUNICORN_WORKERS)
+    parser.add_argument("--gunicorn-threads", type=int, default=GUNICORN_THREADS)
     parser.add_argument("--search-workers", type=int, default=1)
     parser.add_argument(
-        "--poll-interval", type=float, default=1.0,
-        help="seconds between passes of the search worker and the mail sender (their default)",
+        "--poll-interval", type=float, default=0.2,
+        help="seconds between idle looks of the search worker and the mail sender (their default)",
     )  # fmt: skip
     parser.add_argument("--status-interval", type=float, default=0.25)
     parser.add_argument("--step-timeout", type=float, default=60.0)

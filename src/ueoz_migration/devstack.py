@@ -42,6 +42,10 @@ STOP_TIMEOUT = 10.0
 
 PR_SET_PDEATHSIG = 1
 
+#: The web service's shape: gunicorn worker processes, and threads in each.
+GUNICORN_WORKERS = 3
+GUNICORN_THREADS = 2
+
 
 class DevStackError(RuntimeError):
     """The stack cannot start; the message says why and what to change."""
@@ -97,10 +101,14 @@ def plan(settings: Settings) -> list[Child]:
         "STANDIN_BASE_URL": settings.standin_url,
         "PUBLIC_BASE_URL": settings.base_url,
     }
+    # 3 processes x 2 threads: of 1x8, 2x4 and 3x2, the one that used the least CPU per
+    # complete migration in every round of benchmarks/bench_http.py (docs/performance.md);
+    # probably because fewer threads contend for each process's GIL.
     gunicorn = [
         sys.executable, "-m", "gunicorn",
         "--bind", f"{web_host}:{web_port}",
-        "--workers", "1", "--worker-class", "gthread", "--threads", "8",
+        "--workers", str(GUNICORN_WORKERS), "--worker-class", "gthread",
+        "--threads", str(GUNICORN_THREADS),
         "--graceful-timeout", "5",
         # One control socket per home directory would make two stacks on a machine collide.
         "--no-control-socket",
