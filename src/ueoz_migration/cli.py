@@ -123,7 +123,8 @@ def eploz_seed_demo(services: Services) -> None:
 @click.pass_obj
 def worker(services: Services, once: bool, worker_id: str | None, interval: float) -> None:
     """Run the search worker: find each new attempt's e-PLOZ account."""
-    from .search import SearchWorker, stop_on_signals
+    from .search import SearchWorker
+    from .signals import stop_on_signals
 
     search = SearchWorker(services, worker_id=worker_id)
     try:
@@ -346,7 +347,8 @@ def diagram(services: Services, fmt: str, output: str | None) -> None:
 @click.pass_obj
 def mail_sender(services: Services, once: bool, interval: float) -> None:
     """Deliver the outbox's e-mail (SMTP, or the Maildir on the embedded default)."""
-    from .adapters.mail import OutboxSender, stop_on_signals
+    from .adapters.mail import OutboxSender
+    from .signals import stop_on_signals
 
     try:
         sender = OutboxSender.from_settings(services.settings, services.sessions)

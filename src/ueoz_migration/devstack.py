@@ -28,12 +28,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .config import Settings
+from .signals import stop_on_signals
 
 #: How long the web service and the node get to answer before the stack gives up.
 STARTUP_TIMEOUT = 60.0
@@ -172,21 +173,6 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-@contextmanager
-def stop_requested() -> Iterator[threading.Event]:
-    """Yield an event set by Ctrl-C (SIGINT) or SIGTERM, instead of raising mid-step."""
-    stop = threading.Event()
-    previous = {
-        number: signal.signal(number, lambda *_: stop.set())
-        for number in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield stop
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 class Stack:
     """Runs the children, watches them, and stops them all together."""
 
@@ -274,7 +260,7 @@ def run_stack(settings: Settings, out: Callable[[str], None] | None = None) -> i
             "the Maildir) and never with APP_ENV=production; see docs/operations.md."
         )
     check_ports_free(settings)
-    with stop_requested() as stop:
+    with stop_on_signals() as stop:
         prepare(settings, say)
         if stop.is_set():
             return 0

@@ -18,12 +18,10 @@ Any number of workers, in any number of processes and machines, share the attemp
 from __future__ import annotations
 
 import queue
-import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -308,18 +306,3 @@ class SearchWorker:
                 self.log.error("worker.database_error", error=type(error).__name__)
             stop.wait(poll_interval)
         self.log.info("worker.stopped")
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """Yield an event that SIGTERM or SIGINT sets: the worker finishes its search and stops."""
-    stop = threading.Event()
-    previous = {
-        number: signal.signal(number, lambda *_: stop.set())
-        for number in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield stop
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)

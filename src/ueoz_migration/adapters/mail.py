@@ -22,12 +22,10 @@ from __future__ import annotations
 import mailbox
 import random
 import re
-import signal
 import smtplib
 import ssl
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -434,21 +432,6 @@ class OutboxSender:
         log.info("mail.sender_stopped")
 
 
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """Yield an event that SIGTERM or SIGINT sets, so a loop can finish its message and stop."""
-    stop = threading.Event()
-    previous = {
-        number: signal.signal(number, lambda *_: stop.set())
-        for number in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield stop
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 __all__ = [
     "DeliveredMail",
     "DeliveryError",
@@ -457,7 +440,6 @@ __all__ = [
     "SendReport",
     "SmtpTransport",
     "maildir_messages",
-    "stop_on_signals",
     "transport_for",
     "without_addresses",
 ]
