@@ -40,6 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+OUTBOX_ID = re.compile(r"<outbox-(\d+)\.")
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
@@ -71,7 +72,9 @@ class Stack:
             message = BytesParser(policy=policy.default).parsebytes(box.get_bytes(key))
             if message["To"] and address in message["To"]:
                 found.append(message)
-        return sorted(found, key=lambda message: message["Date"].datetime)
+        # In the order the service wrote them: the Message-ID carries the outbox row's id
+        # (two messages sent within a second share their Date).
+        return sorted(found, key=lambda message: int(OUTBOX_ID.search(message["Message-ID"])[1]))
 
     def wait_for_link(self, address: str, count: int = 1, timeout: float = 20) -> str:
         """Wait until ``count`` e-mails reached ``address``; return the newest one's link."""
