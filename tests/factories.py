@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 
+from sqlalchemy import func, select
+
 from ueoz_migration.db.engine import transaction
-from ueoz_migration.db.models import EplozAccount
+from ueoz_migration.db.models import EplozAccount, OutboxMessage, TransitionLogEntry
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.journey import Actor
 
@@ -34,3 +37,30 @@ def add_eploz_account(services, **fields) -> int:
         session.add(account)
         session.flush()
         return account.id
+
+
+def log_of(services, attempt_id) -> list[TransitionLogEntry]:
+    """The attempt's transition log, in order."""
+    with services.sessions() as session:
+        return session.scalars(
+            select(TransitionLogEntry)
+            .where(TransitionLogEntry.attempt_id == attempt_id)
+            .order_by(TransitionLogEntry.seq)
+        ).all()
+
+
+def count(services, model, *where) -> int:
+    """How many rows of ``model`` there are (that match ``where``)."""
+    with services.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def link_token(services, attempt_id) -> str:
+    """Read the link out of the newest e-mail in the outbox, as the person would."""
+    with services.sessions() as session:
+        body = session.scalars(
+            select(OutboxMessage.body)
+            .where(OutboxMessage.attempt_id == attempt_id)
+            .order_by(OutboxMessage.id.desc())
+        ).first()
+    return re.search(r"/weryfikacja/(\S+)", body).group(1)

@@ -9,41 +9,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from tests.factories import ANNA, HERMEGILDA, add_eploz_account, user
+from tests.factories import ANNA, HERMEGILDA, add_eploz_account, count, link_token, log_of, user
 from ueoz_migration.audit.replay import replay_log
 from ueoz_migration.db.models import (
     Attempt,
     OutboxMessage,
-    TransitionLogEntry,
     UeozAccount,
     VerificationLink,
 )
 from ueoz_migration.journey import EventRefused
-
-
-def log_of(services, attempt_id):
-    with services.sessions() as session:
-        return session.scalars(
-            select(TransitionLogEntry)
-            .where(TransitionLogEntry.attempt_id == attempt_id)
-            .order_by(TransitionLogEntry.seq)
-        ).all()
-
-
-def count(services, model, *where):
-    with services.sessions() as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def link_token(services, attempt_id):
-    """Read the link out of the newest e-mail in the outbox, as the person would."""
-    with services.sessions() as session:
-        body = session.scalars(
-            select(OutboxMessage.body)
-            .where(OutboxMessage.attempt_id == attempt_id)
-            .order_by(OutboxMessage.id.desc())
-        ).first()
-    return re.search(r"/weryfikacja/(\S+)", body).group(1)
 
 
 def to_email_entry(services, person=ANNA):

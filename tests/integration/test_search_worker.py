@@ -13,30 +13,20 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from tests.conftest import TEST_KEY, make_settings
-from tests.factories import ANNA, HERMEGILDA, add_eploz_account, user
+from tests.factories import ANNA, HERMEGILDA, add_eploz_account, log_of, user
 from ueoz_migration.adapters.eploz import DirectoryUnavailable, TableDirectory
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.db.engine import transaction
-from ueoz_migration.db.models import Attempt, TransitionLogEntry, UeozAccount
+from ueoz_migration.db.models import Attempt, UeozAccount
 from ueoz_migration.demo import DEMO_PEOPLE, seed_demo
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
 from ueoz_migration.search import SearchWorker
 
 EVENT_NUMBER = re.compile(r"MIGRATION_\d{12}")
-
-
-def log_of(services, attempt_id):
-    with services.sessions() as session:
-        return session.scalars(
-            select(TransitionLogEntry)
-            .where(TransitionLogEntry.attempt_id == attempt_id)
-            .order_by(TransitionLogEntry.seq)
-        ).all()
 
 
 def start(services, person=ANNA):

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import html
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from tests.factories import HERMEGILDA
+from tests.factories import HERMEGILDA, count
 from ueoz_migration.db.models import OutboxMessage, TransitionLogEntry, UeozAccount
-
-
-def count(services, model, *where):
-    with services.sessions() as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
 def text_of(response):

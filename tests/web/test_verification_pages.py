@@ -8,20 +8,10 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from tests.factories import link_token
 from ueoz_migration.db.engine import transaction
-from ueoz_migration.db.models import OutboxMessage, UeozAccount, VerificationLink
+from ueoz_migration.db.models import UeozAccount, VerificationLink
 from ueoz_migration.journey import utcnow
-
-
-def link_token(services, attempt_id):
-    """Read the link out of the newest e-mail in the outbox, as the person would."""
-    with services.sessions() as session:
-        body = session.scalars(
-            select(OutboxMessage.body)
-            .where(OutboxMessage.attempt_id == attempt_id)
-            .order_by(OutboxMessage.id.desc())
-        ).first()
-    return re.search(r"/weryfikacja/(\S+)", body).group(1)
 
 
 def text_of(response):
