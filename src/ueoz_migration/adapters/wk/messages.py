@@ -78,9 +78,17 @@ def text_of(element: etree._Element | None) -> str:
     return (element.text or "").strip()
 
 
-def _saml_root(prefix: str, name: str, **attrs: str) -> etree._Element:
-    nsmap = {p: NS[p] for p in ("saml2", "saml2p", "ds")}
-    return etree.Element(q(prefix, name), attrs, nsmap=nsmap)
+def _saml_root(
+    prefix: str, name: str, prefixes: tuple[str, ...] = ("saml2", "saml2p", "ds"), **attrs: str
+) -> etree._Element:
+    # Parsed rather than built, so that its prefixes sit in the document's dictionary
+    # where lxml looks up InclusiveNamespaces prefixes: the signer then canonicalizes
+    # the message in place instead of a parsed copy (see xmlsig._exc_c14n).
+    declarations = " ".join(f'xmlns:{p}="{NS[p]}"' for p in prefixes)
+    root = etree.fromstring(f"<{prefix}:{name} {declarations}/>")
+    for key, value in attrs.items():
+        root.set(key, value)
+    return root
 
 
 def _issuer(parent: etree._Element, issuer: str) -> None:
@@ -97,18 +105,17 @@ def authn_request(
     loa_uri: str,
 ) -> etree._Element:
     """Build the unsigned AuthnRequest of the profile."""
-    root = etree.Element(
-        q("saml2p", "AuthnRequest"),
-        {
-            "AssertionConsumerServiceURL": acs_url,
-            "Destination": destination,
-            "ForceAuthn": "true",
-            "ID": request_id,
-            "IssueInstant": saml_time(issued_at),
-            "ProtocolBinding": BINDING_ARTIFACT,
-            "Version": "2.0",
-        },
-        nsmap={p: NS[p] for p in ("saml2", "saml2p", "ds", "eidas")},
+    root = _saml_root(
+        "saml2p",
+        "AuthnRequest",
+        ("saml2", "saml2p", "ds", "eidas"),
+        AssertionConsumerServiceURL=acs_url,
+        Destination=destination,
+        ForceAuthn="true",
+        ID=request_id,
+        IssueInstant=saml_time(issued_at),
+        ProtocolBinding=BINDING_ARTIFACT,
+        Version="2.0",
     )
     _issuer(root, issuer)
     extensions = etree.SubElement(root, q("saml2p", "Extensions"))

@@ -31,12 +31,14 @@ Which check is done where, for one login:
 
 python3-saml's own code runs unchanged, with helpers swapped into the globals of this
 module's copies of its Response methods: the schema above, its XPath expressions
-compiled once per thread instead of on every query, and that one signature. The
-helpers are bound to these copies only; python3-saml is left untouched for anyone else.
+compiled once per thread instead of on every query, its instants read once per text
+(`_parse_saml_time`), and that one signature. The helpers are bound to these copies
+only; python3-saml is left untouched for anyone else.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import types
@@ -151,6 +153,13 @@ def _compile_schema() -> etree.XMLSchema:
     raise RuntimeError("the SAML schema keeps compiling without the eIDAS types")
 
 
+# python3-saml reads each instant with strptime, trying the format without fractions
+# first: two strptime calls for every instant of the node, which writes milliseconds.
+# A pure function of the text, so its results are remembered; the few instants of one
+# login repeat (IssueInstant, NotBefore, NotOnOrAfter), and errors are not cached.
+_parse_saml_time = functools.lru_cache(maxsize=256)(OneLogin_Saml2_Utils.parse_SAML_to_time)
+
+
 class ResponseValidator:
     """python3-saml's checks of a node Response, set up once per service provider."""
 
@@ -179,7 +188,10 @@ class ResponseValidator:
             "OneLogin_Saml2_Utils": type(
                 "_NodeUtils",
                 (OneLogin_Saml2_Utils,),
-                {"validate_sign": staticmethod(self._validate_sign)},
+                {
+                    "validate_sign": staticmethod(self._validate_sign),
+                    "parse_SAML_to_time": staticmethod(_parse_saml_time),
+                },
             ),
         }
         # Every plain method (is_valid and the queries it calls); the two decorated

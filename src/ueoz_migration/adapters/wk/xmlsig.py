@@ -12,7 +12,9 @@ ID, a reference to a different element, a transform that selects something else.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+from xml.sax.saxutils import escape
 
 import xmlsec
 from cryptography import x509
@@ -113,28 +115,21 @@ class Signer:
         prefixes = inclusive_prefixes.split() if inclusive_prefixes else None
         digest = hashlib.sha256(_exc_c14n(element, prefixes)).digest()
 
-        # The layout (newlines included) is the one libxmlsec1's templates produce.
-        signature = etree.Element(DS_SIGNATURE, nsmap={"ds": NS["ds"]})
-        signature.text = "\n"
-        signed_info = _ds(signature, "SignedInfo")
-        _ds(signed_info, "CanonicalizationMethod", Algorithm=EXC_C14N)
-        _ds(signed_info, "SignatureMethod", Algorithm=ECDSA_SHA256)
-        reference = _ds(signed_info, "Reference", URI=f"#{element_id}")
-        transforms = _ds(reference, "Transforms")
-        _ds(transforms, "Transform", Algorithm=ENVELOPED)
-        c14n = _ds(transforms, "Transform", Algorithm=EXC_C14N)
-        if inclusive_prefixes:
-            c14n.text = "\n"
-            etree.SubElement(
-                c14n, f"{{{EXC_C14N}}}InclusiveNamespaces", nsmap={None: EXC_C14N}
-            ).set("PrefixList", inclusive_prefixes)
-            c14n[-1].tail = "\n"
-        _ds(reference, "DigestMethod", Algorithm=SHA256)
-        _ds(reference, "DigestValue").text = base64.b64encode(digest).decode("ascii")
-        value = _ds(signature, "SignatureValue")
-        x509_data = _ds(_ds(signature, "KeyInfo"), "X509Data")
-        _ds(x509_data, "X509Certificate").text = self._cert_b64
-
+        # The layout (newlines included) is the one libxmlsec1's templates produce;
+        # parsed from text, which costs a quarter of building it node by node.
+        signature = etree.fromstring(
+            _SIGNATURE_TEMPLATE.format(
+                uri=escape(f"#{element_id}", {'"': "&quot;"}),
+                c14n=(
+                    _INCLUSIVE_TEMPLATE.format(prefixes=escape(inclusive_prefixes))
+                    if inclusive_prefixes
+                    else "/>"
+                ),
+                digest=base64.b64encode(digest).decode("ascii"),
+                cert=self._cert_b64,
+            )
+        )
+        signed_info, value = signature[0], signature[1]
         issuer = element.find(_ISSUER)
         element.insert(0 if issuer is None else element.index(issuer) + 1, signature)
         # SignedInfo is canonicalized where it sits, with the namespaces in scope there.
@@ -145,13 +140,30 @@ class Signer:
         return element
 
 
-def _ds(parent: etree._Element, name: str, **attributes: str) -> etree._Element:
-    """Append a ds: child, followed by a newline as libxmlsec1's templates do."""
-    child = etree.SubElement(parent, f"{{{NS['ds']}}}{name}", attributes)
-    if len(parent) == 1 and parent.text is None:
-        parent.text = "\n"
-    child.tail = "\n"
-    return child
+_SIGNATURE_TEMPLATE = f"""\
+<ds:Signature xmlns:ds="{NS["ds"]}">
+<ds:SignedInfo>
+<ds:CanonicalizationMethod Algorithm="{EXC_C14N}"/>
+<ds:SignatureMethod Algorithm="{ECDSA_SHA256}"/>
+<ds:Reference URI="{{uri}}">
+<ds:Transforms>
+<ds:Transform Algorithm="{ENVELOPED}"/>
+<ds:Transform Algorithm="{EXC_C14N}"{{c14n}}
+</ds:Transforms>
+<ds:DigestMethod Algorithm="{SHA256}"/>
+<ds:DigestValue>{{digest}}</ds:DigestValue>
+</ds:Reference>
+</ds:SignedInfo>
+<ds:SignatureValue/>
+<ds:KeyInfo>
+<ds:X509Data>
+<ds:X509Certificate>{{cert}}</ds:X509Certificate>
+</ds:X509Data>
+</ds:KeyInfo>
+</ds:Signature>"""
+_INCLUSIVE_TEMPLATE = f""">
+<InclusiveNamespaces xmlns="{EXC_C14N}" PrefixList="{{prefixes}}"/>
+</ds:Transform>"""
 
 
 def _exc_c14n(element: etree._Element, inclusive_prefixes: list[str] | None) -> bytes:
@@ -168,14 +180,14 @@ def _exc_c14n(element: etree._Element, inclusive_prefixes: list[str] | None) -> 
         return canonical
     # lxml passes libxml2 only the listed prefixes already interned in the document's
     # dictionary, which a tree built in code may lack: xmlns:ds would silently go
-    # missing. The result stands only if every listed prefix is in scope here and
-    # declared on the apex (then all were passed on); otherwise canonicalize a parsed
-    # copy, which has every prefix it declares interned (tostring() keeps every
-    # namespace in scope at a subtree).
+    # missing. The result stands only if every listed prefix in scope here is
+    # declared on the apex (then all were passed on; one not in scope is output by
+    # neither way); otherwise canonicalize a parsed copy, which has every prefix it
+    # declares interned (tostring() keeps every namespace in scope at a subtree).
     head = canonical[: canonical.index(b">")]
     in_scope = element.nsmap
     if all(
-        prefix in in_scope and f' xmlns:{prefix}="'.encode() in head
+        prefix not in in_scope or f' xmlns:{prefix}="'.encode() in head
         for prefix in inclusive_prefixes
     ):
         return canonical
@@ -228,6 +240,31 @@ class Verifier:
             raise SignatureError("the signature does not verify") from None
 
 
+def select(element: etree._Element, path: str) -> list[etree._Element]:
+    """Return what `element.findall(path, NS)` returns, for a path of child steps.
+
+    Such as "saml2:Subject/saml2:NameID": the same elements in the same order, at half
+    the cost (lxml sorts the namespace map into a cache key on every findall).
+    """
+    nodes = [element]
+    for tag in _child_steps(path):
+        nodes = [child for node in nodes for child in node if child.tag == tag]
+    return nodes
+
+
+@functools.cache
+def _child_steps(path: str) -> tuple[str, ...]:
+    steps = []
+    for step in path.split("/"):
+        prefix, colon, local = step.partition(":")
+        if not colon:
+            prefix, local = "", step
+        if not local or any(c in local for c in "*[]@.{}:") or (colon and prefix not in NS):
+            raise ValueError(f"not a path of child steps: {path!r}")
+        steps.append(f"{{{NS[prefix]}}}{local}" if colon else local)
+    return tuple(steps)
+
+
 def has_signature(element: etree._Element) -> bool:
     """Tell whether `element` carries its own enveloped signature."""
     return any(child.tag == DS_SIGNATURE for child in element)
@@ -235,7 +272,7 @@ def has_signature(element: etree._Element) -> bool:
 
 def _check_shape(signature: etree._Element, element_id: str) -> None:
     def one(path: str) -> etree._Element:
-        found = signature.findall(path, NS)
+        found = select(signature, path)
         if len(found) != 1:
             raise SignatureError(f"expected one {path}, found {len(found)}")
         return found[0]
@@ -251,7 +288,7 @@ def _check_shape(signature: etree._Element, element_id: str) -> None:
         raise SignatureError("digest method is not sha256")
     transforms = [
         t.get("Algorithm")
-        for t in signature.findall("ds:SignedInfo/ds:Reference/ds:Transforms/ds:Transform", NS)
+        for t in select(signature, "ds:SignedInfo/ds:Reference/ds:Transforms/ds:Transform")
     ]
     if transforms not in ([ENVELOPED, EXC_C14N], [ENVELOPED]):
         raise SignatureError(f"unexpected transforms {transforms}")
