@@ -23,7 +23,15 @@ from lxml import etree
 from ..adapters.wk import messages as m
 from ..adapters.wk.ecdh import encrypt_assertion
 from ..adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH, SSO_PATH
-from ..adapters.wk.xmlsig import NS, SignatureError, Signer, Verifier, XmlError, parse
+from ..adapters.wk.xmlsig import (
+    NS,
+    SignatureError,
+    Signer,
+    Verifier,
+    XmlError,
+    parse,
+    select_one,
+)
 from .settings import STATUS_FAILURES, Failure, StandinSettings
 
 # The node declares every namespace on the outermost SAML element; so does the stand-in.
@@ -122,7 +130,9 @@ class StandinNode:
             raise BadRequest("AssertionConsumerServiceURL is not the registered ACS")
         if request.get("ProtocolBinding") != m.BINDING_ARTIFACT:
             raise BadRequest("only the HTTP-Artifact binding is supported")
-        loa = m.text_of(request.find("saml2p:RequestedAuthnContext/saml2:AuthnContextClassRef", NS))
+        loa = m.text_of(
+            select_one(request, "saml2p:RequestedAuthnContext/saml2:AuthnContextClassRef")
+        )
         if loa not in m.LOA_ORDER:
             raise BadRequest("RequestedAuthnContext must name an eIDAS LoA")
         login = PendingLogin(request.get("ID", ""), relay_state, loa, failure)
@@ -181,7 +191,7 @@ class StandinNode:
             self._check_sp_message(request, self.settings.base_url + ARTIFACT_RESOLUTION_PATH)
         except (BadRequest, XmlError) as exc:
             return 500, m.soap_fault(str(exc))
-        artifact = m.text_of(request.find("saml2p:Artifact", NS))
+        artifact = m.text_of(select_one(request, "saml2p:Artifact"))
         with self._lock:
             issued = self._artifacts.pop(artifact, None)
         failure = issued.failure if issued is not None else self.failure
@@ -216,7 +226,7 @@ class StandinNode:
             # An attacker's own assertion: anyone can encrypt to the service's key.
             forged = Person("Mallory", "Podrobiona", "44051401458", "1944-05-14")
             forged_assertion = self._assertion(issued, forged, now, failure=None)
-            old = response.find("saml2:EncryptedAssertion", NS)
+            old = select_one(response, "saml2:EncryptedAssertion")
             response.replace(old, self._encrypt(forged_assertion, failure=None))
         self._signer.sign(outer)
         return 200, m.soap_envelope(outer)
@@ -354,7 +364,7 @@ class StandinNode:
             self._sp.verify(message)
         except SignatureError as exc:
             raise BadRequest(f"the service's signature: {exc}") from None
-        if m.text_of(message.find("saml2:Issuer", NS)) != self.settings.sp_entity_id:
+        if m.text_of(select_one(message, "saml2:Issuer")) != self.settings.sp_entity_id:
             raise BadRequest("the issuer is not the registered service")
         if message.get("Destination") not in (None, destination):
             raise BadRequest(f"Destination is not {destination}")

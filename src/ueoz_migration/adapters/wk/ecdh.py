@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.keywrap import (
 )
 from lxml import etree
 
-from .xmlsig import NS, SHA256, select
+from .xmlsig import NS, SHA256, select, select_one
 
 AES128_GCM = "http://www.w3.org/2009/xmlenc11#aes128-gcm"
 AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
@@ -67,9 +67,9 @@ def decrypt_assertion(
     content_algorithm = _one(data, "xenc:EncryptionMethod").get("Algorithm")
     if content_algorithm not in (AES128_GCM, AES256_GCM):
         raise DecryptionError(f"unsupported content encryption {content_algorithm}")
-    encrypted_keys = data.findall(
-        "ds:KeyInfo/xenc:EncryptedKey", NS
-    ) or encrypted_assertion.findall("xenc:EncryptedKey", NS)
+    encrypted_keys = select(data, "ds:KeyInfo/xenc:EncryptedKey") or select(
+        encrypted_assertion, "xenc:EncryptedKey"
+    )
     if len(encrypted_keys) != 1:
         raise DecryptionError(f"expected one EncryptedKey, found {len(encrypted_keys)}")
     agreement = _read_agreement(encrypted_keys[0])
@@ -180,7 +180,7 @@ def _read_agreement(encrypted_key: etree._Element) -> _Agreement:
     if derivation.get("Algorithm") != CONCAT_KDF:
         raise DecryptionError(f"unsupported key derivation {derivation.get('Algorithm')}")
     params = _one(derivation, "xenc11:ConcatKDFParams")
-    digest = params.find("ds:DigestMethod", NS)
+    digest = select_one(params, "ds:DigestMethod")
     if digest is None or digest.get("Algorithm") != SHA256:
         raise DecryptionError("ConcatKDF digest is not sha256")
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from .keys import cert_base64
-from .xmlsig import NS, XmlError
+from .xmlsig import NS, XmlError, select, select_one
 
 SAML2 = NS["saml2"]
 SAML2P = NS["saml2p"]
@@ -193,10 +193,10 @@ def status(parent: etree._Element, code: str, message: str | None = None) -> etr
 def status_codes(parent: etree._Element) -> list[str]:
     """Return the status codes of a message, top level first, nested ones after."""
     codes = []
-    node = parent.find("saml2p:Status/saml2p:StatusCode", NS)
+    node = select_one(parent, "saml2p:Status/saml2p:StatusCode")
     while node is not None:
         codes.append(node.get("Value", ""))
-        node = node.find("saml2p:StatusCode", NS)
+        node = select_one(node, "saml2p:StatusCode")
     if not codes:
         raise XmlError("message without a status")
     return codes
@@ -224,7 +224,7 @@ def soap_body(envelope: etree._Element) -> etree._Element:
     """Return the single element in a SOAP envelope's Body."""
     if envelope.tag != q("soap", "Envelope"):
         raise XmlError("not a SOAP 1.1 envelope")
-    bodies = envelope.findall("soap:Body", NS)
+    bodies = select(envelope, "soap:Body")
     if len(bodies) != 1:
         raise XmlError("a SOAP envelope needs exactly one Body")
     children = [child for child in bodies[0] if isinstance(child.tag, str)]

@@ -33,13 +33,14 @@ from .settings import WkSettings
 from .validation import ResponseValidator
 from .xmlsig import (
     DS_SIGNATURE,
-    NS,
     SignatureError,
     Signer,
     Verifier,
     XmlError,
     has_signature,
     parse,
+    select,
+    select_one,
 )
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ class ServiceProvider:
                 raise LoginFailed(FailureReason.MALFORMED, "unencrypted assertion in the message")
             self._check_signed_message(artifact_response, resolve_id, now)
             outer_codes = m.status_codes(artifact_response)
-            responses = artifact_response.findall("saml2p:Response", NS)
+            responses = select(artifact_response, "saml2p:Response")
             if len(responses) > 1:
                 raise LoginFailed(FailureReason.MALFORMED, "more than one Response")
             if not responses:
@@ -288,7 +289,7 @@ class ServiceProvider:
                 raise self._status_failure(outer_codes)
 
         with self._step("decrypt"):
-            encrypted = response.findall("saml2:EncryptedAssertion", NS)
+            encrypted = select(response, "saml2:EncryptedAssertion")
             if len(encrypted) != 1:
                 raise LoginFailed(FailureReason.MALFORMED, "expected one EncryptedAssertion")
             try:
@@ -309,7 +310,7 @@ class ServiceProvider:
             document = copy.deepcopy(response)
             decrypted_document = copy.deepcopy(document)
             decrypted_document.replace(
-                decrypted_document.find("saml2:EncryptedAssertion", NS), assertion
+                select_one(decrypted_document, "saml2:EncryptedAssertion"), assertion
             )
             try:
                 self._validator.validate(
@@ -329,7 +330,7 @@ class ServiceProvider:
 
         with self._step("identity"):
             identity = self._identity(assertion)
-            not_after = assertion.find("saml2:Conditions", NS)
+            not_after = select_one(assertion, "saml2:Conditions")
             expires = (
                 m.parse_time(not_after.get("NotOnOrAfter"))
                 if not_after is not None and not_after.get("NotOnOrAfter")
@@ -453,7 +454,7 @@ class ServiceProvider:
         self._verify(message)
         if message.get("Version") != "2.0":
             raise LoginFailed(FailureReason.MALFORMED, "not SAML 2.0")
-        issuer = m.text_of(message.find("saml2:Issuer", NS))
+        issuer = m.text_of(select_one(message, "saml2:Issuer"))
         if issuer != self.settings.node_entity_id:
             raise LoginFailed(FailureReason.MISMATCH, f"issuer {issuer!r}")
         if message.get("InResponseTo") != in_response_to:
@@ -474,8 +475,8 @@ class ServiceProvider:
     ) -> FailureReason:
         if error.code == SamlError.WRONG_SUBJECTCONFIRMATION:
             # python3-saml says the same for a stale confirmation as for a wrong one.
-            data = assertion.find(
-                "saml2:Subject/saml2:SubjectConfirmation/saml2:SubjectConfirmationData", NS
+            data = select_one(
+                assertion, "saml2:Subject/saml2:SubjectConfirmation/saml2:SubjectConfirmationData"
             )
             not_after = data.get("NotOnOrAfter") if data is not None else None
             if not_after and m.parse_time(not_after) <= now:
@@ -484,11 +485,11 @@ class ServiceProvider:
 
     def _identity(self, assertion: etree._Element) -> Identity:
         values: dict[str, str] = {}
-        for attribute in assertion.iterfind("saml2:AttributeStatement/saml2:Attribute", NS):
+        for attribute in select(assertion, "saml2:AttributeStatement/saml2:Attribute"):
             name = attribute.get("Name", "")
             if not name.startswith(m.NATURAL_PERSON):
                 continue
-            found = attribute.findall("saml2:AttributeValue", NS)
+            found = select(attribute, "saml2:AttributeValue")
             if len(found) != 1:
                 raise LoginFailed(FailureReason.MALFORMED, f"{name} must have one value")
             values[name.removeprefix(m.NATURAL_PERSON)] = m.text_of(found[0])
@@ -504,13 +505,15 @@ class ServiceProvider:
         except StdnumError:
             raise LoginFailed(FailureReason.INVALID_PESEL, "PersonIdentifier") from None
 
-        name_id = m.text_of(assertion.find("saml2:Subject/saml2:NameID", NS))
-        statement = assertion.find("saml2:AuthnStatement", NS)
+        name_id = m.text_of(select_one(assertion, "saml2:Subject/saml2:NameID"))
+        statement = select_one(assertion, "saml2:AuthnStatement")
         session_index = statement.get("SessionIndex", "") if statement is not None else ""
         if not name_id or not session_index:
             raise LoginFailed(FailureReason.MALFORMED, "NameID and SessionIndex are needed")
         loa = m.text_of(
-            assertion.find("saml2:AuthnStatement/saml2:AuthnContext/saml2:AuthnContextClassRef", NS)
+            select_one(
+                assertion, "saml2:AuthnStatement/saml2:AuthnContext/saml2:AuthnContextClassRef"
+            )
         )
         if m.LOA_ORDER.get(loa, -1) < m.LOA_ORDER[self.settings.loa_uri]:
             raise LoginFailed(FailureReason.INSUFFICIENT_LOA, loa or "no LoA")

@@ -31,15 +31,18 @@ Which check is done where, for one login:
 
 python3-saml's own code runs unchanged, with helpers swapped into the globals of this
 module's copies of its Response methods: the schema above, its XPath expressions
-compiled once per thread instead of on every query, its instants read once per text
-(`_parse_saml_time`), and that one signature. The helpers are bound to these copies
-only; python3-saml is left untouched for anyone else.
+compiled once per thread instead of on every query, its instants read without
+strptime where they have the usual shape (`_parse_saml_time`), and that one
+signature. The helpers are bound to these copies only; python3-saml is left untouched
+for anyone else.
 """
 
 from __future__ import annotations
 
-import functools
+import calendar
+import datetime
 import logging
+import re
 import threading
 import types
 from pathlib import Path
@@ -154,10 +157,24 @@ def _compile_schema() -> etree.XMLSchema:
 
 
 # python3-saml reads each instant with strptime, trying the format without fractions
-# first: two strptime calls for every instant of the node, which writes milliseconds.
-# A pure function of the text, so its results are remembered; the few instants of one
-# login repeat (IssueInstant, NotBefore, NotOnOrAfter), and errors are not cached.
-_parse_saml_time = functools.lru_cache(maxsize=256)(OneLogin_Saml2_Utils.parse_SAML_to_time)
+# first: two strptime calls (~40 µs) for every instant of the node, which writes
+# milliseconds. The usual shapes are read directly to the same result; anything else,
+# or a field out of range, goes to python3-saml's own function.
+_SAML_INSTANT = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.\d{1,6})?Z", re.ASCII)
+
+
+def _parse_saml_time(timestr):
+    # Same contract as OneLogin_Saml2_Utils.parse_SAML_to_time: whole seconds since
+    # the epoch, the fraction ignored.
+    match = _SAML_INSTANT.fullmatch(timestr) if isinstance(timestr, str) else None
+    if match:
+        try:
+            moment = datetime.datetime(*(int(field) for field in match.groups()))
+        except ValueError:
+            pass
+        else:
+            return calendar.timegm(moment.utctimetuple())
+    return OneLogin_Saml2_Utils.parse_SAML_to_time(timestr)
 
 
 class ResponseValidator:

@@ -252,6 +252,12 @@ def select(element: etree._Element, path: str) -> list[etree._Element]:
     return nodes
 
 
+def select_one(element: etree._Element, path: str) -> etree._Element | None:
+    """Return what `element.find(path, NS)` returns, for a path of child steps."""
+    found = select(element, path)
+    return found[0] if found else None
+
+
 @functools.cache
 def _child_steps(path: str) -> tuple[str, ...]:
     steps = []
