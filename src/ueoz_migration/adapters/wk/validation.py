@@ -54,7 +54,7 @@ from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants
 from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
-from onelogin.saml2.utils import OneLogin_Saml2_Utils
+from onelogin.saml2.utils import OneLogin_Saml2_Utils, return_false_on_exception
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from .settings import WkSettings
@@ -177,6 +177,24 @@ def _parse_saml_time(timestr):
     return OneLogin_Saml2_Utils.parse_SAML_to_time(timestr)
 
 
+_EXCEPT_FALSE = return_false_on_exception(lambda: None).__code__
+
+
+def _with_helpers(function: types.FunctionType, helpers: dict) -> types.FunctionType:
+    decorated = function.__closure__ is not None
+    if decorated and function.__code__ is not _EXCEPT_FALSE:
+        raise RuntimeError(f"python3-saml's {function.__name__} has an unknown decorator")
+    inner = function.__wrapped__ if decorated else function
+    copy = types.FunctionType(
+        inner.__code__,
+        {**inner.__globals__, **helpers},
+        inner.__name__,
+        inner.__defaults__,
+        inner.__closure__,
+    )
+    return return_false_on_exception(copy) if decorated else copy
+
+
 class ResponseValidator:
     """python3-saml's checks of a node Response, set up once per service provider."""
 
@@ -211,23 +229,15 @@ class ResponseValidator:
                 },
             ),
         }
-        # Every plain method (is_valid and the queries it calls); the two decorated
-        # ones keep python3-saml's helpers but call the copies through self.
+        # Every method but the constructor (is_valid and what it calls) is copied with
+        # these helpers; the two decorated ones are copied inside and decorated again.
         self._response_class = type(
             "_CheckedNodeResponse",
             (_NodeResponse,),
             {
-                name: types.FunctionType(
-                    function.__code__,
-                    {**function.__globals__, **helpers},
-                    function.__name__,
-                    function.__defaults__,
-                    function.__closure__,
-                )
+                name: _with_helpers(function, helpers)
                 for name, function in vars(OneLogin_Saml2_Response).items()
-                if isinstance(function, types.FunctionType)
-                and function.__closure__ is None
-                and name != "__init__"
+                if isinstance(function, types.FunctionType) and name != "__init__"
             },
         )
 
