@@ -33,7 +33,7 @@ from statemachine import StateChart
 from statemachine.exceptions import TransitionNotAllowed
 
 from .audit.chain import GENESIS, link_hash
-from .db.engine import transaction
+from .db.engine import snapshot, transaction
 from .db.models import Attempt, FlowVersion, TransitionLogEntry, UeozAccount, VerificationLink
 from .domain.identity import Person
 from .domain.privacy import mask_pesel, pesel_hash
@@ -283,9 +283,9 @@ class Journey:
             raise
         if attempt.state in flow.finals:
             self._machines.discard(flow)
-        attempt.updated_at = now
-        if attempt.state not in flow.finals:
+        else:
             attempt.expires_at = now + self.policy.attempt_ttl
+        attempt.updated_at = now
         minted = attempt.event_number != number_before
         self._append(
             session, attempt, event, source, "applied", actor, now, context.notes, minted=minted
@@ -329,19 +329,19 @@ class Journey:
     # -- looking things up ----------------------------------------------------------------
 
     def get(self, attempt_id: str) -> Attempt:
-        with self.sessions() as session:
+        with snapshot(self.sessions) as session:
             attempt = session.get(Attempt, attempt_id)
             if attempt is None:
                 raise AttemptNotFound(attempt_id)
             return attempt
 
     def allowed_events(self, attempt: Attempt) -> list[str]:
-        with self.sessions() as session:
+        with snapshot(self.sessions) as session:
             return self.flow_for(session, attempt.flow_version).allowed_events(attempt.state)
 
     def attempt_for_link(self, token: str) -> str:
         """Return the id of the attempt a verification link belongs to."""
-        with self.sessions() as session:
+        with snapshot(self.sessions) as session:
             attempt_id = session.scalar(
                 select(VerificationLink.attempt_id).where(
                     VerificationLink.token_hash == token_hash(token)
@@ -354,7 +354,7 @@ class Journey:
     def expire_stale(self, *, limit: int = 500) -> int:
         """End the open attempts that were left alone past their time; return how many."""
         now = self.clock()
-        with self.sessions() as session:
+        with snapshot(self.sessions) as session:
             stale = session.scalars(
                 select(Attempt.id)
                 .where(Attempt.open_pesel_key.is_not(None))
@@ -381,7 +381,7 @@ class Journey:
     # -- internals ------------------------------------------------------------------------
 
     def _open_attempt(self, key: str) -> Attempt | None:
-        with self.sessions() as session:
+        with snapshot(self.sessions) as session:
             return session.scalars(
                 select(Attempt).where(Attempt.open_pesel_key == key)
             ).one_or_none()
