@@ -9,6 +9,13 @@ transport, verifies both signatures, decrypts the ECDH-ES assertion, has python3
 validate the Response, and reads the identity. Prints a Markdown table of the median
 time per login of each step over the rounds, and the logins per second.
 
+Two rates come out. *Per core for the service* counts the service's work only: the complete
+login minus the stand-in's two timed parts (verifying the AuthnRequest and issuing the
+artifact; building, signing and encrypting the answer). In production those run on the
+national node's machines, not on ours. The stand-in's web layer inside the SOAP round trip
+(Flask, the WSGI transport) is not timed apart and stays counted against the service, so
+the figure errs low. *Both sides in one process* is the complete login as timed.
+
 `--clock cpu` counts this process's CPU time instead of elapsed time: on a shared,
 loaded machine the elapsed time mostly measures the other tenants.
 """
@@ -102,7 +109,8 @@ def main() -> None:
         for i in range(20):  # warm up: schema compilation, imports, caches
             login(i)
         per_step: dict[str, list[float]] = collections.defaultdict(list)
-        rates = []
+        rates: list[float] = []
+        service_rates: list[float] = []
         for _ in range(args.rounds):
             spent.clear()
             started = clock()
@@ -110,6 +118,9 @@ def main() -> None:
                 login(i)
             elapsed = clock() - started
             rates.append(args.logins / elapsed)
+            service = elapsed - spent["standin_artifact"] - spent["standin_answer"]
+            service_rates.append(args.logins / service)
+            per_step["service"].append(service / args.logins)
             per_step["total"].append(elapsed / args.logins)
             for step, _label in STEPS:
                 per_step[step].append(spent[step] / args.logins)
@@ -126,9 +137,16 @@ def main() -> None:
         value = statistics.median(per_step[step])
         print(f"| {label} | {value * 1000:.3f} | {value / total:.0%} |")
     print(f"| **complete login** | **{total * 1000:.3f}** | 100% |")
+    service = statistics.median(per_step["service"])
     print(
-        f"\n**{statistics.median(rates):.0f} logins/s** (median of rounds; "
-        f"min {min(rates):.0f}, max {max(rates):.0f})"
+        "| the service's work (complete login minus the stand-in's parts) "
+        f"| {service * 1000:.3f} | {service / total:.0%} |"
+    )
+    print(
+        f"\n**{statistics.median(service_rates):.0f} logins/s per core for the service** "
+        f"(median of rounds; min {min(service_rates):.0f}, max {max(service_rates):.0f}); "
+        f"{statistics.median(rates):.0f} logins/s with both sides in one process "
+        f"(min {min(rates):.0f}, max {max(rates):.0f})"
     )
 
 
