@@ -15,6 +15,12 @@ creates a throw-away database on that server, migrates it, and drops it at the e
   transaction with its log row. With ``--processes N`` (N > 1, PostgreSQL only) N processes
   fire at once, each on its own attempts; the figure is all their transitions over the wall
   time.
+- *floor*: what the fixed parts cost alone, with none of our behaviours and no ORM: per
+  transition, one SQLAlchemy Core transaction (lock and read the attempt, update its state
+  and chain head, insert its chained log row) and one ``send`` of python-statemachine on a
+  machine of the flow whose behaviours do nothing (``submit`` and ``change_email`` in
+  turn). No transition of ours can be cheaper than this; it bounds what the aim asks of
+  the design, whichever way the states are written.
 - *replay* and *verify*: a log of ``--log-rows`` rows is written in bulk by
   :func:`write_bulk_log`, which chains rows with the same code as the journey
   (``audit.chain.link_hash``) along paths of the flow's own transition table, with refused
@@ -45,7 +51,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, insert, select, text, update
 
 from ueoz_migration.audit.chain import GENESIS, link_hash
 from ueoz_migration.audit.replay import replay_log
@@ -59,6 +65,7 @@ from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
 from ueoz_migration.flow import Flow
 from ueoz_migration.journey import Actor
+from ueoz_migration.states import AttemptModel, StateBehaviour
 
 AUDIT_KEY = "bench-audit-key-0123456789abcdef"
 FIRE_PATH = (
@@ -189,6 +196,72 @@ def bench_fire(db: Database, folder: Path, transitions: int, processes: int, rou
         ]
         seconds = [result.get() for result in results]
     return transitions * processes / max(seconds)
+
+
+# -- floor: the fixed libraries alone ---------------------------------------------------------
+
+
+def no_op_machine(flow: Flow):  # type: ignore[no-untyped-def]
+    """A machine of the flow whose every behaviour does nothing, and its model."""
+    names = set(dir(AttemptModel)) - set(dir(StateBehaviour))
+    model_class = type(
+        "NoOpModel",
+        (),
+        {name: lambda self, *args, **kwargs: None for name in names if not name.startswith("_")},
+    )
+    model = model_class()
+    model.state = None
+    return flow.machine_class(model=model), model
+
+
+def floor_worker(url: str, folder: str, transitions: int) -> float:
+    """Run ``transitions`` bare persisted transitions; return the seconds they took."""
+    quiet_logs()
+    services = services_for(url, Path(folder))
+    actor = Actor("user", "bench")
+    attempt_id = services.journey.start(person(99, 1), actor=actor).id
+    machine, model = no_op_machine(services.flow)
+    attempts, log = Attempt.__table__, TransitionLogEntry.__table__
+    key, version = services.settings.audit_key, services.flow.version
+    events = (("email_entry", "submit"), ("awaiting_verification", "change_email"))
+    started = time.perf_counter()
+    for n in range(transitions):
+        source, event = events[n % 2]
+        model.state = source
+        machine.send(event)
+        now = datetime.now(UTC)
+        with services.engine.begin() as connection:
+            row = connection.execute(
+                select(attempts.c.log_seq, attempts.c.log_head, attempts.c.pesel_hash)
+                .where(attempts.c.id == attempt_id)
+                .with_for_update()
+            ).one()
+            fields = {
+                "attempt_id": attempt_id,
+                "seq": row.log_seq + 1,
+                "at": now,
+                "event": event,
+                "source": source,
+                "target": model.state,
+                "outcome": "applied",
+                "actor": "user",
+                "request_id": "bench",
+                "flow_version": version,
+                "event_number": None,
+                "event_code": None,
+                "pesel_hash": row.pesel_hash,
+                "detail": "",
+            }
+            digest = link_hash(key, row.log_head, fields)
+            connection.execute(
+                update(attempts)
+                .where(attempts.c.id == attempt_id)
+                .values(state=model.state, log_seq=fields["seq"], log_head=digest, updated_at=now)
+            )
+            connection.execute(insert(log), {**fields, "prev_hash": row.log_head, "hash": digest})
+    seconds = time.perf_counter() - started
+    services.engine.dispose()
+    return seconds
 
 
 # -- replay and verify over a bulk-written log -------------------------------------------------
@@ -407,6 +480,21 @@ def main(argv: list[str] | None = None) -> int:
                             rates,
                         )
                     )
+                rates = []
+                for _ in range(args.rounds):
+                    rates.append(
+                        args.transitions / floor_worker(db.url, str(folder), args.transitions)
+                    )
+                    progress(f"{db.label} floor, 1 process: {rates[-1]:,.0f}/s")
+                table.append(
+                    (
+                        db.label,
+                        "floor: Core + python-statemachine alone, 1 process",
+                        "transitions/s",
+                        median(rates),
+                        rates,
+                    )
+                )
                 services.engine.dispose()
                 # The audit figures run on a database of their own, holding only the bulk log.
                 db.drop()
