@@ -21,4 +21,6 @@ run core $py benchmarks/bench_core.py --database-url sqlite --database-url "$pg_
 run login $py benchmarks/bench_login.py --rounds 7 --clock cpu
 run http-sqlite $py benchmarks/bench_http.py --database sqlite --markdown
 run http-postgresql $py benchmarks/bench_http.py --database postgresql --markdown
+# The same load on a web app that does nothing: the most the machine gives this design.
+run http-floor $py benchmarks/bench_http_floor.py --markdown
 echo "figures written to docs/performance.md (raw output in $out/)"
