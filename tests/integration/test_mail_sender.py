@@ -361,8 +361,9 @@ def test_the_sender_loop_delivers_and_stops_cleanly_on_sigterm(services, setting
         sender.send_signal(signal.SIGTERM)
         output, _ = sender.communicate(timeout=20)
     finally:
-        sender.kill()
-        sender.wait()
+        if sender.poll() is None:  # it did not stop: end it, and close its pipe too
+            sender.kill()
+            sender.communicate()
 
     assert sender.returncode == 0, output
     assert "mail.sender_stopped" in output
