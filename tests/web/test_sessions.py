@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
 from ueoz_migration.db.models import WebSession
-from ueoz_migration.web import SESSION_IDLE_LIFETIME
+from ueoz_migration.web import SESSION_IDLE_LIFETIME, migration
 from ueoz_migration.web.sessions import REFRESH_AFTER
 
 
@@ -55,5 +57,67 @@ def test_a_changed_session_is_written_at_once(browser, start_attempt, services):
     browser.get("/migracja/status")
 
     browser.language("en")  # changes the session, well within the minute
+
+    assert "Searching for your account" in browser.text("/migracja")
+
+
+def while_a_poll_holds_the_session(app, monkeypatch, cookie: str, action: Callable[[], None]):
+    """Run ``action`` after a status poll has read the session and before it answers.
+
+    The poll is due to refresh the session (its expiry is over a minute old), so it writes
+    when it ends: the moment a stale copy could overwrite what ``action`` did.
+    """
+    read, done = threading.Event(), threading.Event()
+    real = migration.state_in_session
+
+    def held() -> str | None:
+        state = real()
+        read.set()
+        done.wait(10)
+        return state
+
+    monkeypatch.setattr(migration, "state_in_session", held)
+    poller, answers = app.test_client(), []
+    poller.set_cookie("ueoz_session", cookie)
+    thread = threading.Thread(target=lambda: answers.append(poller.get("/migracja/status")))
+    thread.start()
+    assert read.wait(10)
+    action()
+    done.set()
+    thread.join(10)
+    monkeypatch.setattr(migration, "state_in_session", real)
+    return answers[0]
+
+
+def test_a_logout_is_not_undone_by_a_request_that_read_the_session_before_it(
+    app, browser, start_attempt, services, monkeypatch
+):
+    browser.hold(start_attempt().id)
+    token = browser.token()
+    age_the_session(services, REFRESH_AFTER + timedelta(seconds=5))
+    old_cookie = browser.client.get_cookie("ueoz_session").value
+
+    pages = []
+    poll = while_a_poll_holds_the_session(
+        app, monkeypatch, old_cookie, lambda: pages.append(browser.post("/logout", token=token))
+    )
+
+    assert poll.json == {"state": "searching"}  # answered from what it had read
+    assert "Wylogowano." in pages[0].get_data(as_text=True)
+    assert browser.get("/migracja/status").status_code == 404  # this browser: logged out
+    stale = app.test_client()
+    stale.set_cookie("ueoz_session", old_cookie)
+    assert stale.get("/migracja/status").status_code == 404  # and the old id is dead
+
+
+def test_a_language_chosen_in_one_tab_survives_a_poll_from_another(
+    app, browser, start_attempt, services, monkeypatch
+):
+    browser.hold(start_attempt().id)
+    browser.get("/migracja")
+    age_the_session(services, REFRESH_AFTER + timedelta(seconds=5))
+    cookie = browser.client.get_cookie("ueoz_session").value
+
+    while_a_poll_holds_the_session(app, monkeypatch, cookie, lambda: browser.language("en"))
 
     assert "Searching for your account" in browser.text("/migracja")

@@ -188,6 +188,9 @@ def logout() -> Response:
             # The local session ends anyway; the node's expires on its own.
             log.info("logout.node_refused", reason=str(failure.reason), detail=failure.detail)
     language = session.get("language")
+    # A new id for what is left (the language, the message): the old row goes, and a request
+    # of the old session still running can only update a row that is no longer there.
+    current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
     session.clear()
     if language:
         session["language"] = language

@@ -15,7 +15,7 @@ from types import ModuleType
 
 from flask import Flask, Request
 from flask_session.base import ServerSideSession, ServerSideSessionInterface
-from sqlalchemy import Engine, Insert, bindparam, delete, select
+from sqlalchemy import Engine, Insert, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..db.engine import READ_ONLY
@@ -49,6 +49,20 @@ def _upsert(dialect: ModuleType) -> Insert:
 
 
 UPSERT = {"postgresql": _upsert(postgresql), "sqlite": _upsert(sqlite)}
+# A session that was in the database when the request began is only ever updated, never
+# created again: once a logout (or the expiry) has deleted it, a request that read it earlier
+# and ends later cannot bring it back. An unchanged one gets its new expiry and nothing else,
+# so a poll that read the session before a change in another tab does not undo the change.
+UPDATE_DATA = (
+    update(WebSession)
+    .where(WebSession.id == bindparam("sid"))
+    .values(data=bindparam("new_data"), expires_at=bindparam("new_expires_at"))
+)
+UPDATE_EXPIRY = (
+    update(WebSession)
+    .where(WebSession.id == bindparam("sid"))
+    .values(expires_at=bindparam("new_expires_at"))
+)
 
 
 class DatabaseSessionInterface(ServerSideSessionInterface):
@@ -74,6 +88,9 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
         self._stored.expires_at = None
         session = super().open_session(app, request)
         session.stored_expires_at = self._stored.expires_at  # type: ignore[attr-defined]
+        # The id whose row this request read, if it read one (regenerate() changes the id).
+        stored = self._stored.expires_at is not None
+        session.stored_sid = session.sid if stored else None  # type: ignore[attr-defined]
         return session
 
     def should_set_storage(self, app: Flask, session: ServerSideSession) -> bool:
@@ -110,13 +127,21 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
     def _upsert_session(
         self, session_lifetime: timedelta, session: ServerSideSession, store_id: str
     ) -> None:
-        values = {
-            "id": store_id,
-            "data": self.serializer.encode(session),
-            "expires_at": datetime.now(UTC) + session_lifetime,
-        }
+        expires_at = datetime.now(UTC) + session_lifetime
+        if getattr(session, "stored_sid", None) != session.sid:
+            # A new session, or a new id for one (login, verification): create its row.
+            statement = self.upsert
+            values = {"id": store_id, "data": self.serializer.encode(session)}
+            values["expires_at"] = expires_at
+        elif session.modified:
+            statement = UPDATE_DATA
+            values = {"sid": store_id, "new_data": self.serializer.encode(session)}
+            values["new_expires_at"] = expires_at
+        else:
+            statement = UPDATE_EXPIRY
+            values = {"sid": store_id, "new_expires_at": expires_at}
         with self.engine.begin() as connection:
-            connection.execute(self.upsert, values)
+            connection.execute(statement, values)
 
     def _delete_expired_sessions(self) -> None:
         with self.engine.begin() as connection:
