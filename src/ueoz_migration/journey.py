@@ -204,8 +204,8 @@ class Journey:
         language: str,
     ) -> Attempt:
         now = self.clock()
+        self._record_flow()
         with transaction(self.sessions) as session:
-            self._record_flow(session)
             attempt = Attempt(
                 id=uuid.uuid4().hex,
                 flow_version=self.flow.version,
@@ -431,23 +431,31 @@ class Journey:
             session=session, attempt=attempt, now=now, policy=self.policy, mail=self.mail
         )
 
-    def _record_flow(self, session: Session) -> None:
-        """Keep the running flow's definition in the database, once, for future replays."""
+    def _record_flow(self) -> None:
+        """Keep the running flow's definition in the database, once, for future replays.
+
+        In a transaction of its own, committed before the first attempt that runs on it: as
+        part of that attempt's transaction, a rollback there (a double login losing the race
+        for the open attempt) would take the definition with it, while this process went on
+        believing it recorded, and the attempts would outlive the next change of the flow
+        file with no definition to run or replay them by.
+        """
         if self._flow_recorded:
             return
-        if session.get(FlowVersion, self.flow.version) is None:
-            try:
-                with session.begin_nested():
-                    session.add(
-                        FlowVersion(
-                            version=self.flow.version,
-                            name=self.flow.name,
-                            source=self.flow.source,
-                            first_used_at=self.clock(),
+        with transaction(self.sessions) as session:
+            if session.get(FlowVersion, self.flow.version) is None:
+                try:
+                    with session.begin_nested():
+                        session.add(
+                            FlowVersion(
+                                version=self.flow.version,
+                                name=self.flow.name,
+                                source=self.flow.source,
+                                first_used_at=self.clock(),
+                            )
                         )
-                    )
-            except IntegrityError:
-                pass  # another process recorded it first; the row is the same
+                except IntegrityError:
+                    pass  # another process recorded it first; the row is the same
         self._flow_recorded = True
 
     def _append(

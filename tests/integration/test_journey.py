@@ -331,6 +331,26 @@ def test_an_attempt_keeps_the_flow_version_it_started_on(services):
         assert replay_log(session, [old.id, new.id]).ok
 
 
+def test_the_flow_is_recorded_even_when_the_first_attempt_of_a_process_fails(services, monkeypatch):
+    from ueoz_migration.db.models import FlowVersion
+
+    journey = services.journey  # as a process starts: nothing recorded yet
+
+    def database_gone(*_args, **_kwargs):
+        raise RuntimeError("the connection dropped")
+
+    monkeypatch.setattr(journey, "_append", database_gone)
+    with pytest.raises(RuntimeError):
+        journey.start(ANNA, actor=user())  # rolled back: no attempt
+    monkeypatch.undo()
+    attempt = journey.start(HERMEGILDA, actor=user())
+
+    assert count(services, Attempt) == 1
+    assert count(services, FlowVersion, FlowVersion.version == attempt.flow_version) == 1
+    with services.sessions() as session:  # so its log replays against its definition
+        assert replay_log(session, [attempt.id]).ok
+
+
 def test_a_claim_lost_to_another_account_changes_nothing(services):
     attempt = to_email_entry(services)
     with services.sessions() as session, session.begin():
