@@ -136,6 +136,11 @@ def worker(services: Services, once: bool, worker_id: str | None, interval: floa
                 f"searched {report.searched}: found {report.found}, failed {{{failed}}}, "
                 f"to retry {report.retried}, superseded {report.superseded}; expired {expired}"
             )
+            if report.broken:
+                raise click.ClickException(
+                    f"{report.broken} attempt(s) could not be moved on; see the log "
+                    "(search.outcome_not_recorded)"
+                )
             return
         with stop_on_signals() as stop:
             search.run_forever(stop, poll_interval=interval)

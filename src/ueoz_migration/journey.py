@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from statemachine import StateChart
 from statemachine.exceptions import TransitionNotAllowed
@@ -375,9 +375,19 @@ class Journey:
                 .limit(limit)
             ).all()
         actor = Actor.system()
+        expired = 0
         for attempt_id in stale:
-            self._fire_quietly(attempt_id, "expire", actor)
-        return len(stale)
+            try:
+                self._fire_quietly(attempt_id, "expire", actor)
+            except SQLAlchemyError:
+                raise  # the database itself: the caller waits and sweeps again
+            except Exception as error:
+                # One attempt that cannot be moved (its flow version is nowhere to be found,
+                # say) must not keep the others open past their time.
+                log.error("attempt.expiry_failed", attempt=attempt_id, error=type(error).__name__)
+                continue
+            expired += 1
+        return expired
 
     def flow_for(self, session: Session, version: str) -> Flow:
         """Return the flow version an attempt started on, from the database if need be."""

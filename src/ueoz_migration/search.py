@@ -82,10 +82,11 @@ class RunReport:
     retried: int = 0
     superseded: int = 0  # outcome not applied: the attempt moved on meanwhile
     expired: int = 0
+    broken: int = 0  # outcome not applied: recording it failed (logged as an error)
 
     @property
     def searched(self) -> int:
-        return self.found + sum(self.failed.values()) + self.retried + self.superseded
+        return self.found + sum(self.failed.values()) + self.retried + self.superseded + self.broken
 
 
 class SearchWorker:
@@ -164,7 +165,29 @@ class SearchWorker:
             )
 
     def process(self, claim: Claim, report: RunReport) -> None:
-        """Search for one claimed attempt and record the outcome."""
+        """Search for one claimed attempt and record the outcome.
+
+        A failure that belongs to this attempt alone (a step that raises, a flow version
+        nowhere to be found) is logged as an error and ends its turn, not the worker: the
+        attempt keeps its lease until it runs out, and is then tried again like a search
+        whose worker died, up to the limit of tries. A database error goes up to the loop,
+        which waits and carries on.
+        """
+        try:
+            self._process(claim, report)
+        except SQLAlchemyError:
+            raise
+        except Exception as error:
+            report.broken += 1
+            # Only the class name: a message may quote the PESEL.
+            self.log.error(
+                "search.outcome_not_recorded",
+                attempt=claim.attempt_id,
+                error=type(error).__name__,
+                tries=claim.tries,
+            )
+
+    def _process(self, claim: Claim, report: RunReport) -> None:
         request_id = uuid.uuid4().hex
         logger = self.log.bind(
             attempt=claim.attempt_id, pesel=mask_pesel(claim.pesel), request_id=request_id
@@ -300,9 +323,12 @@ class SearchWorker:
                         failed=report.failed,
                         retried=report.retried,
                         superseded=report.superseded,
+                        broken=report.broken,
                     )
             except SQLAlchemyError as error:
                 # The database restarting or failing over: wait and carry on.
                 self.log.error("worker.database_error", error=type(error).__name__)
+            except Exception as error:  # a bug: log it loudly, but keep searching for others
+                self.log.error("worker.pass_failed", error=type(error).__name__)
             stop.wait(poll_interval)
         self.log.info("worker.stopped")

@@ -382,6 +382,39 @@ def test_the_loop_searches_expires_and_stops_when_asked(services):
     assert services.journey.get(stale.id).state == "expired"
 
 
+def test_an_attempt_that_cannot_move_is_logged_and_the_others_go_on(services):
+    # An attempt whose flow version is nowhere to be found (its definition was never kept)
+    # cannot take a step: neither its search outcome nor its expiry can be applied.
+    add_eploz_account(services)
+    broken = start(services, HERMEGILDA)
+    with transaction(services.sessions) as session:
+        session.get(Attempt, broken.id).flow_version = "f" * 64
+    attempt = start(services)
+
+    with capture_logs() as logs:
+        report = SearchWorker(services).run_once()
+
+    assert (report.found, report.broken) == (1, 1)
+    assert services.journey.get(attempt.id).state == "found"
+    assert services.journey.get(broken.id).state == "searching"
+    (entry,) = [e for e in logs if e["event"] == "search.outcome_not_recorded"]
+    assert (entry["attempt"], entry["error"], entry["log_level"]) == (
+        broken.id,
+        "FlowVersionUnknown",
+        "error",
+    )
+
+    # Past their time, the sweep ends the one it can and reports the other.
+    stale = start(services, person(7))
+    with transaction(services.sessions) as session:
+        for attempt_id in (broken.id, stale.id):
+            session.get(Attempt, attempt_id).expires_at = datetime.now(UTC) - timedelta(minutes=1)
+    with capture_logs() as logs:
+        assert services.journey.expire_stale() == 1
+    assert services.journey.get(stale.id).state == "expired"
+    assert [e["attempt"] for e in logs if e["event"] == "attempt.expiry_failed"] == [broken.id]
+
+
 def test_the_worker_process_stops_cleanly_on_sigterm(tmp_path, database_url):
     environ = os.environ | {
         "APP_ENV": "test",
