@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 from structlog.testing import capture_logs
 
 from tests.conftest import TEST_KEY, make_settings
@@ -20,7 +21,7 @@ from tests.factories import ANNA, HERMEGILDA, add_eploz_account, log_of, user
 from ueoz_migration.adapters.eploz import DirectoryUnavailable, TableDirectory
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.db.engine import transaction
-from ueoz_migration.db.models import Attempt, UeozAccount
+from ueoz_migration.db.models import Attempt, EplozAccount, UeozAccount
 from ueoz_migration.demo import DEMO_PEOPLE, seed_demo
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
@@ -237,6 +238,26 @@ def test_a_failing_directory_is_retried_with_backoff_then_gives_up_with_207(tmp_
     assert (attempt.state, attempt.event_code) == ("error", 207)
     assert EVENT_NUMBER.fullmatch(attempt.event_number)
     services.engine.dispose()
+
+
+def test_the_directory_is_read_while_another_process_writes(services):
+    # An `eploz import` or any long transaction holds SQLite's write lock (or, on
+    # PostgreSQL, the rows): the search reads the last committed state and does not wait.
+    eploz_id = add_eploz_account(services)
+    directory = TableDirectory(services.sessions)
+    with transaction(services.sessions) as writer:
+        writer.execute(
+            update(EplozAccount)
+            .where(EplozAccount.id == eploz_id)
+            .values(email="changed@example.pl")
+        )
+        started = time.monotonic()
+        (account,) = directory.accounts_by_pesel(ANNA.pesel)
+        elsewhere = directory.is_migrated_elsewhere(eploz_id, "0" * 64)
+        waited = time.monotonic() - started
+
+    assert (account.id, account.email, elsewhere) == (eploz_id, "amicsokol@csioz.pl", False)
+    assert waited < 5  # not the 30 s busy timeout of a reader queued for the write lock
 
 
 def test_a_directory_that_comes_back_finds_the_account(services):

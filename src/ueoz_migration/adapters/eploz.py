@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from stdnum.exceptions import InvalidChecksum, InvalidComponent, InvalidLength, ValidationError
 from stdnum.pl import pesel as pesel_number
 
-from ..db.engine import transaction
+from ..db.engine import snapshot, transaction
 from ..db.models import EplozAccount, UeozAccount
 
 COLUMNS = ("login", "pesel", "first_name", "last_name", "email", "status", "roles")
@@ -70,8 +70,11 @@ class TableDirectory:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
+    # Both look-ups are reads from a snapshot (db.engine.snapshot): on SQLite a plain session
+    # would begin with BEGIN IMMEDIATE and queue for the write lock behind any long write (an
+    # import), until the search timed out and counted as a failed try of the directory.
     def accounts_by_pesel(self, pesel: str) -> list[EplozAccountView]:
-        with self.sessions() as session:
+        with snapshot(self.sessions) as session:
             rows = session.scalars(
                 select(EplozAccount).where(EplozAccount.pesel == pesel).order_by(EplozAccount.id)
             ).all()
@@ -80,7 +83,7 @@ class TableDirectory:
     def is_migrated_elsewhere(self, account_id: int, pesel_hash: str) -> bool:
         # The person's own UEOZ account (left unverified by an earlier, expired attempt) has
         # the same PESEL hash and is not "elsewhere": they may finish the migration.
-        with self.sessions() as session:
+        with snapshot(self.sessions) as session:
             holder = session.scalar(
                 select(UeozAccount.id)
                 .where(UeozAccount.eploz_account_id == account_id)
