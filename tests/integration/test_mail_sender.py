@@ -247,6 +247,63 @@ def test_the_whole_path_ends_as_one_message_whose_link_verifies(services):
     assert attempt.state == "done"
 
 
+def test_a_batch_that_outlasts_its_lease_is_not_sent_twice(services):
+    # A server that answers every command just inside the timeout makes a batch outlast the
+    # lease it was claimed under: a second sender claims the rest meanwhile. Whatever it
+    # took, the first one must not send as well.
+    attempt_id = services.journey.start(ANNA, actor=user()).id
+    now = datetime.now(UTC)
+    with transaction(services.sessions) as session:
+        for number in range(3):
+            session.add(
+                OutboxMessage(
+                    attempt_id=attempt_id,
+                    kind="verification",
+                    recipient=f"person{number}@example.pl",
+                    subject="s",
+                    body="b",
+                    created_at=now,
+                    due_at=now,
+                )
+            )
+    clock, delivered = Clock(), []
+    lease = timedelta(minutes=1)
+
+    class Quick:
+        def deliver(self, message):
+            delivered.append(("second", message["To"]))
+
+    second = OutboxSender(
+        services.sessions, Quick(), mail_from="UEOZ <no-reply@ueoz.example>", clock=clock
+    )
+
+    class Slow:
+        def deliver(self, message):
+            delivered.append(("first", message["To"]))
+            clock.advance(timedelta(seconds=40))  # each message takes 40 s of a 60 s lease
+            if len(delivered) == 2:
+                # The batch's lease is over for the third message: another sender takes it.
+                assert second.send_due().sent == 1
+
+    first = OutboxSender(
+        services.sessions,
+        Slow(),
+        mail_from="UEOZ <no-reply@ueoz.example>",
+        clock=clock,
+        lease=lease,
+    )
+
+    report = first.send_due()
+
+    assert report.sent == 2
+    assert delivered == [
+        ("first", "person0@example.pl"),
+        ("first", "person1@example.pl"),
+        ("second", "person2@example.pl"),
+    ]
+    assert all(row.sent_at is not None and row.tries == 1 for row in outbox(services))
+
+
 def test_two_senders_at_once_never_deliver_a_message_twice(services, settings):
     attempt_id = services.journey.start(ANNA, actor=user()).id
     with transaction(services.sessions) as session:

@@ -302,6 +302,8 @@ class OutboxSender:
             if not claimed:
                 return SendReport(sent, retried, failed)
             for message in claimed:
+                if not self.hold(message):
+                    continue  # our lease ran out while earlier ones went; another took it
                 outcome = self.deliver(message)
                 sent += outcome == "sent"
                 retried += outcome == "retry"
@@ -334,6 +336,31 @@ class OutboxSender:
             for message in messages:
                 message.lease_until = now + self.lease
             return list(messages)
+
+    def hold(self, message: OutboxMessage) -> bool:
+        """Renew a claimed message's lease for its delivery; False if it is no longer ours.
+
+        A batch is claimed under one lease, but its messages go one after another, and a
+        slow server (each reply just inside the timeout) can outlast the lease before the
+        last ones: another sender may have claimed them meanwhile. The lease time we set is
+        the claim's token — a later claim can only set a later one — so renewing only where
+        it still stands, and the message is unsent, leaves each message to one sender.
+        """
+        renewed = self.clock() + self.lease
+        with transaction(self.sessions) as session:
+            held = session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message.id)
+                .where(OutboxMessage.lease_until == message.lease_until)
+                .where(OutboxMessage.sent_at.is_(None))
+                .where(OutboxMessage.failed_at.is_(None))
+                .values(lease_until=renewed)
+            )
+        if held.rowcount != 1:  # type: ignore[attr-defined]
+            log.info("mail.lease_lost", outbox_id=message.id, attempt=message.attempt_id)
+            return False
+        message.lease_until = renewed
+        return True
 
     def deliver(self, message: OutboxMessage) -> str:
         """Send one claimed message and record the outcome: ``sent``, ``retry`` or ``failed``.
