@@ -207,12 +207,15 @@ def audit() -> None:
 @click.pass_obj
 def audit_verify(services: Services, reference: str | None, all_: bool) -> None:
     """Check the log's hash chain; name the first broken link (exit 1) or summarise (exit 0)."""
-    from .audit.verify import verify_chain
+    from .audit.verify import VerifyAborted, verify_chain
 
     with _database(services):
         scope = _attempt_scope(services, reference, all_)
         with snapshot(services.sessions) as session:
-            report = verify_chain(session, services.settings.audit_key, scope)
+            try:
+                report = verify_chain(session, services.settings.audit_key, scope)
+            except VerifyAborted as aborted:
+                raise click.ClickException(str(aborted)) from None
     _print_report(report)
 
 

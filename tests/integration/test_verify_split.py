@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from datetime import date
 
+import pytest
 from sqlalchemy import make_url, text
 
 from tests.factories import user
+from ueoz_migration.audit import verify
 from ueoz_migration.audit.verify import (
     MAX_PROCESSES,
     PARALLEL_FROM,
+    VerifyAborted,
     _split,
     default_processes,
     verify_chain,
@@ -105,3 +108,18 @@ def test_a_long_log_is_split_one_process_a_cpu_sharing_them_with_a_local_server(
     assert default_processes(make_url("postgresql://127.0.0.1/ueoz"), PARALLEL_FROM) == max(
         cpus // 2, 1
     )
+
+
+def killed_like_by_the_oom_killer(url, key, bounds):
+    """Stands in for a verifying child that the kernel ends before it reports."""
+    os._exit(137)
+
+
+def test_a_verifying_process_that_dies_ends_the_check_with_an_error_not_a_hang(
+    services, monkeypatch
+):
+    started_attempts(services, 6)
+    monkeypatch.setattr(verify, "_verify_range", killed_like_by_the_oom_killer)
+
+    with services.sessions() as session, pytest.raises(VerifyAborted, match="run the check"):
+        verify_chain(session, services.settings.audit_key, processes=2)

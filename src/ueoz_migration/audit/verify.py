@@ -17,6 +17,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Collection, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from itertools import pairwise
 from time import perf_counter
 from typing import Any, TypeVar
@@ -40,6 +42,12 @@ _SEQ, _AT, _FLOW, _PREV, _HASH = 1, 2, CHAINED_FIELDS.index("flow_version"), -2,
 PARALLEL_FROM = 50_000
 # Processes never outnumber the CPUs this one may run on, nor this.
 MAX_PROCESSES = 8
+
+
+class VerifyAborted(RuntimeError):
+    """The check could not finish (a verifying process died); it concluded nothing."""
+
+
 # A database server at one of these (or on a local socket) shares this machine's CPUs.
 LOCAL_HOSTS = (None, "", "localhost", "127.0.0.1", "::1")
 
@@ -144,10 +152,20 @@ def _verify_in_parallel(
     bounds = _split(session, processes)
     # Forked, not spawned: a fresh interpreter would spend longer importing than verifying.
     # Each child opens its own connection; the parent's stays untouched.
+    # concurrent.futures rather than multiprocessing.Pool: a Pool never hears of a child that
+    # died (the out-of-memory killer, a kill -9) and waits for its result for ever; an
+    # executor raises BrokenProcessPool, and the auditor gets an answer.
     context = multiprocessing.get_context("fork")
     target = url.render_as_string(hide_password=False)
-    with context.Pool(len(bounds)) as pool:
-        return pool.starmap(_verify_range, [(target, key, part) for part in bounds])
+    with ProcessPoolExecutor(len(bounds), mp_context=context) as executor:
+        try:
+            parts = executor.map(_verify_range, [target] * len(bounds), [key] * len(bounds), bounds)
+            return list(parts)
+        except BrokenProcessPool:
+            raise VerifyAborted(
+                "a verifying process ended before it reported (killed, or out of memory?); "
+                "nothing was concluded: run the check again"
+            ) from None
 
 
 def _split(session: Session, parts: int) -> list[Bounds]:
