@@ -166,11 +166,15 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+# Looked up here, in the runner, so that the child between fork and exec only calls it: no
+# dynamic loading there, where a lock held by another thread at the fork would never be freed.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: ask Linux for SIGTERM if the runner dies first."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class Stack:
@@ -186,7 +190,9 @@ class Stack:
                 child.argv,
                 env=child.env,
                 process_group=0,
-                preexec_fn=_die_with_parent,  # safe: the runner starts no threads
+                # Safe with the one other thread, the signal relay: it holds no lock the
+                # child needs, and the child only makes one system call (_die_with_parent).
+                preexec_fn=_die_with_parent,
             )
             self.out(f"started the {child.name} (pid {child.process.pid})")
 
