@@ -22,8 +22,15 @@ def current_language() -> str:
 
 
 def safe_next(target: str | None, default: str = "/") -> str:
-    """Return ``target`` if it is a path on this site, else ``default`` (no open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Return ``target`` if it is a path on this site, else ``default`` (no open redirect).
+
+    Control characters are refused outright: browsers drop tabs and newlines from a URL
+    (``/\t/evil.example`` becomes ``//evil.example``, another site), and a newline in a
+    ``Location`` header is refused by the server with an error.
+    """
+    if not target or any(ord(char) < 0x20 or ord(char) == 0x7F for char in target):
+        return default
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
         return default
     return target
 
