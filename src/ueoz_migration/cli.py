@@ -66,7 +66,7 @@ def eploz_import(services: Services, file: str) -> None:
     """Load e-PLOZ's CSV export FILE; a file with any bad line is refused as a whole."""
     from pathlib import Path
 
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
     from .adapters.eploz import ExportRejected, import_accounts, read_export
     from .journey import utcnow
@@ -80,11 +80,18 @@ def eploz_import(services: Services, file: str) -> None:
         ) from rejected
     try:
         report = import_accounts(services.sessions, rows, now=utcnow())
-    except IntegrityError as error:
+    except IntegrityError:
         raise click.ClickException(
             f"{file}: another import changed the directory at the same time; "
             "nothing imported, run it again"
-        ) from error
+        ) from None
+    except SQLAlchemyError as error:
+        # A deadlock with a concurrent import, the database going away…: one line, and no
+        # statement parameters (they hold the file's PESELs and addresses).
+        raise click.ClickException(
+            f"{file}: the database did not take the import ({type(error).__name__}); "
+            "nothing imported, run it again"
+        ) from None
     finally:
         services.engine.dispose()
     click.echo(

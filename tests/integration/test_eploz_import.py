@@ -38,6 +38,11 @@ def cli(tmp_path, database_url):
     return run
 
 
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def accounts(services):
     with services.sessions() as session:
         return {row.login: row for row in session.scalars(select(EplozAccount))}
@@ -174,6 +179,52 @@ def test_a_wrong_header_is_refused(cli, services, tmp_path):
     assert accounts(services) == {}
 
 
+def test_an_export_without_its_header_row_is_refused_without_quoting_anyone(
+    cli, services, tmp_path
+):
+    headless = b"".join(GOOD.read_bytes().splitlines(keepends=True)[1:])
+
+    result = cli("eploz", "import", str(write(tmp_path / "headless.csv", headless)))
+
+    assert result.exit_code != 0
+    assert "line 1: missing column login, pesel" in result.output
+    assert "the first line is not a header row" in result.output
+    first = headless.split(b"\n", 1)[0].decode().split(",")
+    assert first[1] not in result.output and "@" not in result.output  # PESEL, address
+    assert accounts(services) == {}
+
+
+def test_values_in_the_wrong_column_are_not_quoted(cli, services, tmp_path):
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text(
+        "login,pesel,first_name,last_name,email,status,roles\n"
+        "jk,97040117247,Jan,Kowalski,active,jan@example.pl,jan@example.pl\n",
+        encoding="utf-8",
+    )
+
+    output = cli("eploz", "import", str(shifted)).output
+
+    assert "line 2, column status: the value is not active or blocked" in output
+    assert "line 2, column roles: a grant is not SYSTEM:ROLE" in output
+    assert "jan@example.pl" not in output
+
+
+def test_a_control_character_is_a_named_bad_line_on_both_databases(cli, services, tmp_path):
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(
+        b"login,pesel,first_name,last_name,email,status,roles\n"
+        b"ok1,97040117247,Jan,Kowalski,,active,\n"
+        b"ok2,97040117247,Ja\x00n,Kowalski,,active,\n"
+    )
+
+    result = cli("eploz", "import", str(nul))
+
+    assert result.exit_code == 1
+    assert "line 3, column first_name: contains a control character" in result.output
+    assert "97040117247" not in result.output and "Traceback" not in result.output
+    assert accounts(services) == {}
+
+
 def test_an_empty_file_is_refused(cli, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
@@ -227,3 +278,25 @@ def test_the_demo_people_include_the_manuals_two():
     )
     assert hermegilda.person.date_of_birth == date(1997, 4, 1)
     assert hermegilda.label.startswith("208")
+
+
+def test_a_database_failure_during_an_import_is_one_line_without_data(cli, monkeypatch):
+    # Two imports at once can deadlock on PostgreSQL; the database can go away.
+    from sqlalchemy.exc import OperationalError
+
+    from ueoz_migration.adapters import eploz
+
+    def deadlocked(*_args, **_kwargs):
+        raise OperationalError(
+            "INSERT INTO eploz_accounts …", {"pesel": "87042712342"}, Exception("deadlock")
+        )
+
+    monkeypatch.setattr(eploz, "import_accounts", deadlocked)
+
+    result = cli("eploz", "import", str(GOOD))
+
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {GOOD}: the database did not take the import (OperationalError); "
+        "nothing imported, run it again"
+    )

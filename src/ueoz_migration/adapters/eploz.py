@@ -30,6 +30,8 @@ COLUMNS = ("login", "pesel", "first_name", "last_name", "email", "status", "role
 STATUSES = ("active", "blocked")
 _GRANT = re.compile(r"[^:;\s]+:[^:;\s]+")
 _LIMITS = {"login": 200, "first_name": 200, "last_name": 200, "email": 320}
+# C0 controls and DEL: nothing in an account has them, and PostgreSQL refuses a NUL outright.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CHUNK = 1000  # logins per IN (…) when comparing a large export with the table
 
 
@@ -219,6 +221,14 @@ def _decode(data: bytes) -> str:
     raise ExportRejected(problems)
 
 
+def _quoted(value: str, limit: int = 40) -> str | None:
+    """The value in quotes for a message, unless it may be a PESEL or an e-mail address."""
+    value = value[:limit]
+    if "@" in value or re.search(r"\d{5}", value) or _CONTROL.search(value):
+        return None
+    return repr(value)
+
+
 def _check_header(header: list[str]) -> None:
     missing = [name for name in COLUMNS if name not in header]
     unknown = [name for name in header if name not in COLUMNS]
@@ -226,8 +236,13 @@ def _check_header(header: list[str]) -> None:
     reasons = []
     if missing:
         reasons.append("missing column " + ", ".join(missing))
-    if unknown:
-        reasons.append("unknown column " + ", ".join(repr(name[:40]) for name in unknown))
+    if unknown and not set(header) & set(COLUMNS):
+        # Not one name right: most likely the export came without its header row, and these
+        # "names" are someone's login, PESEL and address.
+        reasons.append("the first line is not a header row")
+    elif unknown:
+        shown = [_quoted(name) or "(a name not shown)" for name in unknown]
+        reasons.append("unknown column " + ", ".join(shown))
     if repeated:
         reasons.append("repeated column " + ", ".join(repeated))
     if reasons:
@@ -242,7 +257,11 @@ def _check_row(
     if len(fields) != len(header):
         return None, [Problem(line, None, f"{len(fields)} fields, expected {len(header)}")]
     raw = {name: value.strip() for name, value in zip(header, fields, strict=True)}
-    problems = []
+    problems = [
+        Problem(line, column, "contains a control character (a NUL, a tab, a line break…)")
+        for column in COLUMNS
+        if _CONTROL.search(raw[column])
+    ]
 
     for column in ("login", "first_name", "last_name"):
         if not raw[column]:
@@ -266,13 +285,14 @@ def _check_row(
 
     status = raw["status"].lower()
     if status not in STATUSES:
-        shown = raw["status"][:20]
-        problems.append(Problem(line, "status", f"{shown!r} is not active or blocked"))
+        shown = _quoted(raw["status"], 20) or "the value"
+        problems.append(Problem(line, "status", f"{shown} is not active or blocked"))
 
     grants = [grant.strip() for grant in raw["roles"].split(";") if grant.strip()]
     for grant in grants:
         if not _GRANT.fullmatch(grant):
-            problems.append(Problem(line, "roles", f"{grant[:40]!r} is not SYSTEM:ROLE"))
+            shown = _quoted(grant) or "a grant"
+            problems.append(Problem(line, "roles", f"{shown} is not SYSTEM:ROLE"))
     roles = ";".join(dict.fromkeys(grants))
 
     row = EplozRow(

@@ -18,6 +18,9 @@ def make_engine(url: str, **kwargs: object) -> Engine:
     busy timeout), then reads the state the first one committed. PostgreSQL gets the same
     guarantee from ``SELECT … FOR UPDATE`` on the attempt row.
     """
+    # A database error's message never lists the statement's parameters: they hold PESELs
+    # and e-mail addresses, and such messages end up in logs and on terminals.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
