@@ -219,6 +219,32 @@ def test_resend_and_its_limit(browser, start_attempt, services):
     assert count(services, OutboxMessage) == services.settings.resend_limit_per_hour
 
 
+def test_changing_the_address_again_and_again_does_not_get_round_the_limit(
+    browser, start_attempt, services
+):
+    # Otherwise "change the address, give the same one again" would mail a link to any
+    # mailbox as often as someone clicks.
+    attempt = start_attempt("awaiting_verification")  # the first link
+    browser.hold(attempt.id)
+    form = {
+        "email": "victim@example.pl",
+        "email_repeat": "victim@example.pl",
+        "terms_accepted": "y",
+    }
+
+    for _ in range(services.settings.resend_limit_per_hour - 1):
+        browser.post("/migracja/change_email")
+        text = text_of(browser.post("/migracja/submit", form))
+        assert "<h1>Weryfikacja adresu e-mail</h1>" in text
+    browser.post("/migracja/change_email")
+    text = text_of(browser.post("/migracja/submit", form))
+
+    assert "Wysłaliśmy już kilka linków w ciągu ostatniej godziny." in text
+    assert "<h1>Uzupełnij adres e-mail</h1>" in text
+    assert services.journey.get(attempt.id).state == "email_entry"
+    assert count(services, OutboxMessage) == services.settings.resend_limit_per_hour
+
+
 def test_change_email_goes_back_to_the_form(browser, start_attempt, services):
     attempt = start_attempt("awaiting_verification")
     browser.hold(attempt.id)

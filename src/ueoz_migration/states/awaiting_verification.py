@@ -52,7 +52,11 @@ class AwaitingVerification(StateBehaviour):
         self.context.notes["email"] = mask_email(attempt.email)
 
     def check_resend_allowed(self) -> None:
-        """Allow only so many links an hour, so the form cannot be used to flood a mailbox."""
+        """Allow only so many links an hour, so the form cannot be used to flood a mailbox.
+
+        Whichever way a link is asked for: a resend, or the address changed and given again
+        (``submit`` checks this too, or changing the address would get round the limit).
+        """
         since = self.context.now - timedelta(hours=1)
         sent = self.session.scalar(
             select(func.count())
