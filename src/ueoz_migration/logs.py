@@ -77,6 +77,10 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
         shared.append(structlog.processors.ExceptionRenderer(transformer))
         renderer = structlog.processors.JSONRenderer()
     else:
+        # The traceback as text before the redaction runs, as in JSON: left to the console
+        # renderer, it would be formatted after it, and an exception quoting a PESEL or an
+        # address would be printed whole.
+        shared.append(structlog.processors.format_exc_info)
         renderer = structlog.dev.ConsoleRenderer(colors=False)
 
     structlog.configure(

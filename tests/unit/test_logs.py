@@ -22,6 +22,17 @@ def json_logs(tmp_path):
     root.handlers[:], root.level = handlers, level
 
 
+@pytest.fixture
+def console_logs(tmp_path):
+    """The readable lines of development (LOG_JSON=0)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    configure_logging(Settings.from_env({"INSTANCE_DIR": str(tmp_path), "LOG_JSON": "0"}))
+    yield
+    structlog.reset_defaults()
+    root.handlers[:], root.level = handlers, level
+
+
 def lines(capsys) -> list[dict]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
@@ -69,3 +80,16 @@ def test_a_pesel_or_address_that_slips_into_a_log_line_is_masked(json_logs, caps
     assert entries[0]["detail"] == "PESEL ********247 for a***@csioz.pl"
     assert entries[1]["event"] == "duplicate key (pesel)=(********247)"
     assert entries[2]["event_number"] == "MIGRATION_000000000042"
+
+
+def test_readable_lines_mask_an_exception_text_too(console_logs, capsys):
+    log = structlog.get_logger("ueoz_migration.web")
+    try:
+        raise ValueError("no account for 97040117247 (anna.nowak@csioz.pl)")
+    except ValueError as error:
+        log.error("web.unhandled_error", exc_info=error)
+
+    rendered = capsys.readouterr().out
+    assert "web.unhandled_error" in rendered
+    assert "ValueError: no account for ********247 (a***@csioz.pl)" in rendered
+    assert "97040117247" not in rendered and "anna.nowak@csioz.pl" not in rendered
