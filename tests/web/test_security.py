@@ -154,6 +154,19 @@ def test_the_acs_refuses_an_unknown_relay_state_without_a_stack_trace(client):
     assert "Traceback" not in text
 
 
+def test_another_site_cannot_end_a_migration_through_the_login_return_address(
+    browser, start_attempt
+):
+    # A top-level GET from anywhere carries the SameSite=Lax cookie.
+    browser.hold(start_attempt("found").id)
+
+    response = browser.get("/saml/acs?RelayState=anything")
+
+    assert response.status_code == 400
+    assert "<h1>Nie rozpoznajemy tego logowania</h1>" in text_of(response)
+    assert "Odnaleźliśmy Twoje dane" in browser.text("/migracja")  # still where it was
+
+
 def test_metadata_is_served_as_saml_metadata(client):
     response = client.get("/saml/metadata")
 

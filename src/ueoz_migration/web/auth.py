@@ -136,8 +136,11 @@ def acs() -> Response | tuple[str, int]:
     artifact = values.get("SAMLart", "")
     pending = _consume(values.get("RelayState", ""))
     if pending is None:
+        # No login of this browser's is waiting here: a reload, an old tab, or another site
+        # sending the browser to this address. Nothing was started, so nothing is undone:
+        # the session this browser already has (a migration under way) stays as it is.
         log.info("login.failed", reason="unknown_relay_state")
-        return _failure_page("stale")
+        return render_template("login/failed.html", kind="stale"), 400
     if pending.language:
         session["language"] = pending.language
     if not artifact:
