@@ -67,6 +67,9 @@ class FailureReason(enum.StrEnum):
     LOGOUT_FAILED = "logout_failed"
 
 
+#: The most the back channel reads of one reply: the node's answers weigh ~10 kB.
+MAX_SOAP_REPLY_BYTES = 1024 * 1024
+
 _STATUS_REASONS = {
     m.STATUS_PREFIX + "AuthnFailed": FailureReason.AUTHN_FAILED,
     m.STATUS_PREFIX + "RequestDenied": FailureReason.REQUEST_DENIED,
@@ -418,20 +421,12 @@ class ServiceProvider:
             self._step_timer(name, self._step_clock() - started)
 
     def _soap(self, url: str, message: etree._Element) -> etree._Element:
-        try:
-            reply = self._http.post(
-                url,
-                content=m.soap_envelope(message),
-                headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'},
-                timeout=self.settings.timeout_seconds,
-            )
-        except httpx.HTTPError as exc:
-            raise LoginFailed(FailureReason.NODE_UNREACHABLE, f"{url}: {exc!r}") from None
-        if reply.status_code == 200:
-            return parse(reply.content)
+        status, content = self._post(url, m.soap_envelope(message))
+        if status == 200:
+            return parse(content)
         # SOAP 1.1 sends faults with HTTP 500; anything else is a broken node.
         try:
-            envelope = parse(reply.content)
+            envelope = parse(content)
             fault = m.soap_body(envelope)
         except XmlError:
             fault = None
@@ -439,7 +434,40 @@ class ServiceProvider:
             raise LoginFailed(
                 FailureReason.NODE_ERROR, f"SOAP fault: {m.text_of(fault.find('faultstring'))}"
             )
-        raise LoginFailed(FailureReason.NODE_UNREACHABLE, f"{url}: HTTP {reply.status_code}")
+        raise LoginFailed(FailureReason.NODE_UNREACHABLE, f"{url}: HTTP {status}")
+
+    def _post(self, url: str, body: bytes) -> tuple[int, bytes]:
+        """POST to the node's back channel; return the status and the body, within bounds.
+
+        httpx's timeout bounds each wait for the network, not the whole exchange: a reply
+        trickling in a byte at a time would hold the login (and a web worker) for minutes,
+        and a huge one would be read into memory whole. The reply is read in pieces, against
+        a deadline for the whole exchange and a cap on its size.
+        """
+        timeout = self.settings.timeout_seconds
+        deadline = time.monotonic() + timeout
+        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+        try:
+            with self._http.stream(
+                "POST", url, content=body, headers=headers, timeout=timeout
+            ) as reply:
+                pieces, size = [], 0
+                for piece in reply.iter_bytes():
+                    size += len(piece)
+                    if size > MAX_SOAP_REPLY_BYTES:
+                        raise LoginFailed(
+                            FailureReason.MALFORMED,
+                            f"{url}: the reply is over {MAX_SOAP_REPLY_BYTES} bytes",
+                        )
+                    if time.monotonic() > deadline:
+                        raise LoginFailed(
+                            FailureReason.NODE_UNREACHABLE,
+                            f"{url}: no whole reply within {timeout} s",
+                        )
+                    pieces.append(piece)
+                return reply.status_code, b"".join(pieces)
+        except httpx.HTTPError as exc:
+            raise LoginFailed(FailureReason.NODE_UNREACHABLE, f"{url}: {exc!r}") from None
 
     def _verify(self, element: etree._Element) -> None:
         try:

@@ -230,7 +230,12 @@ class Verifier:
 
         ctx = xmlsec.SignatureContext()
         ctx.key = self._key
-        ctx.register_id(element, "ID")
+        try:
+            # libxml2 already knows the ID when another element carries it as xml:id:
+            # "duplicated id", a refusal like any other, not a crash.
+            ctx.register_id(element, "ID")
+        except xmlsec.Error:
+            raise SignatureError("the signed ID is not unique in the document") from None
         # Reference transforms are pinned by _check_shape; these pin SignedInfo's.
         for transform in (xmlsec.Transform.EXCL_C14N, xmlsec.Transform.ECDSA_SHA256):
             ctx.enable_signature_transform(transform)
