@@ -167,6 +167,14 @@ def test_another_site_cannot_end_a_migration_through_the_login_return_address(
     assert "Odnaleźliśmy Twoje dane" in browser.text("/migracja")  # still where it was
 
 
+def test_a_relay_state_we_never_made_is_refused_before_the_database(client):
+    for relay_state in ("a\x00b", "x" * 500, "../../etc", ""):
+        response = client.get("/saml/acs", query_string={"RelayState": relay_state, "SAMLart": "x"})
+
+        assert response.status_code == 400
+        assert "<h1>Nie rozpoznajemy tego logowania</h1>" in text_of(response)
+
+
 def test_metadata_is_served_as_saml_metadata(client):
     response = client.get("/saml/metadata")
 

@@ -9,6 +9,7 @@ and a SameSite=Lax cookie does not travel with it.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,9 @@ from .i18n import current_language
 
 log = structlog.get_logger(__name__)
 blueprint = Blueprint("auth", __name__)
+
+#: The shape of the RelayState values /login hands out (secrets.token_urlsafe(32): 43 chars).
+RELAY_STATE = re.compile(r"[A-Za-z0-9_-]{20,80}")
 
 # How long a person may spend at the node between leaving and coming back.
 PENDING_LOGIN_TTL = timedelta(minutes=15)
@@ -203,7 +207,9 @@ def logout() -> Response:
 
 def _consume(relay_state: str) -> PendingLogin | None:
     """Return the pending login for ``relay_state`` and mark it used, once and only once."""
-    if not relay_state:
+    if not RELAY_STATE.fullmatch(relay_state):
+        # Not one we made (token_urlsafe): not worth a query, and a NUL in it would make
+        # PostgreSQL refuse the query outright.
         return None
     now = datetime.now(UTC)
     with transaction(services().sessions) as db:
