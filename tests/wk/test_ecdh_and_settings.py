@@ -27,7 +27,7 @@ from .conftest import ANNA, SP_URL
 ASSERTION = b'<saml2:Assertion xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion" ID="a"/>'
 
 
-@pytest.mark.parametrize("bits", [256, 128])
+@pytest.mark.parametrize("bits", [256, 192, 128])
 def test_an_encrypted_assertion_decrypts_whatever_the_content_key_size(bits):
     key = ec.generate_private_key(ec.SECP256R1())
     encrypted = encrypt_assertion(

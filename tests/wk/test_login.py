@@ -204,14 +204,15 @@ def test_a_soap_fault_ends_the_login_cleanly(sp, browser, node):
     assert caught.value.reason == FailureReason.NODE_ERROR
 
 
-def test_an_artifact_resolves_only_once(sp, browser):
+@pytest.mark.parametrize("again", ["{}", "{}\n", " {} "], ids=["same", "newline", "spaces"])
+def test_an_artifact_resolves_only_once(sp, browser, again):
     arrival = browser.login(sp, ANNA)
     sp.resolve(arrival.artifact, arrival.request_id)
 
     with pytest.raises(LoginFailed) as caught:
-        sp.resolve(arrival.artifact, arrival.request_id)
+        sp.resolve(again.format(arrival.artifact), arrival.request_id)
 
-    assert caught.value.reason == FailureReason.REPLAY
+    assert caught.value.reason == FailureReason.REPLAY  # caught here, not left to the node
 
 
 def test_the_node_denies_an_artifact_already_resolved_elsewhere(make_sp, standin_app, browser):

@@ -31,6 +31,7 @@ from lxml import etree
 from .xmlsig import NS, SHA256, select, select_one
 
 AES128_GCM = "http://www.w3.org/2009/xmlenc11#aes128-gcm"
+AES192_GCM = "http://www.w3.org/2009/xmlenc11#aes192-gcm"
 AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
 KW_AES = {
     "http://www.w3.org/2001/04/xmlenc#kw-aes128": 16,
@@ -65,7 +66,7 @@ def decrypt_assertion(
     """Return the plaintext Assertion XML inside a `saml2:EncryptedAssertion`."""
     data = _one(encrypted_assertion, "xenc:EncryptedData")
     content_algorithm = _one(data, "xenc:EncryptionMethod").get("Algorithm")
-    if content_algorithm not in (AES128_GCM, AES256_GCM):
+    if content_algorithm not in (AES128_GCM, AES192_GCM, AES256_GCM):
         raise DecryptionError(f"unsupported content encryption {content_algorithm}")
     encrypted_keys = select(data, "ds:KeyInfo/xenc:EncryptedKey") or select(
         encrypted_assertion, "xenc:EncryptedKey"
@@ -88,7 +89,7 @@ def decrypt_assertion(
         raise DecryptionError("the content key does not unwrap") from None
     # The production node has been seen sending a 128-bit key under the aes256-gcm
     # URI: the key is sized by what unwraps, not by the URI.
-    if len(content_key) not in (16, 32):
+    if len(content_key) not in (16, 24, 32):
         raise DecryptionError(f"unexpected content key size {len(content_key) * 8}")
     blob = _b64(_one(data, "xenc:CipherData/xenc:CipherValue").text)
     if len(blob) < _IV_BYTES + _TAG_BYTES:

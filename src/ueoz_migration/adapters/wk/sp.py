@@ -251,7 +251,9 @@ class ServiceProvider:
         artifact = m.Artifact.decode(saml_art)
         if artifact.source_id != m.Artifact.source_id_for(self.settings.node_entity_id):
             raise LoginFailed(FailureReason.MISMATCH, "artifact issued by another node")
-        if not self._replay.first_use("artifact", saml_art, now + self._lifetime):
+        # Keyed by the artifact's bytes, not its text: the same artifact with a trailing
+        # newline, or other padding bits, is the same artifact.
+        if not self._replay.first_use("artifact", artifact.encode(), now + self._lifetime):
             raise LoginFailed(FailureReason.REPLAY, "artifact already resolved")
 
         resolve_id = m.new_id()
