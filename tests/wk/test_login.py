@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
+import re
 
 import httpx
 import pytest
@@ -367,3 +369,31 @@ def test_metadata_publishes_a_configured_logout_endpoint(sp):
     provider.close()
     assert metadata.get("entityID") == sp.settings.sp_entity_id
     assert etree.QName(metadata).localname == "EntityDescriptor"
+
+
+@pytest.mark.parametrize(("seconds_ago", "accepted"), [(60, True), (200, False)])
+def test_the_assertions_conditions_get_the_configured_clock_skew(
+    sp, browser, node, seconds_ago, accepted
+):
+    # WK_CLOCK_SKEW_SECONDS is 120 here; python3-saml on its own would allow 300.
+    assert sp.settings.clock_skew_seconds == 120
+    original = node._assertion
+
+    def conditions_ended(*args):
+        xml = original(*args).decode()
+        ended = m.saml_time(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds_ago))
+        xml, changed = re.subn(
+            r'(<saml2:Conditions NotBefore="[^"]*" NotOnOrAfter=")[^"]*"', rf'\g<1>{ended}"', xml
+        )
+        assert changed == 1
+        return xml.encode()
+
+    node._assertion = conditions_ended
+    arrival = browser.login(sp, ANNA)
+
+    if accepted:
+        assert sp.resolve(arrival.artifact, arrival.request_id).pesel == ANNA.pesel
+    else:
+        with pytest.raises(LoginFailed) as caught:
+            sp.resolve(arrival.artifact, arrival.request_id)
+        assert caught.value.reason == FailureReason.EXPIRED

@@ -212,6 +212,13 @@ class ResponseValidator:
         }
         self._local = threading.local()
         helpers = {
+            # The Conditions' window gets the service's configured clock skew, not the
+            # 300 s python3-saml hard-codes (the assertion's replay entry lasts just that).
+            "OneLogin_Saml2_Constants": type(
+                "_NodeConstants",
+                (OneLogin_Saml2_Constants,),
+                {"ALLOWED_CLOCK_DRIFT": settings.clock_skew_seconds},
+            ),
             "OneLogin_Saml2_XML": type(
                 "_NodeXML",
                 (OneLogin_Saml2_XML,),
