@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import html
+import json
 
 from sqlalchemy import select
 
-from tests.factories import HERMEGILDA, count
+from tests.factories import HERMEGILDA, count, log_of
 from ueoz_migration.db.models import OutboxMessage, TransitionLogEntry, UeozAccount
 
 
@@ -259,10 +260,30 @@ def test_only_the_persons_events_can_be_fired(browser, start_attempt, services):
     attempt = start_attempt("searching")
     browser.hold(attempt.id)
 
-    response = browser.post("/migracja/account_found", {"eploz_account_id": "1"}, follow=False)
+    text = text_of(browser.post("/migracja/account_found", {"eploz_account_id": "1"}))
 
-    assert response.status_code == 404
+    assert "Tego kroku nie można już wykonać" in text  # and the screen where it stands
     assert services.journey.get(attempt.id).state == "searching"
+    *_, last = log_of(services, attempt.id)
+    assert (last.event, last.outcome, last.actor) == ("account_found", "refused", "user")
+    assert browser.post("/migracja/no_such_event", follow=False).status_code == 404
+
+
+def test_a_form_the_page_refuses_is_in_the_log_as_a_rejected_submit(
+    browser, start_attempt, services
+):
+    attempt = start_attempt("new:email_entry")
+    browser.hold(attempt.id)
+    form = {"email": "anna@example.pl", "email_repeat": "anna@exampel.pl", "terms_accepted": "y"}
+
+    response = browser.post("/migracja/submit", form)
+
+    assert response.status_code == 422
+    assert services.journey.get(attempt.id).state == "email_entry"
+    *_, last = log_of(services, attempt.id)
+    assert (last.event, last.outcome) == ("submit", "rejected")
+    assert json.loads(last.detail) == {"reason": "invalid_submission"}
+    assert "anna@" not in last.detail
 
 
 def test_a_button_after_the_session_lost_its_attempt_leads_to_the_start(browser, start_attempt):

@@ -96,7 +96,8 @@ def status() -> Response:
 @blueprint.post("/migracja/<event>")
 def fire(event: str) -> Response | tuple[str, int]:
     """Fire one of the person's events on their attempt, then show where it stands."""
-    if event not in USER_EVENTS:
+    journey = services().journey
+    if event not in journey.flow.events:
         abort(404)
     attempt_id = session.get(ATTEMPT_KEY)
     if not attempt_id:
@@ -106,15 +107,22 @@ def fire(event: str) -> Response | tuple[str, int]:
     form: EmailForm | None = None
     if event == "submit":
         form = EmailForm()
-        if not form.validate():
-            return _email_entry_again(attempt_id, form)
         data = {
             "email": form.email.data,
             "email_repeat": form.email_repeat.data,
             "terms_accepted": bool(form.terms_accepted.data),
         }
     try:
-        services().journey.fire(attempt_id, event, actor=user(), **data)
+        if event not in USER_EVENTS:
+            # The worker's and the system's events are not a person's to fire: refused, and
+            # the log shows the attempt.
+            raise journey.reject(attempt_id, event, actor=user(), reason="not_allowed")
+        if form is not None and not form.validate():
+            # The form's own checks are the submission's rules, in the person's language;
+            # the log records the refusal as the journey's own check would have.
+            journey.reject(attempt_id, event, actor=user(), reason="invalid_submission")
+            return _email_entry_again(attempt_id, form)
+        journey.fire(attempt_id, event, actor=user(), **data)
     except AttemptNotFound:
         session.pop(ATTEMPT_KEY, None)
         flash(_("Nie znaleźliśmy Twojej migracji. Zaloguj się ponownie."), "info")
