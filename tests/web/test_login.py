@@ -13,6 +13,7 @@ import pytest
 from lxml import html as lxml_html
 from sqlalchemy import func, select
 
+from tests.factories import count
 from ueoz_migration.adapters.wk import ServiceProvider, WkSettings
 from ueoz_migration.adapters.wk.keys import dev_pair
 from ueoz_migration.adapters.wk_replay import DbReplayStore
@@ -110,6 +111,54 @@ def test_login_gives_the_browser_a_new_session_id(web, node, services):
         ids = set(session.scalars(select(WebSession.id)))
     assert before not in ids and after in ids
     assert "Searching for your account" in text_of(web.get("/migracja"))  # language kept
+
+
+def node_post_back(web, node, person=ANNA) -> dict[str, str]:
+    """Log in at the node in ``web``'s name, and stop before the node posts back."""
+    page = web.get("/login?system=P1").get_data(as_text=True)
+    _, data = fields(page, "to-node")
+    _, login = fields(node.post("/login/SingleSignOnService", data=data).get_data(as_text=True))
+    login.update(person, action="login")
+    _, post_back = fields(node.post("/login/standin/submit", data=login).get_data(as_text=True))
+    return post_back
+
+
+def test_a_post_back_that_came_without_our_cookie_goes_once_more_from_this_site(
+    web, node, services
+):
+    post_back = node_post_back(web, node)
+    cross_site = web.application.test_client()  # the node's POST: no SameSite=Lax cookie
+
+    hop = cross_site.post("/saml/acs", data=post_back)
+
+    assert hop.status_code == 200 and "Set-Cookie" not in hop.headers
+    action, again = fields(hop.get_data(as_text=True), "back-from-node")
+    assert action == "/saml/acs"
+    assert again == {**post_back, "from_this_site": "1"}
+    assert count(services, Attempt) == 0  # nothing resolved yet
+
+    done = web.post(action, data=again)  # the same browser, from this site: with its cookie
+
+    assert done.status_code == 303 and done.headers["Location"] == "/migracja"
+    assert "<h1>Wyszukiwanie Twojego konta</h1>" in text_of(web.get("/migracja"))
+
+
+def test_another_browser_cannot_finish_someones_login(web, node, services):
+    # Login CSRF: a page elsewhere posts the attacker's own artifact from the victim's browser.
+    post_back = node_post_back(web, node)  # the attacker stops before the node posts back
+    victim = web.application.test_client()
+    victim.get("/jezyk/en")  # the victim has a session of their own
+
+    hop = victim.post("/saml/acs", data=post_back)
+    _, again = fields(hop.get_data(as_text=True), "back-from-node")
+    refused = victim.post("/saml/acs", data=again)
+
+    assert refused.status_code == 400
+    assert "We do not recognise this login" in text_of(refused)
+    assert victim.get("/migracja").status_code in (302, 303)  # not logged in as anyone
+    assert count(services, Attempt) == 0
+    with services.sessions() as session:
+        assert session.scalars(select(PendingLogin.consumed_at)).one() is None
 
 
 def test_the_same_post_back_twice_is_refused_the_second_time(web, node, services):

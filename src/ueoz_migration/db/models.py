@@ -244,6 +244,9 @@ class PendingLogin(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     consumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # The SHA-256 of the key kept in the session of the browser that started the login: the
+    # node's answer is taken only in that browser (no login CSRF). NULL: started before 0002.
+    browser_key_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class WebSession(Base):

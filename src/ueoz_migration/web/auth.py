@@ -5,10 +5,19 @@ AuthnRequest; the node sends it back to the assertion consumer service (ACS) wit
 artifact, which the SP library resolves over SOAP into the person's identity. The pending
 login is found again by its RelayState, not by a cookie: the node's POST back is cross-site,
 and a SameSite=Lax cookie does not travel with it.
+
+The answer is taken only in the browser that started the login (no login CSRF: a page
+elsewhere must not be able to log a visitor in as someone else by posting that someone's
+artifact). ``/login`` keeps a random key in the session and the pending login its hash.
+When the node's cross-site POST arrives without the session cookie, the ACS answers with a
+form that posts the same fields back to itself from this site, so that the cookie comes
+along; a login whose key still does not match is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 from dataclasses import dataclass
@@ -28,12 +37,12 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from werkzeug.wrappers import Response
 
 from ..adapters.wk import FailureReason, LoginFailed, ServiceProvider, WkSettings
 from ..bootstrap import Services
-from ..db.engine import transaction
+from ..db.engine import snapshot, transaction
 from ..db.models import PendingLogin
 from ..domain.identity import Person
 from ..domain.privacy import mask_pesel
@@ -43,6 +52,8 @@ from .i18n import current_language
 log = structlog.get_logger(__name__)
 blueprint = Blueprint("auth", __name__)
 
+#: The session's key naming this browser to its pending logins (see the module doc).
+BROWSER_KEY = "login_browser_key"
 #: The shape of the RelayState values /login hands out (secrets.token_urlsafe(32): 43 chars).
 RELAY_STATE = re.compile(r"[A-Za-z0-9_-]{20,80}")
 
@@ -128,6 +139,7 @@ def login() -> str | tuple[str, int]:
                 language=current_language(),
                 created_at=now,
                 expires_at=now + PENDING_LOGIN_TTL,
+                browser_key_hash=_browser_key_hash(create=True),
             )
         )
     log.info("login.sent_to_node", system=system.id, saml_request_id=form.request_id)
@@ -137,8 +149,19 @@ def login() -> str | tuple[str, int]:
 def acs() -> Response | tuple[str, int]:
     """Take the artifact back from the node, resolve it and start (or resume) the attempt."""
     values = request.form if request.method == "POST" else request.args
-    artifact = values.get("SAMLart", "")
-    pending = _consume(values.get("RelayState", ""))
+    artifact, relay_state = values.get("SAMLart", ""), values.get("RelayState", "")
+    waiting = _waiting(relay_state)
+    if waiting is not None and not _started_here(waiting):
+        if not values.get("from_this_site"):
+            # Most likely the node's cross-site POST, which came without our cookie: once more
+            # from this site, and the cookie comes along. Nothing is written to the session
+            # here, or its cookie would replace the one the browser has.
+            return render_template(
+                "login/back_from_node.html", saml_art=artifact, relay_state=relay_state
+            )
+        log.info("login.failed", reason="other_browser")
+        return render_template("login/failed.html", kind="stale"), 400
+    pending = _consume(relay_state)
     if pending is None:
         # No login of this browser's is waiting here: a reload, an old tab, or another site
         # sending the browser to this address. Nothing was started, so nothing is undone:
@@ -203,6 +226,34 @@ def logout() -> Response:
         session["language"] = language
     flash(_("Wylogowano."), "info")
     return redirect(url_for("pages.start"), 303)
+
+
+def _browser_key_hash(*, create: bool) -> str | None:
+    key = session.get(BROWSER_KEY)
+    if key is None and create:
+        key = session[BROWSER_KEY] = secrets.token_urlsafe(24)
+    return hashlib.sha256(key.encode()).hexdigest() if key else None
+
+
+def _started_here(pending: PendingLogin) -> bool:
+    """Say whether this browser's session is the one that started ``pending``."""
+    if pending.browser_key_hash is None:
+        return True  # started before the key was kept (schema 0001): lives 15 minutes at most
+    mine = _browser_key_hash(create=False)
+    return mine is not None and hmac.compare_digest(mine, pending.browser_key_hash)
+
+
+def _waiting(relay_state: str) -> PendingLogin | None:
+    """Return the pending login for ``relay_state`` if it is still waiting; use nothing up."""
+    if not RELAY_STATE.fullmatch(relay_state):
+        return None
+    with snapshot(services().sessions) as db:
+        return db.scalars(
+            select(PendingLogin)
+            .where(PendingLogin.relay_state == relay_state)
+            .where(PendingLogin.consumed_at.is_(None))
+            .where(PendingLogin.expires_at > datetime.now(UTC))
+        ).one_or_none()
 
 
 def _consume(relay_state: str) -> PendingLogin | None:

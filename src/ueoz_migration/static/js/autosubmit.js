@@ -1,4 +1,4 @@
-// Carry the signed login request to login.gov.pl without a click; the button remains for no-JS.
+// Send a form on without a click (to login.gov.pl, or back from it to this site); the button remains for no-JS.
 (function () {
   "use strict";
   var form = document.querySelector("form[data-auto-submit]");
