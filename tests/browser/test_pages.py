@@ -116,3 +116,32 @@ def test_an_unregistered_return_address_is_refused(page, demo):
     assert answer.status == 400
     expect(page.get_by_role("heading", level=1)).to_be_visible()
     assert page.url.startswith(demo.base_url + "/login?"), "the browser left the service"
+
+
+def test_a_login_back_from_another_site_reads_in_both_languages(browser, demo, axe):
+    # The node's post back is cross-site in production, so it comes without the session
+    # cookie and the service answers with one more step from its own site. Scripts are kept
+    # from sending the forms on, so that both pages stay to be read.
+    starter = browser.new_context(base_url=demo.base_url, locale="pl-PL")
+    starter.route("**/js/autosubmit.js", lambda route: route.abort())
+    to_node = starter.new_page()
+    to_node.goto("/login?system=P1")
+    relay_state = to_node.locator("input[name=RelayState]").get_attribute("value")
+
+    elsewhere = browser.new_context(base_url=demo.base_url, locale="pl-PL")
+    elsewhere.route("**/js/autosubmit.js", lambda route: route.abort())
+    page = elsewhere.new_page()
+    for language, heading in (("pl", "Powrót z login.gov.pl"), ("en", "Back from login.gov.pl")):
+        if language == "en":
+            page.goto("/jezyk/en")
+        page.set_content(
+            f'<form method="post" action="{demo.base_url}/saml/acs">'
+            f'<input type="hidden" name="SAMLart" value="AAQAAA==">'
+            f'<input type="hidden" name="RelayState" value="{relay_state}">'
+            "<button>post</button></form>"
+        )
+        page.get_by_role("button", name="post").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+        assert_accessible(axe, page)
+    starter.close()
+    elsewhere.close()
