@@ -247,14 +247,12 @@ def test_the_whole_path_ends_as_one_message_whose_link_verifies(services):
     assert attempt.state == "done"
 
 
-def test_a_batch_that_outlasts_its_lease_is_not_sent_twice(services):
-    # A server that answers every command just inside the timeout makes a batch outlast the
-    # lease it was claimed under: a second sender claims the rest meanwhile. Whatever it
-    # took, the first one must not send as well.
+def queue_messages(services: Services, count: int) -> None:
+    """Put ``count`` due messages, to person0@… person{count-1}@example.pl, in the outbox."""
     attempt_id = services.journey.start(ANNA, actor=user()).id
     now = datetime.now(UTC)
     with transaction(services.sessions) as session:
-        for number in range(3):
+        for number in range(count):
             session.add(
                 OutboxMessage(
                     attempt_id=attempt_id,
@@ -266,6 +264,13 @@ def test_a_batch_that_outlasts_its_lease_is_not_sent_twice(services):
                     due_at=now,
                 )
             )
+
+
+def test_a_batch_that_outlasts_its_lease_is_not_sent_twice(services):
+    # A server that answers every command just inside the timeout makes a batch outlast the
+    # lease it was claimed under: a second sender claims the rest meanwhile. Whatever it
+    # took, the first one must not send as well.
+    queue_messages(services, 3)
     clock, delivered = Clock(), []
     lease = timedelta(minutes=1)
 
@@ -305,21 +310,7 @@ def test_a_batch_that_outlasts_its_lease_is_not_sent_twice(services):
 
 
 def test_two_senders_at_once_never_deliver_a_message_twice(services, settings):
-    attempt_id = services.journey.start(ANNA, actor=user()).id
-    with transaction(services.sessions) as session:
-        now = datetime.now(UTC)
-        for number in range(24):
-            session.add(
-                OutboxMessage(
-                    attempt_id=attempt_id,
-                    kind="verification",
-                    recipient=f"person{number}@example.pl",
-                    subject="s",
-                    body="b",
-                    created_at=now,
-                    due_at=now,
-                )
-            )
+    queue_messages(services, 24)
 
     delivered: list[str] = []
     lock = threading.Lock()

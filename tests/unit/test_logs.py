@@ -12,25 +12,25 @@ from ueoz_migration.config import Settings
 from ueoz_migration.logs import configure_logging
 
 
-@pytest.fixture
-def json_logs(tmp_path):
+def configured(tmp_path, log_json: str):
+    """Configure logging as an entry point does; put the root logger back afterwards."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    configure_logging(Settings.from_env({"INSTANCE_DIR": str(tmp_path), "LOG_JSON": "1"}))
+    configure_logging(Settings.from_env({"INSTANCE_DIR": str(tmp_path), "LOG_JSON": log_json}))
     yield
     structlog.reset_defaults()
     root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture
+def json_logs(tmp_path):
+    yield from configured(tmp_path, "1")
 
 
 @pytest.fixture
 def console_logs(tmp_path):
     """The readable lines of development (LOG_JSON=0)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    configure_logging(Settings.from_env({"INSTANCE_DIR": str(tmp_path), "LOG_JSON": "0"}))
-    yield
-    structlog.reset_defaults()
-    root.handlers[:], root.level = handlers, level
+    yield from configured(tmp_path, "0")
 
 
 def lines(capsys) -> list[dict]:
