@@ -229,6 +229,28 @@ def test_maildir_delivery_is_readable_as_the_mail_page_shows_it(services, tmp_pa
     assert "Centrum e-Zdrowia" in mail.body
 
 
+def test_the_development_mail_page_lists_the_newest_message_first(tmp_path):
+    # Two messages within one second: Maildir's names then differ in unpadded microseconds.
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    for sub in ("new", "cur", "tmp"):
+        (folder / sub).mkdir()
+    for name, to in (
+        ("1764120000.M98765P10Q1.host", "older@example.pl"),
+        ("1764120000.M123456P10Q2.host", "newer@example.pl"),
+        ("1764119999.M999999P10Q9.host", "oldest@example.pl"),
+    ):
+        (folder / "new" / name).write_bytes(
+            f"From: UEOZ <no-reply@ueoz.example>\nTo: {to}\nSubject: s\n\nb\n".encode()
+        )
+
+    assert [mail.recipient for mail in maildir_messages(folder)] == [
+        "newer@example.pl",
+        "older@example.pl",
+        "oldest@example.pl",
+    ]
+
+
 def test_the_whole_path_ends_as_one_message_whose_link_verifies(services):
     """Submit an address, run the sender, read the Maildir, follow the link: done."""
     attempt_id = awaiting_verification(services)

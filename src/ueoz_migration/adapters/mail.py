@@ -225,7 +225,20 @@ def maildir_messages(path: Path) -> list[DeliveredMail]:
                 body=body.get_content() if body is not None else "",
             )
         )
-    return sorted(messages, key=lambda mail: mail.key, reverse=True)
+    return sorted(messages, key=lambda mail: _delivery_order(mail.key), reverse=True)
+
+
+# Python's Maildir names a message "<seconds>.M<microseconds>P<pid>Q<count>.<host>", with the
+# microseconds not zero-padded: as text, .M98765 sorts after .M123456 of the same second.
+_MAILDIR_KEY = re.compile(r"(\d+)\.M(\d+)P\d+Q(\d+)")
+
+
+def _delivery_order(key: str) -> tuple[int, int, int, str]:
+    match = _MAILDIR_KEY.match(key)
+    if match is None:
+        return (0, 0, 0, key)
+    seconds, micros, count = (int(group) for group in match.groups())
+    return (seconds, micros, count, key)
 
 
 def mailbox_message(raw: bytes) -> EmailMessage:
