@@ -17,7 +17,6 @@ along; a login whose key still does not match is refused.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from werkzeug.wrappers import Response
 
 from ..adapters.wk import FailureReason, LoginFailed, ServiceProvider, WkSettings
@@ -150,23 +149,21 @@ def acs() -> Response | tuple[str, int]:
     """Take the artifact back from the node, resolve it and start (or resume) the attempt."""
     values = request.form if request.method == "POST" else request.args
     artifact, relay_state = values.get("SAMLart", ""), values.get("RelayState", "")
-    waiting = _waiting(relay_state)
-    if waiting is not None and not _started_here(waiting):
-        if not values.get("from_this_site"):
-            # Most likely the node's cross-site POST, which came without our cookie: once more
-            # from this site, and the cookie comes along. Nothing is written to the session
-            # here, or its cookie would replace the one the browser has.
+    pending = _consume(relay_state)
+    if pending is None:
+        waiting = _waiting(relay_state)
+        if waiting and not values.get("from_this_site"):
+            # Waiting, but not for this request's session: most likely the node's cross-site
+            # POST, which came without our cookie. Once more from this site, and the cookie
+            # comes along. Nothing is written to the session here, or its cookie would
+            # replace the one the browser has.
             return render_template(
                 "login/back_from_node.html", saml_art=artifact, relay_state=relay_state
             )
-        log.info("login.failed", reason="other_browser")
-        return render_template("login/failed.html", kind="stale"), 400
-    pending = _consume(relay_state)
-    if pending is None:
-        # No login of this browser's is waiting here: a reload, an old tab, or another site
-        # sending the browser to this address. Nothing was started, so nothing is undone:
-        # the session this browser already has (a migration under way) stays as it is.
-        log.info("login.failed", reason="unknown_relay_state")
+        # Started in another browser (login CSRF), or nothing waiting at all: a reload, an
+        # old tab, another site sending the browser here. Nothing was started in this
+        # session, so nothing is undone: a migration under way in it stays as it is.
+        log.info("login.failed", reason="other_browser" if waiting else "unknown_relay_state")
         return render_template("login/failed.html", kind="stale"), 400
     if pending.language:
         session["language"] = pending.language
@@ -235,34 +232,31 @@ def _browser_key_hash(*, create: bool) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest() if key else None
 
 
-def _started_here(pending: PendingLogin) -> bool:
-    """Say whether this browser's session is the one that started ``pending``."""
-    if pending.browser_key_hash is None:
-        return True  # started before the key was kept (schema 0001): lives 15 minutes at most
-    mine = _browser_key_hash(create=False)
-    return mine is not None and hmac.compare_digest(mine, pending.browser_key_hash)
-
-
-def _waiting(relay_state: str) -> PendingLogin | None:
-    """Return the pending login for ``relay_state`` if it is still waiting; use nothing up."""
+def _waiting(relay_state: str) -> bool:
+    """Say whether a login for ``relay_state`` is still waiting, whoever started it."""
     if not RELAY_STATE.fullmatch(relay_state):
-        return None
+        return False
     with snapshot(services().sessions) as db:
-        return db.scalars(
-            select(PendingLogin)
+        waiting = db.scalar(
+            select(PendingLogin.relay_state)
             .where(PendingLogin.relay_state == relay_state)
             .where(PendingLogin.consumed_at.is_(None))
             .where(PendingLogin.expires_at > datetime.now(UTC))
-        ).one_or_none()
+        )
+    return waiting is not None
 
 
 def _consume(relay_state: str) -> PendingLogin | None:
-    """Return the pending login for ``relay_state`` and mark it used, once and only once."""
+    """Return this browser's pending login for ``relay_state``; mark it used, once only."""
     if not RELAY_STATE.fullmatch(relay_state):
         # Not one we made (token_urlsafe): not worth a query, and a NUL in it would make
         # PostgreSQL refuse the query outright.
         return None
     now = datetime.now(UTC)
+    started_here = or_(
+        PendingLogin.browser_key_hash == (_browser_key_hash(create=False) or ""),
+        PendingLogin.browser_key_hash.is_(None),  # started before schema 0002: 15 min at most
+    )
     with transaction(services().sessions) as db:
         # One statement marks it used and hands it back (SQLite ≥ 3.35 and PostgreSQL).
         return db.scalars(
@@ -270,6 +264,7 @@ def _consume(relay_state: str) -> PendingLogin | None:
             .where(PendingLogin.relay_state == relay_state)
             .where(PendingLogin.consumed_at.is_(None))
             .where(PendingLogin.expires_at > now)
+            .where(started_here)
             .values(consumed_at=now)
             .returning(PendingLogin)
         ).one_or_none()
