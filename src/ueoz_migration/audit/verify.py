@@ -19,6 +19,7 @@ import os
 from collections.abc import Collection, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from itertools import pairwise
 from time import perf_counter
 from typing import Any, TypeVar
@@ -159,8 +160,7 @@ def _verify_in_parallel(
     target = url.render_as_string(hide_password=False)
     with ProcessPoolExecutor(len(bounds), mp_context=context) as executor:
         try:
-            parts = executor.map(_verify_range, [target] * len(bounds), [key] * len(bounds), bounds)
-            return list(parts)
+            return list(executor.map(partial(_verify_range, target, key), bounds))
         except BrokenProcessPool:
             raise VerifyAborted(
                 "a verifying process ended before it reported (killed, or out of memory?); "

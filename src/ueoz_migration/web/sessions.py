@@ -128,15 +128,16 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
         self, session_lifetime: timedelta, session: ServerSideSession, store_id: str
     ) -> None:
         expires_at = datetime.now(UTC) + session_lifetime
+        values: dict[str, object]
         if getattr(session, "stored_sid", None) != session.sid:
             # A new session, or a new id for one (login, verification): create its row.
             statement = self.upsert
-            values = {"id": store_id, "data": self.serializer.encode(session)}
-            values["expires_at"] = expires_at
+            data = self.serializer.encode(session)
+            values = {"id": store_id, "data": data, "expires_at": expires_at}
         elif session.modified:
             statement = UPDATE_DATA
-            values = {"sid": store_id, "new_data": self.serializer.encode(session)}
-            values["new_expires_at"] = expires_at
+            data = self.serializer.encode(session)
+            values = {"sid": store_id, "new_data": data, "new_expires_at": expires_at}
         else:
             statement = UPDATE_EXPIRY
             values = {"sid": store_id, "new_expires_at": expires_at}
