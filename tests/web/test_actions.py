@@ -8,6 +8,7 @@ import json
 from sqlalchemy import select
 
 from tests.factories import HERMEGILDA, count, log_of
+from ueoz_migration.audit.replay import replay_log
 from ueoz_migration.db.models import OutboxMessage, TransitionLogEntry, UeozAccount
 
 
@@ -265,8 +266,29 @@ def test_only_the_persons_events_can_be_fired(browser, start_attempt, services):
     assert "Tego kroku nie można już wykonać" in text  # and the screen where it stands
     assert services.journey.get(attempt.id).state == "searching"
     *_, last = log_of(services, attempt.id)
-    assert (last.event, last.outcome, last.actor) == ("account_found", "refused", "user")
+    assert (last.event, last.outcome, last.actor) == ("account_found", "rejected", "user")
+    assert json.loads(last.detail) == {"reason": "not_a_user_event"}
     assert browser.post("/migracja/no_such_event", follow=False).status_code == 404
+
+
+def test_a_worker_event_posted_by_a_person_leaves_a_log_that_replays(
+    browser, start_attempt, services
+):
+    # The flow takes "expire" in "found": a person's post of it is the page's refusal,
+    # which replay must read as such, not as a divergence from the flow.
+    attempt = start_attempt("found")
+    browser.hold(attempt.id)
+
+    browser.post("/migracja/expire")
+    browser.post("/migracja/verify")  # one the flow refuses in "found"
+
+    assert services.journey.get(attempt.id).state == "found"
+    *_, expire, verify = log_of(services, attempt.id)
+    assert (expire.event, expire.outcome) == ("expire", "rejected")
+    assert (verify.event, verify.outcome) == ("verify", "refused")
+    with services.sessions() as session:
+        report = replay_log(session, [attempt.id])
+    assert report.ok, report
 
 
 def test_a_form_the_page_refuses_is_in_the_log_as_a_rejected_submit(

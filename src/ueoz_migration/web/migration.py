@@ -114,9 +114,10 @@ def fire(event: str) -> Response | tuple[str, int]:
         }
     try:
         if event not in USER_EVENTS:
-            # The worker's and the system's events are not a person's to fire: refused, and
-            # the log shows the attempt.
-            raise journey.reject(attempt_id, event, actor=user(), reason="not_allowed")
+            # The worker's and the system's events are not a person's to fire. Turned down by
+            # this check, not by the flow: where the state takes the event, the log shows a
+            # rejection (replay expects "refused" only where the flow itself refuses).
+            raise journey.reject(attempt_id, event, actor=user(), reason="not_a_user_event")
         if form is not None and not form.validate():
             # The form's own checks are the submission's rules, in the person's language;
             # the log records the refusal as the journey's own check would have.
