@@ -234,17 +234,38 @@ def test_changing_the_address_again_and_again_does_not_get_round_the_limit(
         "terms_accepted": "y",
     }
 
-    for _ in range(services.settings.resend_limit_per_hour - 1):
+    limit = services.settings.resend_limit_per_hour
+    for _ in range(limit):
         browser.post("/migracja/change_email")
         text = text_of(browser.post("/migracja/submit", form))
         assert "<h1>Weryfikacja adresu e-mail</h1>" in text
     browser.post("/migracja/change_email")
-    text = text_of(browser.post("/migracja/submit", form))
+    response = browser.post("/migracja/submit", form)
+    text = text_of(response)
 
+    assert response.status_code == 429
     assert "Wysłaliśmy już kilka linków w ciągu ostatniej godziny." in text
     assert "<h1>Uzupełnij adres e-mail</h1>" in text
+    assert 'value="victim@example.pl"' in text  # what was typed, to correct it
     assert services.journey.get(attempt.id).state == "email_entry"
-    assert count(services, OutboxMessage) == services.settings.resend_limit_per_hour
+    assert count(services, OutboxMessage) == 1 + limit  # the first link, to another address
+
+
+def test_an_address_that_reached_the_limit_can_still_be_corrected(
+    browser, start_attempt, services
+):
+    # Links asked for a mistyped address count against that address, not the next one.
+    attempt = start_attempt("awaiting_verification")  # the first link, to anna@example.pl
+    browser.hold(attempt.id)
+    for _ in range(services.settings.resend_limit_per_hour - 1):
+        browser.post("/migracja/resend")
+    assert "Wysłaliśmy już kilka linków" in text_of(browser.post("/migracja/resend"))
+
+    browser.post("/migracja/change_email")
+    text = text_of(browser.post("/migracja/submit", submit_form("anna.nowa@example.pl")))
+
+    assert "<h1>Weryfikacja adresu e-mail</h1>" in text
+    assert services.journey.get(attempt.id).email == "anna.nowa@example.pl"
 
 
 def test_change_email_goes_back_to_the_form(browser, start_attempt, services):

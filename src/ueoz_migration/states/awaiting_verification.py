@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 from ..db.models import OutboxMessage, UeozAccount, VerificationLink
 from ..domain.privacy import mask_email
 from .base import Rejected, StateBehaviour
+from .email_entry import normalized_email
 
 
 def token_hash(token: str) -> str:
@@ -51,17 +52,21 @@ class AwaitingVerification(StateBehaviour):
         )
         self.context.notes["email"] = mask_email(attempt.email)
 
-    def check_resend_allowed(self) -> None:
-        """Allow only so many links an hour, so the form cannot be used to flood a mailbox.
+    def check_resend_allowed(self, email: str | None = None) -> None:
+        """Allow only so many links an hour to one address, so no mailbox can be flooded.
 
-        Whichever way a link is asked for: a resend, or the address changed and given again
-        (``submit`` checks this too, or changing the address would get round the limit).
+        Whichever way a link is asked for: a resend to the attempt's address, or an address
+        given on the form (``submit`` checks this too, or changing the address and giving
+        the same one again would get round the limit). Each address has a count of its
+        own: a person who asked for links to a mistyped address can still correct it.
         """
+        address = self.attempt.email if email is None else normalized_email(email)
         since = self.context.now - timedelta(hours=1)
         sent = self.session.scalar(
             select(func.count())
             .select_from(VerificationLink)
             .where(VerificationLink.attempt_id == self.attempt.id)
+            .where(VerificationLink.email == address)
             .where(VerificationLink.created_at > since)
         )
         if (sent or 0) >= self.context.policy.resend_limit_per_hour:

@@ -133,16 +133,21 @@ def fire(event: str) -> Response | tuple[str, int]:
             form.add_domain_errors(refused.fields)
             return _email_entry_again(attempt_id, form)
         flash(str(REFUSAL_NOTICES.get(refused.reason, REFUSAL_NOTICES["not_allowed"])), "notice")
+        if refused.reason == "resend_limit" and form is not None:
+            # The form again with what the person typed, not the address on record.
+            return _email_entry_again(attempt_id, form, status=429)
     # Post/redirect/get: a reload never fires the event again.
     return redirect(url_for("migration.show"), 303)
 
 
-def _email_entry_again(attempt_id: str, form: EmailForm) -> Response | tuple[str, int]:
+def _email_entry_again(
+    attempt_id: str, form: EmailForm, *, status: int = 422
+) -> Response | tuple[str, int]:
     attempt = services().journey.get(attempt_id)
     if attempt.state != "email_entry":
         flash(str(REFUSAL_NOTICES["not_allowed"]), "notice")
         return redirect(url_for("migration.show"), 303)
-    return render_state(attempt, email_form=form), 422
+    return render_state(attempt, email_form=form), status
 
 
 def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> str:
