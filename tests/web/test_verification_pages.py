@@ -101,6 +101,25 @@ def test_a_retired_link_points_to_the_newest_message(client, start_attempt, serv
     assert services.journey.get(attempt.id).state == "awaiting_verification"
 
 
+def test_a_superseded_link_whose_successor_expired_too_offers_the_resend(
+    client, start_attempt, services
+):
+    attempt = start_attempt("awaiting_verification")
+    old = link_token(services, attempt.id)
+    services.journey.fire(attempt.id, "resend", actor=_user())
+    with transaction(services.sessions) as session:  # days later: every link has expired
+        session.execute(update(VerificationLink).values(expires_at=utcnow() - timedelta(days=1)))
+
+    text = text_of(client.get(f"/weryfikacja/{old}"))
+
+    assert "<h1>Ten link nie jest już ważny</h1>" in text
+    assert "albo jej link też wygasł, wyślemy nowy link" in text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', text).group(1)
+    text = text_of(client.post(f"/weryfikacja/{old}/resend", data={"csrf_token": csrf}))
+    assert "Nowy link weryfikacyjny jest w drodze na adres a***@example.pl" in text
+    assert client.get(f"/weryfikacja/{link_token(services, attempt.id)}").status_code == 200
+
+
 def test_a_link_for_an_address_since_changed_is_retired(client, start_attempt, services):
     attempt = start_attempt("awaiting_verification")
     old = link_token(services, attempt.id)
@@ -109,6 +128,8 @@ def test_a_link_for_an_address_since_changed_is_retired(client, start_attempt, s
     text = text_of(client.get(f"/weryfikacja/{old}"))
 
     assert "adres e-mail został zmieniony" in text
+    # The person is giving a new address: no link to send until they have.
+    assert "/resend" not in text
 
 
 def test_an_unknown_link_is_a_clear_page(client, services):

@@ -70,7 +70,12 @@ def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
         ended = attempt.state in {"cancelled", "expired", "skipped"}
         return render_template(LINK_PAGES[reason], ended=ended), 410
     template = LINK_PAGES.get(refused.reason, LINK_PAGES["link_unknown"])
-    can_resend = refused.reason == "link_expired" and attempt.state == "awaiting_verification"
+    # A newer link may have expired too, or never arrived: while the attempt still waits
+    # for a link, a superseded one offers the resend as well (it is limited per hour).
+    can_resend = attempt.state == "awaiting_verification" and refused.reason in {
+        "link_expired",
+        "link_retired",
+    }
     return render_template(template, token=token, can_resend=can_resend, done=False), 410
 
 
