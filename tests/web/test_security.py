@@ -115,6 +115,24 @@ def test_login_refuses_an_unregistered_system(client, services):
     assert _pending(services) == 0
 
 
+def test_login_from_the_start_page_alone_has_no_system_to_return_to(client, services):
+    # Not the first system of the configuration: nobody asked to go there.
+    response = client.get("/login")
+
+    assert response.status_code == 200
+    with services.sessions() as session:
+        (pending,) = session.scalars(select(PendingLogin)).all()
+    assert (pending.domain_system, pending.return_url) == (None, None)
+
+
+def test_login_refuses_a_return_address_without_a_system(client, services):
+    response = client.get("/login", query_string={"return": "https://evil.example/phish"})
+
+    assert response.status_code == 400
+    assert "nie jest zarejestrowany w UEOZ" in text_of(response)
+    assert _pending(services) == 0
+
+
 def test_login_refuses_a_return_address_the_system_did_not_register(client, services):
     response = client.get(
         "/login", query_string={"system": "P1", "return": "https://evil.example/phish"}

@@ -112,17 +112,24 @@ def _login() -> LoginThroughNode:
 
 @blueprint.get("/login")
 def login() -> str | tuple[str, int]:
-    """Check the domain system and its return address, then send the browser to the node."""
-    systems = services().settings.domain_systems
-    system_id = request.args.get("system") or next(iter(systems), None)
-    system = systems.get(system_id or "")
-    if system is None:
-        log.info("login.refused", reason="unknown_system", system=system_id)
-        return render_template("login/refused.html", reason="system"), 400
-    return_url = request.args.get("return") or system.default_return_url
-    if return_url not in system.return_urls:
-        log.info("login.refused", reason="unregistered_return_url", system=system.id)
-        return render_template("login/refused.html", reason="return_url", system=system), 400
+    """Check the domain system and its return address, then send the browser to the node.
+
+    Without ``system`` (the service's own start page, opened directly) the migration has
+    nowhere to send the person back to: it ends on its own done screen, rather than in
+    whichever system happens to be configured first.
+    """
+    system_id = request.args.get("system") or None
+    return_url = request.args.get("return") or None
+    system = None
+    if system_id is not None or return_url is not None:
+        system = services().settings.domain_systems.get(system_id or "")
+        if system is None:
+            log.info("login.refused", reason="unknown_system", system=system_id)
+            return render_template("login/refused.html", reason="system"), 400
+        return_url = return_url or system.default_return_url
+        if return_url not in system.return_urls:
+            log.info("login.refused", reason="unregistered_return_url", system=system.id)
+            return render_template("login/refused.html", reason="return_url", system=system), 400
 
     relay_state = secrets.token_urlsafe(32)
     form = _login().provider.authn_request(relay_state)
@@ -133,7 +140,7 @@ def login() -> str | tuple[str, int]:
             PendingLogin(
                 relay_state=relay_state,
                 request_id=form.request_id,
-                domain_system=system.id,
+                domain_system=system.id if system else None,
                 return_url=return_url,
                 language=current_language(),
                 created_at=now,
@@ -141,7 +148,9 @@ def login() -> str | tuple[str, int]:
                 browser_key_hash=_browser_key_hash(create=True),
             )
         )
-    log.info("login.sent_to_node", system=system.id, saml_request_id=form.request_id)
+    log.info(
+        "login.sent_to_node", system=system.id if system else None, saml_request_id=form.request_id
+    )
     return render_template("login/to_node.html", form=form)
 
 
