@@ -115,17 +115,27 @@ def healthz() -> Response:
 
 @blueprint.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """The database answers and its schema is at the current migration head."""
+    """The database answers and its schema is the one this code expects, or a newer one.
+
+    A release upgrades the schema before its code rolls out, and every migration keeps the
+    previous release's code working (docs/operations.md, "Releasing"). So a revision this
+    code does not know is a newer release's, and the instance stays ready until it is
+    replaced; a known revision short of the head means the upgrade has not run yet.
+    """
     engine = services().engine
-    expected = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    scripts = ScriptDirectory.from_config(alembic_config(engine))
+    expected = set(scripts.get_heads())
     try:
         with engine.connect() as connection:
             current = set(MigrationContext.configure(connection).get_current_heads())
     except SQLAlchemyError:
         return jsonify(status="unavailable", database="unreachable"), 503
-    if current != expected:
-        return jsonify(status="unavailable", database="schema not at head"), 503
-    return jsonify(status="ok"), 200
+    if current == expected:
+        return jsonify(status="ok"), 200
+    known = {revision.revision for revision in scripts.walk_revisions()}
+    if current and not current <= known:
+        return jsonify(status="ok", database="schema of a newer release"), 200
+    return jsonify(status="unavailable", database="schema not at head"), 503
 
 
 # -- development only (never registered in production) -------------------------------------
