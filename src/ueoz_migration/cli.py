@@ -61,8 +61,14 @@ def eploz() -> None:
 
 @eploz.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option(
+    "--full",
+    is_flag=True,
+    help="FILE is the complete export: remove the accounts it does not list, except those "
+    "a migration already claimed.",
+)
 @click.pass_obj
-def eploz_import(services: Services, file: str) -> None:
+def eploz_import(services: Services, file: str, full: bool) -> None:
     """Load e-PLOZ's CSV export FILE; a file with any bad line is refused as a whole."""
     from pathlib import Path
 
@@ -71,33 +77,51 @@ def eploz_import(services: Services, file: str) -> None:
     from .adapters.eploz import ExportRejected, import_accounts, read_export
     from .journey import utcnow
 
+    # The whole import is one transaction: a refusal or a failure leaves the directory as it
+    # was, the removals of --full included.
+    nothing = "nothing imported or removed" if full else "nothing imported"
     try:
         rows = read_export(Path(file).read_bytes())
     except ExportRejected as rejected:
         lines = "\n".join(f"  {problem}" for problem in rejected.problems)
         raise click.ClickException(
-            f"{file} refused, nothing imported ({rejected}):\n{lines}"
+            f"{file} refused, {nothing} ({rejected}):\n{lines}"
         ) from rejected
+    if full and not rows:
+        # A header with nothing under it is a failed export far more often than an empty
+        # e-PLOZ; taken as complete it would remove the whole directory.
+        raise click.ClickException(
+            f"{file} lists no accounts; with --full that would remove every account: refused"
+        )
     try:
-        report = import_accounts(services.sessions, rows, now=utcnow())
+        report = import_accounts(services.sessions, rows, now=utcnow(), full=full)
     except IntegrityError:
         raise click.ClickException(
             f"{file}: another import changed the directory at the same time; "
-            "nothing imported, run it again"
+            f"{nothing}, run it again"
         ) from None
     except SQLAlchemyError as error:
         # A deadlock with a concurrent import, the database going away…: one line, and no
         # statement parameters (they hold the file's PESELs and addresses).
         raise click.ClickException(
             f"{file}: the database did not take the import ({type(error).__name__}); "
-            "nothing imported, run it again"
+            f"{nothing}, run it again"
         ) from None
     finally:
         services.engine.dispose()
+    if full:
+        # Always said with --full, zeros too: the operator asked for removals.
+        absent = (
+            f"; not in the file: {report.removed} removed, "
+            f"{report.not_in_file} kept (already claimed by a migration)"
+        )
+    elif report.not_in_file:
+        absent = f"; {report.not_in_file} accounts not in the file kept"
+    else:
+        absent = ""
     click.echo(
         f"imported {file}: {report.added} added, {report.updated} updated, "
-        f"{report.unchanged} unchanged ({report.rows} rows)"
-        + (f"; {report.not_in_file} accounts not in the file kept" if report.not_in_file else "")
+        f"{report.unchanged} unchanged ({report.rows} rows){absent}"
     )
 
 

@@ -11,9 +11,12 @@ from sqlalchemy import select
 from stdnum.pl import pesel
 
 from tests.conftest import TEST_KEY
+from tests.factories import link_token, user
 from ueoz_migration.cli import main
 from ueoz_migration.db.models import EplozAccount, UeozAccount
 from ueoz_migration.demo import DEMO_PEOPLE
+from ueoz_migration.domain.identity import Person
+from ueoz_migration.search import SearchWorker
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 GOOD = DATA / "eploz_export.csv"
@@ -235,6 +238,36 @@ def test_an_empty_file_is_refused(cli, tmp_path):
     assert "line 1: the file is empty" in result.output
 
 
+def test_a_csv_syntax_error_does_not_hide_the_bad_lines_after_it(cli, services, tmp_path):
+    # Each physical line is read on its own: a stray quote costs its own line, and a quoted
+    # field that would run on into the next lines is the problem of the line that opens it.
+    broken = write(
+        tmp_path / "broken.csv",
+        b"login,pesel,first_name,last_name,email,status,roles\r\n"
+        b'amicsokol,"87042712342"7,Anna,Mickiewicz,amicsokol@csioz.pl,active,P1:LEKARZ\r\n'
+        b'hgrabowska,97040117247,Helena,"Grabowska,,active,P1:PIELEGNIARKA\r\n'
+        b"jkowalski,75031205191,Jan,Kowalski,,blocked,\r\n"
+        b"tlewandowski,90010114418,Tomasz,Lewandowski,tl@example.pl,active,P1:LEKARZ\r\n"
+        b"kwisniewska,82091503682,Katarzyna,Wisniewska,,suspended,\r\n"
+        b'jkowalski,75031205191,Jan,"Kowalski",,blocked,\r\n',
+    )
+
+    result = cli("eploz", "import", str(broken))
+
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {broken} refused, nothing imported (5 bad lines):",
+        "  line 2: not valid CSV (',' expected after '\"')",
+        "  line 3: not valid CSV (a quoted field does not end on this line)",
+        "  line 5, column pesel: not a valid PESEL (wrong check digit)",
+        "  line 6, column status: 'suspended' is not active or blocked",
+        "  line 7, column login: the same login as line 4",
+    ]
+    for secret in ("87042712342", "97040117247", "90010114418", "@"):
+        assert secret not in result.output
+    assert accounts(services) == {}
+
+
 # -- the demo data ------------------------------------------------------------------------
 
 
@@ -300,3 +333,153 @@ def test_a_database_failure_during_an_import_is_one_line_without_data(cli, monke
         f"Error: {GOOD}: the database did not take the import (OperationalError); "
         "nothing imported, run it again"
     )
+
+
+# -- a full export (--full) ---------------------------------------------------------------
+
+TOMASZ = Person("Tomasz", "Lewandowski", date(1990, 1, 1), "90010114419")
+HELENA = Person("Helena", "Grabowska", date(1997, 4, 1), "97040117247")
+ANNA = Person("Anna Maria", "Mickiewicz-Sokołowska", date(1987, 4, 27), "87042712342")
+
+
+def export_without(tmp_path: Path, *logins: str) -> Path:
+    """GOOD as a later export that no longer lists ``logins``."""
+    lines = GOOD.read_bytes().splitlines(keepends=True)
+    kept = [line for line in lines if line.split(b",", 1)[0].decode().strip('"') not in logins]
+    assert len(kept) == len(lines) - len(logins)
+    return write(tmp_path / "later.csv", b"".join(kept))
+
+
+def search_for(services, person: Person):
+    """The person logs in and the search worker looks them up; return their attempt."""
+    attempt = services.journey.start(person, actor=user())
+    SearchWorker(services).run_once()
+    return services.journey.get(attempt.id)
+
+
+def test_without_full_accounts_not_in_the_file_are_kept(cli, services, tmp_path):
+    cli("eploz", "import", str(GOOD))
+    later = export_without(tmp_path, "tlewandowski2")
+
+    result = cli("eploz", "import", str(later))
+
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        f"imported {later}: 0 added, 0 updated, 5 unchanged (5 rows); "
+        "1 accounts not in the file kept"
+    )
+    assert "tlewandowski2" in accounts(services)
+
+
+def test_full_removes_an_unlisted_account_so_a_person_who_got_204_now_matches(
+    cli, services, tmp_path
+):
+    cli("eploz", "import", str(GOOD))  # tlewandowski and tlewandowski2 share Tomasz's PESEL
+    before = search_for(services, TOMASZ)
+    assert (before.state, before.event_code) == ("error", 204)
+    services.journey.fire(before.id, "cancel", actor=user())
+    later = export_without(tmp_path, "tlewandowski2")  # e-PLOZ deleted the second account
+
+    result = cli("eploz", "import", "--full", str(later))
+
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        f"imported {later}: 0 added, 0 updated, 5 unchanged (5 rows); "
+        "not in the file: 1 removed, 0 kept (already claimed by a migration)"
+    )
+    stored = accounts(services)
+    assert "tlewandowski2" not in stored and len(stored) == 5
+    after = search_for(services, TOMASZ)
+    assert (after.state, after.event_code) == ("found", None)
+    assert after.eploz_account_id == stored["tlewandowski"].id
+
+
+def test_full_keeps_unlisted_accounts_a_migration_claimed(cli, services, tmp_path):
+    cli("eploz", "import", str(GOOD))
+    # Anna migrated to the end (her UEOZ account holds amicsokol); Helena's attempt has
+    # found hgrabowska and waits for her to go on.
+    anna = search_for(services, ANNA)
+    services.journey.fire(anna.id, "create_account", actor=user())
+    services.journey.fire(
+        anna.id,
+        "submit",
+        actor=user(),
+        email="anna@example.pl",
+        email_repeat="anna@example.pl",
+        terms_accepted=True,
+    )
+    token = link_token(services, anna.id)
+    assert services.journey.fire(anna.id, "verify", actor=user(), token=token).state == "done"
+    helena = search_for(services, HELENA)
+    assert helena.state == "found"
+    later = export_without(tmp_path, "amicsokol", "hgrabowska", "tlewandowski2")
+
+    result = cli("eploz", "import", "--full", str(later))
+
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        f"imported {later}: 0 added, 0 updated, 3 unchanged (3 rows); "
+        "not in the file: 1 removed, 2 kept (already claimed by a migration)"
+    )
+    stored = accounts(services)
+    assert sorted(stored) == ["amicsokol", "hgrabowska", "jkowalski", "kwisniewska", "tlewandowski"]
+    with services.sessions() as session:
+        (ueoz,) = session.scalars(select(UeozAccount)).all()
+    assert ueoz.eploz_account_id == stored["amicsokol"].id
+    assert services.journey.get(helena.id).eploz_account_id == stored["hgrabowska"].id
+
+
+def test_full_with_a_bad_file_removes_nothing(cli, services):
+    cli("eploz", "import", str(GOOD))
+    before = {login: (row.id, row.status) for login, row in accounts(services).items()}
+
+    result = cli("eploz", "import", "--full", str(BAD))  # lists none of GOOD's other logins
+
+    assert result.exit_code == 1
+    assert f"Error: {BAD} refused, nothing imported or removed (6 bad lines):" in result.output
+    assert "line 3, column pesel: not a valid PESEL (wrong check digit)" in result.output
+    assert {login: (row.id, row.status) for login, row in accounts(services).items()} == before
+
+
+def test_full_refuses_a_file_with_no_accounts(cli, services, tmp_path):
+    cli("eploz", "import", str(GOOD))
+    before = set(accounts(services))
+    empty = tmp_path / "header-only.csv"
+    empty.write_bytes(GOOD.read_bytes().splitlines(keepends=True)[0])
+
+    result = cli("eploz", "import", "--full", str(empty))
+
+    assert result.exit_code == 1
+    assert "lists no accounts; with --full that would remove every account: refused" in (
+        result.output
+    )
+    assert set(accounts(services)) == before
+
+
+def test_full_is_one_transaction_with_the_rest_of_the_import(cli, services, tmp_path, monkeypatch):
+    # The removals fail after the file's new and changed lines went in: none of it stays.
+    from sqlalchemy.exc import OperationalError
+
+    from ueoz_migration.adapters import eploz
+
+    cli("eploz", "import", str(GOOD))
+    before = {login: (row.id, row.status) for login, row in accounts(services).items()}
+    later = export_without(tmp_path, "tlewandowski2")
+    later.write_bytes(
+        later.read_bytes().replace(b"csioz.pl,active", b"csioz.pl,blocked")
+        + b"nowak,97040117247,Ewa,Nowak,,active,\r\n"
+    )
+
+    def gone(*_args, **_kwargs):
+        raise OperationalError("DELETE FROM eploz_accounts …", {}, Exception("server closed"))
+
+    monkeypatch.setattr(eploz, "_remove_unlisted", gone)
+
+    result = cli("eploz", "import", "--full", str(later))
+
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: {later}: the database did not take the import (OperationalError); "
+        "nothing imported or removed, run it again"
+    )
+    assert {login: (row.id, row.status) for login, row in accounts(services).items()} == before

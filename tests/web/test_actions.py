@@ -251,9 +251,7 @@ def test_changing_the_address_again_and_again_does_not_get_round_the_limit(
     assert count(services, OutboxMessage) == 1 + limit  # the first link, to another address
 
 
-def test_an_address_that_reached_the_limit_can_still_be_corrected(
-    browser, start_attempt, services
-):
+def test_an_address_that_reached_the_limit_can_still_be_corrected(browser, start_attempt, services):
     # Links asked for a mistyped address count against that address, not the next one.
     attempt = start_attempt("awaiting_verification")  # the first link, to anna@example.pl
     browser.hold(attempt.id)

@@ -4,7 +4,8 @@ e-PLOZ is the legacy platform; the service only reads it. The search worker sees
 :class:`Directory`, so that a later adapter can ask the live e-PLOZ instead of the table that
 :class:`TableDirectory` reads. The table is filled from e-PLOZ's CSV export by
 :func:`read_export` (every bad line named, nothing kept) and :func:`import_accounts` (one
-transaction, an upsert keyed by login, so importing the same file twice changes nothing).
+transaction, an upsert keyed by login, so importing the same file twice changes nothing;
+with ``full=True`` the file is the whole directory, and the accounts it does not list go).
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from stdnum.exceptions import InvalidChecksum, InvalidComponent, InvalidLength, ValidationError
 from stdnum.pl import pesel as pesel_number
 
 from ..db.engine import snapshot, transaction
-from ..db.models import EplozAccount, UeozAccount
+from ..db.models import Attempt, EplozAccount, UeozAccount
 
 COLUMNS = ("login", "pesel", "first_name", "last_name", "email", "status", "roles")
 STATUSES = ("active", "blocked")
@@ -32,7 +33,8 @@ _GRANT = re.compile(r"[^:;\s]+:[^:;\s]+")
 _LIMITS = {"login": 200, "first_name": 200, "last_name": 200, "email": 320}
 # C0 controls and DEL: nothing in an account has them, and PostgreSQL refuses a NUL outright.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CHUNK = 1000  # logins per IN (…) when comparing a large export with the table
+_CHUNK = 1000  # logins or ids per IN (…) when comparing a large export with the table
+_T = TypeVar("_T")
 
 
 class DirectoryUnavailable(RuntimeError):
@@ -156,6 +158,7 @@ class ImportReport:
     updated: int
     unchanged: int
     not_in_file: int  # accounts the table holds that this export no longer lists (kept)
+    removed: int = 0  # with full=True: accounts the export no longer lists, deleted
 
     @property
     def rows(self) -> int:
@@ -163,47 +166,71 @@ class ImportReport:
 
 
 def read_export(data: bytes) -> list[EplozRow]:
-    """Parse and check an export file; raise :class:`ExportRejected` naming every bad line."""
+    """Parse and check an export file; raise :class:`ExportRejected` naming every bad line.
+
+    Each physical line is parsed on its own: an e-PLOZ export has no field over two lines,
+    and a reader that took the whole file would lose its place at the first stray quote
+    (reading on to the next quote, lines later) and could name nothing after it. A quoted
+    field that does not end on its line is then that line's own problem.
+    """
     text = _decode(data)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # newline="": lines end at \n, \r\n or \r, as they did for csv.reader over the file.
+    lines = enumerate(io.StringIO(text, newline=""), start=1)
+    first = next(lines, None)
+    if first is None:
+        raise ExportRejected([Problem(1, None, "the file is empty; expected a header row")])
     try:
-        header = next(reader, None)
+        header = _fields(first[1])
     except csv.Error as error:
         raise ExportRejected([Problem(1, None, f"not a CSV header ({error})")]) from error
-    if header is None:
-        raise ExportRejected([Problem(1, None, "the file is empty; expected a header row")])
     columns = [name.strip() for name in header]
     _check_header(columns)
 
     rows: list[EplozRow] = []
     problems: list[Problem] = []
     first_line_of: dict[str, int] = {}
-    line = reader.line_num
-    while True:
-        start = line + 1
+    for line, physical in lines:
         try:
-            fields = next(reader)
-        except StopIteration:
-            break
+            fields = _fields(physical)
         except csv.Error as error:
-            problems.append(Problem(reader.line_num, None, f"not valid CSV ({error})"))
-            break  # the reader cannot find the next line's start reliably after this
-        line = reader.line_num
+            problems.append(Problem(line, None, _csv_reason(physical, error)))
+            continue
         if not any(field.strip() for field in fields):
             continue  # blank lines, typically at the end of the file
-        row, row_problems = _check_row(start, fields, header=columns)
+        row, row_problems = _check_row(line, fields, header=columns)
         if row is not None and row.login:
             if row.login in first_line_of:
                 earlier = first_line_of[row.login]
-                row_problems.append(Problem(start, "login", f"the same login as line {earlier}"))
+                row_problems.append(Problem(line, "login", f"the same login as line {earlier}"))
             else:
-                first_line_of[row.login] = start
+                first_line_of[row.login] = line
         problems.extend(row_problems)
         if row is not None and not row_problems:
             rows.append(row)
     if problems:
         raise ExportRejected(problems)
     return rows
+
+
+def _fields(physical: str) -> list[str]:
+    """Split one physical line (with or without its line break) into its fields.
+
+    Raises :class:`csv.Error` when the line is not one whole CSV record; a quote left open
+    at the end of the line is one, since the line break is not passed to the parser.
+    """
+    body = physical.rstrip("\r\n")
+    return next(csv.reader([body], strict=True), [])
+
+
+def _csv_reason(physical: str, error: csv.Error) -> str:
+    """Why a line is not CSV; csv's own messages name only the delimiter and the quote."""
+    try:
+        # Parsed whole once its quote is closed: the line's one fault is a field that goes
+        # on past the line break (a stray quote, or a field written over several lines).
+        _fields(physical.rstrip("\r\n") + '"')
+    except csv.Error:
+        return f"not valid CSV ({error})"
+    return "not valid CSV (a quoted field does not end on this line)"
 
 
 def _decode(data: bytes) -> str:
@@ -333,18 +360,27 @@ def _check_pesel(value: str) -> tuple[str, str | None]:
 
 
 def import_accounts(
-    sessions: sessionmaker[Session], rows: Sequence[EplozRow], *, now: datetime
+    sessions: sessionmaker[Session],
+    rows: Sequence[EplozRow],
+    *,
+    now: datetime,
+    full: bool = False,
 ) -> ImportReport:
     """Load checked rows into the directory in one transaction; see :func:`upsert_accounts`."""
     with transaction(sessions) as session:
-        return upsert_accounts(session, rows, now=now)
+        return upsert_accounts(session, rows, now=now, full=full)
 
 
-def upsert_accounts(session: Session, rows: Sequence[EplozRow], *, now: datetime) -> ImportReport:
+def upsert_accounts(
+    session: Session, rows: Sequence[EplozRow], *, now: datetime, full: bool = False
+) -> ImportReport:
     """Add new logins, update changed ones, leave equal ones alone; flush, do not commit.
 
     Accounts the table holds that the rows do not list are kept: attempts and UEOZ accounts
-    point at them, and an export that misses a few lines must not erase history.
+    point at them, and an export that misses a few lines must not erase history. With
+    ``full`` the rows are the complete export, and such accounts are removed (see
+    :func:`_remove_unlisted`) — the only way an account e-PLOZ itself deleted, such as the
+    second account behind a PESEL (code 204), leaves the directory.
     """
     existing: dict[str, EplozAccount] = {}
     for chunk in _chunks([row.login for row in rows], _CHUNK):
@@ -366,15 +402,57 @@ def upsert_accounts(session: Session, rows: Sequence[EplozRow], *, now: datetime
     if changed:
         session.execute(update(EplozAccount), changed)
     session.flush()
+    removed = _remove_unlisted(session, {row.login for row in rows}) if full else 0
     total = session.scalar(select(func.count()).select_from(EplozAccount)) or 0
     return ImportReport(
         added=len(new),
         updated=len(changed),
         unchanged=unchanged,
         not_in_file=total - len(rows),
+        removed=removed,
     )
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+def _remove_unlisted(session: Session, listed: set[str]) -> int:
+    """Delete the accounts whose login is not in ``listed`` and that no migration claims.
+
+    An account an attempt or a UEOZ account points at stays: it is what that person's
+    migration took over (or is taking over), the log and the helpdesk explain it by it, and
+    the foreign keys would refuse its deletion anyway. Return how many were deleted.
+    """
+    unlisted = [
+        account_id
+        for account_id, login in session.execute(
+            select(EplozAccount.id, EplozAccount.login).order_by(EplozAccount.id)
+        )
+        if login not in listed
+    ]
+    removed = 0
+    for chunk in _chunks(unlisted, _CHUNK):
+        # Lock the rows before asking who claims them (PostgreSQL; on SQLite this import
+        # already holds the write lock): a search that records one of them as found either
+        # committed before, and its claim is seen below, or waits for this transaction, meets
+        # the foreign key, is refused as a conflict, and searches again once its lease ends.
+        session.execute(select(EplozAccount.id).where(EplozAccount.id.in_(chunk)).with_for_update())
+        claimed = set(
+            session.scalars(
+                select(Attempt.eploz_account_id).where(Attempt.eploz_account_id.in_(chunk))
+            )
+        ) | set(
+            session.scalars(
+                select(UeozAccount.eploz_account_id).where(UeozAccount.eploz_account_id.in_(chunk))
+            )
+        )
+        free = [account_id for account_id in chunk if account_id not in claimed]
+        if free:
+            result = session.execute(
+                delete(EplozAccount).where(EplozAccount.id.in_(free)),
+                execution_options={"synchronize_session": False},
+            )
+            removed += result.rowcount
+    return removed
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
