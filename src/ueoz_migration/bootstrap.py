@@ -25,8 +25,8 @@ class Services:
     settings: Settings
 
     @classmethod
-    def from_env(cls) -> Services:
-        return cls(Settings.from_env())
+    def from_env(cls, *, existing_audit_key: bool = False) -> Services:
+        return cls(Settings.from_env(existing_audit_key=existing_audit_key))
 
     @cached_property
     def engine(self) -> Engine:

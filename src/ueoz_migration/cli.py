@@ -19,7 +19,10 @@ from .logs import configure_logging
 def main(context: click.Context) -> None:
     """UEOZ migration service: e-PLOZ accounts into UEOZ at first login through login.gov.pl."""
     try:
-        context.obj = Services.from_env()
+        # The audit and helpdesk commands read a log already written: never with a
+        # development audit key made up on the spot.
+        reading_the_log = context.invoked_subcommand in {"audit", "helpdesk"}
+        context.obj = Services.from_env(existing_audit_key=reading_the_log)
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
     configure_logging(context.obj.settings)
@@ -37,7 +40,8 @@ def db_upgrade(services: Services, revision: str) -> None:
     """Bring the database to the current schema (or to REVISION)."""
     from .db.schema import upgrade
 
-    upgrade(services.engine, revision)
+    with _database(services, doing="upgrade"):
+        upgrade(services.engine, revision)
     click.echo(f"database at {revision}: {services.engine.url.render_as_string()}")
 
 
@@ -133,10 +137,8 @@ def eploz_seed_demo(services: Services) -> None:
 
     if services.settings.production:
         raise click.ClickException("seed-demo writes made-up people; refusing in production.")
-    try:
+    with _database(services, doing="write"):
         report = seed_demo(services.sessions, audit_key=services.settings.audit_key)
-    finally:
-        services.engine.dispose()
     eploz = report.eploz
     click.echo(
         f"demo data for {len(DEMO_PEOPLE)} people: e-PLOZ accounts {eploz.added} added, "
@@ -158,42 +160,56 @@ def worker(services: Services, once: bool, worker_id: str | None, interval: floa
     from .signals import stop_on_signals
 
     search = SearchWorker(services, worker_id=worker_id)
-    try:
-        if once:
-            expired = services.journey.expire_stale()
-            report = search.run_once()
-            failed = ", ".join(f"{code}: {n}" for code, n in sorted(report.failed.items()))
-            click.echo(
-                f"searched {report.searched}: found {report.found}, failed {{{failed}}}, "
-                f"to retry {report.retried}, superseded {report.superseded}; expired {expired}"
-            )
-            if report.broken:
-                raise click.ClickException(
-                    f"{report.broken} attempt(s) could not be moved on; see the log "
-                    "(search.outcome_not_recorded)"
-                )
-            return
-        with stop_on_signals() as stop:
-            search.run_forever(stop, poll_interval=interval)
-    finally:
-        services.engine.dispose()
+    if not once:
+        # The loop itself rides out the database going away (it logs, waits and goes on).
+        try:
+            with stop_on_signals() as stop:
+                search.run_forever(stop, poll_interval=interval)
+        finally:
+            services.engine.dispose()
+        return
+    with _database(services):
+        sweep = services.journey.expire_stale()
+        report = search.run_once()
+    failed = ", ".join(f"{code}: {n}" for code, n in sorted(report.failed.items()))
+    click.echo(
+        f"searched {report.searched}: found {report.found}, failed {{{failed}}}, "
+        f"to retry {report.retried}, superseded {report.superseded}; expired {sweep.expired}"
+    )
+    stuck = [
+        f"{count} attempt(s) could not be moved on ({event})"
+        for count, event in (
+            (report.broken, "search.outcome_not_recorded"),
+            (sweep.failed, "attempt.expiry_failed"),
+        )
+        if count
+    ]
+    if stuck:
+        raise click.ClickException("; ".join(stuck) + "; see the log")
 
 
 # -- auditors, helpdesk and developers (audit show|replay|verify|export, helpdesk, diagram) --
 
 
 @contextmanager
-def _database(services: Services) -> Iterator[None]:
-    """Turn a database that cannot be read into a one-line message; close the pool after."""
+def _database(services: Services, doing: str = "read") -> Iterator[None]:
+    """Turn a database that cannot be used into a one-line message; close the pool after.
+
+    ``doing`` is what the command does to it (read, write, upgrade), for the message.
+    """
     from sqlalchemy.exc import DBAPIError
 
     try:
         yield
     except DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        hint = (
+            "reachable"
+            if doing == "upgrade"
+            else "reachable and upgraded (ueoz-migration db upgrade)"
+        )
         raise click.ClickException(
-            f"cannot read the database ({reason}); is it reachable and upgraded "
-            "(ueoz-migration db upgrade)?"
+            f"cannot {doing} the database ({reason}); is it {hint}?"
         ) from error
     finally:
         services.engine.dispose()
@@ -393,11 +409,17 @@ def mail_sender(services: Services, once: bool, interval: float) -> None:
         sender = OutboxSender.from_settings(services.settings, services.sessions)
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
-    try:
-        if once:
+    if once:
+        with _database(services, doing="use"):
             report = sender.send_due()
-            click.echo(f"sent {report.sent}, to retry {report.retried}, failed {report.failed}")
-            return
+        click.echo(f"sent {report.sent}, to retry {report.retried}, failed {report.failed}")
+        if report.failed:
+            raise click.ClickException(
+                f"{report.failed} message(s) failed for good; see the log (mail.failed)"
+            )
+        return
+    # The loop itself rides out the database going away (it logs, waits and goes on).
+    try:
         with stop_on_signals() as stop:
             sender.run(stop, interval=interval)
     finally:

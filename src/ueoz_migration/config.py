@@ -98,8 +98,15 @@ class Settings:
         return self.env == "production"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read the settings; raise :class:`ConfigError` when production lacks a secret."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, existing_audit_key: bool = False
+    ) -> Settings:
+        """Read the settings; raise :class:`ConfigError` when production lacks a secret.
+
+        ``existing_audit_key``: the caller reads a log already written (the auditors' and
+        helpdesk's commands), so a development audit key must already be on disk: a new
+        one would make every row of that log look changed.
+        """
         env = dict(os.environ if environ is None else environ)
         app_env = env.get("APP_ENV", "development")
         production = app_env == "production"
@@ -119,6 +126,12 @@ class Settings:
             raise ConfigError("The stand-in login node cannot be enabled in production.")
         if production and get("MAIL_BACKEND", "smtp") != "smtp":
             raise ConfigError("APP_ENV=production sends e-mail over SMTP only (MAIL_BACKEND).")
+        if existing_audit_key and not get("AUDIT_KEY"):
+            if not (instance_dir / "audit_key").exists():
+                raise ConfigError(
+                    f"AUDIT_KEY is not set and {instance_dir / 'audit_key'} does not exist: "
+                    "set AUDIT_KEY (or INSTANCE_DIR) to the key the log was written with."
+                )
 
         return cls(
             env=app_env,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import insert, select
@@ -83,6 +83,13 @@ class EventRefused(Exception):
         self.reason = reason
         self.allowed = allowed
         self.fields = fields or {}
+
+
+class ExpiryReport(NamedTuple):
+    """What a sweep of stale attempts did: ended, and could not be moved (logged)."""
+
+    expired: int
+    failed: int
 
 
 class _IdleMachines(threading.local):
@@ -384,8 +391,8 @@ class Journey:
             raise AttemptNotFound("verification link")
         return attempt_id
 
-    def expire_stale(self, *, limit: int = 500) -> int:
-        """End the open attempts that were left alone past their time; return how many."""
+    def expire_stale(self, *, limit: int = 500) -> ExpiryReport:
+        """End the open attempts that were left alone past their time; say how it went."""
         now = self.clock()
         with snapshot(self.sessions) as session:
             stale = session.scalars(
@@ -395,7 +402,7 @@ class Journey:
                 .limit(limit)
             ).all()
         actor = Actor.system()
-        expired = 0
+        expired = failed = 0
         for attempt_id in stale:
             try:
                 self._fire_quietly(attempt_id, "expire", actor)
@@ -405,9 +412,10 @@ class Journey:
                 # One attempt that cannot be moved (its flow version is nowhere to be found,
                 # say) must not keep the others open past their time.
                 log.error("attempt.expiry_failed", attempt=attempt_id, error=type(error).__name__)
+                failed += 1
                 continue
             expired += 1
-        return expired
+        return ExpiryReport(expired, failed)
 
     def flow_for(self, session: Session, version: str) -> Flow:
         """Return the flow version an attempt started on, from the database if need be."""

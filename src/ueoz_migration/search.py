@@ -311,9 +311,11 @@ class SearchWorker:
             monotonic = time.monotonic()
             try:
                 if monotonic >= next_sweep:
-                    expired = self.journey.expire_stale()
-                    if expired:
-                        self.log.info("worker.expired_attempts", count=expired)
+                    sweep = self.journey.expire_stale()
+                    if sweep.expired or sweep.failed:
+                        self.log.info(
+                            "worker.expired_attempts", count=sweep.expired, failed=sweep.failed
+                        )
                     next_sweep = monotonic + expire_interval
                 report = self.run_once(stop=stop) if self.has_due() else RunReport()
                 if report.searched:

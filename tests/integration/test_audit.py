@@ -229,6 +229,26 @@ def test_cli_refuses_an_unknown_attempt_and_a_replay_without_scope(services):
     assert "or give --all" in no_scope.output
 
 
+def test_cli_refuses_to_read_the_log_with_a_key_made_up_on_the_spot(services, tmp_path):
+    # A development audit key is made on first use; for an existing log that would be the
+    # wrong key, and every attempt would look tampered with.
+    logged_journey(services)
+    environ = {"DATABASE_URL": services.settings.database_url, "INSTANCE_DIR": str(tmp_path)}
+
+    for command in (
+        ["audit", "verify"],
+        ["helpdesk", "lookup", "MIGRATION_1", "--pesel-last3", "1"],
+    ):
+        result = CliRunner().invoke(main, command, env=environ)
+
+        assert result.exit_code == 1, command
+        assert result.output == (
+            f"Error: AUDIT_KEY is not set and {tmp_path / 'audit_key'} does not exist: set "
+            "AUDIT_KEY (or INSTANCE_DIR) to the key the log was written with.\n"
+        )
+    assert not (tmp_path / "audit_key").exists()
+
+
 def test_cli_show_prints_the_attempts_log_as_a_table(services):
     attempt = logged_journey(services)
 

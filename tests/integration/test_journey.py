@@ -289,7 +289,7 @@ def test_an_abandoned_attempt_expires(services):
     attempt = services.journey.start(ANNA, actor=user())
     services.journey.clock = lambda: _later(services, hours=100)
 
-    assert services.journey.expire_stale() == 1
+    assert services.journey.expire_stale() == (1, 0)
 
     expired = services.journey.get(attempt.id)
     assert expired.state == "expired"

@@ -395,6 +395,73 @@ def test_mail_sender_once_from_the_command_line(services, settings):
     assert len(maildir_messages(settings.maildir_path)) == 1
 
 
+def test_mail_sender_once_exits_1_when_a_message_failed_for_good(services, settings):
+    awaiting_verification(services)
+    port = free_port()
+    environ = {
+        "APP_ENV": "test",
+        "DATABASE_URL": settings.database_url,
+        "INSTANCE_DIR": str(settings.instance_dir),
+        "SECRET_KEY": "test-secret",
+        "AUDIT_KEY": settings.audit_key.decode(),
+        "MAIL_BACKEND": "smtp",
+        "SMTP_PORT": str(port),
+    }
+
+    with smtp_server(port, Inbox("550 5.1.1 <anna@example.pl>: no such user")):
+        result = CliRunner().invoke(main, ["mail-sender", "--once"], env=environ)
+
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-2:] == [  # after the log lines
+        "sent 0, to retry 0, failed 1",
+        "Error: 1 message(s) failed for good; see the log (mail.failed)",
+    ]
+
+
+def test_a_command_on_a_database_never_upgraded_says_so_in_one_line(tmp_path):
+    environ = {"APP_ENV": "test", "INSTANCE_DIR": str(tmp_path), "AUDIT_KEY": "k" * 32}
+
+    for command in (["mail-sender", "--once"], ["worker", "--once"], ["eploz", "seed-demo"]):
+        result = CliRunner().invoke(main, command, env=environ)
+
+        assert result.exit_code == 1, command
+        (line,) = result.output.splitlines()
+        assert line.startswith("Error: cannot "), command
+        assert "no such table" in line and "ueoz-migration db upgrade" in line, command
+
+
+def test_upgrading_an_unreachable_database_says_so_in_one_line(tmp_path):
+    environ = {
+        "APP_ENV": "test",
+        "INSTANCE_DIR": str(tmp_path),
+        "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/ueoz?connect_timeout=2",
+    }
+
+    result = CliRunner().invoke(main, ["db", "upgrade"], env=environ)
+
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert line.startswith("Error: cannot upgrade the database (")
+    assert line.endswith("is it reachable?")
+
+
+def test_a_sender_told_to_stop_begins_no_further_message(services):
+    # A backlog must not keep a stopping sender (SIGTERM) at work until it is killed.
+    queue_messages(services, 3)
+    stop, delivered = threading.Event(), []
+
+    class StopAfterOne:
+        def deliver(self, message):
+            delivered.append(message["To"])
+            stop.set()
+
+    sender = OutboxSender(services.sessions, StopAfterOne(), mail_from="UEOZ <no-reply@x.pl>")
+    report = sender.send_due(stop)
+
+    assert (report.sent, delivered) == (1, ["person0@example.pl"])
+    assert sum(row.sent_at is None for row in outbox(services)) == 2
+
+
 def test_an_unknown_mail_backend_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(
         main,

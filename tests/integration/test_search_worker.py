@@ -431,9 +431,40 @@ def test_an_attempt_that_cannot_move_is_logged_and_the_others_go_on(services):
         for attempt_id in (broken.id, stale.id):
             session.get(Attempt, attempt_id).expires_at = datetime.now(UTC) - timedelta(minutes=1)
     with capture_logs() as logs:
-        assert services.journey.expire_stale() == 1
+        assert services.journey.expire_stale() == (1, 1)  # expired, failed
     assert services.journey.get(stale.id).state == "expired"
     assert [e["attempt"] for e in logs if e["event"] == "attempt.expiry_failed"] == [broken.id]
+
+
+def test_worker_once_exits_1_when_an_attempt_could_not_be_expired(services, settings):
+    from click.testing import CliRunner
+
+    from ueoz_migration.cli import main
+
+    broken = start(services, HERMEGILDA)
+    with transaction(services.sessions) as session:
+        attempt = session.get(Attempt, broken.id)
+        attempt.flow_version = "f" * 64  # its definition was never kept: it cannot move
+        attempt.search_due_at = attempt.expires_at = datetime.now(UTC) + timedelta(days=1)
+    stale = start(services, person(7))
+    with transaction(services.sessions) as session:
+        for attempt_id in (broken.id, stale.id):
+            session.get(Attempt, attempt_id).expires_at = datetime.now(UTC) - timedelta(minutes=1)
+    environ = {
+        "APP_ENV": "test",
+        "DATABASE_URL": settings.database_url,
+        "INSTANCE_DIR": str(settings.instance_dir),
+        "AUDIT_KEY": TEST_KEY,
+        "SECRET_KEY": "test-secret",
+    }
+
+    result = CliRunner().invoke(main, ["worker", "--once"], env=environ)
+
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "Error: 1 attempt(s) could not be moved on (attempt.expiry_failed); see the log"
+    )
+    assert services.journey.get(stale.id).state == "expired"
 
 
 def test_the_worker_process_stops_cleanly_on_sigterm(tmp_path, database_url):

@@ -307,14 +307,21 @@ class OutboxSender:
         transport = options.pop("transport", None) or transport_for(settings)
         return cls(sessions, transport, **options)  # type: ignore[arg-type]
 
-    def send_due(self) -> SendReport:
-        """Deliver every message due now, batch by batch, and say what happened."""
+    def send_due(self, stop: threading.Event | None = None) -> SendReport:
+        """Deliver every message due now, batch by batch, and say what happened.
+
+        Once ``stop`` is set, no further message is begun: the one in hand is finished, and
+        the rest of the batch stays claimed until its lease runs out, then goes to whichever
+        sender looks next.
+        """
         sent = retried = failed = 0
         while True:
-            claimed = self.claim()
+            claimed = [] if stop is not None and stop.is_set() else self.claim()
             if not claimed:
                 return SendReport(sent, retried, failed)
             for message in claimed:
+                if stop is not None and stop.is_set():
+                    return SendReport(sent, retried, failed)
                 if not self.hold(message):
                     continue  # our lease ran out while earlier ones went; another took it
                 outcome = self.deliver(message)
@@ -465,7 +472,7 @@ class OutboxSender:
         while not stop.is_set():
             try:
                 if self.has_due():
-                    self.send_due()
+                    self.send_due(stop)
             except Exception:  # the database went away, say: log it, wait, go on
                 log.exception("mail.sender_pass_failed")
             stop.wait(interval)
