@@ -126,12 +126,15 @@ class Settings:
             raise ConfigError("The stand-in login node cannot be enabled in production.")
         if production and get("MAIL_BACKEND", "smtp") != "smtp":
             raise ConfigError("APP_ENV=production sends e-mail over SMTP only (MAIL_BACKEND).")
-        if existing_audit_key and not get("AUDIT_KEY"):
-            if not (instance_dir / "audit_key").exists():
-                raise ConfigError(
-                    f"AUDIT_KEY is not set and {instance_dir / 'audit_key'} does not exist: "
-                    "set AUDIT_KEY (or INSTANCE_DIR) to the key the log was written with."
-                )
+        if (
+            existing_audit_key
+            and not get("AUDIT_KEY")
+            and not (instance_dir / "audit_key").exists()
+        ):
+            raise ConfigError(
+                f"AUDIT_KEY is not set and {instance_dir / 'audit_key'} does not exist: "
+                "set AUDIT_KEY (or INSTANCE_DIR) to the key the log was written with."
+            )
 
         return cls(
             env=app_env,
