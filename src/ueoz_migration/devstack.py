@@ -111,6 +111,9 @@ def plan(settings: Settings) -> list[Child]:
         "--workers", str(GUNICORN_WORKERS), "--worker-class", "gthread",
         "--threads", str(GUNICORN_THREADS),
         "--graceful-timeout", "5",
+        # gunicorn's own lines (boot, access log) through our log format and redaction: its
+        # default logger stops them at its loggers (propagate=False); see gunicorn_logging.
+        "--logger-class", "ueoz_migration.gunicorn_logging.GunicornLogger",
         # One control socket per home directory would make two stacks on a machine collide.
         "--no-control-socket",
         "ueoz_migration.web:create_app()",

@@ -2,8 +2,10 @@
 
 One call per process, from its entry point, with the process's settings. Standard-library
 loggers (gunicorn, alembic, werkzeug, the node adapter) are rendered the same way, so an
-operator's log pipeline sees one format. Personal data is kept out upstream, where the log
-calls are made (:mod:`ueoz_migration.domain.privacy`).
+operator's log pipeline sees one format; gunicorn's own lines only when it runs with
+``--logger-class ueoz_migration.gunicorn_logging.GunicornLogger`` (its default logger keeps
+them from the root logger, see :mod:`ueoz_migration.gunicorn_logging`). Personal data is kept
+out upstream, where the log calls are made (:mod:`ueoz_migration.domain.privacy`).
 """
 
 from __future__ import annotations
