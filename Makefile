@@ -20,7 +20,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed ## Create the virtualenv and install the service with its test tools
 
-system-deps: ## Install what the tests need from Debian (PostgreSQL, Chromium, fonts, Node for axe-core)
+system-deps: ## Install what the tests need from Debian (PostgreSQL, Chromium, Graphviz, fonts)
 	scripts/system-deps.sh
 
 run: install ## Set up and start the service on its embedded default (SQLite, stand-in node, Maildir)

@@ -52,10 +52,12 @@ class DomainSystem:
         return self.return_urls[0]
 
 
-DEMO_SYSTEMS = (
-    "P1|Platforma P1 (demo)|http://127.0.0.1:5000/demo/system/P1;"
-    "GABINET|gabinet.gov.pl (demo)|http://127.0.0.1:5000/demo/system/GABINET"
-)
+def demo_systems(base_url: str) -> str:
+    """The embedded default's two domain systems: pages of the service itself (``/demo/…``)."""
+    return (
+        f"P1|Platforma P1 (demo)|{base_url}/demo/system/P1;"
+        f"GABINET|gabinet.gov.pl (demo)|{base_url}/demo/system/GABINET"
+    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,6 @@ class Settings:
     helpdesk_phone: str
     helpdesk_email: str
     domain_systems: dict[str, DomainSystem]
-    standin_enabled: bool
     standin_url: str
     log_json: bool
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
@@ -115,15 +116,13 @@ class Settings:
 
         missing = [
             name
-            for name in ("SECRET_KEY", "AUDIT_KEY", "DATABASE_URL", "BASE_URL")
+            for name in ("SECRET_KEY", "AUDIT_KEY", "DATABASE_URL", "BASE_URL", "DOMAIN_SYSTEMS")
             if production and not get(name)
         ]
         if missing:
             raise ConfigError(
                 "APP_ENV=production needs " + ", ".join(missing) + "; refusing to start."
             )
-        if production and _bool(get("STANDIN_ENABLED", "0")):
-            raise ConfigError("The stand-in login node cannot be enabled in production.")
         if production and get("MAIL_BACKEND", "smtp") != "smtp":
             raise ConfigError("APP_ENV=production sends e-mail over SMTP only (MAIL_BACKEND).")
         if (
@@ -136,13 +135,14 @@ class Settings:
                 "set AUDIT_KEY (or INSTANCE_DIR) to the key the log was written with."
             )
 
+        base_url = get("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
         return cls(
             env=app_env,
             database_url=get("DATABASE_URL", f"sqlite:///{instance_dir / 'ueoz.sqlite3'}"),
             secret_key=get("SECRET_KEY") or _dev_secret(instance_dir, "secret_key"),
             audit_key=(get("AUDIT_KEY") or _dev_secret(instance_dir, "audit_key")).encode(),
             instance_dir=instance_dir,
-            base_url=get("BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+            base_url=base_url,
             attempt_ttl=timedelta(hours=float(get("ATTEMPT_TTL_HOURS", "72"))),
             verification_link_ttl=timedelta(hours=float(get("VERIFICATION_LINK_TTL_HOURS", "24"))),
             resend_limit_per_hour=int(get("RESEND_LIMIT_PER_HOUR", "3")),
@@ -162,8 +162,7 @@ class Settings:
             mail_retry_base=timedelta(seconds=float(get("MAIL_RETRY_BASE_SECONDS", "30"))),
             helpdesk_phone=get("HELPDESK_PHONE", "19239"),
             helpdesk_email=get("HELPDESK_EMAIL", "logowanie@cez.gov.pl"),
-            domain_systems=_systems(get("DOMAIN_SYSTEMS", "" if production else DEMO_SYSTEMS)),
-            standin_enabled=not production and _bool(get("STANDIN_ENABLED", "1")),
+            domain_systems=_systems(get("DOMAIN_SYSTEMS") or demo_systems(base_url)),
             standin_url=get("STANDIN_URL", "http://127.0.0.1:5001").rstrip("/"),
             log_json=_bool(get("LOG_JSON", "1" if production else "0")),
             raw=env,

@@ -136,7 +136,7 @@ class _IdleMachines(threading.local):
 class Actor:
     """Who fired an event, and in which request (for the log)."""
 
-    kind: str  # user | worker | helpdesk | system
+    kind: str  # user | worker | system
     request_id: str
 
     @classmethod

@@ -177,6 +177,7 @@ def test_production_configuration_is_refused(tmp_path):
         AUDIT_KEY="a",
         DATABASE_URL=f"sqlite:///{tmp_path / 'prod.sqlite3'}",
         BASE_URL="https://ueoz.example",
+        DOMAIN_SYSTEMS="P1|Platforma P1|https://p1.example/start",
     )
 
     result = CliRunner().invoke(main, ["dev"], env=environ)

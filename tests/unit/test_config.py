@@ -12,8 +12,15 @@ def test_the_embedded_default_needs_no_variables(tmp_path):
 
     assert settings.database_url == f"sqlite:///{tmp_path / 'ueoz.sqlite3'}"
     assert settings.mail_backend == "maildir"
-    assert settings.standin_enabled
-    assert "P1" in settings.domain_systems
+    assert settings.domain_systems["P1"].return_urls == ("http://127.0.0.1:5000/demo/system/P1",)
+
+
+def test_the_demo_systems_return_to_the_service_where_it_runs(tmp_path):
+    settings = Settings.from_env({"INSTANCE_DIR": str(tmp_path), "BASE_URL": "http://h:8000/"})
+
+    assert settings.domain_systems["GABINET"].default_return_url == (
+        "http://h:8000/demo/system/GABINET"
+    )
 
 
 def test_development_secrets_are_made_once_and_kept(tmp_path):
@@ -28,19 +35,19 @@ def test_production_without_secrets_refuses_to_start(tmp_path):
     with pytest.raises(ConfigError) as error:
         Settings.from_env({"APP_ENV": "production", "INSTANCE_DIR": str(tmp_path)})
 
-    assert "SECRET_KEY, AUDIT_KEY, DATABASE_URL, BASE_URL" in str(error.value)
+    assert "SECRET_KEY, AUDIT_KEY, DATABASE_URL, BASE_URL, DOMAIN_SYSTEMS" in str(error.value)
 
 
-def test_production_never_runs_the_stand_in_node(tmp_path):
+def test_production_has_no_demo_systems_to_fall_back_on(tmp_path):
+    # Without its domain systems, production would refuse every login as "unknown system".
     environ = {
         "APP_ENV": "production",
         "SECRET_KEY": "s",
         "AUDIT_KEY": "a",
         "DATABASE_URL": "postgresql://db/ueoz",
         "BASE_URL": "https://ueoz.example",
-        "STANDIN_ENABLED": "1",
     }
-    with pytest.raises(ConfigError, match="stand-in"):
+    with pytest.raises(ConfigError, match="needs DOMAIN_SYSTEMS; refusing to start"):
         Settings.from_env(environ)
 
 

@@ -93,7 +93,7 @@ def test_login_starts_the_attempt_and_shows_the_search(web, node, services):
         pending = session.scalars(select(PendingLogin)).one()
     assert (attempt.domain_system, attempt.return_url) == (
         "P1",
-        "http://127.0.0.1:5000/demo/system/P1",
+        "http://ueoz.test/demo/system/P1",
     )
     assert attempt.given_names == "Anna Maria" and attempt.pesel == "87042712342"
     assert pending.consumed_at is not None
@@ -193,7 +193,7 @@ def test_an_already_migrated_person_goes_straight_to_the_domain_system(web, node
     response = web2.get(response.headers["Location"])
 
     assert response.status_code == 302
-    assert response.headers["Location"] == "http://127.0.0.1:5000/demo/system/GABINET"
+    assert response.headers["Location"] == "http://ueoz.test/demo/system/GABINET"
 
 
 def test_logout_ends_the_session_here_and_at_the_node(web, node):

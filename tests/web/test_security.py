@@ -72,7 +72,6 @@ def test_production_sets_hsts_a_secure_cookie_and_hides_the_development_pages(
         database_url,
         APP_ENV="production",
         MAIL_BACKEND="smtp",
-        STANDIN_ENABLED="0",
         DOMAIN_SYSTEMS="P1|Platforma P1|https://p1.example/start",
         WK_NODE_URL="https://login.gov.pl",
         WK_NODE_CERT=str(_dev_cert(tmp_path)),
@@ -158,7 +157,7 @@ def test_login_sends_the_browser_to_the_node_with_a_signed_request(client, servi
         (pending,) = session.scalars(select(PendingLogin)).all()
     assert (pending.domain_system, pending.return_url) == (
         "GABINET",
-        "http://127.0.0.1:5000/demo/system/GABINET",
+        "http://ueoz.test/demo/system/GABINET",
     )
     assert f'name="RelayState" value="{pending.relay_state}"' in text
 

@@ -22,7 +22,7 @@ def test_the_link_completes_the_migration_in_a_fresh_browser(client, start_attem
     attempt = start_attempt(
         "awaiting_verification",
         domain_system="P1",
-        return_url="http://127.0.0.1:5000/demo/system/P1",
+        return_url="http://ueoz.test/demo/system/P1",
     )
     token = link_token(services, attempt.id)
 
@@ -34,7 +34,7 @@ def test_the_link_completes_the_migration_in_a_fresh_browser(client, start_attem
         "Twoje konto UEOZ zostało utworzone, a adres e-mail zweryfikowany. Od tej pory możesz "
         "logować się do systemu dziedzinowego wyłącznie za pomocą Węzła Krajowego." in text
     )
-    assert 'href="http://127.0.0.1:5000/demo/system/P1"' in text
+    assert 'href="http://ueoz.test/demo/system/P1"' in text
     assert services.journey.get(attempt.id).state == "done"
     with services.sessions() as session:
         assert session.scalar(select(UeozAccount.email_verified_at)) is not None
@@ -62,7 +62,7 @@ def test_a_used_link_says_so_and_lets_the_person_continue(client, start_attempt,
     assert response.status_code == 410
     assert "<h1>Link został już użyty</h1>" in text
     assert "Twój adres e-mail jest już zweryfikowany" in text
-    assert 'href="http://127.0.0.1:5000/demo/system/P1"' in text
+    assert 'href="http://ueoz.test/demo/system/P1"' in text
 
 
 def test_an_expired_link_offers_a_one_click_resend(client, start_attempt, services):

@@ -22,7 +22,8 @@ def main() -> None:
         os.environ,
         base_url=os.environ.get("STANDIN_BASE_URL", f"http://{host}:{port}"),
         service_base_url=os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
-        instance_dir=os.environ.get("INSTANCE_DIR", "instance"),
+        # The service's default folder: the node's keys are where the service looks for them.
+        instance_dir=os.environ.get("INSTANCE_DIR", "var"),
     )
     run_simple(host, port, create_standin_app(settings), threaded=True)
 
