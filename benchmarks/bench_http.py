@@ -208,7 +208,7 @@ def prepare_database(environ: dict[str, str], people: list[Person], instance: Pa
     return time.perf_counter() - started
 
 
-def children_for(environ: dict[str, str], args: argparse.Namespace, instance: Path) -> list[Child]:
+def children_for(environ: dict[str, str], args: argparse.Namespace) -> list[Child]:
     """The dev stack's children, with the benchmark's gunicorn and worker settings."""
     children = plan(Settings.from_env(environ))
     for child in children:
@@ -217,11 +217,8 @@ def children_for(environ: dict[str, str], args: argparse.Namespace, instance: Pa
     argv = web.argv
     argv[argv.index("--workers") + 1] = str(args.gunicorn_workers)
     argv[argv.index("--threads") + 1] = str(args.gunicorn_threads)
-    argv[-1:-1] = [
-        "--access-logfile", str(instance / "access.log"),
-        # %(D)s: microseconds from the request's arrival to its last byte, seen by gunicorn.
-        "--access-logformat", "%(m)s %(U)s %(s)s %(D)s",
-    ]  # fmt: skip
+    # gunicorn's access lines (the service's logger class, as in production) go to the web
+    # service's log with the rest of its lines: server_times() reads them there.
     interval = ["--interval", str(args.poll_interval)]
     workers = [
         Child(
@@ -486,18 +483,23 @@ def spread(values: list[float], scale: float = 1000.0) -> list[str]:
 
 
 def server_times(log: Path, start: int, end: int) -> dict[str, list[float]]:
-    """Gunicorn's own request times (s) between two offsets of its access log, per route."""
+    """Gunicorn's own request times (s) between two offsets of the web log, per route.
+
+    The access lines are the JSON lines ``http.request`` of ``gunicorn_logging``: the route
+    (``/weryfikacja/<token>``), and the time from the request's arrival to its last byte.
+    """
     with log.open("rb") as handle:
         handle.seek(start)
         lines = handle.read(end - start).decode(errors="replace").splitlines()
     times: dict[str, list[float]] = defaultdict(list)
     for line in lines:
-        parts = line.split()
-        if len(parts) != 4:
+        try:
+            entry = json.loads(line)
+        except ValueError:
             continue
-        method, path, _status, micros = parts
-        route = re.sub(r"^/weryfikacja/[^/]+$", "/weryfikacja/<token>", path)
-        times[f"{method} {route}"].append(int(micros) / 1e6)
+        if not isinstance(entry, dict) or entry.get("event") != "http.request":
+            continue
+        times[f"{entry['method']} {entry['path']}"].append(entry["duration_ms"] / 1000)
     return times
 
 
@@ -548,7 +550,7 @@ def run(args: argparse.Namespace, database_url: str, instance: Path) -> None:
 
     logs = instance / "logs"
     logs.mkdir()
-    children = children_for(environ, args, instance)
+    children = children_for(environ, args)
     stack = start(children, logs)
     try:
         wait_until_up(stack, [f"{web}/healthz", f"{node}/healthz"], logs)
@@ -572,7 +574,7 @@ def measure(args, stack, children, web, node, people, mail, instance, logs) -> N
     if args.database == "postgresql" and (postmaster := postmaster_pid()):
         roots["PostgreSQL"] = postmaster
     roots["benchmark client"] = os.getpid()
-    access_log = instance / "access.log"
+    access_log = logs / "web-service.log"  # see start(): one log file per child
     load_before = os.getloadavg()
 
     began = time.monotonic()
