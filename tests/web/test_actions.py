@@ -266,6 +266,44 @@ def test_an_address_that_reached_the_limit_can_still_be_corrected(browser, start
     assert services.journey.get(attempt.id).email == "anna.nowa@example.pl"
 
 
+def test_the_letter_case_of_an_address_does_not_get_round_the_limit(
+    browser, start_attempt, services
+):
+    # Victim@ and vICTIM@ reach one mailbox: they share its count.
+    attempt = start_attempt("awaiting_verification")
+    browser.hold(attempt.id)
+    limit = services.settings.resend_limit_per_hour
+    spellings = ["victim@example.pl", "Victim@example.pl", "vICTIM@Example.PL", "VICTIM@x.pl"]
+    for address in spellings[:limit]:
+        browser.post("/migracja/change_email")
+        assert "Weryfikacja adresu" in text_of(
+            browser.post("/migracja/submit", submit_form(address))
+        )
+
+    browser.post("/migracja/change_email")
+    text = text_of(browser.post("/migracja/submit", submit_form("VICTIM@EXAMPLE.PL")))
+
+    assert "Wysłaliśmy już kilka linków w ciągu ostatniej godziny." in text
+    assert count(services, OutboxMessage) == 1 + limit
+
+
+def test_new_addresses_cannot_be_tried_without_end(browser, start_attempt, services):
+    # Each address has its own count, and the attempt twice the limit in all.
+    attempt = start_attempt("awaiting_verification")  # link 1, to anna@example.pl
+    browser.hold(attempt.id)
+    limit = services.settings.resend_limit_per_hour
+    for number in range(2 * limit - 1):
+        browser.post("/migracja/change_email")
+        text = text_of(browser.post("/migracja/submit", submit_form(f"p{number}@example.pl")))
+        assert "Weryfikacja adresu" in text
+
+    browser.post("/migracja/change_email")
+    text = text_of(browser.post("/migracja/submit", submit_form("one.more@example.pl")))
+
+    assert "Wysłaliśmy już kilka linków w ciągu ostatniej godziny." in text
+    assert count(services, OutboxMessage) == 2 * limit
+
+
 def test_change_email_goes_back_to_the_form(browser, start_attempt, services):
     attempt = start_attempt("awaiting_verification")
     browser.hold(attempt.id)

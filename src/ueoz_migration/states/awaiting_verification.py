@@ -53,23 +53,25 @@ class AwaitingVerification(StateBehaviour):
         self.context.notes["email"] = mask_email(attempt.email)
 
     def check_resend_allowed(self, email: str | None = None) -> None:
-        """Allow only so many links an hour to one address, so no mailbox can be flooded.
+        """Allow only so many links an hour, so that no mailbox can be flooded from here.
 
         Whichever way a link is asked for: a resend to the attempt's address, or an address
         given on the form (``submit`` checks this too, or changing the address and giving
-        the same one again would get round the limit). Each address has a count of its
-        own: a person who asked for links to a mistyped address can still correct it.
+        the same one again would get round the limit). The limit holds per address, letter
+        case aside (``Anna@`` and ``anna@`` reach one mailbox), so that a person who asked
+        for links to a mistyped address can still correct it; and twice the limit holds
+        for the attempt as a whole, so that new addresses cannot be tried without end.
         """
-        address = self.attempt.email if email is None else normalized_email(email)
+        address = (self.attempt.email if email is None else normalized_email(email)) or ""
         since = self.context.now - timedelta(hours=1)
-        sent = self.session.scalar(
-            select(func.count())
-            .select_from(VerificationLink)
+        per_address = func.count().filter(func.lower(VerificationLink.email) == address.lower())
+        to_this, to_any = self.session.execute(
+            select(per_address, func.count())
             .where(VerificationLink.attempt_id == self.attempt.id)
-            .where(VerificationLink.email == address)
             .where(VerificationLink.created_at > since)
-        )
-        if (sent or 0) >= self.context.policy.resend_limit_per_hour:
+        ).one()
+        limit = self.context.policy.resend_limit_per_hour
+        if to_this >= limit or to_any >= 2 * limit:
             raise Rejected("resend_limit")
 
     def check_verification_link(self, token: str = "") -> None:
