@@ -391,6 +391,23 @@ class Journey:
             raise AttemptNotFound("verification link")
         return attempt_id
 
+    def link_is_for_current_address(self, token: str) -> bool:
+        """Tell whether a verification link went to the address its attempt now has.
+
+        A link to an address since changed belongs to someone the person no longer means:
+        it may not ask for links (nor learn where the new ones go).
+        """
+        with snapshot(self.sessions) as session:
+            return (
+                session.scalar(
+                    select(VerificationLink.id)
+                    .join(Attempt, Attempt.id == VerificationLink.attempt_id)
+                    .where(VerificationLink.token_hash == token_hash(token))
+                    .where(VerificationLink.email == Attempt.email)
+                )
+                is not None
+            )
+
     def expire_stale(self, *, limit: int = 500) -> ExpiryReport:
         """End the open attempts that were left alone past their time; say how it went."""
         now = self.clock()

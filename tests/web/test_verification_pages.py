@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from tests.factories import link_token
+from tests.factories import link_token, log_of
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import UeozAccount, VerificationLink
 from ueoz_migration.journey import utcnow
@@ -130,6 +130,46 @@ def test_a_link_for_an_address_since_changed_is_retired(client, start_attempt, s
     assert "adres e-mail został zmieniony" in text
     # The person is giving a new address: no link to send until they have.
     assert "/resend" not in text
+
+
+def test_a_link_to_a_mistyped_address_cannot_ask_for_links_after_the_correction(
+    client, start_attempt, services
+):
+    # Whoever got the mail at the mistyped address must not learn where the new links go,
+    # nor retire the person's live link.
+    attempt = start_attempt("awaiting_verification")
+    stray = link_token(services, attempt.id)
+    with transaction(services.sessions) as session:  # its holder opens it a day later
+        session.execute(update(VerificationLink).values(expires_at=utcnow() - timedelta(hours=1)))
+    expired_page = text_of(client.get(f"/weryfikacja/{stray}"))
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', expired_page).group(1)
+    services.journey.fire(attempt.id, "change_email", actor=_user())  # the person corrects it
+    services.journey.fire(
+        attempt.id,
+        "submit",
+        actor=_user(),
+        email="anna.k@example.pl",
+        email_repeat="anna.k@example.pl",
+        terms_accepted=True,
+    )
+    live = link_token(services, attempt.id)
+    page = text_of(client.get(f"/weryfikacja/{stray}"))
+    assert "<h1>Ten link nie jest już ważny</h1>" in page and "/resend" not in page
+
+    response = client.post(f"/weryfikacja/{stray}/resend", data={"csrf_token": csrf})
+
+    text = text_of(response)
+    assert response.status_code == 410
+    assert "<h1>Ten link nie jest już ważny</h1>" in text
+    assert "a***@example.pl" not in text
+    assert link_token(services, attempt.id) == live
+    *_, last = log_of(services, attempt.id)
+    assert (last.event, last.outcome, last.detail) == (
+        "resend",
+        "rejected",
+        '{"reason": "link_retired"}',
+    )
+    assert client.get(f"/weryfikacja/{live}").status_code == 200
 
 
 def test_an_unknown_link_is_a_clear_page(client, services):

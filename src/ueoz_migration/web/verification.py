@@ -49,6 +49,10 @@ def resend(token: str) -> str | tuple[str, int]:
     except AttemptNotFound:
         return render_template(LINK_PAGES["link_unknown"]), 404
     try:
+        if not journey.link_is_for_current_address(token):
+            # The address was changed since this link went out: its holder may be whoever
+            # got a mistyped address, and must neither mail the person nor retire their link.
+            raise journey.reject(attempt_id, "resend", actor=user(), reason="link_retired")
         attempt = journey.fire(attempt_id, "resend", actor=user())
     except EventRefused as refused:
         if refused.reason == "resend_limit":
@@ -70,12 +74,16 @@ def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
         ended = attempt.state in {"cancelled", "expired", "skipped"}
         return render_template(LINK_PAGES[reason], ended=ended), 410
     template = LINK_PAGES.get(refused.reason, LINK_PAGES["link_unknown"])
-    # A newer link may have expired too, or never arrived: while the attempt still waits
-    # for a link, a superseded one offers the resend as well (it is limited per hour).
-    can_resend = attempt.state == "awaiting_verification" and refused.reason in {
-        "link_expired",
-        "link_retired",
-    }
+    # An expired link offers a new one while the attempt still waits for it; so does a
+    # superseded link to the current address (the newer one may have expired too, or never
+    # arrived), but not a link to an address since changed (see resend()).
+    can_resend = attempt.state == "awaiting_verification" and (
+        refused.reason == "link_expired"
+        or (
+            refused.reason == "link_retired"
+            and services().journey.link_is_for_current_address(token)
+        )
+    )
     return render_template(template, token=token, can_resend=can_resend, done=False), 410
 
 
