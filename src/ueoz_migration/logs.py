@@ -38,10 +38,13 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 # A PESEL is eleven digits standing alone (event numbers are twelve, after "MIGRATION_").
 _PESEL = re.compile(r"(?<![\w])\d{11}(?![\w])")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# A verification link's token is a bearer secret: whoever reads it can verify the address.
+_LINK_TOKEN = re.compile(r"(/weryfikacja/)[^/\s?#\"'<>]+")
 
 
 def _mask_text(text: str) -> str:
     text = _PESEL.sub(lambda match: mask_pesel(match.group()), text)
+    text = _LINK_TOKEN.sub(r"\1<token>", text)
     return _EMAIL.sub(lambda match: mask_email(match.group()), text)
 
 
@@ -56,7 +59,7 @@ def _mask_value(value: Any) -> Any:
 
 
 def redact_personal_data(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Mask any PESEL or e-mail address that reached a log line anyway.
+    """Mask any PESEL, e-mail address or verification link token that reached a log line.
 
     The log calls already pass masked values (:mod:`ueoz_migration.domain.privacy`); this is
     the net under them, for a library's message or an exception text quoting a value.

@@ -93,3 +93,17 @@ def test_readable_lines_mask_an_exception_text_too(console_logs, capsys):
     assert "web.unhandled_error" in rendered
     assert "ValueError: no account for ********247 (a***@csioz.pl)" in rendered
     assert "97040117247" not in rendered and "anna.nowak@csioz.pl" not in rendered
+
+
+def test_a_verification_links_token_never_reaches_a_log_line(json_logs, capsys):
+    # The token is a bearer secret: a 405 on the link, an exception's text, Flask's own
+    # "Exception on /weryfikacja/…" line would all carry it.
+    token = "Zq3vN8yT1kP0wX7mR4sL9dF2hJ6bC5gA"
+    logging.getLogger("flask.app").error("Exception on /weryfikacja/%s [GET]", token)
+    structlog.get_logger("gunicorn.access").info(
+        "http.request", path=f"/weryfikacja/{token}/", status=404
+    )
+
+    flask_line, access = lines(capsys)
+    assert flask_line["event"] == "Exception on /weryfikacja/<token> [GET]"
+    assert access["path"] == "/weryfikacja/<token>/"

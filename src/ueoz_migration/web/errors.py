@@ -26,11 +26,16 @@ PLAIN_500 = (
 )
 
 
+def _route() -> str:
+    """The route a request matched (``/weryfikacja/<token>``), not its path: no link's token."""
+    return request.url_rule.rule if request.url_rule is not None else request.path
+
+
 def install(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf(error: CSRFError) -> tuple[str, int]:
         # An old tab, an expired session or a forged form: refuse, and say how to go on.
-        log.info("web.csrf_refused", path=request.path, reason=error.description)
+        log.info("web.csrf_refused", path=_route(), reason=error.description)
         return render_template("errors/csrf.html"), 400
 
     @app.errorhandler(HTTPException)
@@ -45,7 +50,7 @@ def install(app: Flask) -> None:
     @app.errorhandler(InternalServerError)
     def _server_error(error: Exception) -> tuple[str, int]:
         original = getattr(error, "original_exception", None) or error
-        log.error("web.unhandled_error", path=request.path, error=repr(original), exc_info=original)
+        log.error("web.unhandled_error", path=_route(), error=repr(original), exc_info=original)
         try:
             return render_template("errors/500.html"), 500
         except Exception:  # the page itself failed (database gone?): still no stack trace
