@@ -465,16 +465,6 @@ class Journey:
             attempt.domain_system, attempt.return_url = domain_system, return_url
             attempt.language = language
 
-    def set_language(self, attempt_id: str, language: str) -> None:
-        """Write the attempt's e-mail in ``language`` from now on.
-
-        A preference, not a step of the journey: it is not logged and changes no state.
-        """
-        with transaction(self.sessions) as session:
-            attempt = session.get(Attempt, attempt_id)
-            if attempt is not None:
-                attempt.language = language
-
     def _lock(self, session: Session, attempt_id: str) -> Attempt:
         attempt = session.get(Attempt, attempt_id, with_for_update=True)
         if attempt is None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import html
 
 import pytest
+from sqlalchemy import select
 
 from tests.factories import HERMEGILDA
+from ueoz_migration.db.models import OutboxMessage
 
 
 def page(browser, url="/migracja", language=None):
@@ -71,13 +73,21 @@ def test_the_language_switch_never_sends_the_browser_off_site(browser):
     assert browser.get("/jezyk/de").status_code == 404
 
 
-def test_the_language_is_stored_on_the_attempt_for_its_mail(browser, start_attempt, services):
-    attempt = start_attempt("found")
+def test_the_mail_the_person_asks_for_is_in_the_language_of_the_pages(
+    browser, start_attempt, services
+):
+    attempt = start_attempt("awaiting_verification")  # the first e-mail, in Polish
     browser.hold(attempt.id)
 
     browser.language("en")
+    # The switch is a link (a GET any site can make): it changes this browser's pages only.
+    assert services.journey.get(attempt.id).language == "pl"
+    browser.post("/migracja/resend")
 
     assert services.journey.get(attempt.id).language == "en"
+    with services.sessions() as session:
+        subjects = session.scalars(select(OutboxMessage.subject).order_by(OutboxMessage.id)).all()
+    assert subjects == ["UEOZ – potwierdź adres e-mail", "UEOZ – confirm your e-mail address"]
 
 
 def test_searching_screen_updates_by_itself_with_and_without_javascript(browser, start_attempt):

@@ -9,6 +9,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from ..db.models import OutboxMessage, UeozAccount, VerificationLink
+from ..domain.language import LANGUAGES
 from ..domain.privacy import mask_email
 from .base import Rejected, StateBehaviour
 from .email_entry import normalized_email
@@ -19,10 +20,16 @@ def token_hash(token: str) -> str:
 
 
 class AwaitingVerification(StateBehaviour):
-    def send_verification_link(self) -> None:
-        """Retire earlier links, make a new one and put the e-mail carrying it in the outbox."""
+    def send_verification_link(self, language: str | None = None) -> None:
+        """Retire earlier links, make a new one and put the e-mail carrying it in the outbox.
+
+        ``language``: the pages' language when the person asked, which the e-mail (and any
+        later one) is then written in.
+        """
         self.retire_verification_links()
         now, attempt = self.context.now, self.attempt
+        if language in LANGUAGES:
+            attempt.language = language
         assert attempt.email is not None
         token = secrets.token_urlsafe(32)
         expires_at = now + self.context.policy.verification_link_ttl

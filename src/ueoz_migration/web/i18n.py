@@ -11,8 +11,8 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup
 
-LANGUAGES = ("pl", "en")
-DEFAULT_LANGUAGE = "pl"
+from ..domain.language import DEFAULT_LANGUAGE, LANGUAGES
+
 DOMAIN = "messages"
 
 

@@ -30,6 +30,7 @@ from .common import (
     user,
 )
 from .forms import EmailForm
+from .i18n import current_language
 
 log = structlog.get_logger(__name__)
 blueprint = Blueprint("migration", __name__)
@@ -38,6 +39,8 @@ blueprint = Blueprint("migration", __name__)
 USER_EVENTS = frozenset(
     {"create_account", "continue_new", "submit", "cancel", "resend", "change_email"}
 )
+# The person's events that send a verification e-mail.
+MAIL_EVENTS = frozenset({"submit", "resend"})
 
 # Why an event was refused, in the words of the notice shown above the current screen.
 REFUSAL_NOTICES = {
@@ -112,6 +115,8 @@ def fire(event: str) -> Response | tuple[str, int]:
             "email_repeat": form.email_repeat.data,
             "terms_accepted": bool(form.terms_accepted.data),
         }
+    if event in MAIL_EVENTS:
+        data["language"] = current_language()  # the e-mail in the language of the pages
     try:
         if event not in USER_EVENTS:
             # The worker's and the system's events are not a person's to fire. Turned down by

@@ -57,13 +57,15 @@ def start() -> str:
 
 @blueprint.get("/jezyk/<language>")
 def language(language: str) -> Response:
-    """Switch the pages (and the attempt's e-mail) to ``language``, then go back."""
+    """Switch the pages to ``language``, then go back.
+
+    A link any page may carry, so a GET another site can make too: it changes this browser's
+    pages only. The attempt's e-mail follows the language with the next e-mail the person
+    asks for (a form, under CSRF protection: see ``migration.fire``).
+    """
     if language not in LANGUAGES:
         abort(404)
     session["language"] = language
-    attempt_id = session.get(ATTEMPT_KEY)
-    if attempt_id:
-        services().journey.set_language(attempt_id, language)
     return redirect(safe_next(request.args.get("next")))
 
 
