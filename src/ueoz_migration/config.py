@@ -60,6 +60,10 @@ def demo_systems(base_url: str) -> str:
     )
 
 
+#: ``production``; the others are the embedded default, the test suite and the benchmarks.
+APP_ENVS = ("production", "development", "test", "bench")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The service's configuration; build it with :meth:`from_env`."""
@@ -110,6 +114,10 @@ class Settings:
         """
         env = dict(os.environ if environ is None else environ)
         app_env = env.get("APP_ENV", "development")
+        if app_env not in APP_ENVS:
+            # A near miss ("prod", "Production") would otherwise run with the development
+            # pages and without secure cookies.
+            raise ConfigError(f"APP_ENV must be one of {', '.join(APP_ENVS)}, not {app_env!r}.")
         production = app_env == "production"
         instance_dir = Path(env.get("INSTANCE_DIR", "var")).absolute()
         get = env.get

@@ -67,3 +67,9 @@ def test_domain_systems_are_read_with_their_return_addresses(tmp_path):
 def test_a_malformed_domain_system_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nonsense"):
         Settings.from_env({"INSTANCE_DIR": str(tmp_path), "DOMAIN_SYSTEMS": "nonsense"})
+
+
+def test_an_app_env_that_is_nearly_production_is_refused(tmp_path):
+    # "prod" would otherwise be a development service: demo pages, no Secure cookie.
+    with pytest.raises(ConfigError, match="APP_ENV must be one of production, development"):
+        Settings.from_env({"APP_ENV": "prod", "INSTANCE_DIR": str(tmp_path)})

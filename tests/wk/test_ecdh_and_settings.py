@@ -165,17 +165,18 @@ def test_an_unknown_level_of_assurance_is_refused(tmp_path):
 # -- the stand-in ----------------------------------------------------------------------
 
 
-def test_the_stand_in_refuses_a_production_configuration(tmp_path, standin_app):
-    with pytest.raises(StandinRefused):
+@pytest.mark.parametrize("app_env", ["production", "prod"])
+def test_the_stand_in_refuses_a_production_configuration(tmp_path, standin_app, app_env):
+    with pytest.raises(StandinRefused, match="never in production"):
         StandinSettings.from_env(
-            {"APP_ENV": "production"},
+            {"APP_ENV": app_env},
             base_url="http://127.0.0.1:5001",
             service_base_url=SP_URL,
             instance_dir=tmp_path,
         )
     node_settings = standin_app.extensions["wk_standin"].settings
     with pytest.raises(StandinRefused):
-        create_standin_app(StandinSettings(**{**node_settings.__dict__, "app_env": "production"}))
+        create_standin_app(StandinSettings(**{**node_settings.__dict__, "app_env": app_env}))
 
 
 def test_the_stand_in_and_the_service_agree_on_development_keys(tmp_path):

@@ -11,7 +11,7 @@ from flask import Flask, Response, abort, redirect, request
 from ..adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH, SSO_PATH
 from .identities import DEMO_IDENTITIES
 from .node import BadRequest, Person, StandinNode
-from .settings import Failure, StandinRefused, StandinSettings
+from .settings import Failure, StandinSettings, refuse_outside_development
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,7 @@ _ERROR = """<!doctype html>
 
 def create_standin_app(settings: StandinSettings) -> Flask:
     """Build the stand-in node's app; refuse a production configuration."""
-    if settings.app_env == "production":
-        raise StandinRefused("the stand-in login node never runs with APP_ENV=production")
+    refuse_outside_development(settings.app_env)
     app = Flask(__name__)
     node = StandinNode(settings)
     app.extensions["wk_standin"] = node

@@ -24,10 +24,24 @@ from urllib.parse import urlsplit
 
 from ..adapters.wk.keys import KeyPair, dev_pair, load_pair
 from ..adapters.wk.settings import WkConfigError, WkSettings
+from ..config import APP_ENVS
 
 
 class StandinRefused(RuntimeError):
     """The stand-in node must never run in a production configuration."""
+
+
+#: Where the stand-in may run: every environment but production (an unknown one included).
+STANDIN_ENVS = tuple(env for env in APP_ENVS if env != "production")
+
+
+def refuse_outside_development(app_env: str) -> None:
+    """Raise :class:`StandinRefused` unless ``app_env`` is one the stand-in may run in."""
+    if app_env not in STANDIN_ENVS:
+        raise StandinRefused(
+            f"the stand-in login node runs only with APP_ENV {', '.join(STANDIN_ENVS)} "
+            "(never in production)"
+        )
 
 
 class Failure(enum.StrEnum):
@@ -105,8 +119,7 @@ class StandinSettings:
     ) -> StandinSettings:
         """Read the stand-in's and the service's variables; refuse production."""
         app_env = environ.get("APP_ENV", "development").strip() or "development"
-        if app_env == "production":
-            raise StandinRefused("the stand-in login node never runs with APP_ENV=production")
+        refuse_outside_development(app_env)
         environ = {"WK_NODE_URL": base_url, **environ}
         sp = WkSettings.from_env(
             environ, base_url=service_base_url, instance_dir=instance_dir, production=False
