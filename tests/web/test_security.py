@@ -90,6 +90,12 @@ def test_production_sets_hsts_a_secure_cookie_and_hides_the_development_pages(
             "form-action 'self' https://login.gov.pl" in response.headers["Content-Security-Policy"]
         )
         assert app.config["SESSION_COOKIE_SECURE"] is True
+        cookie = client.get("/jezyk/en").headers["Set-Cookie"]
+        assert cookie.startswith("__Host-ueoz_session=")
+        assert {"Secure", "HttpOnly", "Path=/", "SameSite=Lax"} <= {
+            part.strip() for part in cookie.split(";")
+        }
+        assert "Domain=" not in cookie
         assert client.get("/dev/mail").status_code == 404
         assert client.get("/demo/system/P1").status_code == 404
     finally:

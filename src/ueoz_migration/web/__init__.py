@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     app.config.update(
         SECRET_KEY=settings.secret_key,
-        SESSION_COOKIE_NAME="ueoz_session",
+        # __Host-: the browser takes it only Secure, for the whole site, from this host alone,
+        # so a sibling subdomain cannot plant a session id of its choosing. Needs HTTPS.
+        SESSION_COOKIE_NAME="__Host-ueoz_session" if settings.production else "ueoz_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SECURE=settings.production,
         SESSION_COOKIE_SAMESITE="Lax",
