@@ -11,7 +11,7 @@ import click
 from .bootstrap import Services
 from .config import ConfigError
 from .db.engine import snapshot
-from .logs import configure_logging
+from .logs import configure_logging, mask_text
 
 
 @click.group()
@@ -215,19 +215,45 @@ def _database(services: Services, doing: str = "read") -> Iterator[None]:
         services.engine.dispose()
 
 
+def _reference(reference: str) -> str:
+    """An attempt's id, or its event number as a caller may dictate it (any case, spaces)."""
+    from .helpdesk import LookupInputError, normalized_event_number
+
+    try:
+        return normalized_event_number(reference)
+    except LookupInputError:
+        return reference.strip()
+
+
+def _no_attempt(reference: str) -> click.ClickException:
+    # Masked: a PESEL typed where the number belongs is not to be printed back whole.
+    return click.ClickException(f"no attempt has the id or event number {mask_text(reference)!r}")
+
+
+def _cannot_write(path: object, error: OSError) -> click.ClickException:
+    """One line for a file that could not be written: no such folder, no permission, disk full."""
+    return click.ClickException(f"cannot write {path}: {error.strerror or error}")
+
+
 def _attempt_scope(services: Services, reference: str | None, all_: bool) -> list[str] | None:
-    """Resolve MIGRATION_…|ATTEMPT|--all to attempt ids (None meaning every attempt)."""
-    from .audit.log import find_attempt
+    """Resolve MIGRATION_…|ATTEMPT|--all to attempt ids (None meaning every attempt).
+
+    A reference whose attempt row is gone while its log rows remain resolves to the id those
+    rows carry: checked, they report the attempt missing, as the whole log's check does.
+    """
+    from .audit.log import find_attempt, orphaned_attempt_id
 
     if all_ and reference:
         raise click.UsageError("give either an attempt (id or MIGRATION_ number) or --all")
     if all_ or reference is None:
         return None
+    named = _reference(reference)
     with snapshot(services.sessions) as session:
-        attempt = find_attempt(session, reference)
-    if attempt is None:
-        raise click.ClickException(f"no attempt has the id or event number {reference!r}")
-    return [attempt.id]
+        attempt = find_attempt(session, named)
+        attempt_id = attempt.id if attempt is not None else orphaned_attempt_id(session, named)
+    if attempt_id is None:
+        raise _no_attempt(reference)
+    return [attempt_id]
 
 
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
@@ -238,6 +264,8 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
             click.echo(f"  also: {finding}")
         if report.broken_attempts > 20:
             click.echo(f"  … and {report.broken_attempts - 20} more attempt(s)")
+    for note in report.notes:
+        click.echo(note)
     click.echo(report.summary())
     if not report.ok:
         sys.exit(1)
@@ -288,12 +316,20 @@ def audit_replay(services: Services, reference: str | None, all_: bool) -> None:
 @click.pass_obj
 def audit_show(services: Services, reference: str) -> None:
     """Print one attempt's log as a table."""
-    from .audit.log import find_attempt, log_table, read_log
+    from .audit.log import find_attempt, log_table, orphaned_attempt_id, read_log
 
+    named = _reference(reference)
     with _database(services), snapshot(services.sessions) as session:
-        attempt = find_attempt(session, reference)
+        attempt = find_attempt(session, named)
         if attempt is None:
-            raise click.ClickException(f"no attempt has the id or event number {reference!r}")
+            orphan = orphaned_attempt_id(session, named)
+            if orphan is None:
+                raise _no_attempt(reference)
+            raise click.ClickException(
+                f"no attempt has the id or event number {mask_text(reference)!r}, but the log "
+                f"holds rows of attempt {orphan}: its attempt row was deleted "
+                f"(audit verify {orphan})"
+            )
         rows = read_log(session, attempt.id)
     click.echo(
         f"attempt {attempt.id}  state {attempt.state}  flow version {attempt.flow_version[:12]}…"
@@ -308,9 +344,7 @@ def audit_show(services: Services, reference: str) -> None:
 
 @audit.command("export")
 @click.option("--attempt", "reference", metavar="MIGRATION_…|ATTEMPT", help="Only this attempt.")
-@click.option(
-    "--output", type=click.Path(dir_okay=False, writable=True), help="File (default: stdout)."
-)
+@click.option("--output", type=click.Path(dir_okay=False), help="File (default: stdout).")
 @click.pass_obj
 def audit_export(services: Services, reference: str | None, output: str | None) -> None:
     """Write the log as JSON lines: every chained field of each row, with its hashes."""
@@ -322,8 +356,11 @@ def audit_export(services: Services, reference: str | None, output: str | None) 
             if output is None:
                 export_log(session, sys.stdout, scope)
                 return
-            with open(output, "w", encoding="utf-8") as out:
-                count = export_log(session, out, scope)
+            try:
+                with open(output, "w", encoding="utf-8") as out:
+                    count = export_log(session, out, scope)
+            except OSError as error:
+                raise _cannot_write(output, error) from None
     click.echo(f"exported {count} row(s) to {output}", err=True)
 
 
@@ -377,7 +414,10 @@ def diagram(services: Services, fmt: str, output: str | None) -> None:
                 f"no {DOC_PATH.parent}/ folder here: run this from the repository root, "
                 "or give --output"
             )
-        DOC_PATH.write_text(state_diagram_page(services.flow), encoding="utf-8")
+        try:
+            DOC_PATH.write_text(state_diagram_page(services.flow), encoding="utf-8")
+        except OSError as error:
+            raise _cannot_write(DOC_PATH, error) from None
         click.echo(f"wrote {DOC_PATH} (flow version {services.flow.version[:12]}…)")
         return
     try:
@@ -389,7 +429,10 @@ def diagram(services: Services, fmt: str, output: str | None) -> None:
     if output is None or output == "-":
         click.echo(data, nl=False)
     else:
-        Path(output).write_bytes(data)
+        try:
+            Path(output).write_bytes(data)
+        except OSError as error:
+            raise _cannot_write(output, error) from None
         click.echo(f"wrote {output} ({fmt})")
 
 

@@ -42,7 +42,8 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _LINK_TOKEN = re.compile(r"(/weryfikacja/)[^/\s?#\"'<>]+")
 
 
-def _mask_text(text: str) -> str:
+def mask_text(text: str) -> str:
+    """``text`` with every PESEL, e-mail address and verification link token in it masked."""
     text = _PESEL.sub(lambda match: mask_pesel(match.group()), text)
     text = _LINK_TOKEN.sub(r"\1<token>", text)
     return _EMAIL.sub(lambda match: mask_email(match.group()), text)
@@ -50,7 +51,7 @@ def _mask_text(text: str) -> str:
 
 def _mask_value(value: Any) -> Any:
     if isinstance(value, str):
-        return _mask_text(value)
+        return mask_text(value)
     if isinstance(value, dict):
         return {key: _mask_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -219,6 +219,14 @@ def test_cli_verify_and_replay_exit_1_naming_the_first_broken_link(services):
     assert f"FIRST BROKEN LINK: attempt {attempt.id}, seq 5: expected source" in replayed.output
 
 
+def test_cli_does_not_print_back_a_pesel_given_for_an_attempt(services):
+    result = audit_cli(services, "show", "97040117247")
+
+    assert result.exit_code == 1
+    assert "97040117247" not in result.output
+    assert "no attempt has the id or event number '********247'" in result.output
+
+
 def test_cli_refuses_an_unknown_attempt_and_a_replay_without_scope(services):
     unknown = audit_cli(services, "verify", "MIGRATION_999999999999")
     no_scope = audit_cli(services, "replay")
@@ -267,9 +275,28 @@ def test_cli_show_prints_the_attempts_log_as_a_table(services):
         "req-2",
         f"{attempt.event_number} / 208",
     ]
-    assert rows[4][2:] == ["verify", "error → error", "refused", "user", "req-3"]
+    # The detail (the reason of a refusal or rejection, the masked e-mail) is the last column.
+    assert rows[4][2:] == [
+        "verify",
+        "error → error",
+        "refused",
+        "user",
+        "req-3",
+        "reason=not_allowed",
+    ]
+    assert rows[6][2:] == [
+        "submit",
+        "email_entry → email_entry",
+        "rejected",
+        "user",
+        "req-5",
+        "reason=invalid_submission",
+    ]
     assert rows[7][0] == "6"
+    assert rows[7][-1] == "email=h***@example.pl"
+    assert rows[2][-1] == "req-1"  # no detail, no trailing column
     assert HERMEGILDA.pesel not in shown.output
+    assert "h@example.pl" not in shown.output
 
 
 def test_cli_export_writes_verifiable_json_lines_without_personal_data(services, tmp_path):
@@ -290,3 +317,279 @@ def test_cli_export_writes_verifiable_json_lines_without_personal_data(services,
     for personal in (HERMEGILDA.pesel, HERMEGILDA.family_name, "h@example.pl"):
         assert personal not in dump
     assert '"email": "h***@example.pl"' in records[-1]["detail"]
+
+
+# -- what the auditor saw: the messages of each finding, and the commands' edges ----------
+
+
+def output_lines(result):
+    """The command's lines, each summary's timing cut off (it differs from run to run)."""
+    return [
+        re.sub(r" in \d+\.\d{3} s \(.*\)$", " in … s", line) for line in result.output.splitlines()
+    ]
+
+
+def delete_attempt_row(services, attempt_id):
+    """Delete an attempt's row behind the service's back, with its foreign keys off, so that
+    its log rows (and links, mail, event numbers) are left behind."""
+    if services.engine.dialect.name == "sqlite":
+        # The pragma takes effect outside a transaction only: on a connection of its own.
+        connection = services.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=OFF")
+            cursor.execute("DELETE FROM attempts WHERE id = ?", (attempt_id,))
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            connection.close()
+    else:
+        tamper(
+            services,
+            "SET LOCAL session_replication_role = replica",  # no foreign-key triggers
+            "DELETE FROM attempts WHERE id = :a",
+            a=attempt_id,
+        )
+
+
+def append_row_without_the_key(services, attempt_id):
+    """Add a row 7 after the head, chained to row 6 but with a hash made up (no key)."""
+    tamper(
+        services,
+        "INSERT INTO transition_log (attempt_id, seq, at, event, source, target, outcome, "
+        "actor, request_id, flow_version, event_number, event_code, pesel_hash, detail, "
+        "prev_hash, hash) "
+        "SELECT attempt_id, 7, at, 'verify', target, target, 'applied', actor, 'forged', "
+        "flow_version, NULL, NULL, pesel_hash, '', hash, :h "
+        "FROM transition_log WHERE attempt_id = :a AND seq = 6",
+        a=attempt_id,
+        h="f" * 64,
+    )
+
+
+def test_cli_export_that_cannot_write_its_file_says_why_in_one_line(services, tmp_path):
+    attempt = logged_journey(services)
+    (tmp_path / "a-file").write_text("")
+    missing_folder = tmp_path / "nonexistent" / "x.jsonl"
+    under_a_file = tmp_path / "a-file" / "x.jsonl"
+
+    no_folder = audit_cli(services, "export", "--output", str(missing_folder))
+    not_a_folder = audit_cli(
+        services, "export", "--attempt", attempt.id, "--output", str(under_a_file)
+    )
+
+    assert no_folder.exit_code == 1
+    assert no_folder.output == (
+        f"Error: cannot write {missing_folder}: No such file or directory\n"
+    )
+    assert not_a_folder.exit_code == 1
+    assert not_a_folder.output == f"Error: cannot write {under_a_file}: Not a directory\n"
+    assert not missing_folder.parent.exists()
+
+
+def test_cli_show_keeps_an_edited_detail_on_one_line(services):
+    attempt = logged_journey(services)
+    tamper(
+        services,
+        "UPDATE transition_log SET detail = :d WHERE attempt_id = :a AND seq = 2",
+        d="forged\nline",
+        a=attempt.id,
+    )
+
+    shown = audit_cli(services, "show", attempt.id)
+
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert len(lines) == 1 + 2 + 6  # the attempt, the header and rule, one line a row
+    assert lines[4].endswith(f"{attempt.event_number} / 208  forged\\nline")
+
+
+@pytest.mark.parametrize("by", ["event number", "id"])
+def test_cli_verify_and_replay_of_an_attempt_whose_row_was_deleted_report_tampering(services, by):
+    attempt = logged_journey(services)
+    delete_attempt_row(services, attempt.id)
+    reference = attempt.event_number if by == "event number" else attempt.id
+
+    verified = audit_cli(services, "verify", reference)
+    replayed = audit_cli(services, "replay", reference)
+    verified_all = audit_cli(services, "verify", "--all")
+
+    finding = (
+        f"FIRST BROKEN LINK: attempt {attempt.id}, seq 1: rows of an attempt that does not exist"
+    )
+    assert verified.exit_code == replayed.exit_code == verified_all.exit_code == 1
+    assert (
+        output_lines(verified)
+        == output_lines(verified_all)
+        == [
+            finding,
+            "verify: 1 attempt(s) with a problem; 1 attempt(s), 6 row(s) in … s",
+        ]
+    )
+    assert output_lines(replayed) == [
+        finding,
+        "replay: 1 attempt(s) with a problem; 1 attempt(s), 6 row(s) in … s",
+    ]
+
+
+def test_cli_show_and_export_of_an_attempt_whose_row_was_deleted(services, tmp_path):
+    attempt = logged_journey(services)
+    delete_attempt_row(services, attempt.id)
+    out = tmp_path / "log.jsonl"
+
+    shown = audit_cli(services, "show", attempt.event_number)
+    exported = audit_cli(services, "export", "--attempt", attempt.id, "--output", str(out))
+
+    assert shown.exit_code == 1
+    assert shown.output == (
+        f"Error: no attempt has the id or event number {attempt.event_number!r}, but the log "
+        f"holds rows of attempt {attempt.id}: its attempt row was deleted "
+        f"(audit verify {attempt.id})\n"
+    )
+    assert exported.exit_code == 0, exported.output
+    assert len(out.read_text().splitlines()) == 6  # the rows left behind, as a whole export
+
+
+def test_cli_a_reference_with_neither_attempt_nor_log_rows_is_still_unknown(services):
+    logged_journey(services)
+
+    for command in ("verify", "replay", "show"):
+        unknown = audit_cli(services, command, "0" * 32)
+
+        assert unknown.exit_code == 1, command
+        assert unknown.output == f"Error: no attempt has the id or event number {'0' * 32!r}\n"
+
+
+def test_rows_added_past_the_head_without_the_key_are_named_as_added(services):
+    attempt = logged_journey(services)
+    append_row_without_the_key(services, attempt.id)
+
+    checked = verify(services)
+    verified = audit_cli(services, "verify", attempt.event_number)
+
+    assert (checked.first.attempt_id, checked.first.seq) == (attempt.id, 7)
+    assert checked.first.problem == (
+        "the log goes on past the attempt's head at seq 6 (rows were added)"
+    )
+    assert verified.exit_code == 1
+    assert output_lines(verified) == [
+        f"FIRST BROKEN LINK: attempt {attempt.id}, seq 7: the log goes on past the attempt's "
+        "head at seq 6 (rows were added)",
+        "verify: 1 attempt(s) with a problem; 1 attempt(s), 7 row(s) in … s",
+    ]
+
+
+def test_rows_past_the_head_with_a_good_chain_are_named_as_added_too(services):
+    # Rows 7 and 8 written by the service, then the attempt's head moved back to row 6: the
+    # same as rows appended by someone holding the key.
+    attempt = logged_journey(services)
+    for request in ("req-7", "req-8"):
+        with pytest.raises(EventRefused):
+            services.journey.fire(attempt.id, "verify", actor=user(request), token="x")
+    tamper(
+        services,
+        "UPDATE attempts SET log_seq = 6, log_head = (SELECT hash FROM transition_log "
+        "WHERE attempt_id = :a AND seq = 6) WHERE id = :a",
+        a=attempt.id,
+    )
+
+    checked = verify(services)
+
+    assert (checked.first.seq, checked.first.problem) == (
+        7,
+        "the log goes on past the attempt's head at seq 6 (rows were added)",
+    )
+
+
+def test_an_edited_row_before_rows_added_past_the_head_is_the_first_broken_link(services):
+    attempt = logged_journey(services)
+    tamper(services, "UPDATE transition_log SET request_id = 'forged' WHERE seq = 5")
+    append_row_without_the_key(services, attempt.id)
+
+    checked = verify(services)
+
+    assert (checked.first.seq, checked.first.problem) == (
+        5,
+        "hash does not recompute from the row's fields (the row was changed)",
+    )
+
+
+def test_a_deleted_first_row_says_where_the_log_starts(services):
+    attempt = logged_journey(services)
+    tamper(services, "DELETE FROM transition_log WHERE seq = 1")
+
+    verified = audit_cli(services, "verify", attempt.id)
+
+    assert verified.exit_code == 1
+    assert output_lines(verified)[0] == (
+        f"FIRST BROKEN LINK: attempt {attempt.id}, seq 1: row 1 is missing "
+        "(the log starts at seq 2)"
+    )
+
+
+def two_attempts(services):
+    """The logged journey (6 rows) and Anna's new attempt (1 row): their ids."""
+    journey = logged_journey(services)
+    add_eploz_account(services)
+    return journey.id, services.journey.start(ANNA, actor=user()).id
+
+
+def test_cli_with_another_audit_key_asks_whether_it_is_the_right_one(services):
+    journey, anna = two_attempts(services)
+    first, second = sorted([journey, anna])
+    environ = {**services.settings.raw, "AUDIT_KEY": "not-the-key-that-wrote-the-log"}
+
+    verified = CliRunner().invoke(main, ["audit", "verify"], env=environ)
+    one = CliRunner().invoke(main, ["audit", "verify", anna], env=environ)
+
+    changed = "hash does not recompute from the row's fields (the row was changed)"
+    assert verified.exit_code == one.exit_code == 1
+    assert output_lines(verified) == [
+        f"FIRST BROKEN LINK: attempt {first}, seq 1: {changed}",
+        f"  also: attempt {second}, seq 1: {changed}",
+        "every attempt fails at its first row: is AUDIT_KEY the key that wrote this log?",
+        "verify: 2 attempt(s) with a problem; 2 attempt(s), 7 row(s) in … s",
+    ]
+    assert output_lines(one) == [
+        f"FIRST BROKEN LINK: attempt {anna}, seq 1: {changed}",
+        "the first rows of other attempts fail too: is AUDIT_KEY the key that wrote this log?",
+        "verify: 1 attempt(s) with a problem; 1 attempt(s), 1 row(s) in … s",
+    ]
+
+
+def test_a_first_row_edited_under_the_right_key_raises_no_question_about_it(services):
+    _, anna = two_attempts(services)
+    tamper(services, "UPDATE transition_log SET actor = 'x' WHERE attempt_id = :a", a=anna)
+
+    whole, one = verify(services), verify(services, [anna])
+
+    assert (whole.first.attempt_id, whole.first.seq) == (anna, 1)
+    assert whole.notes == one.notes == []
+
+
+def test_a_log_of_one_attempt_cannot_tell_another_key_from_an_edit(services):
+    attempt = logged_journey(services)
+
+    with services.sessions() as session:
+        checked = verify_chain(session, b"not-the-key", None)
+        named = verify_chain(session, b"not-the-key", [attempt.id])
+
+    assert checked.first.seq == named.first.seq == 1
+    assert checked.notes == named.notes == []
+
+
+def test_cli_takes_an_event_number_in_any_case_and_with_spaces(services, tmp_path):
+    attempt = logged_journey(services)
+    spoken = attempt.event_number.lower().replace("_", "_ ")
+    out = tmp_path / "log.jsonl"
+
+    shown = audit_cli(services, "show", spoken)
+    verified = audit_cli(services, "verify", spoken)
+    replayed = audit_cli(services, "replay", f" {spoken} ")
+    exported = audit_cli(services, "export", "--attempt", spoken, "--output", str(out))
+
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith(f"attempt {attempt.id}  state awaiting_verification")
+    assert verified.exit_code == replayed.exit_code == exported.exit_code == 0
+    assert "verify: OK; 1 attempt(s), 6 row(s)" in verified.output
+    assert "replay: OK; 1 attempt(s), 6 row(s)" in replayed.output
+    assert len(out.read_text().splitlines()) == 6

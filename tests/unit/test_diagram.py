@@ -106,3 +106,26 @@ def test_diagram_command_renders_svg_with_graphviz(tmp_path):
     assert "<svg" in svg
     assert "awaiting_verification" in svg
     assert "change_email" in svg
+
+
+def test_diagram_command_that_cannot_write_its_file_says_why_in_one_line(tmp_path):
+    missing_folder = tmp_path / "nonexistent" / "d.svg"
+
+    result = CliRunner().invoke(
+        main,
+        ["diagram", "--format", "svg", "--output", str(missing_folder)],
+        env=cli_env(tmp_path),
+    )
+
+    assert result.exit_code == 1
+    assert result.output == f"Error: cannot write {missing_folder}: No such file or directory\n"
+
+
+def test_diagram_command_that_cannot_rewrite_docs_state_diagram_says_why(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs" / "state-diagram.md").mkdir(parents=True)  # a folder in its place
+
+    result = CliRunner().invoke(main, ["diagram"], env=cli_env(tmp_path))
+
+    assert result.exit_code == 1
+    assert result.output == "Error: cannot write docs/state-diagram.md: Is a directory\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
@@ -61,6 +62,23 @@ def find_attempt(session: Session, reference: str) -> Attempt | None:
     return session.get(Attempt, reference)
 
 
+def orphaned_attempt_id(session: Session, reference: str) -> str | None:
+    """Return the attempt id of log rows ``reference`` names (an id or an event number).
+
+    For a reference :func:`find_attempt` finds no attempt for: rows left in the log under it
+    mean the attempt's row was deleted behind the service's back, which the audit reports.
+    """
+    reference = reference.strip()
+    column = (
+        TransitionLogEntry.event_number
+        if EVENT_NUMBER.fullmatch(reference)
+        else TransitionLogEntry.attempt_id
+    )
+    return session.scalars(
+        select(TransitionLogEntry.attempt_id).where(column == reference).limit(1)
+    ).first()
+
+
 def stream_rows(
     session: Session,
     columns: Sequence[str | ColumnElement[Any]],
@@ -94,6 +112,41 @@ def format_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def format_detail(detail: str) -> str:
+    """Render a row's ``detail`` compactly: ``reason=link_unknown email=a***@example.pl``.
+
+    The service writes it as a JSON object of non-personal notes; anything else (a row edited
+    behind the service's back) is shown as it is.
+    """
+    if not detail:
+        return ""
+    try:
+        notes = json.loads(detail)
+    except ValueError:
+        return detail
+    if not isinstance(notes, dict) or not notes:
+        return detail
+    return " ".join(f"{name}={_note(value)}" for name, value in notes.items())
+
+
+def _note(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    # Quoted when it would not read as one value.
+    if not text or any(char.isspace() or char in '="' for char in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _printable(text: str) -> str:
+    """Escape control characters (a newline in an edited row) so a row stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
 def log_table(rows: Sequence[TransitionLogEntry]) -> str:
     """Render log rows as a plain-text table that reads well in a terminal or a ticket."""
     header = (
@@ -105,17 +158,22 @@ def log_table(rows: Sequence[TransitionLogEntry]) -> str:
         "actor",
         "request id",
         "event number / code",
+        "detail",
     )
     lines = [
-        (
-            str(row.seq),
-            row.at.strftime("%Y-%m-%d %H:%M:%S"),
-            row.event,
-            f"{row.source or '∅'} → {row.target}",
-            row.outcome,
-            row.actor,
-            row.request_id,
-            " / ".join(str(part) for part in (row.event_number, row.event_code) if part),
+        tuple(
+            _printable(cell)
+            for cell in (
+                str(row.seq),
+                row.at.strftime("%Y-%m-%d %H:%M:%S"),
+                row.event,
+                f"{row.source or '∅'} → {row.target}",
+                row.outcome,
+                row.actor,
+                row.request_id,
+                " / ".join(str(part) for part in (row.event_number, row.event_code) if part),
+                format_detail(row.detail),
+            )
         )
         for row in rows
     ]

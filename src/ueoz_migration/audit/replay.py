@@ -115,7 +115,7 @@ def replay_log(session: Session, attempt_ids: Collection[str] | None = None) -> 
             broken = False
             current = attempts.pop(attempt_id, None)
             if current is None:
-                report.add(Finding(attempt_id, seq, "log rows of an attempt that does not exist"))
+                report.add(Finding(attempt_id, seq, "rows of an attempt that does not exist"))
                 current, broken = _Attempt((attempt_id, None, None, None, None)), True
                 continue
             flow = flows.get(current.version)

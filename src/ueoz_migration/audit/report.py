@@ -33,6 +33,10 @@ class AuditReport:
     seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
     broken_attempts: int = 0
+    # verify: how many attempts fail at their first row's hash (a wrong key fails them all).
+    first_rows_changed: int = 0
+    # Lines said after the findings (what the findings taken together suggest).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

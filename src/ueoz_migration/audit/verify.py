@@ -38,6 +38,16 @@ from .report import MAX_FINDINGS, AuditReport, Finding
 ROW_COLUMNS = (*CHAINED_FIELDS, "prev_hash", "hash")
 _SEQ, _AT, _FLOW, _PREV, _HASH = 1, 2, CHAINED_FIELDS.index("flow_version"), -2, -1
 
+CHANGED = "hash does not recompute from the row's fields (the row was changed)"
+# Said after the findings when every attempt checked fails at its first row's hash, which is
+# what a key other than the one that wrote the log looks like.
+WRONG_KEY_HINT = "every attempt fails at its first row: is AUDIT_KEY the key that wrote this log?"
+WRONG_KEY_HINT_ONE = (
+    "the first rows of other attempts fail too: is AUDIT_KEY the key that wrote this log?"
+)
+# How many other attempts' first rows are tried when a single attempt fails at its first row.
+KEY_SAMPLE = 20
+
 # A whole log of at least this many rows is split over processes; on a shorter one, starting
 # them costs about as much as they save (a process verifies ~100,000 rows a second).
 PARALLEL_FROM = 50_000
@@ -121,8 +131,50 @@ def verify_chain(
         report = _join(_verify_in_parallel(session, url, key, processes or 1))
     else:
         report = _join([_verify_part(session, key, attempt_ids, (None, None))])
+    hint = _wrong_key_hint(session, key, report, attempt_ids)
+    if hint is not None:
+        report.notes.append(hint)
     report.seconds = perf_counter() - started
     return report
+
+
+def _wrong_key_hint(
+    session: Session, key: bytes, report: AuditReport, attempt_ids: Collection[str] | None
+) -> str | None:
+    """Say that the key looks wrong when every attempt checked fails at its first row's hash.
+
+    One attempt failing there may have had its first row edited; so when only one attempt was
+    checked, the first rows of (up to ``KEY_SAMPLE``) other attempts must fail too.
+    """
+    if report.attempts == 0 or report.first_rows_changed != report.attempts:
+        return None
+    if report.attempts > 1:
+        return WRONG_KEY_HINT
+    if attempt_ids is None:
+        return None  # a log of one attempt: an edited first row or another key, no telling
+    checked = list(attempt_ids)
+    at = iso_at(session)
+    columns = [at if name == "at" and at is not None else name for name in ROW_COLUMNS]
+    statement = (
+        select(*log_columns(*columns))
+        .where(LOG.c.seq == 1, LOG.c.attempt_id.not_in(checked))
+        .order_by(LOG.c.attempt_id)
+        .limit(KEY_SAMPLE)
+    )
+    hasher = RowHasher(key)
+    others = 0
+    for row in session.execute(statement):
+        values = tuple(row)
+        if at is None:
+            values = (
+                *values[:_AT],
+                values[_AT].isoformat(timespec="microseconds"),
+                *values[_AT + 1 :],
+            )
+        if values[_PREV] == GENESIS and hasher(GENESIS, values) == values[_HASH]:
+            return None  # the key verifies another attempt's first row
+        others += 1
+    return WRONG_KEY_HINT_ONE if others else None
 
 
 def default_processes(url: URL, rows: int) -> int:
@@ -214,6 +266,7 @@ def _join(parts: list[tuple[AuditReport, AuditReport]]) -> AuditReport:
         report.attempts += found.attempts
         report.rows += found.rows
         report.broken_attempts += found.broken_attempts
+        report.first_rows_changed += found.first_rows_changed
         report.findings.extend(found.findings[: MAX_FINDINGS - len(report.findings)])
     return report
 
@@ -279,6 +332,7 @@ def _verify_part(
     current: str | None = None
     expected, prev, broken = 1, GENESIS, False
     head: tuple[int, str] | None = None
+    head_seq = 0
     rows = 0
     for row in _stream(session, columns, attempt_ids, bounds):
         rows += 1
@@ -294,16 +348,25 @@ def _verify_part(
             if head is None:
                 report.add(Finding(attempt_id, row[_SEQ], "rows of an attempt that does not exist"))
                 broken = True
+            else:
+                head_seq = head[0]
         if broken:
             continue
         seq = row[_SEQ]
         problem = None
-        if seq != expected:
-            problem = (
-                f"row {expected} is missing (the log goes from seq {expected - 1} to {seq})"
-                if seq > expected
-                else f"seq {seq} where {expected} was expected"
+        if expected > head_seq:
+            # Every row up to the head checked out, and here is one more: whatever its hash
+            # (wrong, from someone without the key), it was added outside the service.
+            problem = f"the log goes on past the attempt's head at seq {head_seq} (rows were added)"
+        elif seq > expected:
+            gap = (
+                f"the log starts at seq {seq}"
+                if expected == 1
+                else f"the log goes from seq {expected - 1} to {seq}"
             )
+            problem = f"row {expected} is missing ({gap})"
+        elif seq != expected:
+            problem = f"seq {seq} where {expected} was expected"
         elif row[_PREV] != prev:
             before = "the chain's start" if expected == 1 else f"row {expected - 1}"
             problem = (
@@ -311,7 +374,9 @@ def _verify_part(
                 "(rows were removed, added or reordered)"
             )
         elif hasher(prev, row) != row[_HASH]:
-            problem = "hash does not recompute from the row's fields (the row was changed)"
+            problem = CHANGED
+            if seq == 1:
+                report.first_rows_changed += 1
         else:
             version = row[_FLOW]
             if version not in flows:
@@ -342,7 +407,10 @@ def _check_tail(
     last_hash: str,
     head: tuple[int, str] | None,
 ) -> None:
-    """The last row must be the head the attempt recorded, or the log's tail was cut."""
+    """The last row must be the head the attempt recorded, or the log's tail was cut.
+
+    (A row past the head is reported as it is read.)
+    """
     assert head is not None
     head_seq, head_hash = head
     last_seq = expected - 1
@@ -354,14 +422,6 @@ def _check_tail(
                 expected,
                 f"{missing} missing: the log ends at seq {last_seq} but the attempt's head is "
                 f"at seq {head_seq} (the log's tail was cut off)",
-            )
-        )
-    elif last_seq > head_seq:
-        report.add(
-            Finding(
-                attempt_id,
-                head_seq + 1,
-                f"the log goes on past the attempt's head at seq {head_seq} (rows were added)",
             )
         )
     elif last_hash != head_hash:
