@@ -4,31 +4,85 @@ A caller gives the helpdesk the event number from their error screen (``MIGRATIO
 digits) and the last three digits of their PESEL. The attempt is shown only when both agree;
 an unknown number and wrong digits get the same answer, so the look-up cannot be used to learn
 which event numbers exist.
+
+Once they agree the helpdesk sees what docs/event-codes.md asks it to check: the code and what
+to do about it (from :mod:`~ueoz_migration.domain.codes`), whether the attempt is still open
+(a login before it ends shows the same error screen), the e-PLOZ accounts under the person's
+PESEL with their names beside the national node's and the UEOZ account each went to, the
+person's later attempts, and the log. No PESEL and no e-mail address is shown whole.
 """
 
 from __future__ import annotations
 
 import hmac
 import re
+import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .audit.log import EVENT_NUMBER, find_attempt, format_time, log_table, read_log
 from .config import DomainSystem
-from .db.models import Attempt, TransitionLogEntry
+from .db.engine import snapshot
+from .db.models import Attempt, EplozAccount, TransitionLogEntry, UeozAccount
 from .domain.codes import EventCode
-from .domain.privacy import mask_pesel
+from .domain.matching import first_name_agrees, last_name_agrees
+from .domain.privacy import mask_email, mask_pesel
 
 log = structlog.get_logger(__name__)
 
 PESEL_LAST3 = re.compile(r"\d{3}")
 NO_MATCH = "No attempt matches this event number and these PESEL digits."
+# Never quote what was typed: a PESEL typed into the number field would be echoed whole.
+NOT_AN_EVENT_NUMBER = "not an event number (MIGRATION_ and 12 digits, e.g. MIGRATION_000000000042)"
+LATER_SHOWN = 20  # later attempts listed; the rest are counted
+WIDTH = 96  # the output wraps here, to read from a terminal during a call
 
 
 class LookupInputError(ValueError):
     """The event number or the PESEL digits are not in the form the helpdesk receives them."""
+
+
+@dataclass(frozen=True)
+class UeozHolder:
+    """The UEOZ account an e-PLOZ account migrated to."""
+
+    id: int
+    own: bool  # the same person (PESEL hash) as the attempt's
+    given_names: str
+    family_name: str
+    pesel: str
+    email: str
+    created_at: datetime
+    verified_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EplozEntry:
+    """An e-PLOZ account registered under the attempt's PESEL, as the directory holds it now."""
+
+    login: str
+    first_name: str
+    last_name: str
+    email: str
+    status: str
+    taken_by_attempt: bool  # the account this attempt found and carries
+    holder: UeozHolder | None
+
+
+@dataclass(frozen=True)
+class LaterAttempt:
+    """An attempt of the same person started after the one looked up."""
+
+    id: str
+    state: str
+    created_at: datetime
+    event_number: str | None
+    event_code: int | None
 
 
 @dataclass(frozen=True)
@@ -37,28 +91,34 @@ class HelpdeskView:
 
     attempt: Attempt
     log: list[TransitionLogEntry]
+    eploz: list[EplozEntry]
+    later: list[LaterAttempt]
+    later_total: int
+    now: datetime
 
 
 def normalized_event_number(value: str) -> str:
     """Accept the number as a caller may dictate it (any case, spaces); raise if it is not one."""
     number = re.sub(r"\s+", "", value).upper()
     if not EVENT_NUMBER.fullmatch(number):
-        raise LookupInputError(
-            f"{value!r} is not an event number: it reads MIGRATION_ and 12 digits, "
-            "e.g. MIGRATION_000000000042."
-        )
+        raise LookupInputError(NOT_AN_EVENT_NUMBER)
     return number
 
 
 def lookup(
-    sessions: sessionmaker[Session], event_number: str, pesel_last3: str
+    sessions: sessionmaker[Session],
+    event_number: str,
+    pesel_last3: str,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> HelpdeskView | None:
     """Return the attempt with this event number if its PESEL ends in ``pesel_last3``."""
     number = normalized_event_number(event_number)
     digits = pesel_last3.strip()
     if not PESEL_LAST3.fullmatch(digits):
         raise LookupInputError("--pesel-last3 takes exactly three digits, e.g. 247.")
-    with sessions() as session:
+    now = clock()
+    with snapshot(sessions) as session:
         attempt = find_attempt(session, number)
         matched = attempt is not None and hmac.compare_digest(
             attempt.pesel[-3:].encode(), digits.encode()
@@ -66,7 +126,15 @@ def lookup(
         if not matched or attempt is None:
             log.info("helpdesk.lookup", event_number=number, matched=False)
             return None
-        view = HelpdeskView(attempt, read_log(session, attempt.id))
+        later, later_total = _later_attempts(session, attempt)
+        view = HelpdeskView(
+            attempt=attempt,
+            log=read_log(session, attempt.id),
+            eploz=_eploz_accounts(session, attempt),
+            later=later,
+            later_total=later_total,
+            now=now,
+        )
     log.info(
         "helpdesk.lookup",
         event_number=number,
@@ -78,16 +146,70 @@ def lookup(
     return view
 
 
+def _eploz_accounts(session: Session, attempt: Attempt) -> list[EplozEntry]:
+    """The accounts the search would find now: the same match as ``TableDirectory``'s."""
+    rows = session.execute(
+        select(EplozAccount, UeozAccount)
+        .outerjoin(UeozAccount, UeozAccount.eploz_account_id == EplozAccount.id)
+        .where(EplozAccount.pesel == attempt.pesel)
+        .order_by(EplozAccount.id)
+    ).all()
+    return [
+        EplozEntry(
+            login=account.login,
+            first_name=account.first_name,
+            last_name=account.last_name,
+            email=account.email,
+            status=account.status,
+            taken_by_attempt=account.id == attempt.eploz_account_id,
+            holder=None
+            if holder is None
+            else UeozHolder(
+                id=holder.id,
+                own=holder.pesel_hash == attempt.pesel_hash,
+                given_names=holder.given_names,
+                family_name=holder.family_name,
+                pesel=holder.pesel,
+                email=holder.email,
+                created_at=holder.created_at,
+                verified_at=holder.email_verified_at,
+            ),
+        )
+        for account, holder in rows
+    ]
+
+
+def _later_attempts(session: Session, attempt: Attempt) -> tuple[list[LaterAttempt], int]:
+    later = (
+        Attempt.pesel_hash == attempt.pesel_hash,
+        Attempt.created_at > attempt.created_at,
+        Attempt.id != attempt.id,
+    )
+    total = session.scalar(select(func.count()).select_from(Attempt).where(*later)) or 0
+    rows = session.scalars(
+        select(Attempt).where(*later).order_by(Attempt.created_at, Attempt.id).limit(LATER_SHOWN)
+    ).all()
+    shown = [
+        LaterAttempt(row.id, row.state, row.created_at, row.event_number, row.event_code)
+        for row in rows
+    ]
+    return shown, total
+
+
+# -- what the helpdesk reads ----------------------------------------------------------------
+
+
 def describe(view: HelpdeskView, systems: dict[str, DomainSystem]) -> str:
-    """Render the attempt for the helpdesk: who, where it stands, why, and its log."""
+    """Render the attempt for the helpdesk: why, what to do, where it stands, who, and its log."""
     attempt = view.attempt
-    code = _code(attempt.event_code)
     system = systems.get(attempt.domain_system or "")
     facts = [
         ("event number", attempt.event_number or "-"),
-        ("event code", code),
+        ("event code", _code(attempt.event_code)),
+        ("what to do", _guidance(attempt.event_code)),
         ("state", attempt.state),
-        ("name", f"{attempt.given_names} {attempt.family_name}"),
+        ("open", _openness(attempt, view.now)),
+        ("name (node)", f"{attempt.given_names} {attempt.family_name}"),
         ("PESEL", mask_pesel(attempt.pesel)),
         ("created", format_time(attempt.created_at)),
         ("updated", format_time(attempt.updated_at)),
@@ -97,9 +219,18 @@ def describe(view: HelpdeskView, systems: dict[str, DomainSystem]) -> str:
         ),
         ("attempt", attempt.id),
     ]
-    width = max(len(label) for label, _ in facts)
-    lines = [f"{label.ljust(width)}  {value}" for label, value in facts]
-    return "\n".join([*lines, "", "log:", log_table(view.log)])
+    return "\n".join(
+        [
+            *_labelled(facts),
+            "",
+            *_eploz_section(view.eploz, attempt),
+            "",
+            *_later_section(view.later, view.later_total),
+            "",
+            "log:",
+            log_table(view.log),
+        ]
+    )
 
 
 def _code(value: int | None) -> str:
@@ -109,3 +240,138 @@ def _code(value: int | None) -> str:
         return f"{value}: {EventCode(value).meaning}"
     except ValueError:
         return f"{value}: (unknown code)"
+
+
+def _guidance(value: int | None) -> str:
+    if value is None:
+        return "-"
+    try:
+        return EventCode(value).guidance
+    except ValueError:
+        return "(unknown code: escalate)"
+
+
+def _openness(attempt: Attempt, now: datetime) -> str:
+    """Say whether a login now would resume this attempt, and until when it would."""
+    again = "a new login starts a new attempt, which searches e-PLOZ again."
+    if attempt.open_pesel_key is None:  # every final state clears it (states/finals.py)
+        ended = f"no: ended ({attempt.state}) {format_time(attempt.updated_at)}"
+        return f"{ended}; {again}" if attempt.state in {"cancelled", "expired"} else ended
+    until = format_time(attempt.expires_at)
+    if attempt.expires_at <= now:
+        return f"no: its time ran out {until} (not yet recorded as expired); {again}"
+    if attempt.state == "error":
+        return (
+            f"yes, until {until}. Until then every login shows this same error screen, "
+            "event number and code, even after e-PLOZ is corrected: for a new search the "
+            "caller must press Anuluj on the error screen, then log in again."
+        )
+    return (
+        f"yes, until {until}, or later if the caller takes another step; "
+        f"a login before then resumes it at {attempt.state}."
+    )
+
+
+def _eploz_section(accounts: Sequence[EplozEntry], attempt: Attempt) -> list[str]:
+    lines = [f"e-PLOZ accounts under this PESEL (the directory now): {len(accounts) or 'none'}"]
+    for number, account in enumerate(accounts, start=1):
+        first = (
+            "agrees"
+            if first_name_agrees(account.first_name, attempt.given_names)
+            else f"differs from the node's {attempt.given_names}"
+        )
+        last = (
+            "agrees"
+            if last_name_agrees(account.last_name, attempt.family_name)
+            else f"differs from the node's {attempt.family_name}"
+        )
+        login = account.login + (
+            " (the account this attempt found)" if account.taken_by_attempt else ""
+        )
+        facts = [
+            ("login", login),
+            ("first name", f"{account.first_name} ({first})"),
+            ("last name", f"{account.last_name} ({last})"),
+            ("status", account.status),
+            ("e-mail", mask_email(account.email) if account.email else "-"),
+            ("migrated to", _holder(account.holder)),
+        ]
+        lines.extend(_labelled(facts, indent=f"  {number}. "))
+    return lines
+
+
+def _holder(holder: UeozHolder | None) -> str:
+    if holder is None:
+        return "no UEOZ account yet"
+    verified = (
+        f"e-mail verified {format_time(holder.verified_at)}"
+        if holder.verified_at
+        else "e-mail not verified"
+    )
+    if not holder.own:
+        # Someone else's data is not the caller's to hear, nor the desk's to need: the
+        # account's number is what an escalation takes.
+        return (
+            f"UEOZ account {holder.id}, ANOTHER person's (escalate with this number; "
+            "their data is not shown)\n"
+            f"created {format_time(holder.created_at)}, {verified}"
+        )
+    return (
+        f"UEOZ account {holder.id}, this person's own: {holder.given_names} "
+        f"{holder.family_name}\n"
+        f"PESEL {mask_pesel(holder.pesel)}, e-mail {mask_email(holder.email)}\n"
+        f"created {format_time(holder.created_at)}, {verified}"
+    )
+
+
+def _later_section(later: Sequence[LaterAttempt], total: int) -> list[str]:
+    if not later:
+        return ["later attempts of this person: none"]
+    rows = [
+        (
+            row.id,
+            row.state,
+            format_time(row.created_at),
+            " / ".join(str(part) for part in (row.event_number, row.event_code) if part) or "-",
+        )
+        for row in later
+    ]
+    more = f" (the first {len(later)} shown)" if total > len(later) else ""
+    return [
+        f"later attempts of this person: {total}{more}",
+        *_table(("attempt", "state", "created", "event number / code"), rows, indent="  "),
+    ]
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], indent: str) -> list[str]:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return [
+        indent
+        + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in (header, *rows)
+    ]
+
+
+def _labelled(facts: Sequence[tuple[str, str]], indent: str = "") -> list[str]:
+    """``label  value`` lines; a value wraps, and goes on at each newline, under itself.
+
+    ``indent`` leads the first line (``"  1. "``); the others are indented as far.
+    """
+    width = max(len(label) for label, _ in facts)
+    hang = " " * (len(indent) + width + 2)
+    lines = []
+    for index, (label, value) in enumerate(facts):
+        lead = (indent if index == 0 else " " * len(indent)) + label.ljust(width) + "  "
+        for part in value.split("\n"):
+            lines.append(
+                textwrap.fill(
+                    part,
+                    width=max(WIDTH, len(hang) + 40),
+                    initial_indent=lead,
+                    subsequent_indent=hang,
+                    break_long_words=False,
+                    break_on_hyphens=False,
+                )
+            )
+            lead = hang
+    return lines

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
-from tests.factories import ANNA, HERMEGILDA, add_eploz_account, user
+from tests.conftest import TEST_KEY
+from tests.factories import ANNA, HERMEGILDA, add_eploz_account, link_token, user
+from ueoz_migration.audit.log import format_time
 from ueoz_migration.cli import main
-from ueoz_migration.helpdesk import NO_MATCH, lookup
+from ueoz_migration.db.engine import transaction
+from ueoz_migration.db.models import EplozAccount, UeozAccount
+from ueoz_migration.domain.codes import GUIDE, EventCode
+from ueoz_migration.domain.identity import Person
+from ueoz_migration.domain.privacy import pesel_hash
+from ueoz_migration.helpdesk import NO_MATCH, describe, lookup
+from ueoz_migration.search import SearchWorker
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "event-codes.md"
+# Someone else, who migrated Anna's e-PLOZ account before her (code 206).
+JAN = Person("JAN", "KOWALSKI", date(2002, 7, 8), "02070803628")
+JAN_EMAIL = "jan.kowalski@example.pl"
+HERMEGILDA_EPLOZ = {
+    "login": "hdligemreh",
+    "pesel": HERMEGILDA.pesel,
+    "first_name": "HERMENEGILDA",
+    "last_name": "DLIGEMREH",
+    "email": "hdligemreh@example.pl",
+    "roles": "P1:LEKARZ",
+}
+PESELS = (ANNA.pesel, HERMEGILDA.pesel, JAN.pesel)
+EMAILS = ("amicsokol@csioz.pl", "anna@example.pl", HERMEGILDA_EPLOZ["email"], JAN_EMAIL)
 
 
 def failed_search(services, person=HERMEGILDA, code=208):
@@ -17,32 +42,224 @@ def failed_search(services, person=HERMEGILDA, code=208):
     return services.journey.fire(attempt.id, "search_failed", actor=user("req-search"), code=code)
 
 
+def searched(services, person):
+    """Start the person's attempt and let the search worker decide it, as in production."""
+    attempt = services.journey.start(person, actor=user("req-login"), domain_system="P1")
+    SearchWorker(services).run_once()
+    return services.journey.get(attempt.id)
+
+
 def helpdesk_cli(services, *args):
     return CliRunner().invoke(main, ["helpdesk", "lookup", *args], env=dict(services.settings.raw))
+
+
+def shown(services, attempt, digits):
+    result = helpdesk_cli(services, attempt.event_number, "--pesel-last3", digits)
+    assert result.exit_code == 0, result.output
+    assert_nothing_whole(result.output)  # the process log's line on standard output included
+    return result.output[result.output.index("event number  ") :]
+
+
+def facts_of(lines: list[str]) -> dict[str, str]:
+    """``label  value`` lines (a value may wrap onto lines indented deeper) as a dict."""
+    facts: dict[str, str] = {}
+    base = len(lines[0]) - len(lines[0].lstrip())
+    label = ""
+    for line in lines:
+        if not line.strip():
+            break
+        if len(line) - len(line.lstrip()) > base:
+            facts[label] += " " + line.strip()
+            continue
+        label, value = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+        facts[label] = value
+    return facts
+
+
+def header(output: str) -> dict[str, str]:
+    return facts_of(output.splitlines())
+
+
+def eploz_accounts(output: str) -> list[dict[str, str]]:
+    """The numbered blocks under the e-PLOZ heading, one dict each."""
+    section = output.split("e-PLOZ accounts under this PESEL")[1].split("\n\n")[0]
+    blocks = re.split(r"\n  \d+\. ", section)[1:]
+    return [facts_of(("     " + block).splitlines()) for block in blocks]
+
+
+def later_attempts(output: str) -> list[list[str]]:
+    section = output.split("later attempts of this person: ")[1].split("\n\n")[0]
+    return [re.split(r"\s{2,}", line.strip()) for line in section.splitlines()[2:]]
+
+
+def assert_nothing_whole(output: str) -> None:
+    """No PESEL and no e-mail address appears whole, whoever's it is."""
+    for pesel in PESELS:
+        assert pesel not in output
+    for email in EMAILS:
+        assert email not in output
+    assert not re.search(r"(?<![0-9A-Za-z])\d{11}(?![0-9A-Za-z])", output)
+    for address in re.findall(r"\S+@\S+", output):
+        assert re.fullmatch(r"\S\*\*\*@\S+", address), address
+
+
+def give_ueoz_account(services, owner: Person, eploz_id: int, email: str) -> int:
+    now = datetime.now(UTC)
+    with transaction(services.sessions) as session:
+        account = UeozAccount(
+            pesel=owner.pesel,
+            pesel_hash=pesel_hash(TEST_KEY.encode(), owner.pesel),
+            given_names=owner.given_names,
+            family_name=owner.family_name,
+            login="amicsokol",
+            email=email,
+            email_verified_at=now,
+            eploz_account_id=eploz_id,
+            created_at=now,
+        )
+        session.add(account)
+        session.flush()
+        return account.id
 
 
 def test_the_right_digits_show_the_attempt_its_code_and_its_log(services):
     attempt = failed_search(services)
 
-    shown = helpdesk_cli(services, attempt.event_number, "--pesel-last3", "247")
+    output = shown(services, attempt, "247")
 
-    assert shown.exit_code == 0, shown.output
-    facts = dict(
-        re.split(r"\s{2,}", line, maxsplit=1)
-        for line in shown.output.split("\nlog:\n")[0].splitlines()
-        if "  " in line
-    )
+    facts = header(output)
     assert facts["event number"] == attempt.event_number
     assert facts["event code"] == "208: account found, first and last name both differ"
+    assert facts["what to do"] == EventCode(208).guidance
     assert facts["state"] == "error"
-    assert facts["name"] == "HERMEGILDA DLIGEMREH"
+    assert facts["name (node)"] == "HERMEGILDA DLIGEMREH"
     assert facts["PESEL"] == "********247"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", facts["created"])
     assert facts["domain system"] == "Platforma P1 (demo) (P1)"
-    log = shown.output.split("\nlog:\n")[1]
-    assert "search_failed  searching → error" in log
-    assert f"{attempt.event_number} / 208" in log
-    assert HERMEGILDA.pesel not in shown.output
+    assert "e-PLOZ accounts under this PESEL (the directory now): none" in output
+    log = output.split("\nlog:\n")[1]
+    assert "search_failed" in log
+    assert "searching → error" in log
+    assert attempt.event_number in log
+
+
+def test_a_202_shows_both_first_names_to_compare(services):
+    add_eploz_account(services, **HERMEGILDA_EPLOZ)
+    attempt = searched(services, HERMEGILDA)
+    assert attempt.event_code == 202
+
+    output = shown(services, attempt, "247")
+
+    assert header(output)["what to do"].startswith(
+        "Compare the first name in e-PLOZ with the name on the national node"
+    )
+    assert "then the caller chooses Anuluj on the error screen" in header(output)["what to do"]
+    assert "**Anuluj**" not in output  # the guide's Markdown, as plain text
+    (account,) = eploz_accounts(output)
+    assert account == {
+        "login": "hdligemreh",
+        "first name": "HERMENEGILDA (differs from the node's HERMEGILDA)",
+        "last name": "DLIGEMREH (agrees)",
+        "status": "active",
+        "e-mail": "h***@example.pl",
+        "migrated to": "no UEOZ account yet",
+    }
+
+
+def test_a_206_shows_the_login_and_the_account_that_took_it(services):
+    eploz_id = add_eploz_account(services)  # Anna's: login amicsokol
+    holder = give_ueoz_account(services, JAN, eploz_id, JAN_EMAIL)
+    attempt = searched(services, ANNA)
+    assert attempt.event_code == 206
+
+    output = shown(services, attempt, "342")
+
+    assert header(output)["event code"] == (
+        "206: the e-PLOZ account was already migrated to another UEOZ account"
+    )
+    (account,) = eploz_accounts(output)
+    assert account["login"] == "amicsokol"
+    assert account["first name"] == "Anna (agrees)"
+    assert account["last name"] == "MICKIEWICZ - SOKOLOWSKA (agrees)"
+    assert account["e-mail"] == "a***@csioz.pl"
+    assert account["migrated to"].startswith(
+        f"UEOZ account {holder}, ANOTHER person's (escalate with this number; their data is "
+        "not shown) created "
+    )
+    assert "KOWALSKI" not in output and "********628" not in output and "j***@" not in output
+    assert re.search(r"\n {18}created .* UTC, e-mail verified .* UTC\n", output)
+
+
+def test_an_open_error_attempt_shows_until_when_and_to_press_anuluj(services):
+    attempt = failed_search(services)
+
+    output = shown(services, attempt, "247")
+
+    open_ = header(output)["open"]
+    assert open_.startswith(f"yes, until {format_time(attempt.expires_at)}.")
+    assert "shows this same error screen" in open_
+    assert "must press Anuluj on the error screen, then log in again" in open_
+    assert "later attempts of this person: none" in output
+
+
+def test_an_ended_attempt_shows_the_later_attempt_that_reached_done(services):
+    eploz_id = add_eploz_account(services, last_name="MICKIEWICZ")  # before her marriage
+    first = searched(services, ANNA)
+    assert first.event_code == 203
+    services.journey.fire(first.id, "cancel", actor=user())
+    with transaction(services.sessions) as session:  # e-PLOZ corrected
+        session.get(EplozAccount, eploz_id).last_name = "Mickiewicz-Sokołowska"
+    second = searched(services, ANNA)
+    assert second.state == "found"
+    services.journey.fire(second.id, "create_account", actor=user())
+    services.journey.fire(
+        second.id,
+        "submit",
+        actor=user(),
+        email="anna@example.pl",
+        email_repeat="anna@example.pl",
+        terms_accepted=True,
+    )
+    token = link_token(services, second.id)
+    services.journey.fire(second.id, "verify", actor=user(), token=token)
+
+    output = shown(services, services.journey.get(first.id), "342")
+
+    facts = header(output)
+    assert facts["state"] == "cancelled"
+    assert facts["open"].startswith("no: ended (cancelled) ")
+    assert "a new login starts a new attempt" in facts["open"]
+    assert later_attempts(output) == [
+        [second.id, "done", format_time(second.created_at), "-"],
+    ]
+    (account,) = eploz_accounts(output)
+    assert account["last name"] == "Mickiewicz-Sokołowska (agrees)"
+    assert re.match(r"UEOZ account \d+, this person's own: Anna Maria ", account["migrated to"])
+    assert "e-mail a***@example.pl" in account["migrated to"]
+
+
+def test_an_open_attempt_past_its_time_is_shown_as_over(services):
+    attempt = failed_search(services)
+    after = attempt.expires_at + timedelta(minutes=1)
+
+    view = lookup(services.sessions, attempt.event_number, "247", clock=lambda: after)
+
+    facts = header(describe(view, services.settings.domain_systems))
+    assert facts["open"] == (
+        f"no: its time ran out {format_time(attempt.expires_at)} (not yet recorded as "
+        "expired); a new login starts a new attempt, which searches e-PLOZ again."
+    )
+
+
+def test_a_pesel_typed_as_the_number_is_refused_without_echoing_it(services):
+    failed_search(services)
+
+    refused = helpdesk_cli(services, HERMEGILDA.pesel, "--pesel-last3", "247")
+
+    assert refused.exit_code == 2
+    assert "Error: not an event number (MIGRATION_ and 12 digits" in refused.output
+    assert HERMEGILDA.pesel not in refused.output
+    assert "97040117" not in refused.output
 
 
 def test_wrong_digits_and_an_unknown_number_get_the_same_answer(services):
@@ -61,6 +278,8 @@ def test_a_number_read_out_in_lower_case_with_spaces_is_found(services):
     spoken = attempt.event_number.lower().replace("_", "_ ")
 
     assert lookup(services.sessions, spoken, "247").attempt.id == attempt.id
+    quoted = helpdesk_cli(services, spoken, "--pesel-last3", "247")
+    assert quoted.exit_code == 0, quoted.output
 
 
 def test_malformed_input_is_refused_with_what_the_form_should_be(services):
@@ -71,6 +290,7 @@ def test_malformed_input_is_refused_with_what_the_form_should_be(services):
 
     assert bad_number.exit_code == bad_digits.exit_code == 2
     assert "MIGRATION_ and 12 digits" in bad_number.output
+    assert "MIGRATION_12" not in bad_number.output
     assert "exactly three digits" in bad_digits.output
 
 
@@ -90,3 +310,19 @@ def test_the_lookup_is_logged_with_a_masked_pesel_only(services):
     ]
     assert lookups[0]["pesel"] == "********247"
     assert HERMEGILDA.pesel not in repr(logs)
+
+
+def test_the_docs_table_says_what_the_code_says():
+    """docs/event-codes.md repeats domain/codes.py's GUIDE: a change to one needs the other."""
+    rows = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].isdigit():
+            rows[int(cells[0])] = tuple(cells[1:])
+
+    in_code = {
+        int(code): (guide.meaning, guide.person_sees, guide.helpdesk)
+        for code, guide in GUIDE.items()
+    }
+    assert rows == in_code
+    assert set(GUIDE) == set(EventCode)
