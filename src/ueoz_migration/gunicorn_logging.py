@@ -13,9 +13,9 @@ both loggers propagate. Every line then goes to standard output like the rest of
 gunicorn's ``--error-logfile``, ``--access-logfile`` and ``--syslog`` no longer apply.
 
 The access log is always on: the application logs no line per request, so this is the one
-record of each request: method, route (``/weryfikacja/<token>``, not the link's token; the
-path when no route matched; never the query string), status, duration, bytes sent, and the
-request id the application's own lines carry.
+record of each request: method, path (masked as every line is: ``/weryfikacja/<token>``, not
+the link's token; never the query string), status, duration, bytes sent, and the request id
+the application's own lines carry.
 """
 
 from __future__ import annotations
@@ -24,33 +24,22 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from flask import request
-from flask.signals import request_started
 from gunicorn import glogging
 
 from .config import ConfigError, Settings
-from .logs import configure_logging
+from .logs import configure_logging, mask_text
 
 _access = structlog.get_logger("gunicorn.access")
 
-#: Where a request's route waits in its WSGI environ for the access line.
-ROUTE_KEY = "ueoz_migration.route"
-
-
-@request_started.connect
-def _remember_route(_app: Any, **_extra: Any) -> None:
-    """Note the route a request matched: Flask forgets it before gunicorn logs the request."""
-    if (rule := request.url_rule) is not None:
-        request.environ[ROUTE_KEY] = rule.rule
-
 
 def request_path(environ: dict[str, Any]) -> str:
-    """The path to log for a request: the route it matched, else its path; never its query.
+    """The path to log for a request, masked; never its query string (``SAMLart``, …).
 
-    The route (``/weryfikacja/<token>``) rather than the path keeps a verification link's token
-    out of the logs; the query string is left out for the same reason (``SAMLart``, …).
+    The path (``/migracja/submit``) tells an operator more than the route it matched would
+    (``/migracja/<event>``); a verification link's token, a PESEL or an address in it is
+    masked here, and again by the redaction every line passes.
     """
-    return str(environ.get(ROUTE_KEY) or environ.get("PATH_INFO") or "/")
+    return mask_text(str(environ.get("PATH_INFO") or "/"))
 
 
 def access_fields(resp: Any, environ: dict[str, Any], duration: timedelta) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def test_every_line_gunicorn_prints_is_a_redacted_json_object(gunicorn):
     }
     assert health_line["duration_ms"] >= 0 and health_line["bytes"] > 0
     assert (link_line["path"], link_line["status"]) == ("/weryfikacja/<token>", 404)
-    # No route matched: the path, with the PESEL masked as everywhere else.
+    # The path, with the PESEL masked as everywhere else.
     assert (unknown_line["path"], unknown_line["status"]) == ("/nie-ma/********247", 404)
 
 
