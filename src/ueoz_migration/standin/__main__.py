@@ -10,12 +10,17 @@ import os
 
 from werkzeug.serving import run_simple
 
+from ..config import ConfigError, Settings
+from ..logs import configure_logging
 from . import StandinSettings, create_standin_app
 
 
 def main() -> None:
     """Start the stand-in node on its own port."""
-    logging.basicConfig(level=logging.INFO)
+    try:  # the service's log format, beside the service's own processes
+        configure_logging(Settings.from_env())
+    except ConfigError:
+        logging.basicConfig(level=logging.INFO)  # StandinSettings below says what is wrong
     host = os.environ.get("STANDIN_HOST", "127.0.0.1")
     port = int(os.environ.get("STANDIN_PORT", "5001"))
     settings = StandinSettings.from_env(
