@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from tests.factories import link_token, log_of
 from ueoz_migration.db.engine import transaction
-from ueoz_migration.db.models import UeozAccount, VerificationLink
+from ueoz_migration.db.models import OutboxMessage, UeozAccount, VerificationLink
 from ueoz_migration.journey import utcnow
 
 
@@ -87,6 +87,25 @@ def test_an_expired_link_offers_a_one_click_resend(client, start_attempt, servic
     new_token = link_token(services, attempt.id)
     assert new_token != token
     assert client.get(f"/weryfikacja/{new_token}").status_code == 200
+
+
+def test_a_link_resent_from_an_english_page_comes_in_english(client, start_attempt, services):
+    attempt = start_attempt("awaiting_verification")  # the first e-mail, in Polish
+    token = link_token(services, attempt.id)
+    with transaction(services.sessions) as session:
+        session.execute(update(VerificationLink).values(expires_at=utcnow() - timedelta(minutes=1)))
+    client.get("/jezyk/en")
+    page = text_of(client.get(f"/weryfikacja/{token}"))
+    assert "The verification link has expired" in page
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+    client.post(f"/weryfikacja/{token}/resend", data={"csrf_token": csrf})
+
+    with services.sessions() as session:
+        subject = session.scalars(
+            select(OutboxMessage.subject).order_by(OutboxMessage.id.desc())
+        ).first()
+    assert subject == "UEOZ – confirm your e-mail address"
 
 
 def test_a_retired_link_points_to_the_newest_message(client, start_attempt, services):

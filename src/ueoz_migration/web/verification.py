@@ -9,6 +9,7 @@ from werkzeug.wrappers import Response
 from ..domain.privacy import mask_email
 from ..journey import AttemptNotFound, EventRefused
 from .common import ATTEMPT_KEY, return_url_for, services, user
+from .i18n import current_language
 
 log = structlog.get_logger(__name__)
 blueprint = Blueprint("verification", __name__)
@@ -53,7 +54,7 @@ def resend(token: str) -> str | tuple[str, int]:
             # The address was changed since this link went out: its holder may be whoever
             # got a mistyped address, and must neither mail the person nor retire their link.
             raise journey.reject(attempt_id, "resend", actor=user(), reason="link_retired")
-        attempt = journey.fire(attempt_id, "resend", actor=user())
+        attempt = journey.fire(attempt_id, "resend", actor=user(), language=current_language())
     except EventRefused as refused:
         if refused.reason == "resend_limit":
             return render_template("verification/resend_limit.html"), 429
