@@ -13,9 +13,11 @@ from stdnum.pl import pesel
 from tests.conftest import TEST_KEY
 from tests.factories import link_token, user
 from ueoz_migration.cli import main
+from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import EplozAccount, UeozAccount
 from ueoz_migration.demo import DEMO_PEOPLE
 from ueoz_migration.domain.identity import Person
+from ueoz_migration.journey import Actor, EventRefused
 from ueoz_migration.search import SearchWorker
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -427,6 +429,54 @@ def test_full_keeps_unlisted_accounts_a_migration_claimed(cli, services, tmp_pat
         (ueoz,) = session.scalars(select(UeozAccount)).all()
     assert ueoz.eploz_account_id == stored["amicsokol"].id
     assert services.journey.get(helena.id).eploz_account_id == stored["hgrabowska"].id
+
+
+def test_full_removes_an_account_only_ended_attempts_point_at(cli, services, tmp_path):
+    # Tomasz once found tlewandowski, then cancelled; later e-PLOZ gives him a second account
+    # (204), then deletes the first. Its history stays; the search no longer sees it.
+    first = export_without(tmp_path, "tlewandowski2")
+    cli("eploz", "import", str(first))
+    found = search_for(services, TOMASZ)
+    assert found.state == "found"
+    services.journey.fire(found.id, "cancel", actor=user())
+    cli("eploz", "import", str(GOOD))
+    duplicates = search_for(services, TOMASZ)
+    assert duplicates.event_code == 204
+    services.journey.fire(duplicates.id, "cancel", actor=user())  # Anuluj, as the desk advises
+    later = tmp_path / "later-still.csv"
+    later.write_bytes(export_without(tmp_path, "tlewandowski").read_bytes())
+
+    result = cli("eploz", "import", "--full", str(later))
+
+    assert result.output.strip() == (
+        f"imported {later}: 0 added, 0 updated, 5 unchanged (5 rows); "
+        "not in the file: 1 removed, 0 kept (already claimed by a migration)"
+    )
+    stored = accounts(services)
+    assert stored["tlewandowski"].status == "removed"  # the cancelled attempt still names it
+    assert services.journey.get(found.id).eploz_account_id == stored["tlewandowski"].id
+    after = search_for(services, TOMASZ)
+    assert (after.state, after.eploz_account_id) == ("found", stored["tlewandowski2"].id)
+
+    # An export that lists it again brings it back.
+    cli("eploz", "import", str(GOOD))
+    assert accounts(services)["tlewandowski"].status == "active"
+
+
+def test_a_search_that_matched_an_account_removed_meanwhile_is_a_conflict(cli, services, tmp_path):
+    cli("eploz", "import", str(export_without(tmp_path, "tlewandowski2")))
+    attempt = services.journey.start(TOMASZ, actor=user())
+    account_id = accounts(services)["tlewandowski"].id
+    with transaction(services.sessions) as session:  # --full ran after the search read it
+        session.get(EplozAccount, account_id).status = "removed"
+
+    with pytest.raises(EventRefused) as refused:
+        services.journey.fire(
+            attempt.id, "account_found", actor=Actor("worker", "w"), eploz_account_id=account_id
+        )
+
+    assert refused.value.reason == "conflict"
+    assert services.journey.get(attempt.id).state == "searching"
 
 
 def test_full_with_a_bad_file_removes_nothing(cli, services):

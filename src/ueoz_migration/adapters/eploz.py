@@ -25,6 +25,7 @@ from stdnum.exceptions import InvalidChecksum, InvalidComponent, InvalidLength, 
 from stdnum.pl import pesel as pesel_number
 
 from ..db.engine import snapshot, transaction
+from ..db.models import EPLOZ_REMOVED as REMOVED
 from ..db.models import Attempt, EplozAccount, UeozAccount
 
 COLUMNS = ("login", "pesel", "first_name", "last_name", "email", "status", "roles")
@@ -80,7 +81,10 @@ class TableDirectory:
     def accounts_by_pesel(self, pesel: str) -> list[EplozAccountView]:
         with snapshot(self.sessions) as session:
             rows = session.scalars(
-                select(EplozAccount).where(EplozAccount.pesel == pesel).order_by(EplozAccount.id)
+                select(EplozAccount)
+                .where(EplozAccount.pesel == pesel)
+                .where(EplozAccount.status != REMOVED)
+                .order_by(EplozAccount.id)
             ).all()
         return [_view(row) for row in rows]
 
@@ -403,7 +407,12 @@ def upsert_accounts(
         session.execute(update(EplozAccount), changed)
     session.flush()
     removed = _remove_unlisted(session, {row.login for row in rows}) if full else 0
-    total = session.scalar(select(func.count()).select_from(EplozAccount)) or 0
+    total = (
+        session.scalar(
+            select(func.count()).select_from(EplozAccount).where(EplozAccount.status != REMOVED)
+        )
+        or 0
+    )
     return ImportReport(
         added=len(new),
         updated=len(changed),
@@ -414,11 +423,14 @@ def upsert_accounts(
 
 
 def _remove_unlisted(session: Session, listed: set[str]) -> int:
-    """Delete the accounts whose login is not in ``listed`` and that no migration claims.
+    """Remove the accounts whose login is not in ``listed``, unless a migration claims them.
 
-    An account an attempt or a UEOZ account points at stays: it is what that person's
-    migration took over (or is taking over), the log and the helpdesk explain it by it, and
-    the foreign keys would refuse its deletion anyway. Return how many were deleted.
+    A UEOZ account or an open attempt pointing at an account claims it: it is what that
+    person's migration took over or is taking over, and it stays as it is. An account only
+    ended attempts point at (found, then cancelled or expired) is what their logs explain
+    themselves by, and the foreign keys keep it: it is marked ``removed``, which the search
+    no longer sees (a later export that lists it again brings it back). Any other is
+    deleted. Return how many were removed, either way.
     """
     unlisted = [
         account_id
@@ -436,17 +448,35 @@ def _remove_unlisted(session: Session, listed: set[str]) -> int:
         session.execute(select(EplozAccount.id).where(EplozAccount.id.in_(chunk)).with_for_update())
         claimed = set(
             session.scalars(
-                select(Attempt.eploz_account_id).where(Attempt.eploz_account_id.in_(chunk))
+                select(Attempt.eploz_account_id)
+                .where(Attempt.eploz_account_id.in_(chunk))
+                .where(Attempt.open_pesel_key.is_not(None))
             )
         ) | set(
             session.scalars(
                 select(UeozAccount.eploz_account_id).where(UeozAccount.eploz_account_id.in_(chunk))
             )
         )
+        in_history = set(
+            session.scalars(
+                select(Attempt.eploz_account_id).where(Attempt.eploz_account_id.in_(chunk))
+            )
+        )
         free = [account_id for account_id in chunk if account_id not in claimed]
-        if free:
+        keep = [account_id for account_id in free if account_id in in_history]
+        gone = [account_id for account_id in free if account_id not in in_history]
+        if keep:
             result = session.execute(
-                delete(EplozAccount).where(EplozAccount.id.in_(free)),
+                update(EplozAccount)
+                .where(EplozAccount.id.in_(keep))
+                .where(EplozAccount.status != REMOVED)
+                .values(status=REMOVED),
+                execution_options={"synchronize_session": False},
+            )
+            removed += result.rowcount
+        if gone:
+            result = session.execute(
+                delete(EplozAccount).where(EplozAccount.id.in_(gone)),
                 execution_options={"synchronize_session": False},
             )
             removed += result.rowcount

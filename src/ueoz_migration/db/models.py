@@ -148,6 +148,11 @@ class EventNumber(Base):
     __table_args__ = ({"sqlite_autoincrement": True},)
 
 
+#: The status of an account e-PLOZ no longer lists that ended attempts point at (never an
+#: export's own value: those are ``active`` and ``blocked``). The search does not see it.
+EPLOZ_REMOVED = "removed"
+
+
 class EplozAccount(Base):
     """A row of the e-PLOZ export: the legacy account, read-only to the service."""
 
