@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 
 from playwright.sync_api import Page, expect
 
@@ -21,6 +22,44 @@ ANNA_EMAIL = "amicsokol@csioz.pl"
 
 def heading(page: Page):
     return page.get_by_role("heading", level=1)
+
+
+def test_the_searching_page_moves_on_by_itself_with_and_without_javascript(
+    browser, tmp_path_factory, axe
+):
+    # A stack of its own whose e-PLOZ directory is away at first (its table renamed): the
+    # search is retried and the person waits on the searching screen. Once the directory is
+    # back, the page moves on to the account found by itself: by polling with JavaScript,
+    # by refreshing without it.
+    instance = tmp_path_factory.mktemp("eploz-away")
+    with running_stack(instance, SEARCH_RETRY_BASE_SECONDS="2") as stack:
+        database = sqlite3.connect(stack.instance_dir / "ueoz.sqlite3", isolation_level=None)
+        database.execute("ALTER TABLE eploz_accounts RENAME TO eploz_accounts_away")
+        try:
+            with_js = browser.new_context(base_url=stack.base_url, locale="pl-PL").new_page()
+            log_in(with_js, "Anna Maria")
+            expect(heading(with_js)).to_have_text("Wyszukiwanie Twojego konta")
+            assert_accessible(axe, with_js)
+            screenshot(with_js, "02b-searching")
+
+            login = browser.new_context(base_url=stack.base_url, locale="pl-PL")
+            julia = login.new_page()
+            log_in(julia, "Julia Maria")
+            expect(heading(julia)).to_have_text("Wyszukiwanie Twojego konta")
+            without_js = browser.new_context(
+                base_url=stack.base_url, locale="pl-PL", java_script_enabled=False
+            )
+            without_js.add_cookies(login.cookies())  # the same person, in a page without JS
+            no_js = without_js.new_page()
+            no_js.goto("/migracja")
+            expect(heading(no_js)).to_have_text("Wyszukiwanie Twojego konta")
+        finally:
+            database.execute("ALTER TABLE eploz_accounts_away RENAME TO eploz_accounts")
+            database.close()
+
+        for page in (with_js, no_js):
+            expect(heading(page)).to_have_text("Migracja danych do UEOZ", timeout=20_000)
+        expect(no_js.get_by_text("Odnaleźliśmy Twoje dane i zweryfikowaliśmy je")).to_be_visible()
 
 
 def test_anna_is_found_and_migrated(page, demo, browser, axe):

@@ -101,6 +101,7 @@ def test_a_phone_sized_screen_shows_the_whole_form(browser, demo, axe):
 def test_cancelling_at_the_node_ends_on_a_clear_page(page, demo, axe):
     page.goto("/login?system=P1")
     page.wait_for_url("**/SingleSignOnService")
+    screenshot(page, "02a-node-login")  # the stand-in's page: demo people, the four inputs
     page.get_by_role("button", name="Anuluj", exact=True).click()
 
     expect(page).to_have_url(re.compile(r"^" + re.escape(demo.base_url)))
