@@ -105,7 +105,13 @@ def test_cancelling_at_the_node_ends_on_a_clear_page(page, demo, axe):
     page.get_by_role("button", name="Anuluj", exact=True).click()
 
     expect(page).to_have_url(re.compile(r"^" + re.escape(demo.base_url)))
-    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Logowanie zostało przerwane")
+    expect(page).to_have_title(re.compile(r"^Logowanie zostało przerwane"))
+    expect(page.locator("main .panel-error p").first).to_have_text(
+        "Logowanie w Węźle Krajowym zostało anulowane albo nie zakończyło się "
+        "uwierzytelnieniem. Możesz spróbować jeszcze raz."
+    )
+    expect(page.get_by_role("link", name="Zaloguj się ponownie", exact=True)).to_be_visible()
     assert "Traceback" not in page.content()
     assert_accessible(axe, page)
     screenshot(page, "13-login-cancelled")

@@ -6,19 +6,28 @@ reaches its SOAP endpoint through httpx's WSGI transport.
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import io
+from datetime import timedelta
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 from lxml import html as lxml_html
 from sqlalchemy import func, select
 
 from tests.factories import count
 from ueoz_migration.adapters.wk import ServiceProvider, WkSettings
+from ueoz_migration.adapters.wk import messages as m
+from ueoz_migration.adapters.wk.ecdh import decrypt_assertion
 from ueoz_migration.adapters.wk.keys import dev_pair
+from ueoz_migration.adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH
+from ueoz_migration.adapters.wk.xmlsig import Verifier, parse, select_one
 from ueoz_migration.adapters.wk_replay import DbReplayStore
+from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import Attempt, PendingLogin, WebSession
-from ueoz_migration.standin import StandinSettings, create_standin_app
+from ueoz_migration.standin import Failure, StandinSettings, create_standin_app
 from ueoz_migration.web import create_app
 
 ANNA = {
@@ -29,20 +38,56 @@ ANNA = {
 }
 
 
+class BackChannel:
+    """The stand-in's WSGI app, keeping every SOAP exchange the service has with it."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.exchanges: list[tuple[str, bytes, bytes]] = []  # (path, request, answer)
+
+    def __call__(self, environ, start_response):
+        body = environ["wsgi.input"].read()
+        environ["wsgi.input"] = io.BytesIO(body)
+        result = self.app(environ, start_response)
+        try:
+            answer = b"".join(result)
+        finally:
+            getattr(result, "close", lambda: None)()
+        self.exchanges.append((environ["PATH_INFO"], body, answer))
+        return [answer]
+
+    def at(self, path: str) -> list[tuple[bytes, bytes]]:
+        """The (request, answer) pairs the node's endpoint at ``path`` received."""
+        return [(sent, answer) for where, sent, answer in self.exchanges if where == path]
+
+
 @pytest.fixture
-def node(services):
+def wk(services) -> WkSettings:
     settings = services.settings
-    wk = WkSettings.from_env(
+    return WkSettings.from_env(
         settings.raw,
         base_url=settings.base_url,
         instance_dir=settings.instance_dir,
         production=False,
     )
-    signing = dev_pair(settings.instance_dir / "wk", "standin-signing", "WK stand-in node")
-    standin = create_standin_app(
+
+
+@pytest.fixture
+def standin(services, wk):
+    signing = dev_pair(services.settings.instance_dir / "wk", "standin-signing", "WK stand-in node")
+    return create_standin_app(
         StandinSettings.for_service(wk, base_url="http://127.0.0.1:5001", signing=signing)
     )
-    http = httpx.Client(transport=httpx.WSGITransport(app=standin))
+
+
+@pytest.fixture
+def back_channel(standin) -> BackChannel:
+    return BackChannel(standin)
+
+
+@pytest.fixture
+def node(services, wk, standin, back_channel):
+    http = httpx.Client(transport=httpx.WSGITransport(app=back_channel))
     services.service_provider = ServiceProvider(wk, DbReplayStore(services.sessions), http)
     yield standin.test_client()
     services.service_provider.close()
@@ -113,12 +158,12 @@ def test_login_gives_the_browser_a_new_session_id(web, node, services):
     assert "Searching for your account" in text_of(web.get("/migracja"))  # language kept
 
 
-def node_post_back(web, node, person=ANNA) -> dict[str, str]:
+def node_post_back(web, node, person=ANNA, *, action="login") -> dict[str, str]:
     """Log in at the node in ``web``'s name, and stop before the node posts back."""
     page = web.get("/login?system=P1").get_data(as_text=True)
     _, data = fields(page, "to-node")
     _, login = fields(node.post("/login/SingleSignOnService", data=data).get_data(as_text=True))
-    login.update(person, action="login")
+    login.update(person, action=action)
     _, post_back = fields(node.post("/login/standin/submit", data=login).get_data(as_text=True))
     return post_back
 
@@ -196,16 +241,46 @@ def test_an_already_migrated_person_goes_straight_to_the_domain_system(web, node
     assert response.headers["Location"] == "http://ueoz.test/demo/system/GABINET"
 
 
-def test_logout_ends_the_session_here_and_at_the_node(web, node):
+def what_the_node_vouched(back_channel, wk) -> tuple[str, str]:
+    """The NameID and SessionIndex of the last assertion the node sent, read as the SP would."""
+    (_, answer) = back_channel.at(ARTIFACT_RESOLUTION_PATH)[-1]
+    encrypted = select_one(m.soap_body(parse(answer)), "saml2p:Response/saml2:EncryptedAssertion")
+    key = serialization.load_pem_private_key(wk.sp_encryption.key_pem, password=None)
+    assertion = parse(decrypt_assertion(encrypted, key))
+    name_id = m.text_of(select_one(assertion, "saml2:Subject/saml2:NameID"))
+    session_index = select_one(assertion, "saml2:AuthnStatement").get("SessionIndex")
+    assert name_id and session_index
+    return name_id, session_index
+
+
+def test_logout_ends_the_session_here_and_at_the_node(web, node, back_channel, wk):
     log_in(web, node)
+    name_id, session_index = what_the_node_vouched(back_channel, wk)
     page = web.get("/migracja").get_data(as_text=True)
     assert ">Wyloguj</button>" in page
     token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    assert back_channel.at(LOGOUT_PATH) == []
 
     response = web.post("/logout", data={"csrf_token": token}, follow_redirects=True)
 
     assert "Wylogowano." in text_of(response)
     assert web.get("/migracja").status_code == 302
+    # The node was told, over its SOAP logout service, in a request signed by the service.
+    told = back_channel.at(LOGOUT_PATH)
+    assert len(told) == 1, f"the node's logout service was called {len(told)} times, not once"
+    [(sent, answer)] = told
+    logout = m.soap_body(parse(sent))
+    assert logout.tag == m.q("saml2p", "LogoutRequest")
+    Verifier(wk.sp_signing.cert_pem).verify(logout)
+    assert logout.get("Destination") == wk.logout_url
+    assert m.text_of(select_one(logout, "saml2:Issuer")) == wk.sp_entity_id
+    assert m.text_of(select_one(logout, "saml2:NameID")) == name_id
+    assert m.text_of(select_one(logout, "saml2p:SessionIndex")) == session_index
+    # ... and it took the request: a LogoutResponse to it, with Success.
+    logged_out = m.soap_body(parse(answer))
+    assert logged_out.tag == m.q("saml2p", "LogoutResponse")
+    assert logged_out.get("InResponseTo") == logout.get("ID")
+    assert m.status_codes(logged_out)[0] == m.STATUS_SUCCESS
 
 
 def _verify_account(services, attempt_id):
@@ -231,3 +306,182 @@ def _verify_account(services, attempt_id):
         body = session.scalars(select(OutboxMessage.body)).one()
     token = re.search(r"/weryfikacja/(\S+)", body).group(1)
     journey.fire(attempt_id, "verify", actor=user(), token=token)
+
+
+def attempts_held(services, app) -> list[str]:
+    """The attempts the stored web sessions hold, whichever browser they belong to."""
+    with services.sessions() as db:
+        stored = db.scalars(select(WebSession.data)).all()
+    decode = app.session_interface.serializer.decode
+    return [data["attempt_id"] for data in map(decode, stored) if "attempt_id" in data]
+
+
+def started_earlier(services, by: timedelta) -> None:
+    """Make the pending login look as if the browser had left for the node ``by`` earlier."""
+    with transaction(services.sessions) as db:
+        pending = db.scalars(select(PendingLogin)).one()
+        pending.created_at -= by
+        pending.expires_at -= by
+
+
+# operations.md: "a login must come back from the node within 15 minutes".
+def test_a_login_back_from_the_node_within_15_minutes_is_taken(web, node, services):
+    post_back = node_post_back(web, node)
+    started_earlier(services, timedelta(minutes=14))
+
+    response = web.post("/saml/acs", data=post_back)
+
+    assert response.status_code == 303 and response.headers["Location"] == "/migracja"
+    assert "<h1>Wyszukiwanie Twojego konta</h1>" in text_of(web.get("/migracja"))
+
+
+def test_a_login_back_from_the_node_after_15_minutes_ends_on_a_clear_page(
+    web, node, back_channel, services
+):
+    post_back = node_post_back(web, node)
+    started_earlier(services, timedelta(minutes=15, seconds=1))
+
+    response = web.post("/saml/acs", data=post_back)
+
+    assert response.status_code == 400
+    assert failure_page(response) == EXPIRED
+    assert back_channel.at(ARTIFACT_RESOLUTION_PATH) == []  # the artifact was not even resolved
+    assert count(services, Attempt) == 0
+    assert attempts_held(services, web.application) == []
+    start = web.get("/migracja", follow_redirects=True)
+    assert "<h1>Zaloguj się do Systemu</h1>" in text_of(start)
+
+
+# What the person reads on each failure page (templates/login/failed.html).
+CANCELLED = (
+    "Logowanie zostało przerwane",
+    "Logowanie w Węźle Krajowym zostało anulowane albo nie zakończyło się uwierzytelnieniem. "
+    "Możesz spróbować jeszcze raz.",
+)
+DENIED = (
+    "Węzeł Krajowy odmówił logowania",
+    "Węzeł Krajowy nie potwierdził Twojej tożsamości. Sprawdź, czy masz aktywny profil zaufany "
+    "lub inny środek identyfikacji, i spróbuj ponownie.",
+)
+LOA = (
+    "Zbyt niski poziom uwierzytelnienia",
+    "Wybrany sposób logowania nie daje wymaganego poziomu bezpieczeństwa. Zaloguj się profilem "
+    "zaufanym, e-dowodem lub bankowością elektroniczną.",
+)
+UNAVAILABLE = (
+    "Węzeł Krajowy jest chwilowo niedostępny",
+    "Nie udało się połączyć z Węzłem Krajowym. Spróbuj ponownie za kilka minut.",
+)
+EXPIRED = (
+    "Logowanie trwało zbyt długo",
+    "Odpowiedź Węzła Krajowego przyszła po czasie. Zaloguj się ponownie.",
+)
+REPLAY = (
+    "To logowanie zostało już wykorzystane",
+    "Ta odpowiedź Węzła Krajowego została już użyta – być może strona została odświeżona. "
+    "Zaloguj się ponownie.",
+)
+STALE = (
+    "Nie rozpoznajemy tego logowania",
+    "Logowanie wygasło albo zostało już zakończone (na przykład w innej karcie). "
+    "Zaloguj się ponownie.",
+)
+DATA = (
+    "Niepełne dane z Węzła Krajowego",
+    "Węzeł Krajowy nie przekazał wszystkich danych potrzebnych do migracji konta (imię, "
+    "nazwisko, data urodzenia, poprawny PESEL).",
+)
+TECHNICAL = (
+    "Logowanie nie powiodło się",
+    "Nie udało się potwierdzić odpowiedzi Węzła Krajowego. Zaloguj się ponownie, a jeśli błąd "
+    "się powtórzy, skontaktuj się z infolinią CeZ.",
+)
+
+
+def failure_page(response) -> tuple[str, str]:
+    """The heading and the explanation the person reads on a failed login's page."""
+    page = response.get_data(as_text=True)
+    assert "Traceback" not in page and "Wystąpił błąd po naszej stronie" not in page
+    document = lxml_html.fromstring(page)
+    [heading] = document.xpath("//main//h1")
+    explanation = document.xpath("//main//div[contains(@class, 'panel-error')]/p")[0]
+    assert document.findtext(".//title").startswith(heading.text_content())
+    return heading.text_content().strip(), " ".join(explanation.text_content().split())
+
+
+@dataclasses.dataclass(frozen=True)
+class Failing:
+    """One way the login fails, and the page the person then reads."""
+
+    page: tuple[str, str]
+    node_failure: Failure | None = None  # what STANDIN_FAILURE would make the node do
+    action: str = "login"  # the node's button the person presses
+    person: dict[str, str] = dataclasses.field(default_factory=dict)  # typed at the node
+    node: dict[str, object] = dataclasses.field(default_factory=dict)  # the stand-in's settings
+    service: dict[str, object] = dataclasses.field(default_factory=dict)  # WK_* at the ACS
+    logged_in_elsewhere_first: bool = False
+
+
+FAILURES = {
+    "cancelled": Failing(CANCELLED, action="cancel"),
+    "authn_failed": Failing(CANCELLED, Failure.AUTHN_FAILED),
+    "request_denied": Failing(DENIED, Failure.REQUEST_DENIED),
+    "unknown_principal": Failing(DENIED, Failure.UNKNOWN_PRINCIPAL),
+    "loa_too_low": Failing(LOA, service={"loa": "high"}),
+    "slow": Failing(
+        UNAVAILABLE,
+        Failure.SLOW,
+        node={"slow_seconds": 1.0},
+        service={"timeout_seconds": 0.3},
+    ),
+    "dead": Failing(UNAVAILABLE, Failure.DEAD),
+    "soap_fault": Failing(UNAVAILABLE, Failure.SOAP_FAULT),
+    "expired": Failing(EXPIRED, Failure.EXPIRED),
+    "repeat_assertion_id": Failing(
+        REPLAY, Failure.REPEAT_ASSERTION_ID, logged_in_elsewhere_first=True
+    ),
+    "invalid_pesel": Failing(DATA, person={"pesel": "87042787635"}),  # checksum fails
+    "requester": Failing(TECHNICAL, Failure.REQUESTER),
+    "bad_signature": Failing(TECHNICAL, Failure.BAD_SIGNATURE),
+}
+# The stand-in's modes that are no failure: the service must take these answers.
+NOT_FAILURES = {Failure.KEY_128, Failure.COMMENT_IN_NAMEID}
+
+
+def test_every_failure_the_stand_in_can_produce_has_its_page_checked():
+    checked = {failing.node_failure for failing in FAILURES.values()} - {None}
+    assert checked | NOT_FAILURES == set(Failure)
+
+
+@pytest.mark.parametrize("failing", FAILURES.values(), ids=FAILURES.keys())
+def test_each_failed_login_shows_the_person_what_happened_and_logs_no_one_in(
+    web, node, standin, services, monkeypatch, failing
+):
+    node_state = standin.extensions["wk_standin"]
+    monkeypatch.setattr(node_state, "failure", failing.node_failure)
+    monkeypatch.setattr(
+        node_state, "settings", dataclasses.replace(node_state.settings, **failing.node)
+    )
+    if failing.logged_in_elsewhere_first:
+        first, _ = log_in(web.application.test_client(), node)
+        assert first.status_code == 303
+    attempts, held = count(services, Attempt), attempts_held(services, web.application)
+
+    post_back = node_post_back(web, node, {**ANNA, **failing.person}, action=failing.action)
+    provider = web.application.extensions["ueoz.login"].provider
+    monkeypatch.setattr(
+        provider, "settings", dataclasses.replace(provider.settings, **failing.service)
+    )
+    response = web.post("/saml/acs", data=post_back)
+
+    # No one is logged in: no attempt started, none held by any session, this one's included.
+    assert count(services, Attempt) == attempts
+    assert attempts_held(services, web.application) == held
+    # The person reads, in Polish, what happened and what to do; no stack trace.
+    assert response.status_code == 403
+    assert failure_page(response) == failing.page
+    again = lxml_html.fromstring(response.get_data(as_text=True)).xpath(
+        "//main//a[normalize-space()='Zaloguj się ponownie']/@href"
+    )
+    assert again == ["/"]
+    assert web.get("/migracja").headers["Location"] == "/"

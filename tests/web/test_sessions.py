@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from ueoz_migration.db.models import WebSession
+from ueoz_migration.db.models import Attempt, WebSession
 from ueoz_migration.web import SESSION_IDLE_LIFETIME, migration
 from ueoz_migration.web.sessions import REFRESH_AFTER
 
@@ -121,3 +121,65 @@ def test_a_language_chosen_in_one_tab_survives_a_poll_from_another(
     while_a_poll_holds_the_session(app, monkeypatch, cookie, lambda: browser.language("en"))
 
     assert "Searching for your account" in browser.text("/migracja")
+
+
+#: operations.md: "a web session ends after 30 minutes without a request".
+IDLE_LIMIT = timedelta(minutes=30)
+
+
+def last_request_ago(services, idle: timedelta) -> None:
+    """Move the stored session's expiry back, as if its last request had been ``idle`` ago."""
+    expires_at = stored_expiry(services)
+    with services.sessions() as db, db.begin():
+        db.execute(update(WebSession).values(expires_at=expires_at - idle))
+
+
+def state_of(services, attempt_id) -> str:
+    with services.sessions() as db:
+        return db.scalars(select(Attempt.state).where(Attempt.id == attempt_id)).one()
+
+
+def test_a_session_idle_for_just_under_30_minutes_still_holds_the_migration(
+    browser, start_attempt, services
+):
+    browser.hold(start_attempt().id)
+    assert "<h1>Wyszukiwanie Twojego konta</h1>" in browser.text("/migracja")
+    last_request_ago(services, IDLE_LIMIT - timedelta(minutes=1))
+
+    page = browser.get("/migracja")
+
+    assert page.status_code == 200
+    assert "<h1>Wyszukiwanie Twojego konta</h1>" in page.get_data(as_text=True)
+    # The request counts: the 30 minutes start again from it.
+    assert stored_expiry(services) > datetime.now(UTC) + IDLE_LIMIT - timedelta(minutes=1)
+
+
+def test_a_session_idle_for_over_30_minutes_has_ended(browser, start_attempt, services):
+    attempt = start_attempt()
+    browser.hold(attempt.id)
+    assert "<h1>Wyszukiwanie Twojego konta</h1>" in browser.text("/migracja")
+    last_request_ago(services, IDLE_LIMIT + timedelta(seconds=1))
+
+    answer = browser.get("/migracja")
+
+    assert answer.status_code == 302 and answer.headers["Location"] == "/"
+    start = browser.get("/").get_data(as_text=True)
+    assert "<h1>Zaloguj się do Systemu</h1>" in start
+    assert "Zaloguj się, aby rozpocząć lub kontynuować migrację konta." in start
+    assert browser.get("/migracja/status").status_code == 404
+    assert state_of(services, attempt.id) == "searching"  # the attempt waits for the next login
+
+
+def test_a_form_sent_after_the_session_ended_changes_nothing(browser, start_attempt, services):
+    attempt = start_attempt("found")
+    browser.hold(attempt.id)
+    token = browser.token()  # the found screen, its "Utwórz konto w UEOZ" button
+    last_request_ago(services, IDLE_LIMIT + timedelta(minutes=1))
+
+    answer = browser.post("/migracja/create_account", token=token)
+
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 400
+    assert "<h1>Formularz wygasł</h1>" in page
+    assert "sesja wygasła" in page and "Nic nie zostało zmienione." in page
+    assert state_of(services, attempt.id) == "found"

@@ -160,7 +160,12 @@ def acs() -> Response | tuple[str, int]:
     artifact, relay_state = values.get("SAMLart", ""), values.get("RelayState", "")
     pending = _consume(relay_state)
     if pending is None:
-        waiting = _waiting(relay_state)
+        standing = _waiting(relay_state)
+        if standing == "expired":
+            # Back after PENDING_LOGIN_TTL: too late for this request, whoever started it.
+            log.info("login.failed", reason="pending_login_expired")
+            return render_template("login/failed.html", kind="expired"), 400
+        waiting = standing == "waiting"
         if waiting and not values.get("from_this_site"):
             # Waiting, but not for this request's session: most likely the node's cross-site
             # POST, which came without our cookie. Once more from this site, and the cookie
@@ -241,18 +246,23 @@ def _browser_key_hash(*, create: bool) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest() if key else None
 
 
-def _waiting(relay_state: str) -> bool:
-    """Say whether a login for ``relay_state`` is still waiting, whoever started it."""
+def _waiting(relay_state: str) -> str | None:
+    """Say how a login for ``relay_state`` stands, whoever started it.
+
+    ``waiting`` while it may still come back, ``expired`` once its time is up unused, and
+    None when there is none (never started, or already used).
+    """
     if not RELAY_STATE.fullmatch(relay_state):
-        return False
+        return None
     with snapshot(services().sessions) as db:
-        waiting = db.scalar(
-            select(PendingLogin.relay_state)
+        expires_at = db.scalar(
+            select(PendingLogin.expires_at)
             .where(PendingLogin.relay_state == relay_state)
             .where(PendingLogin.consumed_at.is_(None))
-            .where(PendingLogin.expires_at > datetime.now(UTC))
         )
-    return waiting is not None
+    if expires_at is None:
+        return None
+    return "waiting" if expires_at > datetime.now(UTC) else "expired"
 
 
 def _consume(relay_state: str) -> PendingLogin | None:
