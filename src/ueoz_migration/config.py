@@ -88,6 +88,7 @@ class Settings:
     smtp_username: str
     smtp_password: str
     smtp_starttls: bool
+    smtp_ca_file: str
     smtp_timeout: timedelta
     mail_max_tries: int
     mail_retry_base: timedelta
@@ -165,6 +166,7 @@ class Settings:
             smtp_username=get("SMTP_USERNAME", ""),
             smtp_password=get("SMTP_PASSWORD", ""),
             smtp_starttls=_bool(get("SMTP_STARTTLS", "0")),
+            smtp_ca_file=get("SMTP_CA_FILE", ""),
             smtp_timeout=timedelta(seconds=float(get("SMTP_TIMEOUT_SECONDS", "10"))),
             mail_max_tries=int(get("MAIL_MAX_TRIES", "8")),
             mail_retry_base=timedelta(seconds=float(get("MAIL_RETRY_BASE_SECONDS", "30"))),

@@ -17,7 +17,20 @@ from ueoz_migration.db.models import (
     UeozAccount,
     VerificationLink,
 )
-from ueoz_migration.journey import EventRefused
+from ueoz_migration.journey import EventRefused, utcnow
+
+
+class Clock:
+    """The journey's clock, moved by hand: ``services.journey.clock = Clock()``."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
 
 
 def to_email_entry(services, person=ANNA):
@@ -231,6 +244,28 @@ def test_resend_is_limited_per_hour(services):
     assert count(services, OutboxMessage) == limit
 
 
+def test_the_resend_limit_frees_up_an_hour_after_the_links(services):
+    # The refusal tells the person to try again in an hour; then a link must go out.
+    clock = Clock()
+    services.journey.clock = clock
+    attempt = submit(services, to_email_entry(services).id)  # the first link
+    limit = services.settings.resend_limit_per_hour
+    for _ in range(limit - 1):
+        services.journey.fire(attempt.id, "resend", actor=user())
+    clock.advance(minutes=59)
+    with pytest.raises(EventRefused) as refused:
+        services.journey.fire(attempt.id, "resend", actor=user())
+    assert refused.value.reason == "resend_limit"
+
+    clock.advance(minutes=1)  # an hour after the links went out
+    resent = services.journey.fire(attempt.id, "resend", actor=user())
+
+    assert resent.state == "awaiting_verification"
+    assert count(services, OutboxMessage) == limit + 1
+    token = link_token(services, attempt.id)  # the new e-mail's link is the one that works
+    assert services.journey.fire(attempt.id, "verify", actor=user(), token=token).state == "done"
+
+
 def test_an_expired_link_is_refused(services):
     attempt = submit(services, to_email_entry(services).id)
     token = link_token(services, attempt.id)
@@ -305,6 +340,42 @@ def test_a_returning_person_after_expiry_gets_a_new_attempt(services):
 
     assert again.id != attempt.id
     assert services.journey.get(attempt.id).state == "expired"
+
+
+def test_a_step_keeps_the_attempt_open_past_its_first_72_hours(services):
+    clock = Clock()
+    services.journey.clock = clock
+    attempt = to_email_entry(services)
+    assert services.settings.attempt_ttl == timedelta(hours=72)
+    clock.advance(hours=60)
+    submit(services, attempt.id)  # the person comes back and gives an address
+
+    clock.advance(hours=40)  # 100 h after the start, 40 h after the last step
+
+    assert services.journey.expire_stale() == (0, 0)
+    resumed = services.journey.start(ANNA, actor=user())  # a login finds it where it was
+    assert (resumed.id, resumed.state) == (attempt.id, "awaiting_verification")
+    assert count(services, Attempt) == 1
+
+
+def test_an_attempt_expires_72_hours_after_its_last_step(services):
+    clock = Clock()
+    services.journey.clock = clock
+    attempt = to_email_entry(services)
+    clock.advance(hours=60)
+    submit(services, attempt.id)  # the last step: 60 h after the start
+
+    clock.advance(hours=71, minutes=59)
+    assert services.journey.expire_stale() == (0, 0)
+    assert services.journey.get(attempt.id).state == "awaiting_verification"
+    clock.advance(minutes=1)  # 72 h after the last step
+    assert services.journey.expire_stale() == (1, 0)
+
+    assert services.journey.get(attempt.id).state == "expired"
+    assert log_of(services, attempt.id)[-1].actor == "system"
+    again = services.journey.start(ANNA, actor=user())  # a login now starts afresh
+    assert again.id != attempt.id
+    assert again.state == "searching"
 
 
 def test_an_attempt_keeps_the_flow_version_it_started_on(services):

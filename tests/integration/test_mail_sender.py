@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,9 +20,15 @@ from pathlib import Path
 
 import structlog
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import event, select
 
+from tests.conftest import make_settings
 from tests.factories import ANNA, user
 from tests.integration.test_journey import submit, to_email_entry
 from ueoz_migration.adapters.mail import (
@@ -55,6 +64,7 @@ class Inbox:
     def __init__(self, rcpt_reply: str | None = None) -> None:
         self.rcpt_reply = rcpt_reply
         self.received: list[tuple[list[str], bytes]] = []
+        self.encrypted: list[bool] = []  # per message: did it come over TLS?
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.rcpt_reply:
@@ -64,6 +74,7 @@ class Inbox:
 
     async def handle_DATA(self, server, session, envelope):
         self.received.append((list(envelope.rcpt_tos), envelope.content))
+        self.encrypted.append(session.ssl is not None)
         return "250 Message accepted for delivery"
 
 
@@ -74,8 +85,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def smtp_server(port: int, handler: Inbox):
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+def smtp_server(port: int, handler: Inbox, **options):
+    """An aiosmtpd server on loopback; ``options`` go to its SMTP (TLS, authenticator…)."""
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         yield handler
@@ -95,8 +107,26 @@ def outbox(services: Services) -> list[OutboxMessage]:
         return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
 
 
-def smtp_sender(services: Services, port: int, clock: Clock, **options) -> OutboxSender:
-    transport = SmtpTransport("127.0.0.1", port, timeout=5)
+def smtp_sender(
+    services: Services,
+    port: int,
+    clock: Clock,
+    *,
+    username: str = "",
+    password: str = "",
+    starttls: bool = False,
+    ca_file: str = "",
+    **options,
+) -> OutboxSender:
+    transport = SmtpTransport(
+        "127.0.0.1",
+        port,
+        username=username,
+        password=password,
+        starttls=starttls,
+        ca_file=ca_file,
+        timeout=5,
+    )
     return OutboxSender.from_settings(
         services.settings, services.sessions, transport=transport, clock=clock, **options
     )
@@ -214,6 +244,222 @@ def test_a_server_that_refuses_the_mailbox_for_good_is_not_asked_again(services)
     assert row.failed_at is not None and row.tries == 1
     assert "anna@example.pl" not in row.last_error
     assert row.last_error.startswith("recipient refused: 550")
+
+
+class Accounts:
+    """An aiosmtpd authenticator that knows one password per login."""
+
+    def __init__(self, **passwords: str) -> None:
+        self.passwords = passwords
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        known = isinstance(auth_data, LoginPassword) and (
+            self.passwords.get(auth_data.login.decode()) == auth_data.password.decode()
+        )
+        return AuthResult(success=known, handled=False, auth_data=auth_data)
+
+
+class SenderCheck(Inbox):
+    """A server that takes mail from one sender address only (5xx to any other)."""
+
+    def __init__(self, allowed: str) -> None:
+        super().__init__()
+        self.allowed = allowed
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if address != self.allowed:
+            return f"553 5.7.1 <{address}>: sender address not allowed"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+
+def test_a_refused_login_is_a_setting_to_fix_and_loses_no_message(services):
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+    server = {"authenticator": Accounts(ueoz="right"), "auth_require_tls": False}
+
+    wrong = smtp_sender(services, port, clock, username="ueoz", password="wrong")
+
+    with smtp_server(port, Inbox(), **server) as inbox:
+        with structlog.testing.capture_logs() as logs:
+            report = wrong.send_due()
+
+        assert (report.retried, report.failed) == (1, 0)
+        (row,) = outbox(services)
+        assert (row.failed_at, row.sent_at) == (None, None)
+        assert row.last_error.startswith("login refused: 535")
+        assert row.due_at > clock.now
+        assert [entry["event"] for entry in logs] == ["mail.retry"]  # no mail.failed
+
+        clock.advance(timedelta(hours=1))  # meanwhile the operator fixed SMTP_PASSWORD
+        fixed = smtp_sender(services, port, clock, username="ueoz", password="right")
+        assert fixed.send_due().sent == 1
+
+    ((recipients, _raw),) = inbox.received
+    assert recipients == ["anna@example.pl"]
+    (row,) = outbox(services)
+    assert (row.tries, row.failed_at) == (2, None)
+
+
+def test_a_refused_sender_address_is_a_setting_to_fix_and_loses_no_message(services):
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+
+    with smtp_server(port, SenderCheck("no-reply@ueoz.gov.pl")) as inbox:
+        report = smtp_sender(services, port, clock).send_due()  # MAIL_FROM no-reply@ueoz.example
+
+        assert (report.retried, report.failed) == (1, 0)
+        (row,) = outbox(services)
+        assert (row.failed_at, row.sent_at) == (None, None)
+        assert row.last_error == (
+            "sender refused: 553 5.7.1 <n***@ueoz.example>: sender address not allowed"
+        )
+
+        clock.advance(timedelta(hours=1))  # meanwhile the operator fixed MAIL_FROM
+        fixed = smtp_sender(services, port, clock, mail_from="UEOZ <no-reply@ueoz.gov.pl>")
+        assert fixed.send_due().sent == 1
+
+    ((recipients, _raw),) = inbox.received
+    assert recipients == ["anna@example.pl"]
+
+
+def test_the_wait_stops_growing_at_an_hour_give_or_take_its_jitter(services):
+    awaiting_verification(services)
+    clock = Clock()
+    # More tries than the default, so that the doubling (30 s, 1 min, …) passes an hour.
+    sender = smtp_sender(services, free_port(), clock, max_tries=20, rng=random.Random(7))
+    waits = []
+    for _ in range(12):
+        assert sender.send_due().retried == 1
+        (row,) = outbox(services)
+        waits.append(row.due_at - clock.now)
+        clock.advance(row.due_at - clock.now)
+
+    base = services.settings.mail_retry_base
+    assert base * 2**11 > timedelta(hours=5)  # uncapped, the last waits would be hours
+    assert all(wait <= timedelta(hours=1) for wait in waits)
+    capped = [w for n, w in enumerate(waits, 1) if base * 2 ** (n - 1) >= timedelta(hours=1)]
+    assert len(capped) >= 4
+    assert all(timedelta(minutes=30) <= wait for wait in capped)
+    assert len(set(capped)) == len(capped)  # jittered: they do not all come back at once
+
+
+def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A throwaway certificate for ``host`` (an IP address or a name), and its key, as PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    try:
+        subject: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        subject = x509.DNSName(host)
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([subject]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "smtp-cert.pem", folder / "smtp-key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def starttls_server_options(folder: Path, host: str = "127.0.0.1") -> tuple[Path, dict]:
+    """A server that offers STARTTLS and takes no mail before it; and its certificate."""
+    cert_path, key_path = self_signed_certificate(folder, host)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return cert_path, {"tls_context": context, "require_starttls": True}
+
+
+def test_smtp_starttls_sends_over_a_verified_encrypted_connection(services, settings, tmp_path):
+    # The relay's certificate is issued by a private authority: SMTP_CA_FILE names it.
+    awaiting_verification(services)
+    port = free_port()
+    cert_path, tls = starttls_server_options(tmp_path)
+    smtp_settings = make_settings(
+        tmp_path,
+        settings.database_url,
+        MAIL_BACKEND="smtp",
+        SMTP_PORT=str(port),
+        SMTP_STARTTLS="1",
+        SMTP_CA_FILE=str(cert_path),
+        SMTP_USERNAME="ueoz",
+        SMTP_PASSWORD="secret",
+    )
+    # The server offers AUTH only once the connection is encrypted (aiosmtpd's default).
+    server = {**tls, "authenticator": Accounts(ueoz="secret")}
+
+    with smtp_server(port, Inbox(), **server) as inbox:
+        report = OutboxSender.from_settings(smtp_settings, services.sessions).send_due()
+
+    assert report.sent == 1
+    ((recipients, _raw),) = inbox.received
+    assert recipients == ["anna@example.pl"]
+    assert inbox.encrypted == [True]
+    (row,) = outbox(services)
+    assert row.sent_at is not None and row.last_error == ""
+
+
+def test_smtp_starttls_refuses_a_certificate_it_cannot_verify(services, tmp_path):
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+    _cert_path, tls = starttls_server_options(tmp_path)  # the system's CAs do not know it
+
+    with smtp_server(port, Inbox(), **tls) as inbox:
+        report = smtp_sender(services, port, clock, starttls=True).send_due()
+
+    assert (report.sent, report.retried) == (0, 1)
+    assert inbox.received == []
+    (row,) = outbox(services)
+    assert row.failed_at is None and row.due_at > clock.now
+    assert row.last_error == "TLS with the server failed: SSLCertVerificationError"
+
+
+def test_smtp_starttls_refuses_a_trusted_certificate_for_another_host(services, tmp_path):
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+    cert_path, tls = starttls_server_options(tmp_path, host="smtp.elsewhere.example")
+
+    with smtp_server(port, Inbox(), **tls) as inbox:  # trusted, but not for 127.0.0.1
+        report = smtp_sender(
+            services, port, clock, starttls=True, ca_file=str(cert_path)
+        ).send_due()
+
+    assert (report.sent, report.retried) == (0, 1)
+    assert inbox.received == []
+    (row,) = outbox(services)
+    assert row.last_error == "TLS with the server failed: SSLCertVerificationError"
+
+
+def test_smtp_starttls_to_a_server_without_it_sends_nothing_in_clear(services):
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+
+    with smtp_server(port, Inbox()) as inbox:  # offers no STARTTLS
+        report = smtp_sender(services, port, clock, starttls=True).send_due()
+
+    assert (report.sent, report.retried) == (0, 1)
+    assert inbox.received == []
+    (row,) = outbox(services)
+    assert row.failed_at is None and row.due_at > clock.now
+    assert row.last_error == "server offers no STARTTLS: nothing sent in clear"
 
 
 def test_maildir_delivery_is_readable_as_the_mail_page_shows_it(services, tmp_path):

@@ -376,3 +376,24 @@ def test_a_button_after_the_session_lost_its_attempt_leads_to_the_start(browser,
 
     assert response.request.path == "/"
     assert "Twoja sesja wygasła. Zaloguj się ponownie, aby kontynuować." in text_of(response)
+
+
+def test_an_hour_after_the_limit_the_link_can_be_sent_again(browser, start_attempt, services):
+    # The notice says "spróbuj ponownie za godzinę": an hour later the button works again.
+    from tests.integration.test_journey import Clock
+
+    clock = Clock()
+    services.journey.clock = clock
+    attempt = start_attempt("awaiting_verification")  # the first link
+    browser.hold(attempt.id)
+    limit = services.settings.resend_limit_per_hour
+    for _ in range(limit - 1):
+        browser.post("/migracja/resend")
+    assert "Wysłaliśmy już kilka linków" in text_of(browser.post("/migracja/resend"))
+
+    clock.advance(hours=1)
+    text = text_of(browser.post("/migracja/resend"))
+
+    assert "Wysłaliśmy już kilka linków" not in text
+    assert "Wysłaliśmy link weryfikacyjny na adres a***@example.pl" in text
+    assert count(services, OutboxMessage) == limit + 1

@@ -113,11 +113,15 @@ class SmtpTransport:
         username: str = "",
         password: str = "",
         starttls: bool = False,
+        ca_file: str = "",
         timeout: float = 10.0,
     ) -> None:
         self.host, self.port = host, port
         self.username, self.password = username, password
         self.starttls, self.timeout = starttls, timeout
+        # The server's certificate is always verified: against the system's authorities, or
+        # against ``ca_file`` alone (a relay inside the ministry, with a private authority).
+        self.tls = ssl.create_default_context(cafile=ca_file or None)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpTransport:
@@ -127,6 +131,7 @@ class SmtpTransport:
             username=settings.smtp_username,
             password=settings.smtp_password,
             starttls=settings.smtp_starttls,
+            ca_file=settings.smtp_ca_file,
             timeout=settings.smtp_timeout.total_seconds(),
         )
 
@@ -134,7 +139,7 @@ class SmtpTransport:
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
                 if self.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=self.tls)
                 if self.username:
                     smtp.login(self.username, self.password)
                 smtp.send_message(message)
@@ -148,8 +153,13 @@ class SmtpTransport:
             code, what = error.smtp_code, _REFUSALS.get(type(error), "server said")
             permanent = isinstance(error, smtplib.SMTPDataError) and 500 <= code < 600
             raise DeliveryError(_reply(what, code, error.smtp_error), permanent=permanent) from None
+        except smtplib.SMTPNotSupportedError:
+            raise DeliveryError("server offers no STARTTLS: nothing sent in clear") from None
+        except ssl.SSLError as error:
+            # A certificate that does not verify, or a failed handshake: said by class only.
+            raise DeliveryError(f"TLS with the server failed: {type(error).__name__}") from None
         except (smtplib.SMTPException, OSError) as error:
-            # Refused or reset connections, timeouts, TLS failures, a server that hangs up.
+            # Refused or reset connections, timeouts, a server that hangs up.
             raise DeliveryError(f"server unreachable: {type(error).__name__}") from None
 
 
