@@ -116,3 +116,6 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
     root.setLevel(level)
     # Alembic announces each of its plugins at INFO on every upgrade; only its warnings help.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # psycopg warns when it closes a pipeline that a refused statement aborted, naming the
+    # server, user and database; the error itself reaches us as an exception, said once.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)

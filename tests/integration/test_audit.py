@@ -593,3 +593,34 @@ def test_cli_takes_an_event_number_in_any_case_and_with_spaces(services, tmp_pat
     assert "verify: OK; 1 attempt(s), 6 row(s)" in verified.output
     assert "replay: OK; 1 attempt(s), 6 row(s)" in replayed.output
     assert len(out.read_text().splitlines()) == 6
+
+
+def test_cli_verify_names_a_last_row_that_is_not_the_attempts_head(services):
+    # The attempt's head edited behind the service's back: every row checks out, but the
+    # log no longer ends at the head the attempt keeps.
+    attempt = logged_journey(services)
+    tamper(services, "UPDATE attempts SET log_head = :h WHERE id = :a", h="e" * 64, a=attempt.id)
+
+    verified = audit_cli(services, "verify", attempt.event_number)
+
+    assert verified.exit_code == 1
+    assert output_lines(verified) == [
+        f"FIRST BROKEN LINK: attempt {attempt.id}, seq 6: the last row's hash is not the "
+        "attempt's head",
+        "verify: 1 attempt(s) with a problem; 1 attempt(s), 6 row(s) in … s",
+    ]
+
+
+def test_cli_verify_names_a_flow_version_no_longer_stored(services):
+    attempt = logged_journey(services)
+    version = attempt.flow_version
+    tamper(services, "DELETE FROM flow_versions WHERE version = :v", v=version)
+
+    verified = audit_cli(services, "verify", "--all")
+
+    assert verified.exit_code == 1
+    assert output_lines(verified) == [
+        f"FIRST BROKEN LINK: attempt {attempt.id}, seq 1: flow version {version[:12]}… is not "
+        "stored in flow_versions",
+        "verify: 1 attempt(s) with a problem; 1 attempt(s), 6 row(s) in … s",
+    ]

@@ -533,3 +533,63 @@ def test_full_is_one_transaction_with_the_rest_of_the_import(cli, services, tmp_
         "nothing imported or removed, run it again"
     )
     assert {login: (row.id, row.status) for login, row in accounts(services).items()} == before
+
+
+# -- two imports at once ------------------------------------------------------------------
+
+
+def another_import_adds_amicsokol(monkeypatch, database_url):
+    """Just before the import inserts its new logins, another import (another connection)
+    commits one of them: the login the import found absent a moment ago is now taken."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from ueoz_migration.adapters import eploz
+    from ueoz_migration.db.engine import make_engine
+
+    def racing_insert(table):
+        monkeypatch.setattr(eploz, "insert", insert)  # once
+        engine = make_engine(database_url)
+        try:
+            with engine.begin() as other:
+                other.execute(
+                    insert(EplozAccount).values(
+                        login="amicsokol",
+                        pesel="87042712342",
+                        first_name="Anna",
+                        last_name="Mickiewicz",
+                        email="other.import@example.pl",
+                        status="active",
+                        roles="",
+                        imported_at=datetime.now(UTC),
+                    )
+                )
+        finally:
+            engine.dispose()
+        return insert(table)
+
+    monkeypatch.setattr(eploz, "insert", racing_insert)
+
+
+# SQLite cannot run into this: an import holds the write lock from its first statement.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_import_that_another_import_overtook_is_refused_whole(
+    cli, services, database_url, monkeypatch
+):
+    another_import_adds_amicsokol(monkeypatch, database_url)
+
+    result = cli("eploz", "import", str(GOOD))
+
+    assert result.exit_code == 1
+    message = (
+        f"Error: {GOOD}: another import changed the directory at the same time; "
+        "nothing imported, run it again"
+    )
+    # The reason, in one line (psycopg's "error ignored terminating <psycopg.Pipeline …>"
+    # warning, which named the server, is no longer printed before it).
+    assert result.output.splitlines() == [message]
+    assert "87042712342" not in result.output and "@csioz.pl" not in result.output
+    stored = accounts(services)
+    assert list(stored) == ["amicsokol"]  # the other import's account, and nothing of this one
+    assert stored["amicsokol"].email == "other.import@example.pl"

@@ -13,14 +13,15 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
+from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
 from tests.conftest import TEST_KEY, make_settings
 from tests.factories import ANNA, HERMEGILDA, add_eploz_account, log_of, user
 from ueoz_migration.adapters.eploz import DirectoryUnavailable, TableDirectory
 from ueoz_migration.bootstrap import Services
-from ueoz_migration.db.engine import transaction
+from ueoz_migration.db.engine import make_engine, make_sessionmaker, transaction
 from ueoz_migration.db.models import Attempt, EplozAccount, UeozAccount
 from ueoz_migration.demo import DEMO_PEOPLE, seed_demo
 from ueoz_migration.domain.identity import Person
@@ -240,24 +241,44 @@ def test_a_failing_directory_is_retried_with_backoff_then_gives_up_with_207(tmp_
     services.engine.dispose()
 
 
-def test_the_directory_is_read_while_another_process_writes(services):
+def reader_that_never_waits_for_a_lock(database_url):
+    """Sessions of another process whose every wait for a lock fails at once.
+
+    SQLite: no busy timeout, so a reader queued for the write lock gets "database is
+    locked"; PostgreSQL: a lock timeout of 1 ms, so a reader queued behind a row lock fails.
+    """
+    if database_url.startswith("sqlite"):
+        engine = make_engine(database_url)
+
+        @event.listens_for(engine, "connect")
+        def _no_busy_wait(dbapi_connection, _record):
+            dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+    else:
+        engine = make_engine(database_url, connect_args={"options": "-c lock_timeout=1"})
+    return engine, make_sessionmaker(engine)
+
+
+def test_the_directory_is_read_while_another_process_writes(services, database_url):
     # An `eploz import` or any long transaction holds SQLite's write lock (or, on
     # PostgreSQL, the rows): the search reads the last committed state and does not wait.
+    # The reader fails at once if it queues for a lock, so not waiting is what passes.
     eploz_id = add_eploz_account(services)
-    directory = TableDirectory(services.sessions)
-    with transaction(services.sessions) as writer:
-        writer.execute(
-            update(EplozAccount)
-            .where(EplozAccount.id == eploz_id)
-            .values(email="changed@example.pl")
-        )
-        started = time.monotonic()
-        (account,) = directory.accounts_by_pesel(ANNA.pesel)
-        elsewhere = directory.is_migrated_elsewhere(eploz_id, "0" * 64)
-        waited = time.monotonic() - started
+    engine, sessions = reader_that_never_waits_for_a_lock(database_url)
+    directory = TableDirectory(sessions)
+    try:
+        with transaction(services.sessions) as writer:
+            writer.execute(
+                update(EplozAccount)
+                .where(EplozAccount.id == eploz_id)
+                .values(email="changed@example.pl")
+            )
+            (account,) = directory.accounts_by_pesel(ANNA.pesel)
+            elsewhere = directory.is_migrated_elsewhere(eploz_id, "0" * 64)
+    finally:
+        engine.dispose()
 
     assert (account.id, account.email, elsewhere) == (eploz_id, "amicsokol@csioz.pl", False)
-    assert waited < 5  # not the 30 s busy timeout of a reader queued for the write lock
 
 
 def test_a_directory_that_comes_back_finds_the_account(services):
@@ -278,23 +299,28 @@ def test_a_directory_slower_than_the_timeout_counts_as_unavailable(tmp_path, dat
         make_settings(tmp_path, database_url, SEARCH_MAX_TRIES="1", SEARCH_TIMEOUT_SECONDS="0.2")
     )
     released = threading.Event()
+    answered = threading.Event()
 
     class HangingDirectory(TableDirectory):
         def accounts_by_pesel(self, pesel):
-            released.wait(10)
+            released.wait(60)  # until the test is done with the worker (60 s: a safety net)
+            answered.set()
             return []
 
     attempt = start(services)
-    began = time.monotonic()
     try:
-        report = SearchWorker(services, HangingDirectory(services.sessions)).run_once()
+        with capture_logs() as logs:
+            report = SearchWorker(services, HangingDirectory(services.sessions)).run_once()
+        # The worker gave up and recorded 207 while the directory was still hanging.
+        answered_before_the_outcome = answered.is_set()
     finally:
         released.set()
-    elapsed = time.monotonic() - began
 
+    assert not answered_before_the_outcome
     assert report.failed == {207: 1}
     assert services.journey.get(attempt.id).event_code == 207
-    assert elapsed < 5
+    failures = [entry for entry in logs if entry["event"] == "search.directory_failed"]
+    assert [entry["error"] for entry in failures] == ["TimeoutError"]
     services.engine.dispose()
 
 
@@ -401,6 +427,57 @@ def test_the_loop_searches_expires_and_stops_when_asked(services):
     assert not loop.is_alive()
     assert services.journey.get(attempt.id).state == "found"
     assert services.journey.get(stale.id).state == "expired"
+
+
+def test_the_loop_rides_out_a_database_error_and_searches_on(services):
+    # The database fails over in the middle of a pass: the claim fails; the loop logs it,
+    # waits and claims again, and the attempt is searched all the same.
+    add_eploz_account(services)
+    attempt = start(services)
+    stop = threading.Event()
+    settled = threading.Event()  # the attempt was searched, or the loop ended
+    claims: list[str] = []
+
+    with capture_logs() as logs:
+        worker = SearchWorker(services)
+        real_claim, real_process = worker.claim, worker.process
+
+        def claim_failing_once():
+            claims.append("failed" if not claims else "claimed")
+            if len(claims) == 1:
+                raise OperationalError(
+                    "SELECT attempts …", {}, Exception("server closed the connection")
+                )
+            return real_claim()
+
+        def process(claimed, report):
+            real_process(claimed, report)
+            settled.set()
+
+        def run():
+            try:
+                worker.run_forever(stop, poll_interval=0.05)
+            finally:
+                settled.set()
+
+        worker.claim, worker.process = claim_failing_once, process
+        loop = threading.Thread(target=run)
+        loop.start()
+        try:
+            settled.wait(60)  # a safety net: either comes within a few polls
+        finally:
+            stop.set()
+            loop.join(60)
+
+    assert not loop.is_alive()
+    assert services.journey.get(attempt.id).state == "found"
+    assert claims[:2] == ["failed", "claimed"]
+    events = [entry["event"] for entry in logs]
+    (error,) = [entry for entry in logs if entry["event"] == "worker.database_error"]
+    assert (error["error"], error["log_level"]) == ("OperationalError", "error")
+    assert "worker.pass_failed" not in events
+    assert events.index("worker.database_error") < events.index("search.found")
+    assert events[-1] == "worker.stopped"
 
 
 def test_an_attempt_that_cannot_move_is_logged_and_the_others_go_on(services):

@@ -15,7 +15,13 @@ from lxml import etree
 
 from ueoz_migration.adapters.wk import FailureReason, LoginFailed, WkSettings
 from ueoz_migration.adapters.wk import messages as m
-from ueoz_migration.adapters.wk.ecdh import DecryptionError, decrypt_assertion
+from ueoz_migration.adapters.wk.ecdh import (
+    AES256_GCM,
+    KW_AES256,
+    DecryptionError,
+    _read_agreement,
+    decrypt_assertion,
+)
 from ueoz_migration.adapters.wk.xmlsig import NS, parse
 from ueoz_migration.standin import Failure
 
@@ -230,7 +236,34 @@ def test_the_real_response_is_refused_as_tampered_without_a_crash(make_sp, sp_se
 
 def test_the_real_encrypted_assertion_is_read_but_not_decryptable_by_a_stranger():
     envelope = parse(FIXTURE.read_bytes())
-    encrypted = envelope.find(".//saml2:EncryptedAssertion", NS)
+    (encrypted,) = envelope.findall(".//saml2:EncryptedAssertion", NS)
+    (data,) = encrypted.findall("xenc:EncryptedData", NS)
+    (encrypted_key,) = data.findall("ds:KeyInfo/xenc:EncryptedKey", NS)
+    ec_key = encrypted_key.find(
+        "ds:KeyInfo/xenc:AgreementMethod/xenc:OriginatorKeyInfo/ds:KeyValue/dsig11:ECKeyValue",
+        NS,
+    )
 
-    with pytest.raises(DecryptionError):
+    # The node's structure as the service reads it: AES-256-GCM content under a key
+    # wrapped with kw-aes256, agreed by ECDH-ES from the node's ephemeral P-256 key.
+    assert data.find("xenc:EncryptionMethod", NS).get("Algorithm") == AES256_GCM
+    agreement = _read_agreement(encrypted_key)
+    assert agreement.wrap_algorithm == KW_AES256
+    assert agreement.other_info == (
+        b"\x00\x00\x00\x2a"
+        + KW_AES256.encode()
+        + b"\x00\x00\x00\x10int.login.gov.pl"
+        + b"\x00\x00\x00\x0botwartedane"
+    )
+    assert agreement.originator.curve.name == "secp256r1"
+    assert agreement.originator.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    ) == base64.b64decode(ec_key.findtext("dsig11:PublicKey", namespaces=NS))
+    assert len(agreement.wrapped_key) == 40  # a 256-bit content key and its 8-byte check
+
+    # Everything up to the key agreement goes through with our key; the content key the node
+    # wrapped for the original service provider does not unwrap under what we derive.
+    with pytest.raises(DecryptionError) as caught:
         decrypt_assertion(encrypted, ec.generate_private_key(ec.SECP256R1()))
+
+    assert str(caught.value) == "the content key does not unwrap"

@@ -1,0 +1,118 @@
+"""`ueoz-migration db upgrade` run by two processes at once, on a fresh database of each kind.
+
+docs/operations.md promises that the upgrade is safe "from two machines at once": on
+PostgreSQL an advisory lock serialises the upgrades (db/schema.py), on SQLite the write lock
+every transaction takes up front (db/engine.py). Each process starts the real command, and
+stops at a start line just before its first use of the database; once both are there, the
+test lets them go together, so that the two upgrades run into each other.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+
+from tests.conftest import TEST_KEY, postgres_url
+from ueoz_migration.db.engine import make_engine
+from ueoz_migration.db.models import Base
+from ueoz_migration.db.schema import alembic_config
+
+# `ueoz-migration db upgrade`, waiting for a line on its standard input before it first
+# uses a connection (after the connection's setup, before its first transaction).
+AT_THE_START_LINE = """
+import sys
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from ueoz_migration.cli import main
+
+
+@event.listens_for(Engine, "engine_connect")
+def start_line(connection):
+    if not getattr(start_line, "passed", False):
+        start_line.passed = True
+        print("at the start line", flush=True)
+        sys.stdin.readline()
+
+
+sys.exit(main(["db", "upgrade"], prog_name="ueoz-migration"))
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database no upgrade has touched: an empty SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+        return
+    server = postgres_url()
+    name = f"ueoz_upgrade_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        server.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def start_upgrade(database_url: str, tmp_path: Path, name: str) -> subprocess.Popen[str]:
+    environ = os.environ | {
+        "APP_ENV": "test",
+        "DATABASE_URL": database_url,
+        "INSTANCE_DIR": str(tmp_path / name),
+        "AUDIT_KEY": TEST_KEY,
+        "SECRET_KEY": "test-secret",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", AT_THE_START_LINE],
+        env=environ,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_two_upgrades_at_once_both_succeed_and_leave_the_schema_at_head(fresh_database, tmp_path):
+    processes = [start_upgrade(fresh_database, tmp_path, name) for name in ("a", "b")]
+    try:
+        for process in processes:
+            line = process.stdout.readline()
+            assert line == "at the start line\n", line + process.communicate()[0]
+        for process in processes:  # go
+            process.stdin.write("\n")
+            process.stdin.flush()
+        outputs = [process.communicate(timeout=120)[0] for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    for output in outputs:
+        assert output.splitlines()[-1].startswith("database at head: "), output
+    engine = make_engine(fresh_database)
+    with engine.connect() as connection:
+        heads = ScriptDirectory.from_config(alembic_config(engine)).get_heads()
+        current = MigrationContext.configure(connection).get_current_heads()
+        versions = connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one()
+        tables = set(inspect(connection).get_table_names())
+    engine.dispose()
+    assert (set(current), versions) == (set(heads), 1)
+    assert {table.name for table in Base.metadata.sorted_tables} <= tables
