@@ -160,7 +160,7 @@ def acs() -> Response | tuple[str, int]:
     artifact, relay_state = values.get("SAMLart", ""), values.get("RelayState", "")
     pending = _consume(relay_state)
     if pending is None:
-        standing = _waiting(relay_state)
+        standing = _pending_standing(relay_state)
         if standing == "expired":
             # Back after PENDING_LOGIN_TTL: too late for this request, whoever started it.
             log.info("login.failed", reason="pending_login_expired")
@@ -246,7 +246,7 @@ def _browser_key_hash(*, create: bool) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest() if key else None
 
 
-def _waiting(relay_state: str) -> str | None:
+def _pending_standing(relay_state: str) -> str | None:
     """Say how a login for ``relay_state`` stands, whoever started it.
 
     ``waiting`` while it may still come back, ``expired`` once its time is up unused, and
