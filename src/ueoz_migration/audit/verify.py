@@ -153,8 +153,7 @@ def _wrong_key_hint(
     if attempt_ids is None:
         return None  # a log of one attempt: an edited first row or another key, no telling
     checked = list(attempt_ids)
-    at = iso_at(session)
-    columns = [at if name == "at" and at is not None else name for name in ROW_COLUMNS]
+    columns, at = _row_columns(session)
     statement = (
         select(*log_columns(*columns))
         .where(LOG.c.seq == 1, LOG.c.attempt_id.not_in(checked))
@@ -164,17 +163,25 @@ def _wrong_key_hint(
     hasher = RowHasher(key)
     others = 0
     for row in session.execute(statement):
-        values = tuple(row)
-        if at is None:
-            values = (
-                *values[:_AT],
-                values[_AT].isoformat(timespec="microseconds"),
-                *values[_AT + 1 :],
-            )
+        values = tuple(row) if at is not None else _with_iso_at(tuple(row))
         if values[_PREV] == GENESIS and hasher(GENESIS, values) == values[_HASH]:
             return None  # the key verifies another attempt's first row
         others += 1
     return WRONG_KEY_HINT_ONE if others else None
+
+
+def _row_columns(session: Session) -> tuple[list[str | ColumnElement[Any]], Any]:
+    """The columns of a row as the chain hashes it, and ``at`` formatted by the database.
+
+    The second is None where the database cannot format the time: :func:`_with_iso_at` then
+    does it for each row.
+    """
+    at = iso_at(session)
+    return [at if name == "at" and at is not None else name for name in ROW_COLUMNS], at
+
+
+def _with_iso_at(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (*row[:_AT], row[_AT].isoformat(timespec="microseconds"), *row[_AT + 1 :])
 
 
 def default_processes(url: URL, rows: int) -> int:
@@ -324,10 +331,7 @@ def _verify_part(
     heads = _heads(session, attempt_ids, bounds)
     flows = flow_version_problems(session)
     hasher = RowHasher(key)
-    at = iso_at(session)
-    columns: list[str | ColumnElement[Any]] = [
-        at if name == "at" and at is not None else name for name in ROW_COLUMNS
-    ]
+    columns, at = _row_columns(session)
 
     current: str | None = None
     expected, prev, broken = 1, GENESIS, False
@@ -337,7 +341,7 @@ def _verify_part(
     for row in _stream(session, columns, attempt_ids, bounds):
         rows += 1
         if at is None:  # a database that cannot format the time: do it here
-            row = (*row[:_AT], row[_AT].isoformat(timespec="microseconds"), *row[_AT + 1 :])
+            row = _with_iso_at(row)
         attempt_id = row[0]
         if attempt_id != current:
             if current is not None and not broken:
