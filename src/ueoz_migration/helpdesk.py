@@ -25,7 +25,15 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .audit.log import EVENT_NUMBER, find_attempt, format_time, log_table, read_log
+from .audit.log import (
+    EVENT_NUMBER,
+    find_attempt,
+    format_time,
+    log_table,
+    number_and_code,
+    read_log,
+    text_table,
+)
 from .config import DomainSystem
 from .db.engine import snapshot
 from .db.models import Attempt, EplozAccount, TransitionLogEntry, UeozAccount
@@ -332,23 +340,15 @@ def _later_section(later: Sequence[LaterAttempt], total: int) -> list[str]:
             row.id,
             row.state,
             format_time(row.created_at),
-            " / ".join(str(part) for part in (row.event_number, row.event_code) if part) or "-",
+            number_and_code(row.event_number, row.event_code) or "-",
         )
         for row in later
     ]
     more = f" (the first {len(later)} shown)" if total > len(later) else ""
+    header = ("attempt", "state", "created", "event number / code")
     return [
         f"later attempts of this person: {total}{more}",
-        *_table(("attempt", "state", "created", "event number / code"), rows, indent="  "),
-    ]
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], indent: str) -> list[str]:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    return [
-        indent
-        + "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in (header, *rows)
+        *text_table(header, rows, indent="  "),
     ]
 
 

@@ -171,17 +171,33 @@ def log_table(rows: Sequence[TransitionLogEntry]) -> str:
                 row.outcome,
                 row.actor,
                 row.request_id,
-                " / ".join(str(part) for part in (row.event_number, row.event_code) if part),
+                number_and_code(row.event_number, row.event_code),
                 format_detail(row.detail),
             )
         )
         for row in rows
     ]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=False)]
+    return "\n".join(text_table(header, lines, rule=True))
+
+
+def number_and_code(event_number: str | None, event_code: int | None) -> str:
+    """``MIGRATION_000000000042 / 208``, or as much of it as there is."""
+    return " / ".join(str(part) for part in (event_number, event_code) if part)
+
+
+def text_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, indent: str = "", rule: bool = False
+) -> list[str]:
+    """Lines of a plain-text table: columns as wide as their widest cell, two spaces apart."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
 
     def render(cells: Sequence[str]) -> str:
-        cells = [cell.ljust(width) for cell, width in zip(cells, widths, strict=True)]
-        return "  ".join(cells).rstrip()
+        return (
+            indent
+            + "  ".join(
+                cell.ljust(width) for cell, width in zip(cells, widths, strict=True)
+            ).rstrip()
+        )
 
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([render(header), rule, *(render(line) for line in lines)])
+    ruler = [indent + "  ".join("-" * width for width in widths)] if rule else []
+    return [render(header), *ruler, *(render(row) for row in rows)]
