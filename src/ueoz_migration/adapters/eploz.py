@@ -446,20 +446,16 @@ def _remove_unlisted(session: Session, listed: set[str]) -> int:
         # committed before, and its claim is seen below, or waits for this transaction, meets
         # the foreign key, is refused as a conflict, and searches again once its lease ends.
         session.execute(select(EplozAccount.id).where(EplozAccount.id.in_(chunk)).with_for_update())
-        claimed = set(
-            session.scalars(
-                select(Attempt.eploz_account_id)
-                .where(Attempt.eploz_account_id.in_(chunk))
-                .where(Attempt.open_pesel_key.is_not(None))
+        # Every attempt that names one of them: an open one claims it, an ended one keeps it.
+        named_by = session.execute(
+            select(Attempt.eploz_account_id, Attempt.open_pesel_key.is_not(None)).where(
+                Attempt.eploz_account_id.in_(chunk)
             )
-        ) | set(
+        ).all()
+        in_history = {account_id for account_id, _open in named_by}
+        claimed = {account_id for account_id, open_ in named_by if open_} | set(
             session.scalars(
                 select(UeozAccount.eploz_account_id).where(UeozAccount.eploz_account_id.in_(chunk))
-            )
-        )
-        in_history = set(
-            session.scalars(
-                select(Attempt.eploz_account_id).where(Attempt.eploz_account_id.in_(chunk))
             )
         )
         free = [account_id for account_id in chunk if account_id not in claimed]
