@@ -20,6 +20,18 @@ def user(request_id: str = "req-test") -> Actor:
     return Actor("user", request_id)
 
 
+def submit(services, attempt_id, email="anna@example.pl", *, actor: Actor | None = None, **extra):
+    """The person gives ``email`` (twice) and accepts the terms on the e-mail form."""
+    return services.journey.fire(
+        attempt_id,
+        "submit",
+        actor=actor or user(),
+        email=email,
+        email_repeat=extra.pop("email_repeat", email),
+        terms_accepted=extra.pop("terms_accepted", True),
+    )
+
+
 def add_eploz_account(services, **fields) -> int:
     """Put one e-PLOZ account in the directory and return its id."""
     values = {

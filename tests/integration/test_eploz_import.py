@@ -11,7 +11,7 @@ from sqlalchemy import select
 from stdnum.pl import pesel
 
 from tests.conftest import TEST_KEY
-from tests.factories import link_token, user
+from tests.factories import link_token, submit, user
 from ueoz_migration.cli import main
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import EplozAccount, UeozAccount
@@ -402,14 +402,7 @@ def test_full_keeps_unlisted_accounts_a_migration_claimed(cli, services, tmp_pat
     # found hgrabowska and waits for her to go on.
     anna = search_for(services, ANNA)
     services.journey.fire(anna.id, "create_account", actor=user())
-    services.journey.fire(
-        anna.id,
-        "submit",
-        actor=user(),
-        email="anna@example.pl",
-        email_repeat="anna@example.pl",
-        terms_accepted=True,
-    )
+    submit(services, anna.id)
     token = link_token(services, anna.id)
     assert services.journey.fire(anna.id, "verify", actor=user(), token=token).state == "done"
     helena = search_for(services, HELENA)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from tests.conftest import TEST_KEY
-from tests.factories import ANNA, HERMEGILDA, add_eploz_account, link_token, user
+from tests.factories import ANNA, HERMEGILDA, add_eploz_account, link_token, submit, user
 from ueoz_migration.audit.log import format_time
 from ueoz_migration.cli import main
 from ueoz_migration.db.engine import transaction
@@ -212,14 +212,7 @@ def test_an_ended_attempt_shows_the_later_attempt_that_reached_done(services):
     second = searched(services, ANNA)
     assert second.state == "found"
     services.journey.fire(second.id, "create_account", actor=user())
-    services.journey.fire(
-        second.id,
-        "submit",
-        actor=user(),
-        email="anna@example.pl",
-        email_repeat="anna@example.pl",
-        terms_accepted=True,
-    )
+    submit(services, second.id)
     token = link_token(services, second.id)
     services.journey.fire(second.id, "verify", actor=user(), token=token)
 

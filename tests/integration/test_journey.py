@@ -9,7 +9,16 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from tests.factories import ANNA, HERMEGILDA, add_eploz_account, count, link_token, log_of, user
+from tests.factories import (
+    ANNA,
+    HERMEGILDA,
+    add_eploz_account,
+    count,
+    link_token,
+    log_of,
+    submit,
+    user,
+)
 from ueoz_migration.audit.replay import replay_log
 from ueoz_migration.db.models import (
     Attempt,
@@ -39,17 +48,6 @@ def to_email_entry(services, person=ANNA):
     attempt = journey.start(person, actor=user())
     journey.fire(attempt.id, "account_found", actor=user(), eploz_account_id=eploz_id)
     return journey.fire(attempt.id, "create_account", actor=user())
-
-
-def submit(services, attempt_id, email="anna@example.pl", **extra):
-    return services.journey.fire(
-        attempt_id,
-        "submit",
-        actor=user(),
-        email=email,
-        email_repeat=extra.pop("email_repeat", email),
-        terms_accepted=extra.pop("terms_accepted", True),
-    )
 
 
 def test_a_new_attempt_starts_searching_and_logs_its_start(services):

@@ -29,8 +29,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import event, select
 
 from tests.conftest import make_settings
-from tests.factories import ANNA, user
-from tests.integration.test_journey import submit, to_email_entry
+from tests.factories import ANNA, submit, user
+from tests.integration.test_journey import to_email_entry
 from ueoz_migration.adapters.mail import (
     MaildirTransport,
     OutboxSender,

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.factories import ANNA, add_eploz_account, user
+from tests.factories import ANNA, add_eploz_account, submit, user
 from ueoz_migration.web import create_app
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -93,14 +93,6 @@ def start_attempt(services):
             attempt = journey.fire(attempt.id, "create_account", actor=user())
         if state in ("email_entry", "new:email_entry"):
             return attempt
-        attempt = journey.fire(
-            attempt.id,
-            "submit",
-            actor=user(),
-            email="anna@example.pl",
-            email_repeat="anna@example.pl",
-            terms_accepted=True,
-        )
-        return attempt
+        return submit(services, attempt.id)
 
     return start

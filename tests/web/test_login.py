@@ -287,21 +287,14 @@ def _verify_account(services, attempt_id):
     """Walk the attempt to done the way the worker and the person would."""
     import re
 
-    from tests.factories import add_eploz_account, user
+    from tests.factories import add_eploz_account, submit, user
     from ueoz_migration.db.models import OutboxMessage
 
     journey = services.journey
     eploz_id = add_eploz_account(services)
     journey.fire(attempt_id, "account_found", actor=user(), eploz_account_id=eploz_id)
     journey.fire(attempt_id, "create_account", actor=user())
-    journey.fire(
-        attempt_id,
-        "submit",
-        actor=user(),
-        email="anna@example.pl",
-        email_repeat="anna@example.pl",
-        terms_accepted=True,
-    )
+    submit(services, attempt_id)
     with services.sessions() as session:
         body = session.scalars(select(OutboxMessage.body)).one()
     token = re.search(r"/weryfikacja/(\S+)", body).group(1)

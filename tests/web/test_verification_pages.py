@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from tests.factories import link_token, log_of
+from tests.factories import link_token, log_of, submit
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import OutboxMessage, UeozAccount, VerificationLink
 from ueoz_migration.journey import utcnow
@@ -163,14 +163,7 @@ def test_a_link_to_a_mistyped_address_cannot_ask_for_links_after_the_correction(
     expired_page = text_of(client.get(f"/weryfikacja/{stray}"))
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', expired_page).group(1)
     services.journey.fire(attempt.id, "change_email", actor=_user())  # the person corrects it
-    services.journey.fire(
-        attempt.id,
-        "submit",
-        actor=_user(),
-        email="anna.k@example.pl",
-        email_repeat="anna.k@example.pl",
-        terms_accepted=True,
-    )
+    submit(services, attempt.id, "anna.k@example.pl")
     live = link_token(services, attempt.id)
     page = text_of(client.get(f"/weryfikacja/{stray}"))
     assert "<h1>Ten link nie jest już ważny</h1>" in page and "/resend" not in page
