@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from .adapters.mail_templates import TemplateMailComposer
+from .adapters.pending_logins import PendingLogins
 from .adapters.wk import ServiceProvider, WkSettings
 from .adapters.wk_replay import DbReplayStore
 from .config import Settings
@@ -61,6 +62,10 @@ class Services:
             production=settings.production,
         )
         return ServiceProvider(wk, DbReplayStore(self.sessions))
+
+    @cached_property
+    def pending_logins(self) -> PendingLogins:
+        return PendingLogins(self.sessions)
 
     @cached_property
     def journey(self) -> Journey:

@@ -17,10 +17,8 @@ along; a login whose key still does not match is refused.
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import structlog
@@ -36,13 +34,11 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from sqlalchemy import delete, or_, select, update
 from werkzeug.wrappers import Response
 
+from ..adapters.pending_logins import Destination, Standing
 from ..adapters.wk import FailureReason, LoginFailed, ServiceProvider, WkSettings
 from ..bootstrap import Services
-from ..db.engine import snapshot, transaction
-from ..db.models import PendingLogin
 from ..domain.identity import Person
 from ..domain.privacy import mask_pesel
 from .common import ATTEMPT_KEY, services, user
@@ -53,12 +49,6 @@ blueprint = Blueprint("auth", __name__)
 
 #: The session's key naming this browser to its pending logins (see the module doc).
 BROWSER_KEY = "login_browser_key"
-#: The shape of the RelayState values /login hands out (secrets.token_urlsafe(32): 43 chars).
-RELAY_STATE = re.compile(r"[A-Za-z0-9_-]{20,80}")
-
-# How long a person may spend at the node between leaving and coming back.
-PENDING_LOGIN_TTL = timedelta(minutes=15)
-
 # LoginFailed reasons grouped by what the person can do about them; each group has a page.
 FAILURE_PAGES = {
     FailureReason.AUTHN_FAILED: "cancelled",
@@ -131,23 +121,17 @@ def login() -> str | tuple[str, int]:
             log.info("login.refused", reason="unregistered_return_url", system=system.id)
             return render_template("login/refused.html", reason="return_url", system=system), 400
 
-    relay_state = secrets.token_urlsafe(32)
+    logins = services().pending_logins
+    relay_state = logins.new_relay_state()
     form = _login().provider.authn_request(relay_state)
-    now = datetime.now(UTC)
-    with transaction(services().sessions) as db:
-        db.execute(delete(PendingLogin).where(PendingLogin.expires_at <= now))
-        db.add(
-            PendingLogin(
-                relay_state=relay_state,
-                request_id=form.request_id,
-                domain_system=system.id if system else None,
-                return_url=return_url,
-                language=current_language(),
-                created_at=now,
-                expires_at=now + PENDING_LOGIN_TTL,
-                browser_key_hash=_browser_key_hash(create=True),
-            )
-        )
+    destination = Destination(
+        domain_system=system.id if system else None,
+        return_url=return_url,
+        language=current_language(),
+    )
+    logins.open(
+        relay_state, form.request_id, destination, browser_key_hash=_browser_key_hash(create=True)
+    )
     log.info(
         "login.sent_to_node", system=system.id if system else None, saml_request_id=form.request_id
     )
@@ -158,14 +142,15 @@ def acs() -> Response | tuple[str, int]:
     """Take the artifact back from the node, resolve it and start (or resume) the attempt."""
     values = request.form if request.method == "POST" else request.args
     artifact, relay_state = values.get("SAMLart", ""), values.get("RelayState", "")
-    pending = _consume(relay_state)
+    logins = services().pending_logins
+    pending = logins.take(relay_state, _browser_key_hash(create=False))
     if pending is None:
-        standing = _pending_standing(relay_state)
-        if standing == "expired":
+        standing = logins.standing(relay_state)
+        if standing is Standing.EXPIRED:
             # Back after PENDING_LOGIN_TTL: too late for this request, whoever started it.
             log.info("login.failed", reason="pending_login_expired")
             return render_template("login/failed.html", kind="expired"), 400
-        waiting = standing == "waiting"
+        waiting = standing is Standing.WAITING
         if waiting and not values.get("from_this_site"):
             # Waiting, but not for this request's session: most likely the node's cross-site
             # POST, which came without our cookie. Once more from this site, and the cookie
@@ -228,13 +213,10 @@ def logout() -> Response:
         except LoginFailed as failure:
             # The local session ends anyway; the node's expires on its own.
             log.info("logout.node_refused", reason=str(failure.reason), detail=failure.detail)
-    language = session.get("language")
     # A new id for what is left (the language, the message): the old row goes, and a request
     # of the old session still running can only update a row that is no longer there.
     current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
-    session.clear()
-    if language:
-        session["language"] = language
+    _keep_only_language()
     flash(_("Wylogowano."), "info")
     return redirect(url_for("pages.start"), 303)
 
@@ -246,53 +228,15 @@ def _browser_key_hash(*, create: bool) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest() if key else None
 
 
-def _pending_standing(relay_state: str) -> str | None:
-    """Say how a login for ``relay_state`` stands, whoever started it.
-
-    ``waiting`` while it may still come back, ``expired`` once its time is up unused, and
-    None when there is none (never started, or already used).
-    """
-    if not RELAY_STATE.fullmatch(relay_state):
-        return None
-    with snapshot(services().sessions) as db:
-        expires_at = db.scalar(
-            select(PendingLogin.expires_at)
-            .where(PendingLogin.relay_state == relay_state)
-            .where(PendingLogin.consumed_at.is_(None))
-        )
-    if expires_at is None:
-        return None
-    return "waiting" if expires_at > datetime.now(UTC) else "expired"
-
-
-def _consume(relay_state: str) -> PendingLogin | None:
-    """Return this browser's pending login for ``relay_state``; mark it used, once only."""
-    if not RELAY_STATE.fullmatch(relay_state):
-        # Not one we made (token_urlsafe): not worth a query, and a NUL in it would make
-        # PostgreSQL refuse the query outright.
-        return None
-    now = datetime.now(UTC)
-    started_here = or_(
-        PendingLogin.browser_key_hash == (_browser_key_hash(create=False) or ""),
-        PendingLogin.browser_key_hash.is_(None),  # started before schema 0002: 15 min at most
-    )
-    with transaction(services().sessions) as db:
-        # One statement marks it used and hands it back (SQLite ≥ 3.35 and PostgreSQL).
-        return db.scalars(
-            update(PendingLogin)
-            .where(PendingLogin.relay_state == relay_state)
-            .where(PendingLogin.consumed_at.is_(None))
-            .where(PendingLogin.expires_at > now)
-            .where(started_here)
-            .values(consumed_at=now)
-            .returning(PendingLogin)
-        ).one_or_none()
-
-
 def _failure_page(kind: str) -> tuple[str, int]:
     """Show why the login failed; leave no half-made session behind."""
+    _keep_only_language()
+    return render_template("login/failed.html", kind=kind), 403
+
+
+def _keep_only_language() -> None:
+    """Empty the session but for the pages' language: the person still reads their own."""
     language = session.get("language")
     session.clear()
     if language:
         session["language"] = language
-    return render_template("login/failed.html", kind=kind), 400 if kind == "stale" else 403
