@@ -7,9 +7,9 @@ from sqlalchemy import bindparam, select
 
 from ..bootstrap import Services
 from ..config import DomainSystem
-from ..db.engine import READ_ONLY, snapshot
+from ..db.engine import READ_ONLY
 from ..db.models import Attempt
-from ..journey import Actor
+from ..journey import Actor, AttemptNotFound
 from .security import current_request_id
 
 ATTEMPT_KEY = "attempt_id"
@@ -29,13 +29,11 @@ def attempt_in_session() -> Attempt | None:
     attempt_id = session.get(ATTEMPT_KEY)
     if not attempt_id:
         return None
-    # A read of a snapshot, like Journey.get, but without queueing behind SQLite's writers:
-    # the searching page asks for its state every few seconds.
-    with snapshot(services().sessions) as db:
-        attempt = db.get(Attempt, attempt_id)
-    if attempt is None:
+    try:
+        return services().journey.get(attempt_id)
+    except AttemptNotFound:
         session.pop(ATTEMPT_KEY, None)
-    return attempt
+        return None
 
 
 def state_in_session() -> str | None:

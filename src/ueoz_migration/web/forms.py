@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, Field
-from wtforms.validators import DataRequired, Email, ValidationError
-
-from ..states.email_entry import normalized_email
+from wtforms import BooleanField, EmailField
 
 # The domain's reasons (EventRefused.fields) in the words the page shows beside a field.
 FIELD_MESSAGES = {
@@ -20,35 +17,20 @@ FIELD_MESSAGES = {
 
 
 class EmailForm(FlaskForm):
-    """``email_entry``: the address of the new UEOZ account, twice, and the terms."""
+    """``email_entry``: the address of the new UEOZ account, twice, and the terms.
 
-    email = EmailField(
-        _l("E-mail"),
-        validators=[
-            DataRequired(FIELD_MESSAGES["email", "required"]),
-            Email(FIELD_MESSAGES["email", "invalid"]),
-        ],
-    )
-    email_repeat = EmailField(
-        _l("Powtórz e-mail"),
-        validators=[
-            DataRequired(FIELD_MESSAGES["email_repeat", "required"]),
-        ],
-    )
-    terms_accepted = BooleanField(
-        validators=[DataRequired(FIELD_MESSAGES["terms_accepted", "required"])]
-    )
+    The submission's rules are the journey's (``EmailEntry.check_submission``), checked
+    once, there; the form carries the fields and shows the journey's reasons beside them.
+    """
 
-    def validate_email_repeat(self, field: Field) -> None:
-        """Compare the addresses as the journey will: in their normal form."""
-        address = normalized_email(self.email.data)
-        if address is not None and normalized_email(field.data) != address:
-            raise ValidationError(str(FIELD_MESSAGES["email_repeat", "mismatch"]))
+    email = EmailField(_l("E-mail"))
+    email_repeat = EmailField(_l("Powtórz e-mail"))
+    terms_accepted = BooleanField()
 
     def add_domain_errors(self, fields: dict[str, str]) -> None:
         """Show the reasons the journey gave for refusing the submission beside their fields."""
         for name, reason in fields.items():
             field = getattr(self, name, None)
             message = FIELD_MESSAGES.get((name, reason))
-            if field is not None and message is not None and message not in field.errors:
+            if field is not None and message is not None:
                 field.errors = [*field.errors, message]

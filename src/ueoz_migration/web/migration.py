@@ -123,11 +123,6 @@ def fire(event: str) -> Response | tuple[str, int]:
             # this check, not by the flow: where the state takes the event, the log shows a
             # rejection (replay expects "refused" only where the flow itself refuses).
             raise journey.reject(attempt_id, event, actor=user(), reason="not_a_user_event")
-        if form is not None and not form.validate():
-            # The form's own checks are the submission's rules, in the person's language;
-            # the log records the refusal as the journey's own check would have.
-            journey.reject(attempt_id, event, actor=user(), reason="invalid_submission")
-            return _email_entry_again(attempt_id, form)
         journey.fire(attempt_id, event, actor=user(), **data)
     except AttemptNotFound:
         session.pop(ATTEMPT_KEY, None)
@@ -163,8 +158,6 @@ def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> st
     context: dict[str, object] = {
         "attempt": attempt,
         "return_url": return_url_for(attempt),
-        "helpdesk_phone": services().settings.helpdesk_phone,
-        "helpdesk_email": services().settings.helpdesk_email,
     }
     if attempt.state == "email_entry":
         if email_form is None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import mailbox
 import re
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
 from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any
 
@@ -15,6 +13,7 @@ from flask import Blueprint, abort, jsonify, redirect, render_template, request,
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
+from ..adapters.mail import maildir_messages
 from ..db.schema import alembic_config
 from ..domain.privacy import mask_email
 from .common import ATTEMPT_KEY, domain_system, services
@@ -22,17 +21,6 @@ from .i18n import LANGUAGES, current_language, safe_next
 
 blueprint = Blueprint("pages", __name__)
 development = Blueprint("development", __name__)
-
-# The footer, in order: endpoint and label key (the labels are translated in the template).
-FOOTER_PAGES = (
-    "pages.about",
-    "pages.help",
-    "pages.terms",
-    "pages.privacy",
-    "pages.accessibility",
-    "pages.sitemap",
-    "pages.contact",
-)
 
 
 def layout_context() -> dict[str, Any]:
@@ -43,7 +31,6 @@ def layout_context() -> dict[str, Any]:
         "logged_in": bool(session.get("name_id") or session.get(ATTEMPT_KEY)),
         "helpdesk_phone": settings.helpdesk_phone,
         "helpdesk_email": settings.helpdesk_email,
-        "production": settings.production,
     }
 
 
@@ -159,36 +146,21 @@ def dev_mail() -> str:
     """List the messages the Maildir backend delivered, newest first."""
     path = services().settings.maildir_path
     messages = []
-    if path.exists():
-        box = mailbox.Maildir(path, create=False)
-        for key in box.iterkeys():
-            message = box.get_message(key)
-            body = _text_of(message)
-            link = LINK.search(body)
-            messages.append(
-                {
-                    "subject": str(make_header(decode_header(message.get("Subject", "")))),
-                    "to": mask_email(parseaddr(str(message.get("To", "")))[1]),
-                    "at": _date_of(message),
-                    "link": link.group(0) if link else None,
-                    "body": body,
-                }
-            )
-    messages.sort(key=lambda item: item["at"], reverse=True)
+    for mail in maildir_messages(path):
+        link = LINK.search(mail.body)
+        messages.append(
+            {
+                "subject": mail.subject,
+                "to": mask_email(parseaddr(mail.recipient)[1]),
+                "at": _utc(mail.date),
+                "link": link.group(0) if link else None,
+            }
+        )
     return render_template("dev/mail.html", messages=messages, maildir=path)
 
 
-def _text_of(message: mailbox.MaildirMessage) -> str:
-    for part in message.walk():
-        if part.get_content_type() == "text/plain":
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                return payload.decode(part.get_content_charset() or "utf-8", "replace")
-    return ""
-
-
-def _date_of(message: mailbox.MaildirMessage) -> datetime:
+def _utc(date_header: str) -> datetime | None:
     try:
-        return parsedate_to_datetime(message["Date"]).astimezone(UTC)
+        return parsedate_to_datetime(date_header).astimezone(UTC)
     except (TypeError, ValueError):
-        return datetime.fromtimestamp(message.get_date(), UTC)
+        return None

@@ -72,7 +72,7 @@ def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
     if refused.reason == "not_allowed":
         # The attempt moved on without this link: address changed, cancelled or expired.
         reason = "link_retired" if attempt.state == "email_entry" else "link_unknown"
-        ended = attempt.state in {"cancelled", "expired", "skipped"}
+        ended = attempt.state in services().journey.flow.finals
         return render_template(LINK_PAGES[reason], ended=ended), 410
     template = LINK_PAGES.get(refused.reason, LINK_PAGES["link_unknown"])
     # An expired link offers a new one while the attempt still waits for it; so does a
