@@ -5,11 +5,11 @@ from __future__ import annotations
 import html
 import json
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.factories import HERMEGILDA, count, log_of
 from ueoz_migration.audit.replay import replay_log
-from ueoz_migration.db.models import OutboxMessage, TransitionLogEntry, UeozAccount
+from ueoz_migration.db.models import EplozAccount, OutboxMessage, TransitionLogEntry, UeozAccount
 
 
 def text_of(response):
@@ -123,6 +123,21 @@ def test_terms_not_accepted_is_refused(browser, start_attempt, services):
     assert services.journey.get(attempt.id).state == "email_entry"
 
 
+def test_an_eploz_account_changed_since_the_search_is_not_migrated(
+    browser, start_attempt, services
+):
+    attempt = start_attempt("email_entry")
+    browser.hold(attempt.id)
+    with services.sessions() as session, session.begin():
+        session.execute(update(EplozAccount).values(status="blocked"))  # a later import
+
+    text = text_of(browser.post("/migracja/submit", submit_form()))
+
+    assert "Dane Twojego konta e-PLOZ zmieniły się w trakcie migracji." in text
+    assert "<h1>Uzupełnij adres e-mail</h1>" in text
+    assert count(services, UeozAccount) == 0
+
+
 def test_validation_messages_in_english(browser, start_attempt):
     browser.hold(start_attempt("email_entry").id)
     browser.language("en")
@@ -133,7 +148,7 @@ def test_validation_messages_in_english(browser, start_attempt):
 
 
 def test_the_domain_refusal_is_shown_beside_the_fields_too(browser, start_attempt, services):
-    """The journey checks the submission itself; its reasons reach the page the same way."""
+    """The submission's rules are the journey's; its reasons stand beside the fields."""
     from ueoz_migration.web.forms import EmailForm
 
     app = browser.client.application

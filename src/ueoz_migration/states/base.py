@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..db.models import Attempt
+from ..db.models import EPLOZ_REMOVED, Attempt, EplozAccount
+from ..domain.matching import match_account
 
 
 class Rejected(Exception):
@@ -70,3 +72,25 @@ class StateBehaviour:
     @state.setter
     def state(self, value: str) -> None:
         self.context.attempt.state = value
+
+    def matched_eploz_account(self, account_id: int, *, changed: str) -> EplozAccount:
+        """Return the e-PLOZ account the search matched, if it still matches the person.
+
+        The directory may change between the search and a step that uses its result: an
+        import blocks the account, gives it another PESEL or name, adds a second account
+        under the PESEL, or removes it. The accounts under the person's PESEL are read under
+        a share lock (which waits for an import under way and holds off the next one until
+        this transaction ends) and the match is decided again; any other outcome than this
+        account refuses the event with the reason ``changed``.
+        """
+        attempt = self.attempt
+        candidates = self.session.scalars(
+            select(EplozAccount)
+            .where(EplozAccount.pesel == attempt.pesel)
+            .where(EplozAccount.status != EPLOZ_REMOVED)
+            .with_for_update(read=True)
+        ).all()
+        outcome = match_account(candidates, attempt.given_names, attempt.family_name)
+        if not isinstance(outcome.account, EplozAccount) or outcome.account.id != account_id:
+            raise Rejected(changed)
+        return outcome.account

@@ -5,7 +5,7 @@ from __future__ import annotations
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 
-from ..db.models import EplozAccount, UeozAccount
+from ..db.models import UeozAccount
 from ..domain.privacy import mask_email
 from .base import Rejected, StateBehaviour
 
@@ -46,8 +46,10 @@ class EmailEntry(StateBehaviour):
         address = normalized_email(email)
         assert address is not None  # check_submission ran first
         attempt = self.attempt
+        # The account the search found, days ago perhaps: its login and roles pass to UEOZ only
+        # if it still matches the person now.
         eploz = (
-            self.session.get(EplozAccount, attempt.eploz_account_id)
+            self.matched_eploz_account(attempt.eploz_account_id, changed="eploz_changed")
             if attempt.eploz_account_id
             else None
         )
@@ -66,7 +68,7 @@ class EmailEntry(StateBehaviour):
         account.login = eploz.login if eploz else None
         account.roles = eploz.roles if eploz else ""
         account.eploz_account_id = eploz.id if eploz else None
-        self.session.flush()  # a second claim of the e-PLOZ account fails here, not later
+        self.session.flush()  # an e-PLOZ account already held by a UEOZ account fails here
         attempt.ueoz_account_id = account.id
         attempt.email = address
         self.context.notes["email"] = mask_email(address)

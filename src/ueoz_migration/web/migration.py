@@ -59,6 +59,10 @@ REFUSAL_NOTICES = {
         "Konto e-PLOZ zostało w międzyczasie przeniesione w innej migracji. Skontaktuj się "
         "z infolinią CeZ."
     ),
+    "eploz_changed": _l(
+        "Dane Twojego konta e-PLOZ zmieniły się w trakcie migracji. Anuluj migrację i zaloguj "
+        "się ponownie – sprawdzimy je jeszcze raz."
+    ),
 }
 STATE_TEMPLATES = {
     "searching": "migration/searching.html",

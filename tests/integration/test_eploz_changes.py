@@ -1,0 +1,107 @@
+"""The e-PLOZ directory changes while a migration is under way: nothing migrates that no
+longer matches the person.
+
+An import may block an account, give it another PESEL or name, add a second account under
+the PESEL, or remove it, between the search and the steps that use its result (the worker's
+``account_found``, the person's ``submit`` days later). The match is decided again, under a
+share lock, at each of those steps.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import update
+
+from tests.factories import ANNA, add_eploz_account, count, log_of, submit, user
+from ueoz_migration.db.engine import transaction
+from ueoz_migration.db.models import (
+    EPLOZ_REMOVED,
+    EplozAccount,
+    OutboxMessage,
+    UeozAccount,
+    VerificationLink,
+)
+from ueoz_migration.journey import EventRefused
+from ueoz_migration.search import SearchWorker
+
+CHANGES = {
+    "blocked": {"status": "blocked"},
+    "given another PESEL": {"pesel": "97040117247"},
+    "renamed": {"last_name": "NOWAK"},
+    "removed by a full import": {"status": EPLOZ_REMOVED},
+}
+
+
+def change_account(services, account_id: int, values: dict) -> None:
+    with transaction(services.sessions) as session:
+        session.execute(update(EplozAccount).where(EplozAccount.id == account_id).values(**values))
+
+
+def in_email_entry(services):
+    account_id = add_eploz_account(services)
+    journey = services.journey
+    attempt = journey.start(ANNA, actor=user())
+    journey.fire(attempt.id, "account_found", actor=user(), eploz_account_id=account_id)
+    journey.fire(attempt.id, "create_account", actor=user())
+    return attempt, account_id
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_an_account_changed_after_the_search_does_not_migrate_on_submit(services, change):
+    attempt, account_id = in_email_entry(services)
+    change_account(services, account_id, CHANGES[change])
+
+    with pytest.raises(EventRefused) as refused:
+        submit(services, attempt.id)
+
+    assert refused.value.reason == "eploz_changed"
+    assert services.journey.get(attempt.id).state == "email_entry"
+    assert count(services, UeozAccount) == 0
+    assert count(services, OutboxMessage) == 0
+    assert count(services, VerificationLink) == 0
+    last = log_of(services, attempt.id)[-1]
+    assert (last.event, last.outcome) == ("submit", "rejected")
+    assert "eploz_changed" in last.detail
+
+
+def test_a_second_account_under_the_pesel_stops_the_migration_on_submit(services):
+    attempt, _ = in_email_entry(services)
+    add_eploz_account(services, login="amicsokol2")
+
+    with pytest.raises(EventRefused) as refused:
+        submit(services, attempt.id)
+
+    assert refused.value.reason == "eploz_changed"
+    assert count(services, UeozAccount) == 0
+
+
+def test_an_unchanged_account_migrates_with_its_login_and_roles(services):
+    attempt, account_id = in_email_entry(services)
+    # An import that only touches other fields (here the e-mail) changes nothing that matters.
+    change_account(services, account_id, {"email": "nowy@csioz.pl"})
+
+    submit(services, attempt.id)
+
+    with services.sessions() as session:
+        (account,) = session.query(UeozAccount).all()
+        assert (account.login, account.roles) == ("amicsokol", "P1:LEKARZ;GABINET:ADMIN")
+        assert account.eploz_account_id == account_id
+
+
+def test_an_account_blocked_between_search_and_record_is_searched_again(services):
+    account_id = add_eploz_account(services)
+    journey = services.journey
+    attempt = journey.start(ANNA, actor=user())
+    # The worker read the directory (account active) and is about to record what it found;
+    # meanwhile an import blocks the account.
+    change_account(services, account_id, {"status": "blocked"})
+
+    with pytest.raises(EventRefused) as refused:
+        journey.fire(attempt.id, "account_found", actor=user(), eploz_account_id=account_id)
+
+    assert refused.value.reason == "conflict"
+    assert journey.get(attempt.id).state == "searching"
+    # The next search sees the blocked account and says so.
+    SearchWorker(services).run_once()
+    after = journey.get(attempt.id)
+    assert (after.state, after.event_code) == ("error", 205)
