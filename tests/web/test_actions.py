@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import json
+import re
+from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select, update
 
@@ -72,6 +74,33 @@ def test_cancel_returns_to_the_start_screen_with_a_notice(browser, start_attempt
     assert "Przerwano tworzenie konta w UEOZ." in text
     assert "<h1>Zaloguj się do Systemu</h1>" in text
     assert services.journey.get(attempt.id).state == "cancelled"
+    assert "Wróć do migracji" not in text
+
+
+def test_after_cancel_a_new_login_goes_back_to_the_same_domain_system(
+    browser, start_attempt, services
+):
+    system = next(iter(services.settings.domain_systems.values()))
+    attempt = start_attempt("found", domain_system=system.id, return_url=system.default_return_url)
+    browser.hold(attempt.id)
+
+    text = text_of(browser.post("/migracja/cancel"))
+
+    assert "Przerwano tworzenie konta w UEOZ." in text
+    login = urlsplit(re.search(r'href="(/login\?[^"]+)"', text).group(1))
+    assert parse_qs(login.query) == {
+        "system": [system.id],
+        "return": [system.default_return_url],
+    }
+
+
+def test_the_start_page_leads_back_to_a_migration_under_way(browser, start_attempt):
+    browser.hold(start_attempt("email_entry").id)
+
+    text = browser.text("/")
+
+    assert "Twoja migracja konta do UEOZ jest w toku." in text
+    assert '<a href="/migracja">Wróć do migracji</a>' in text
 
 
 def test_submit_creates_the_account_and_shows_the_masked_address(browser, start_attempt, services):
@@ -145,6 +174,20 @@ def test_validation_messages_in_english(browser, start_attempt):
     text = text_of(browser.post("/migracja/submit", submit_form("a@example.pl", "b@example.pl")))
 
     assert "The e-mail addresses differ. Enter the same address twice." in text
+
+
+def test_after_a_refused_form_the_language_switch_leads_back_to_the_migration(
+    browser, start_attempt
+):
+    browser.hold(start_attempt("email_entry").id)
+
+    text = text_of(browser.post("/migracja/submit", submit_form("a@example.pl", "b@example.pl")))
+
+    assert '<div class="error-summary" role="alert" tabindex="-1" autofocus>' in text
+    switch = re.search(r'href="(/jezyk/en\?[^"]+)"', text).group(1)
+    assert switch == "/jezyk/en?next=/migracja"
+    english = text_of(browser.get(switch, follow_redirects=True))
+    assert "<h1>Complete your e-mail address</h1>" in english
 
 
 def test_the_domain_refusal_is_shown_beside_the_fields_too(browser, start_attempt, services):
@@ -234,6 +277,15 @@ def test_resend_and_its_limit(browser, start_attempt, services):
 
     assert "Wysłaliśmy już kilka linków w ciągu ostatniej godziny." in text
     assert count(services, OutboxMessage) == services.settings.resend_limit_per_hour
+
+
+def test_a_resend_says_that_a_new_link_is_on_its_way(browser, start_attempt, services):
+    browser.hold(start_attempt("awaiting_verification").id)
+
+    text = text_of(browser.post("/migracja/resend"))
+
+    assert "Wysłaliśmy nowy link weryfikacyjny. Poprzednie linki przestały działać." in text
+    assert count(services, OutboxMessage) == 2
 
 
 def test_changing_the_address_again_and_again_does_not_get_round_the_limit(
@@ -328,6 +380,10 @@ def test_change_email_goes_back_to_the_form(browser, start_attempt, services):
 
     assert "<h1>Uzupełnij adres e-mail</h1>" in text
     assert services.journey.get(attempt.id).state == "email_entry"
+    # The address to correct is the one given last, not e-PLOZ's again.
+    assert text.count('value="anna@example.pl"') == 2
+    assert 'value="amicsokol@csioz.pl"' not in text
+    assert "Popraw adres e-mail i wpisz go w obu polach. Link wyślemy na nowy adres." in text
 
 
 def test_only_the_persons_events_can_be_fired(browser, start_attempt, services):

@@ -188,6 +188,7 @@ def test_email_entry_is_prefilled_from_eploz_and_shows_the_login(browser, start_
     assert '<label for="email_repeat">Powtórz e-mail<span aria-hidden="true">*</span>' in text
     assert 'href="/warunki-korzystania"' in text and 'id="terms_accepted"' in text
     assert ">Zakończ<" in text and ">Anuluj<" in text
+    assert "Jeśli adres e-mail z e-PLOZ nie jest aktualny" in text
 
 
 def test_email_entry_after_an_error_starts_empty_and_without_a_login(browser, start_attempt):
@@ -198,6 +199,9 @@ def test_email_entry_after_an_error_starts_empty_and_without_a_login(browser, st
     assert "<dt>Login</dt><dd>—</dd>" in text
     assert 'value="amicsokol' not in text
     assert 'name="email" required spellcheck="false" type="email" value=""' in text
+    # Nothing came from e-PLOZ: the hint does not speak of an e-PLOZ address.
+    assert "e-PLOZ" not in text.split("<h1>")[1].split("</form>")[0]
+    assert "Wpisz adres e-mail swojego konta UEOZ w obu polach." in text
 
 
 def test_email_entry_in_english(browser, start_attempt):
@@ -265,6 +269,18 @@ def test_footer_pages_exist_in_both_languages(browser, url, polish, english):
 
     _, text = page(browser, url, language="en")
     assert f"<h1>{english}</h1>" in text
+
+
+def test_the_login_page_links_to_the_instructions_for_an_account_at_the_node(browser):
+    _, text = page(browser, "/logowanie-login-gov-pl")
+    assert 'href="https://www.gov.pl/web/gov/zaloz-profil-zaufany"' in text
+    assert "Instrukcja założenia konta w Węźle Krajowym" in text
+
+
+def test_the_footer_links_to_the_ministry_and_the_e_health_centre(browser):
+    _, text = page(browser, "/")
+    assert '<a href="https://www.gov.pl/web/zdrowie" rel="noopener">Ministerstwo Zdrowia' in text
+    assert '<a href="https://cez.gov.pl/" rel="noopener">Centrum e-Zdrowia' in text
 
 
 def test_accessibility_statement_declares_wcag_aa(browser):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..db.models import Attempt
 from ..resources import templates_dir
+
+#: The people who get the mail live in Poland: times are given in their clock, not in UTC.
+POLISH_TIME = ZoneInfo("Europe/Warsaw")
 
 SUBJECTS = {
     "pl": "UEOZ – potwierdź adres e-mail",
@@ -30,5 +34,7 @@ class TemplateMailComposer:
     def verification(self, *, attempt: Attempt, link: str, expires_at: datetime) -> tuple[str, str]:
         language = attempt.language if attempt.language in SUBJECTS else "pl"
         template = self.environment.get_template(f"verification.{language}.txt")
-        body = template.render(attempt=attempt, link=link, expires_at=expires_at, **self.helpdesk)
+        body = template.render(
+            attempt=attempt, link=link, expires_at=expires_at.astimezone(POLISH_TIME), **self.helpdesk
+        )
         return SUBJECTS[language], body

@@ -24,6 +24,7 @@ from ..journey import AttemptNotFound, EventRefused
 from .common import (
     ATTEMPT_KEY,
     attempt_in_session,
+    domain_system,
     return_url_for,
     services,
     state_in_session,
@@ -87,7 +88,8 @@ def show() -> Response | str:
     if attempt.state == "cancelled":
         session.pop(ATTEMPT_KEY, None)
         flash(_("Przerwano tworzenie konta w UEOZ."), "info")
-        return redirect(url_for("pages.start"))
+        # A new login from there goes back to the system the person came from.
+        return redirect(url_for("pages.start", **_came_from(attempt)))
     return render_state(attempt)
 
 
@@ -128,6 +130,10 @@ def fire(event: str) -> Response | tuple[str, int]:
             # rejection (replay expects "refused" only where the flow itself refuses).
             raise journey.reject(attempt_id, event, actor=user(), reason="not_a_user_event")
         journey.fire(attempt_id, event, actor=user(), **data)
+        if event == "resend":
+            flash(
+                _("Wysłaliśmy nowy link weryfikacyjny. Poprzednie linki przestały działać."), "info"
+            )
     except AttemptNotFound:
         session.pop(ATTEMPT_KEY, None)
         flash(_("Nie znaleźliśmy Twojej migracji. Zaloguj się ponownie."), "info")
@@ -165,11 +171,9 @@ def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> st
     }
     if attempt.state == "email_entry":
         if email_form is None:
-            email_form = EmailForm(
-                formdata=None,
-                email=attempt.email_prefill or "",
-                email_repeat=attempt.email_prefill or "",
-            )
+            # Back to correct the address: the one given last, not e-PLOZ's again.
+            address = attempt.email or attempt.email_prefill or ""
+            email_form = EmailForm(formdata=None, email=address, email_repeat=address)
         context["form"] = email_form
         context["eploz_login"] = _eploz_login(attempt)
     if attempt.state == "awaiting_verification" and attempt.email:
@@ -183,6 +187,14 @@ def _eploz_login(attempt: Attempt) -> str | None:
     with snapshot(services().sessions) as db:
         account = db.get(EplozAccount, attempt.eploz_account_id)
         return account.login if account else None
+
+
+def _came_from(attempt: Attempt) -> dict[str, str]:
+    """The start page's parameters that log in again for the same domain system."""
+    if domain_system(attempt.domain_system) is None:
+        return {}
+    target = return_url_for(attempt)
+    return {"system": attempt.domain_system, **({"return": target} if target else {})}
 
 
 def _leave_to_domain_system(attempt: Attempt) -> Response:

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 from ..adapters.mail import maildir_messages
 from ..db.schema import alembic_config
 from ..domain.privacy import mask_email
-from .common import ATTEMPT_KEY, domain_system, services
+from .common import ATTEMPT_KEY, attempt_in_session, domain_system, services
 from .i18n import LANGUAGES, current_language, safe_next
 
 blueprint = Blueprint("pages", __name__)
@@ -39,7 +39,11 @@ def start() -> str:
     """The start screen: log in through login.gov.pl."""
     system_id = request.args.get("system") or None
     return_url = request.args.get("return") or None
-    return render_template("start.html", system=system_id, return_url=return_url)
+    attempt = attempt_in_session()
+    migrating = attempt is not None and attempt.state not in services().journey.flow.finals
+    return render_template(
+        "start.html", system=system_id, return_url=return_url, migrating=migrating
+    )
 
 
 @blueprint.get("/jezyk/<language>")
