@@ -25,11 +25,13 @@ from __future__ import annotations
 import argparse
 import collections
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+import structlog
 
 from ueoz_migration.adapters.wk import MemoryReplayStore, ServiceProvider, WkSettings
 from ueoz_migration.adapters.wk.keys import dev_pair
@@ -56,6 +58,9 @@ def main() -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    # Only the table goes to standard output (make bench copies it into the docs); log lines,
+    # such as the development key pairs being generated, go to standard error.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
     with tempfile.TemporaryDirectory() as instance:
         settings = WkSettings.from_env(

@@ -1,7 +1,7 @@
 """Where the logs go: structlog on standard output, JSON lines in production.
 
 One call per process, from its entry point, with the process's settings. Standard-library
-loggers (gunicorn, alembic, werkzeug, the node adapter) are rendered the same way, so an
+loggers (gunicorn, alembic, werkzeug, the stand-in node) are rendered the same way, so an
 operator's log pipeline sees one format; gunicorn's own lines only when it runs with
 ``--logger-class ueoz_migration.gunicorn_logging.GunicornLogger`` (its default logger keeps
 them from the root logger, see :mod:`ueoz_migration.gunicorn_logging`). Personal data is kept

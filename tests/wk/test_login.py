@@ -5,18 +5,27 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import itertools
+import logging
 import re
 
 import httpx
 import pytest
 from lxml import etree
 from stdnum.pl import pesel as pesel_number
+from structlog.testing import capture_logs
 
-from ueoz_migration.adapters.wk import FailureReason, LoginFailed, MemoryReplayStore
+from ueoz_migration.adapters.wk import (
+    FailureReason,
+    LoginFailed,
+    MemoryReplayStore,
+    ServiceProvider,
+)
 from ueoz_migration.adapters.wk import messages as m
 from ueoz_migration.adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH, SSO_PATH
 from ueoz_migration.adapters.wk.xmlsig import NS, Verifier, parse
 from ueoz_migration.standin import DEMO_IDENTITIES, Failure
+from ueoz_migration.standin.node import Person
 
 from .conftest import ANNA, Browser
 
@@ -397,3 +406,81 @@ def test_the_assertions_conditions_get_the_configured_clock_skew(
         with pytest.raises(LoginFailed) as caught:
             sp.resolve(arrival.artifact, arrival.request_id)
         assert caught.value.reason == FailureReason.EXPIRED
+
+
+def test_a_failed_login_is_left_to_the_caller_to_log_once(sp, browser, caplog):
+    arrival = browser.login(sp, ANNA, action="cancel")
+
+    with (
+        capture_logs() as logs,
+        caplog.at_level(logging.DEBUG, logger="ueoz_migration.adapters.wk"),
+        pytest.raises(LoginFailed) as caught,
+    ):
+        sp.resolve(arrival.artifact, arrival.request_id)
+
+    # The ACS logs `login.failed` with these two; the adapter adds no line of its own.
+    assert caught.value.reason == FailureReason.AUTHN_FAILED
+    assert caught.value.detail.endswith("status:AuthnFailed")
+    assert logs == []
+    assert caplog.records == []
+
+
+def test_a_response_off_the_schema_is_logged_without_the_persons_values(sp, node):
+    # A node that put the family name where the date of birth goes: libxml2's message
+    # quotes the value, the log line must not.
+    form = sp.authn_request("rs-1")
+    ticket, _ = node.accept_authn_request(form.saml_request, form.relay_state)
+    mixed_up = Person(ANNA.first_name, ANNA.last_name, ANNA.pesel, ANNA.last_name)
+    artifact, _ = node.finish_login(ticket, mixed_up)
+
+    with capture_logs() as logs, pytest.raises(LoginFailed) as caught:
+        sp.resolve(artifact, form.request_id)
+
+    assert caught.value.reason == FailureReason.MALFORMED
+    (entry,) = logs
+    assert entry["event"] == "wk.response_schema_invalid"
+    assert entry["log_level"] == "info"
+    assert entry["error"] == "SCHEMAV_CVC_DATATYPE_VALID_1_2_1"
+    assert entry["path"].endswith("AttributeValue")
+    assert ANNA.last_name not in repr(entry)
+
+
+def _timed_sp(sp_settings, standin_app, steps: list[str]) -> ServiceProvider:
+    ticks = itertools.count()
+    return ServiceProvider(
+        sp_settings,
+        MemoryReplayStore(),
+        httpx.Client(transport=httpx.WSGITransport(app=standin_app)),
+        step_timer=lambda step, seconds: steps.append(f"{step} {seconds:g}"),
+        step_clock=lambda: float(next(ticks)),
+    )
+
+
+def test_each_step_of_a_login_is_timed_for_the_benchmark(sp_settings, standin_app, browser):
+    steps: list[str] = []
+    sp = _timed_sp(sp_settings, standin_app, steps)
+    arrival = browser.login(sp, ANNA)
+
+    sp.resolve(arrival.artifact, arrival.request_id)
+    sp.close()
+
+    # benchmarks/bench_login.py reports these by name; the clock ticks once per reading.
+    assert steps == [
+        "resolve_soap 1",
+        "verify_signatures 1",
+        "decrypt 1",
+        "saml_validation 1",
+        "identity 1",
+    ]
+
+
+def test_a_step_that_fails_is_timed_up_to_its_failure(sp_settings, standin_app, browser):
+    steps: list[str] = []
+    sp = _timed_sp(sp_settings, standin_app, steps)
+    arrival = browser.login(sp, ANNA)
+
+    with pytest.raises(LoginFailed):
+        sp.resolve(arrival.artifact, "ID-some-other-request")
+    sp.close()
+
+    assert steps == ["resolve_soap 1", "verify_signatures 1"]

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def dev_pair(directory: Path, name: str, common_name: str) -> KeyPair:
             try:
                 # link() fails if another process won the race; its pair then stands.
                 os.link(tmp, path)
-                log.warning("generated a development key pair %s; never use it in production", path)
+                log.warning("wk.development_key_pair_generated", name=name, path=str(path))
             except FileExistsError:
                 pass
         finally:

@@ -11,7 +11,6 @@ import base64
 import copy
 import datetime as dt
 import enum
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -42,8 +41,6 @@ from .xmlsig import (
     select,
     select_one,
 )
-
-log = logging.getLogger(__name__)
 
 
 class FailureReason(enum.StrEnum):
@@ -127,7 +124,8 @@ class LoginFailed(Exception):
     def __init__(self, reason: FailureReason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else str(reason))
         self.reason = reason
-        # For logs and the helpdesk; never shown to the user.
+        # For logs and the helpdesk; never shown to the user. The caller logs it as it is,
+        # so it names what was wrong and does not quote the person's attributes.
         self.detail = detail
 
 
@@ -236,18 +234,38 @@ class ServiceProvider:
         )
 
     def resolve(self, saml_art: str, pending_request_id: str) -> Identity:
-        """Resolve the artifact the browser brought back into the person's identity."""
+        """Resolve the artifact the browser brought back into the person's identity.
+
+        Raise `LoginFailed` when there is none; its reason and detail are for the caller
+        to log, once, with the rest of what it knows of the login.
+        """
         try:
             return self._resolve(saml_art, pending_request_id)
-        except LoginFailed as failure:
-            log.info("login through the node failed: %s", failure)
-            raise
         except (XmlError, etree.LxmlError) as exc:
-            log.info("login through the node failed: malformed: %s", exc)
             raise LoginFailed(FailureReason.MALFORMED, str(exc)) from None
 
     def _resolve(self, saml_art: str, pending_request_id: str) -> Identity:
+        # Each `_step` is timed under its name when a step timer is given (the login
+        # benchmark's table); a step that fails is timed up to its failure.
         now = self._now()
+        self._check_artifact(saml_art, now)
+        resolve_id = m.new_id()
+        request = self._signed_artifact_resolve(saml_art, resolve_id, now)
+        with self._step("resolve_soap"):
+            envelope = self._soap(self.settings.artifact_resolution_url, request)
+        with self._step("verify_signatures"):
+            response = self._verified_response(envelope, resolve_id, pending_request_id, now)
+        with self._step("decrypt"):
+            assertion = self._decrypted_assertion(response)
+        with self._step("saml_validation"):
+            self._validate(response, assertion, pending_request_id, now)
+        with self._step("identity"):
+            identity = self._identity(assertion)
+            self._check_assertion_replay(assertion, now)
+        return identity
+
+    def _check_artifact(self, saml_art: str, now: dt.datetime) -> None:
+        """Refuse an artifact another node issued, or one resolved before; remember it."""
         artifact = m.Artifact.decode(saml_art)
         if artifact.source_id != m.Artifact.source_id_for(self.settings.node_entity_id):
             raise LoginFailed(FailureReason.MISMATCH, "artifact issued by another node")
@@ -256,7 +274,10 @@ class ServiceProvider:
         if not self._replay.first_use("artifact", artifact.encode(), now + self._lifetime):
             raise LoginFailed(FailureReason.REPLAY, "artifact already resolved")
 
-        resolve_id = m.new_id()
+    def _signed_artifact_resolve(
+        self, saml_art: str, resolve_id: str, now: dt.datetime
+    ) -> etree._Element:
+        """Build and sign the ArtifactResolve that asks the node for the artifact's answer."""
         request = m.artifact_resolve(
             message_id=resolve_id,
             issued_at=now,
@@ -265,88 +286,102 @@ class ServiceProvider:
             artifact=saml_art,
         )
         self._signer.sign(request)
-        with self._step("resolve_soap"):
-            envelope = self._soap(self.settings.artifact_resolution_url, request)
+        return request
 
-        with self._step("verify_signatures"):
-            artifact_response = m.soap_body(envelope)
-            if artifact_response.tag != m.q("saml2p", "ArtifactResponse"):
-                raise LoginFailed(FailureReason.MALFORMED, "not an ArtifactResponse")
-            # A plaintext assertion has no business anywhere in this message.
-            if next(envelope.iter(m.q("saml2", "Assertion")), None) is not None:
-                raise LoginFailed(FailureReason.MALFORMED, "unencrypted assertion in the message")
-            self._check_signed_message(artifact_response, resolve_id, now)
-            outer_codes = m.status_codes(artifact_response)
-            responses = select(artifact_response, "saml2p:Response")
-            if len(responses) > 1:
-                raise LoginFailed(FailureReason.MALFORMED, "more than one Response")
-            if not responses:
-                if outer_codes[0] != m.STATUS_SUCCESS:
-                    raise self._status_failure(outer_codes)
-                raise LoginFailed(FailureReason.MALFORMED, "ArtifactResponse without a Response")
-            response = responses[0]
-            self._check_signed_message(response, pending_request_id, now)
-            codes = m.status_codes(response)
-            if codes[0] != m.STATUS_SUCCESS:
-                # A failed Response may still carry an EncryptedAssertion: never used.
-                raise self._status_failure(codes)
+    def _verified_response(
+        self,
+        envelope: etree._Element,
+        resolve_id: str,
+        pending_request_id: str,
+        now: dt.datetime,
+    ) -> etree._Element:
+        """Check the node's ArtifactResponse and the one Response in it; return the Response."""
+        artifact_response = m.soap_body(envelope)
+        if artifact_response.tag != m.q("saml2p", "ArtifactResponse"):
+            raise LoginFailed(FailureReason.MALFORMED, "not an ArtifactResponse")
+        # A plaintext assertion has no business anywhere in this message.
+        if next(envelope.iter(m.q("saml2", "Assertion")), None) is not None:
+            raise LoginFailed(FailureReason.MALFORMED, "unencrypted assertion in the message")
+        self._check_signed_message(artifact_response, resolve_id, now)
+        outer_codes = m.status_codes(artifact_response)
+        responses = select(artifact_response, "saml2p:Response")
+        if len(responses) > 1:
+            raise LoginFailed(FailureReason.MALFORMED, "more than one Response")
+        if not responses:
             if outer_codes[0] != m.STATUS_SUCCESS:
                 raise self._status_failure(outer_codes)
+            raise LoginFailed(FailureReason.MALFORMED, "ArtifactResponse without a Response")
+        response = responses[0]
+        self._check_signed_message(response, pending_request_id, now)
+        codes = m.status_codes(response)
+        if codes[0] != m.STATUS_SUCCESS:
+            # A failed Response may still carry an EncryptedAssertion: never used.
+            raise self._status_failure(codes)
+        if outer_codes[0] != m.STATUS_SUCCESS:
+            raise self._status_failure(outer_codes)
+        return response
 
-        with self._step("decrypt"):
-            encrypted = select(response, "saml2:EncryptedAssertion")
-            if len(encrypted) != 1:
-                raise LoginFailed(FailureReason.MALFORMED, "expected one EncryptedAssertion")
-            try:
-                plaintext = decrypt_assertion(encrypted[0], self._decryption_key)
-            except DecryptionError as exc:
-                raise LoginFailed(FailureReason.UNDECRYPTABLE, str(exc)) from None
-            assertion = parse(plaintext)
-            if assertion.tag != m.q("saml2", "Assertion"):
-                raise LoginFailed(FailureReason.MALFORMED, "the encrypted element is no Assertion")
-            if has_signature(assertion):
-                self._verify(assertion)
+    def _decrypted_assertion(self, response: etree._Element) -> etree._Element:
+        """Decrypt the Response's one EncryptedAssertion; verify its signature, if it has one."""
+        encrypted = select(response, "saml2:EncryptedAssertion")
+        if len(encrypted) != 1:
+            raise LoginFailed(FailureReason.MALFORMED, "expected one EncryptedAssertion")
+        try:
+            plaintext = decrypt_assertion(encrypted[0], self._decryption_key)
+        except DecryptionError as exc:
+            raise LoginFailed(FailureReason.UNDECRYPTABLE, str(exc)) from None
+        assertion = parse(plaintext)
+        if assertion.tag != m.q("saml2", "Assertion"):
+            raise LoginFailed(FailureReason.MALFORMED, "the encrypted element is no Assertion")
+        if has_signature(assertion):
+            self._verify(assertion)
+        return assertion
 
-        with self._step("saml_validation"):
-            # python3-saml gets a tree of the Response alone (it queries from
-            # /samlp:Response): a deep copy, which lxml makes with every namespace in
-            # scope at the Response, so the signed bytes stay the same and nothing
-            # is serialised and parsed again.
-            document = copy.deepcopy(response)
-            decrypted_document = copy.deepcopy(document)
-            decrypted_document.replace(
-                select_one(decrypted_document, "saml2:EncryptedAssertion"), assertion
+    def _validate(
+        self,
+        response: etree._Element,
+        assertion: etree._Element,
+        pending_request_id: str,
+        now: dt.datetime,
+    ) -> None:
+        """Have python3-saml validate the Response, and a copy with `assertion` decrypted in it."""
+        # python3-saml gets a tree of the Response alone (it queries from
+        # /samlp:Response): a deep copy, which lxml makes with every namespace in
+        # scope at the Response, so the signed bytes stay the same and nothing
+        # is serialised and parsed again.
+        document = copy.deepcopy(response)
+        decrypted_document = copy.deepcopy(document)
+        decrypted_document.replace(
+            select_one(decrypted_document, "saml2:EncryptedAssertion"), assertion
+        )
+        try:
+            self._validator.validate(
+                document,
+                decrypted_document,
+                pending_request_id,
+                # The copy's signature is the one _check_signed_message verified (in
+                # _verified_response), with the node's key, on the Response the copy was
+                # made of.
+                verified_signature=next(child for child in document if child.tag == DS_SIGNATURE),
             )
-            try:
-                self._validator.validate(
-                    document,
-                    decrypted_document,
-                    pending_request_id,
-                    # The copy's signature is the one _check_signed_message verified
-                    # above, with the node's key, on the Response the copy was made of.
-                    verified_signature=next(
-                        child for child in document if child.tag == DS_SIGNATURE
-                    ),
-                )
-            except SamlError as exc:
-                raise LoginFailed(self._saml_reason(exc, assertion, now), str(exc)) from None
-            except Exception as exc:  # python3-saml raises bare Exceptions too
-                raise LoginFailed(FailureReason.MALFORMED, f"python3-saml: {exc}") from None
+        except SamlError as exc:
+            raise LoginFailed(self._saml_reason(exc, assertion, now), str(exc)) from None
+        except Exception as exc:  # python3-saml raises bare Exceptions too
+            raise LoginFailed(FailureReason.MALFORMED, f"python3-saml: {exc}") from None
 
-        with self._step("identity"):
-            identity = self._identity(assertion)
-            not_after = select_one(assertion, "saml2:Conditions")
-            expires = (
-                m.parse_time(not_after.get("NotOnOrAfter"))
-                if not_after is not None and not_after.get("NotOnOrAfter")
-                else now + self._lifetime
-            )
-            assertion_id = assertion.get("ID") or ""
-            if not assertion_id or not self._replay.first_use(
-                "assertion", assertion_id, expires + self._skew
-            ):
-                raise LoginFailed(FailureReason.REPLAY, "assertion already used")
-        return identity
+    def _check_assertion_replay(self, assertion: etree._Element, now: dt.datetime) -> None:
+        """Refuse an assertion used before; remember this one until it expires."""
+        not_after = select_one(assertion, "saml2:Conditions")
+        expires = (
+            m.parse_time(not_after.get("NotOnOrAfter"))
+            if not_after is not None and not_after.get("NotOnOrAfter")
+            else now + self._lifetime
+        )
+        assertion_id = assertion.get("ID") or ""
+        if not assertion_id or not self._replay.first_use(
+            "assertion", assertion_id, expires + self._skew
+        ):
+            raise LoginFailed(FailureReason.REPLAY, "assertion already used")
 
     # -- logout ------------------------------------------------------------------
 

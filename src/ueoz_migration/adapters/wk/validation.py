@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import calendar
 import datetime
-import logging
 import re
 import threading
 import types
@@ -50,6 +49,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 import onelogin.saml2
+import structlog
 from lxml import etree
 from onelogin.saml2.constants import OneLogin_Saml2_Constants
 from onelogin.saml2.response import OneLogin_Saml2_Response
@@ -59,7 +59,7 @@ from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
 from .settings import WkSettings
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 _PROTOCOL_XSD = Path(onelogin.saml2.__file__).parent / "schemas" / "saml-schema-protocol-2.0.xsd"
 
@@ -152,7 +152,7 @@ def _compile_schema() -> etree.XMLSchema:
             schema = etree.XMLSchema(etree.fromstring(_ROOT_XSD.encode(), parser))
             if all(schema.validate(etree.fromstring(probe)) for probe in _PROBES):
                 return schema
-            log.warning("the SAML schema compiled without the eIDAS types; compiling again")
+            log.warning("wk.schema_compiled_without_eidas_types")
     raise RuntimeError("the SAML schema keeps compiling without the eIDAS types")
 
 
@@ -297,7 +297,10 @@ class ResponseValidator:
             compiled = self._local.schema = _compile_schema()
         if compiled.validate(xml):
             return xml
-        log.info("the Response does not match the SAML schema: %s", compiled.error_log.last_error)
+        # libxml2's message quotes the offending value, which may be a name or a date of
+        # birth: the log gets where and what kind of error, not the message.
+        error = compiled.error_log.last_error
+        log.info("wk.response_schema_invalid", error=error.type_name, path=error.path)
         return "invalid_xml"
 
     @staticmethod
