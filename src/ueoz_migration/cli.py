@@ -69,7 +69,7 @@ def eploz() -> None:
     "--full",
     is_flag=True,
     help="FILE is the complete export: remove the accounts it does not list, except those "
-    "a migration already claimed.",
+    "held by a UEOZ account or an open attempt.",
 )
 @click.pass_obj
 def eploz_import(services: Services, file: str, full: bool) -> None:
@@ -117,7 +117,7 @@ def eploz_import(services: Services, file: str, full: bool) -> None:
         # Always said with --full, zeros too: the operator asked for removals.
         absent = (
             f"; not in the file: {report.removed} removed, "
-            f"{report.not_in_file} kept (already claimed by a migration)"
+            f"{report.not_in_file} kept (held by a UEOZ account or an open attempt)"
         )
     elif report.not_in_file:
         absent = f"; {report.not_in_file} accounts not in the file kept"
@@ -149,9 +149,7 @@ def eploz_seed_demo(services: Services) -> None:
 
 @main.command("worker")
 @click.option("--once", is_flag=True, help="Search what is due now, expire stale attempts, exit.")
-@click.option(
-    "--worker-id", "--workers-id", "worker_id", help="Name in the logs (default: random)."
-)
+@click.option("--worker-id", help="Name in the logs (default: random).")
 @click.option("--interval", default=0.2, show_default=True, help="Seconds between idle looks.")
 @click.pass_obj
 def worker(services: Services, once: bool, worker_id: str | None, interval: float) -> None:
@@ -217,11 +215,11 @@ def _database(services: Services, doing: str = "read") -> Iterator[None]:
 
 def _reference(reference: str) -> str:
     """An attempt's id, or its event number as a caller may dictate it (any case, spaces)."""
-    from .helpdesk import LookupInputError, normalized_event_number
+    from .domain.event_numbers import NotAnEventNumber, normalize_event_number
 
     try:
-        return normalized_event_number(reference)
-    except LookupInputError:
+        return normalize_event_number(reference)
+    except NotAnEventNumber:
         return reference.strip()
 
 

@@ -8,6 +8,7 @@ into errors: a production configuration missing a secret refuses to start.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -20,8 +21,65 @@ class ConfigError(RuntimeError):
     """The configuration cannot run the service; the message says what to set."""
 
 
-def _bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+#: The words a yes/no setting takes, in any letter case.
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def flag_word(value: str) -> bool | None:
+    """``True`` or ``False`` for a yes/no word (``on``, ``no``, ``1``…), ``None`` for any other."""
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
+
+
+# The typed readers below turn a bad value into a ConfigError naming the variable and the
+# value, which every entry point prints as one line; an empty variable counts as unset.
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    value = flag_word(raw)
+    if value is None:
+        raise ConfigError(f"{name} must be true or false (1/0, yes/no, on/off), got {raw!r}")
+    return value
+
+
+def _whole(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise ConfigError(f"{name} must be a whole number {bounds}, got {raw!r}")
+    return value
+
+
+def _duration(env: Mapping[str, str], name: str, default: float, unit: str) -> timedelta:
+    """A positive number of ``unit`` (``seconds`` or ``hours``), fractions allowed."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return timedelta(**{unit: default})
+    try:
+        # nan and inf parse as floats but are no duration; a huge number overflows timedelta.
+        value = float(raw)
+        duration = timedelta(**{unit: value}) if math.isfinite(value) else None
+    except (ValueError, OverflowError):
+        duration = None
+    if duration is None or duration <= timedelta(0):
+        raise ConfigError(f"{name} must be a positive number of {unit}, got {raw!r}")
+    return duration
 
 
 def _systems(value: str) -> dict[str, DomainSystem]:
@@ -152,29 +210,29 @@ class Settings:
             audit_key=(get("AUDIT_KEY") or _dev_secret(instance_dir, "audit_key")).encode(),
             instance_dir=instance_dir,
             base_url=base_url,
-            attempt_ttl=timedelta(hours=float(get("ATTEMPT_TTL_HOURS", "72"))),
-            verification_link_ttl=timedelta(hours=float(get("VERIFICATION_LINK_TTL_HOURS", "24"))),
-            resend_limit_per_hour=int(get("RESEND_LIMIT_PER_HOUR", "3")),
-            search_max_tries=int(get("SEARCH_MAX_TRIES", "5")),
-            search_retry_base=timedelta(seconds=float(get("SEARCH_RETRY_BASE_SECONDS", "2"))),
-            search_timeout=timedelta(seconds=float(get("SEARCH_TIMEOUT_SECONDS", "10"))),
+            attempt_ttl=_duration(env, "ATTEMPT_TTL_HOURS", 72, "hours"),
+            verification_link_ttl=_duration(env, "VERIFICATION_LINK_TTL_HOURS", 24, "hours"),
+            resend_limit_per_hour=_whole(env, "RESEND_LIMIT_PER_HOUR", 3),
+            search_max_tries=_whole(env, "SEARCH_MAX_TRIES", 5, minimum=1),
+            search_retry_base=_duration(env, "SEARCH_RETRY_BASE_SECONDS", 2, "seconds"),
+            search_timeout=_duration(env, "SEARCH_TIMEOUT_SECONDS", 10, "seconds"),
             mail_backend=get("MAIL_BACKEND", "smtp" if production else "maildir"),
             maildir_path=Path(get("MAILDIR_PATH", str(instance_dir / "maildir"))).absolute(),
             mail_from=get("MAIL_FROM", "UEOZ <no-reply@ueoz.example>"),
             smtp_host=get("SMTP_HOST", "127.0.0.1"),
-            smtp_port=int(get("SMTP_PORT", "25")),
+            smtp_port=_whole(env, "SMTP_PORT", 25, minimum=1, maximum=65535),
             smtp_username=get("SMTP_USERNAME", ""),
             smtp_password=get("SMTP_PASSWORD", ""),
-            smtp_starttls=_bool(get("SMTP_STARTTLS", "0")),
+            smtp_starttls=_flag(env, "SMTP_STARTTLS", False),
             smtp_ca_file=get("SMTP_CA_FILE", ""),
-            smtp_timeout=timedelta(seconds=float(get("SMTP_TIMEOUT_SECONDS", "10"))),
-            mail_max_tries=int(get("MAIL_MAX_TRIES", "8")),
-            mail_retry_base=timedelta(seconds=float(get("MAIL_RETRY_BASE_SECONDS", "30"))),
+            smtp_timeout=_duration(env, "SMTP_TIMEOUT_SECONDS", 10, "seconds"),
+            mail_max_tries=_whole(env, "MAIL_MAX_TRIES", 8, minimum=1),
+            mail_retry_base=_duration(env, "MAIL_RETRY_BASE_SECONDS", 30, "seconds"),
             helpdesk_phone=get("HELPDESK_PHONE", "19239"),
             helpdesk_email=get("HELPDESK_EMAIL", "logowanie@cez.gov.pl"),
             domain_systems=_systems(get("DOMAIN_SYSTEMS") or demo_systems(base_url)),
             standin_url=get("STANDIN_URL", "http://127.0.0.1:5001").rstrip("/"),
-            log_json=_bool(get("LOG_JSON", "1" if production else "0")),
+            log_json=_flag(env, "LOG_JSON", production),
             raw=env,
         )
 

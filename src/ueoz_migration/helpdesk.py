@@ -26,7 +26,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .audit.log import (
-    EVENT_NUMBER,
     find_attempt,
     format_time,
     log_table,
@@ -36,8 +35,9 @@ from .audit.log import (
 )
 from .config import DomainSystem
 from .db.engine import snapshot
-from .db.models import Attempt, EplozAccount, TransitionLogEntry, UeozAccount
+from .db.models import EPLOZ_REMOVED, Attempt, EplozAccount, TransitionLogEntry, UeozAccount
 from .domain.codes import EventCode
+from .domain.event_numbers import NotAnEventNumber, normalize_event_number
 from .domain.matching import first_name_agrees, last_name_agrees
 from .domain.privacy import mask_email, mask_pesel
 
@@ -45,8 +45,7 @@ log = structlog.get_logger(__name__)
 
 PESEL_LAST3 = re.compile(r"\d{3}")
 NO_MATCH = "No attempt matches this event number and these PESEL digits."
-# Never quote what was typed: a PESEL typed into the number field would be echoed whole.
-NOT_AN_EVENT_NUMBER = "not an event number (MIGRATION_ and 12 digits, e.g. MIGRATION_000000000042)"
+REMOVED_NOTE = "removed from e-PLOZ by a full import"
 LATER_SHOWN = 20  # later attempts listed; the rest are counted
 WIDTH = 96  # the output wraps here, to read from a terminal during a call
 
@@ -71,7 +70,7 @@ class UeozHolder:
 
 @dataclass(frozen=True)
 class EplozEntry:
-    """An e-PLOZ account registered under the attempt's PESEL, as the directory holds it now."""
+    """An e-PLOZ account registered under the attempt's PESEL, as the table holds it now."""
 
     login: str
     first_name: str
@@ -80,6 +79,11 @@ class EplozEntry:
     status: str
     taken_by_attempt: bool  # the account this attempt found and carries
     holder: UeozHolder | None
+
+    @property
+    def removed(self) -> bool:
+        """Gone from e-PLOZ (``eploz import --full``): kept for the attempts that found it."""
+        return self.status == EPLOZ_REMOVED
 
 
 @dataclass(frozen=True)
@@ -105,14 +109,6 @@ class HelpdeskView:
     now: datetime
 
 
-def normalized_event_number(value: str) -> str:
-    """Accept the number as a caller may dictate it (any case, spaces); raise if it is not one."""
-    number = re.sub(r"\s+", "", value).upper()
-    if not EVENT_NUMBER.fullmatch(number):
-        raise LookupInputError(NOT_AN_EVENT_NUMBER)
-    return number
-
-
 def lookup(
     sessions: sessionmaker[Session],
     event_number: str,
@@ -121,7 +117,10 @@ def lookup(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> HelpdeskView | None:
     """Return the attempt with this event number if its PESEL ends in ``pesel_last3``."""
-    number = normalized_event_number(event_number)
+    try:
+        number = normalize_event_number(event_number)
+    except NotAnEventNumber as error:
+        raise LookupInputError(str(error)) from None
     digits = pesel_last3.strip()
     if not PESEL_LAST3.fullmatch(digits):
         raise LookupInputError("--pesel-last3 takes exactly three digits, e.g. 247.")
@@ -155,7 +154,12 @@ def lookup(
 
 
 def _eploz_accounts(session: Session, attempt: Attempt) -> list[EplozEntry]:
-    """The accounts the search would find now: the same match as ``TableDirectory``'s."""
+    """Every account under the attempt's PESEL, removed ones included.
+
+    The ones not ``removed`` are what the search would find now (``TableDirectory``'s
+    match); a removed one stays in the table only because an ended attempt found it, and
+    is shown marked as removed, for that attempt's history.
+    """
     rows = session.execute(
         select(EplozAccount, UeozAccount)
         .outerjoin(UeozAccount, UeozAccount.eploz_account_id == EplozAccount.id)
@@ -281,7 +285,12 @@ def _openness(attempt: Attempt, now: datetime) -> str:
 
 
 def _eploz_section(accounts: Sequence[EplozEntry], attempt: Attempt) -> list[str]:
-    lines = [f"e-PLOZ accounts under this PESEL (the directory now): {len(accounts) or 'none'}"]
+    removed = sum(account.removed for account in accounts)
+    in_directory = len(accounts) - removed
+    lines = [
+        f"e-PLOZ accounts under this PESEL (the directory now): {in_directory or 'none'}"
+        + (f" (and {removed} removed by a full import)" if removed else "")
+    ]
     for number, account in enumerate(accounts, start=1):
         first = (
             "agrees"
@@ -300,7 +309,12 @@ def _eploz_section(accounts: Sequence[EplozEntry], attempt: Attempt) -> list[str
             ("login", login),
             ("first name", f"{account.first_name} ({first})"),
             ("last name", f"{account.last_name} ({last})"),
-            ("status", account.status),
+            (
+                "status",
+                f"{REMOVED_NOTE} (the search no longer finds it)"
+                if account.removed
+                else account.status,
+            ),
             ("e-mail", mask_email(account.email) if account.email else "-"),
             ("migrated to", _holder(account.holder)),
         ]

@@ -46,7 +46,6 @@ log = structlog.get_logger(__name__)
 
 LOG = TransitionLogEntry.__table__
 
-OPEN = "open"
 START_EVENT = "start"
 
 
@@ -267,8 +266,9 @@ class Journey:
         except Rejected as rejected:
             reason, fields = rejected.reason, rejected.fields
         except IntegrityError:
-            # A uniqueness rule held against a concurrent change (the e-PLOZ account was
-            # claimed by another attempt a moment ago): refuse rather than half-apply.
+            # A uniqueness rule held against a concurrent change (another attempt's UEOZ
+            # account came to hold the e-PLOZ account a moment ago): refuse rather than
+            # half-apply.
             reason, fields = "conflict", {}
         attempt = self._refuse(attempt_id, event, actor, reason)
         raise EventRefused(attempt, event, reason, self.allowed_events(attempt), fields)

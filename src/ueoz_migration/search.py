@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .adapters.eploz import Directory, TableDirectory
@@ -48,15 +48,12 @@ LEASE_MARGIN = timedelta(seconds=30)
 POLL_INTERVAL = 0.2
 
 
-# What :meth:`SearchWorker.has_due` asks: is any attempt due whose lease is free?
-DUE = (
-    select(Attempt.id)
-    .where(Attempt.state == SEARCHING)
-    .where(Attempt.search_due_at <= bindparam("now"))
-    .where(
-        or_(Attempt.search_lease_until.is_(None), Attempt.search_lease_until <= bindparam("now"))
-    )
-    .limit(1)
+# An attempt a worker may search at ``:now``: searching, due, and its lease free (none, or
+# run out). :meth:`SearchWorker.has_due` and :meth:`SearchWorker.claim` both ask this.
+DUE = and_(
+    Attempt.state == SEARCHING,
+    Attempt.search_due_at <= bindparam("now"),
+    or_(Attempt.search_lease_until.is_(None), Attempt.search_lease_until <= bindparam("now")),
 )
 
 
@@ -81,7 +78,6 @@ class RunReport:
     failed: dict[int, int] = field(default_factory=dict)  # event code -> attempts
     retried: int = 0
     superseded: int = 0  # outcome not applied: the attempt moved on meanwhile
-    expired: int = 0
     broken: int = 0  # outcome not applied: recording it failed (logged as an error)
 
     @property
@@ -128,14 +124,15 @@ class SearchWorker:
     def has_due(self) -> bool:
         """Say whether a search is due now and free to take; a read, without any lock.
 
-        The same conditions as :meth:`claim`, read from a snapshot: an idle worker that
+        :data:`DUE`, as :meth:`claim` asks it, read from a snapshot: an idle worker that
         looks five times a second never queues for SQLite's write lock (``claim``'s
         transaction takes it) nor locks a row on PostgreSQL. A true answer may be stale;
         the claim decides.
         """
         now = self.clock()
         with snapshot(self.sessions) as session:
-            return session.execute(DUE, {"now": now}).first() is not None
+            due = select(Attempt.id).where(DUE).limit(1)
+            return session.execute(due, {"now": now}).first() is not None
 
     def claim(self) -> Claim | None:
         """Take the lease of one due attempt whose lease is free, or return None."""
@@ -143,12 +140,11 @@ class SearchWorker:
         with transaction(self.sessions) as session:
             attempt = session.scalars(
                 select(Attempt)
-                .where(Attempt.state == SEARCHING)
-                .where(Attempt.search_due_at <= now)
-                .where(or_(Attempt.search_lease_until.is_(None), Attempt.search_lease_until <= now))
+                .where(DUE)
                 .order_by(Attempt.search_due_at)
                 .limit(1)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True),
+                {"now": now},
             ).first()
             if attempt is None:
                 return None

@@ -387,7 +387,7 @@ def test_full_removes_an_unlisted_account_so_a_person_who_got_204_now_matches(
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (
         f"imported {later}: 0 added, 0 updated, 5 unchanged (5 rows); "
-        "not in the file: 1 removed, 0 kept (already claimed by a migration)"
+        "not in the file: 1 removed, 0 kept (held by a UEOZ account or an open attempt)"
     )
     stored = accounts(services)
     assert "tlewandowski2" not in stored and len(stored) == 5
@@ -396,7 +396,9 @@ def test_full_removes_an_unlisted_account_so_a_person_who_got_204_now_matches(
     assert after.eploz_account_id == stored["tlewandowski"].id
 
 
-def test_full_keeps_unlisted_accounts_a_migration_claimed(cli, services, tmp_path):
+def test_full_keeps_unlisted_accounts_held_by_a_ueoz_account_or_an_open_attempt(
+    cli, services, tmp_path
+):
     cli("eploz", "import", str(GOOD))
     # Anna migrated to the end (her UEOZ account holds amicsokol); Helena's attempt has
     # found hgrabowska and waits for her to go on.
@@ -414,7 +416,7 @@ def test_full_keeps_unlisted_accounts_a_migration_claimed(cli, services, tmp_pat
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (
         f"imported {later}: 0 added, 0 updated, 3 unchanged (3 rows); "
-        "not in the file: 1 removed, 2 kept (already claimed by a migration)"
+        "not in the file: 1 removed, 2 kept (held by a UEOZ account or an open attempt)"
     )
     stored = accounts(services)
     assert sorted(stored) == ["amicsokol", "hgrabowska", "jkowalski", "kwisniewska", "tlewandowski"]
@@ -443,7 +445,7 @@ def test_full_removes_an_account_only_ended_attempts_point_at(cli, services, tmp
 
     assert result.output.strip() == (
         f"imported {later}: 0 added, 0 updated, 5 unchanged (5 rows); "
-        "not in the file: 1 removed, 0 kept (already claimed by a migration)"
+        "not in the file: 1 removed, 0 kept (held by a UEOZ account or an open attempt)"
     )
     stored = accounts(services)
     assert stored["tlewandowski"].status == "removed"  # the cancelled attempt still names it

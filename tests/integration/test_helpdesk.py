@@ -231,6 +231,43 @@ def test_an_ended_attempt_shows_the_later_attempt_that_reached_done(services):
     assert "e-mail a***@example.pl" in account["migrated to"]
 
 
+def test_an_account_a_full_import_removed_is_shown_as_removed(services, tmp_path):
+    # Hermegilda once found her account, then cancelled; e-PLOZ then gave her a second one
+    # (204), and after the desk's escalation the operators loaded an export without the first.
+    first = HERMEGILDA_EPLOZ | {"first_name": "HERMEGILDA"}
+    add_eploz_account(services, **first)
+    found = searched(services, HERMEGILDA)
+    assert found.state == "found"
+    services.journey.fire(found.id, "cancel", actor=user())
+    add_eploz_account(services, **(first | {"login": "hdligemreh2"}))
+    duplicates = searched(services, HERMEGILDA)
+    assert duplicates.event_code == 204
+    services.journey.fire(duplicates.id, "cancel", actor=user())
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "login,pesel,first_name,last_name,email,status,roles\n"
+        f"hdligemreh2,{HERMEGILDA.pesel},HERMEGILDA,DLIGEMREH,{first['email']},active,P1:LEKARZ\n"
+    )
+    imported = CliRunner().invoke(
+        main, ["eploz", "import", "--full", str(export)], env=dict(services.settings.raw)
+    )
+    assert "1 removed" in imported.output, imported.output
+
+    output = shown(services, services.journey.get(duplicates.id), "247")
+
+    assert (
+        "e-PLOZ accounts under this PESEL (the directory now): 1 (and 1 removed by a full "
+        "import)\n" in output
+    )
+    removed, kept = eploz_accounts(output)
+    assert removed["login"] == "hdligemreh"
+    assert removed["status"] == (
+        "removed from e-PLOZ by a full import (the search no longer finds it)"
+    )
+    assert kept["login"] == "hdligemreh2"
+    assert kept["status"] == "active"
+
+
 def test_an_open_attempt_past_its_time_is_shown_as_over(services):
     attempt = failed_search(services)
     after = attempt.expires_at + timedelta(minutes=1)

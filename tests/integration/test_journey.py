@@ -420,7 +420,7 @@ def test_the_flow_is_recorded_even_when_the_first_attempt_of_a_process_fails(ser
         assert replay_log(session, [attempt.id]).ok
 
 
-def test_a_claim_lost_to_another_account_changes_nothing(services):
+def test_an_eploz_account_held_meanwhile_by_another_ueoz_account_changes_nothing(services):
     attempt = to_email_entry(services)
     with services.sessions() as session, session.begin():
         # Meanwhile the e-PLOZ account went to someone else's UEOZ account.

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from click.testing import CliRunner
+
+from ueoz_migration.cli import main
 from ueoz_migration.config import ConfigError, Settings
 
 
@@ -73,3 +77,84 @@ def test_an_app_env_that_is_nearly_production_is_refused(tmp_path):
     # "prod" would otherwise be a development service: demo pages, no Secure cookie.
     with pytest.raises(ConfigError, match="APP_ENV must be one of production, development"):
         Settings.from_env({"APP_ENV": "prod", "INSTANCE_DIR": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("RESEND_LIMIT_PER_HOUR", "abc", "RESEND_LIMIT_PER_HOUR must be a whole number, got 'abc'"),
+        (
+            "SEARCH_TIMEOUT_SECONDS",
+            "ten",
+            "SEARCH_TIMEOUT_SECONDS must be a positive number of seconds, got 'ten'",
+        ),
+        (
+            "ATTEMPT_TTL_HOURS",
+            "nan",
+            "ATTEMPT_TTL_HOURS must be a positive number of hours, got 'nan'",
+        ),
+        (
+            "SMTP_STARTTLS",
+            "maybe",
+            "SMTP_STARTTLS must be true or false (1/0, yes/no, on/off), got 'maybe'",
+        ),
+    ],
+)
+def test_a_setting_of_the_wrong_type_stops_the_command_with_one_line(
+    tmp_path, variable, value, message
+):
+    # Read before any subcommand runs, even for --help: the operator sees which variable.
+    environ = {"APP_ENV": "development", "INSTANCE_DIR": str(tmp_path), variable: value}
+
+    result = CliRunner().invoke(main, ["db", "--help"], env=environ, catch_exceptions=False)
+
+    assert result.exit_code != 0
+    assert result.output == f"Error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MAIL_MAX_TRIES", "0", "MAIL_MAX_TRIES must be a whole number of at least 1, got '0'"),
+        ("SMTP_PORT", "70000", "SMTP_PORT must be a whole number from 1 to 65535, got '70000'"),
+        (
+            "SEARCH_RETRY_BASE_SECONDS",
+            "-1",
+            "SEARCH_RETRY_BASE_SECONDS must be a positive number of seconds, got '-1'",
+        ),
+        (
+            "VERIFICATION_LINK_TTL_HOURS",
+            "1e300",
+            "VERIFICATION_LINK_TTL_HOURS must be a positive number of hours, got '1e300'",
+        ),
+    ],
+)
+def test_a_number_out_of_range_is_refused_naming_it(tmp_path, variable, value, message):
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path), variable: value})
+
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("on", True), ("YES", True), ("off", False), ("0", False)]
+)
+def test_yes_no_settings_take_every_yes_no_word(tmp_path, value, on):
+    settings = Settings.from_env({"INSTANCE_DIR": str(tmp_path), "SMTP_STARTTLS": value})
+
+    assert settings.smtp_starttls is on
+
+
+def test_settings_take_fractions_and_treat_an_empty_variable_as_unset(tmp_path):
+    settings = Settings.from_env(
+        {
+            "INSTANCE_DIR": str(tmp_path),
+            "VERIFICATION_LINK_TTL_HOURS": "0.5",
+            "SEARCH_TIMEOUT_SECONDS": " 2.5 ",
+            "RESEND_LIMIT_PER_HOUR": "",
+        }
+    )
+
+    assert settings.verification_link_ttl == timedelta(minutes=30)
+    assert settings.search_timeout == timedelta(seconds=2.5)
+    assert settings.resend_limit_per_hour == 3

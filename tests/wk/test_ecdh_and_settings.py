@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from lxml import etree
 from stdnum.pl import pesel as pesel_number
+from structlog.testing import capture_logs
 
 from ueoz_migration.adapters.wk import WkConfigError, WkSettings
 from ueoz_migration.adapters.wk.ecdh import DecryptionError, decrypt_assertion, encrypt_assertion
 from ueoz_migration.adapters.wk.xmlsig import NS
+from ueoz_migration.config import ConfigError
 from ueoz_migration.standin import (
     DEMO_IDENTITIES,
     StandinRefused,
@@ -131,28 +132,55 @@ def test_production_takes_configured_keys_and_the_node_defaults(tmp_path, sp_set
     assert not (tmp_path / "unused").exists()
 
 
-def test_development_keys_are_made_once_and_reused(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING):
+def test_development_keys_are_made_once_and_reused(tmp_path):
+    with capture_logs() as made:
         first = WkSettings.from_env({}, base_url=SP_URL, instance_dir=tmp_path, production=False)
-    made = [r for r in caplog.records if "development key pair" in r.getMessage()]
-    caplog.clear()
-    second = WkSettings.from_env({}, base_url=SP_URL, instance_dir=tmp_path, production=False)
+    with capture_logs() as again:
+        second = WkSettings.from_env({}, base_url=SP_URL, instance_dir=tmp_path, production=False)
 
-    assert len(made) == 3  # signing, encryption, the stand-in's
+    # The operator is warned once for each pair made, with where it lies.
+    assert sorted((e["event"], e["log_level"], e["name"], e["path"]) for e in made) == [
+        ("wk.development_key_pair_generated", "warning", name, str(tmp_path / "wk" / f"{name}.pem"))
+        for name in ("sp-encryption", "sp-signing", "standin-signing")
+    ]
     assert first.sp_signing == second.sp_signing
     assert first.sp_encryption == second.sp_encryption
     assert first.sp_signing != first.sp_encryption
-    assert not [r for r in caplog.records if "development key pair" in r.getMessage()]
+    assert again == []
 
 
-def test_tls_verification_cannot_be_switched_off_in_production(tmp_path):
-    with pytest.raises(WkConfigError, match="WK_TLS_VERIFY"):
+@pytest.mark.parametrize("off", ["false", "off", "No", "0"])
+def test_tls_verification_cannot_be_switched_off_in_production(tmp_path, off):
+    # A ConfigError like every other setting's: the commands print it as one line.
+    with pytest.raises(ConfigError, match=f"WK_TLS_VERIFY={off} is not allowed in production"):
         WkSettings.from_env(
-            {"WK_NODE_URL": "https://login.gov.pl", "WK_TLS_VERIFY": "false"},
+            {"WK_NODE_URL": "https://login.gov.pl", "WK_TLS_VERIFY": off},
             base_url=SP_URL,
             instance_dir=tmp_path,
             production=True,
         )
+
+
+@pytest.mark.parametrize(
+    ("value", "verify"),
+    [
+        ("off", False),
+        ("NO", False),
+        ("on", True),
+        ("1", True),
+        ("", True),
+        ("/etc/ssl/node-ca.pem", "/etc/ssl/node-ca.pem"),
+    ],
+)
+def test_tls_verification_takes_the_yes_no_words_of_every_setting_or_a_ca_bundle(
+    tmp_path, value, verify
+):
+    settings = WkSettings.from_env(
+        {"WK_TLS_VERIFY": value}, base_url=SP_URL, instance_dir=tmp_path, production=False
+    )
+
+    assert settings.tls_verify == verify
+    assert type(settings.tls_verify) is type(verify)
 
 
 def test_an_unknown_level_of_assurance_is_refused(tmp_path):

@@ -39,7 +39,12 @@ _T = TypeVar("_T")
 
 
 class DirectoryUnavailable(RuntimeError):
-    """e-PLOZ could not be asked; the search is retried later."""
+    """e-PLOZ could not be asked; the search is retried later.
+
+    Part of the :class:`Directory` contract for an adapter that asks the live e-PLOZ (no
+    answer, an HTTP 5xx…): the worker retries whatever a directory raises, and this is the
+    error such an adapter raises to say so. :class:`TableDirectory` never needs it.
+    """
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,13 @@ class EplozAccountView:
     status: str
     roles: tuple[str, ...]
 
-    @property
-    def blocked(self) -> bool:
-        return self.status == "blocked"
-
 
 class Directory(Protocol):
-    """Where the search worker looks e-PLOZ accounts up."""
+    """Where the search worker looks e-PLOZ accounts up.
+
+    A directory that cannot reach e-PLOZ raises :class:`DirectoryUnavailable`; the worker
+    searches again later, with backoff, and gives up with code 207 after its last try.
+    """
 
     def accounts_by_pesel(self, pesel: str) -> list[EplozAccountView]:
         """Return every e-PLOZ account registered under this PESEL (none, one or several)."""
@@ -423,9 +428,9 @@ def upsert_accounts(
 
 
 def _remove_unlisted(session: Session, listed: set[str]) -> int:
-    """Remove the accounts whose login is not in ``listed``, unless a migration claims them.
+    """Remove the accounts whose login is not in ``listed``, except those held.
 
-    A UEOZ account or an open attempt pointing at an account claims it: it is what that
+    An account is held by a UEOZ account or an open attempt pointing at it: it is what that
     person's migration took over or is taking over, and it stays as it is. An account only
     ended attempts point at (found, then cancelled or expired) is what their logs explain
     themselves by, and the foreign keys keep it: it is marked ``removed``, which the search
@@ -441,24 +446,24 @@ def _remove_unlisted(session: Session, listed: set[str]) -> int:
     ]
     removed = 0
     for chunk in _chunks(unlisted, _CHUNK):
-        # Lock the rows before asking who claims them (PostgreSQL; on SQLite this import
+        # Lock the rows before asking who holds them (PostgreSQL; on SQLite this import
         # already holds the write lock): a search that records one of them as found either
-        # committed before, and its claim is seen below, or waits for this transaction, meets
+        # committed before, and its attempt is seen below, or waits for this transaction, meets
         # the foreign key, is refused as a conflict, and searches again once its lease ends.
         session.execute(select(EplozAccount.id).where(EplozAccount.id.in_(chunk)).with_for_update())
-        # Every attempt that names one of them: an open one claims it, an ended one keeps it.
+        # Every attempt that names one of them: an open one holds it, an ended one keeps it.
         named_by = session.execute(
             select(Attempt.eploz_account_id, Attempt.open_pesel_key.is_not(None)).where(
                 Attempt.eploz_account_id.in_(chunk)
             )
         ).all()
         in_history = {account_id for account_id, _open in named_by}
-        claimed = {account_id for account_id, open_ in named_by if open_} | set(
+        held = {account_id for account_id, open_ in named_by if open_} | set(
             session.scalars(
                 select(UeozAccount.eploz_account_id).where(UeozAccount.eploz_account_id.in_(chunk))
             )
         )
-        free = [account_id for account_id in chunk if account_id not in claimed]
+        free = [account_id for account_id in chunk if account_id not in held]
         keep = [account_id for account_id in free if account_id in in_history]
         gone = [account_id for account_id in free if account_id not in in_history]
         if keep:

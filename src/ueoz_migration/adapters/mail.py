@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import ConfigError, Settings
@@ -53,14 +53,14 @@ CLAIM_BATCH = 10
 #: is short; a look is one read of ix_outbox_pending (see :meth:`OutboxSender.has_due`).
 POLL_INTERVAL = 0.2
 
-# What :meth:`OutboxSender.has_due` asks: is any message due that nobody holds?
-DUE = (
-    select(OutboxMessage.id)
-    .where(OutboxMessage.sent_at.is_(None))
-    .where(OutboxMessage.failed_at.is_(None))
-    .where(OutboxMessage.due_at <= bindparam("now"))
-    .where(or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until <= bindparam("now")))
-    .limit(1)
+# A message a sender may take at ``:now``: neither sent nor failed, due, and nobody's lease
+# on it (none, or run out). :meth:`OutboxSender.has_due` and :meth:`OutboxSender.claim` both
+# ask this.
+DUE = and_(
+    OutboxMessage.sent_at.is_(None),
+    OutboxMessage.failed_at.is_(None),
+    OutboxMessage.due_at <= bindparam("now"),
+    or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until <= bindparam("now")),
 )
 
 _ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
@@ -342,12 +342,14 @@ class OutboxSender:
     def has_due(self) -> bool:
         """Say whether a message is due now and free to take; a read, without any lock.
 
-        The same conditions as :meth:`claim`, read from a snapshot, so that an idle sender
+        :data:`DUE`, as :meth:`claim` asks it, read from a snapshot, so that an idle sender
         looking five times a second never queues for SQLite's write lock nor locks rows on
         PostgreSQL. A true answer may be stale; the claim decides.
         """
+        now = self.clock()
         with snapshot(self.sessions) as session:
-            return session.execute(DUE, {"now": self.clock()}).first() is not None
+            due = select(OutboxMessage.id).where(DUE).limit(1)
+            return session.execute(due, {"now": now}).first() is not None
 
     def claim(self) -> list[OutboxMessage]:
         """Take a lease on up to one batch of due messages that nobody holds; commit at once."""
@@ -355,13 +357,11 @@ class OutboxSender:
         with transaction(self.sessions) as session:
             messages = session.scalars(
                 select(OutboxMessage)
-                .where(OutboxMessage.sent_at.is_(None))
-                .where(OutboxMessage.failed_at.is_(None))
-                .where(OutboxMessage.due_at <= now)
-                .where(or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until <= now))
+                .where(DUE)
                 .order_by(OutboxMessage.due_at, OutboxMessage.id)
                 .limit(self.batch)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True),
+                {"now": now},
             ).all()
             for message in messages:
                 message.lease_until = now + self.lease

@@ -35,6 +35,9 @@ class TemplateMailComposer:
         language = attempt.language if attempt.language in SUBJECTS else "pl"
         template = self.environment.get_template(f"verification.{language}.txt")
         body = template.render(
-            attempt=attempt, link=link, expires_at=expires_at.astimezone(POLISH_TIME), **self.helpdesk
+            attempt=attempt,
+            link=link,
+            expires_at=expires_at.astimezone(POLISH_TIME),
+            **self.helpdesk,
         )
         return SUBJECTS[language], body

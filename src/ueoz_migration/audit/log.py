@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -12,8 +11,8 @@ from sqlalchemy import ColumnElement, Row, Select, String, literal_column, selec
 from sqlalchemy.orm import Session
 
 from ..db.models import Attempt, TransitionLogEntry
+from ..domain.event_numbers import is_event_number
 
-EVENT_NUMBER = re.compile(r"MIGRATION_\d{12}")
 # Rows travel from the database in batches of this many; enough to keep the round trips
 # negligible, small enough that memory stays flat on a log of any length.
 BATCH = 5000
@@ -45,7 +44,7 @@ def log_columns(*names: str | ColumnElement[Any]) -> list[ColumnElement[Any]]:
 def find_attempt(session: Session, reference: str) -> Attempt | None:
     """Return the attempt an auditor names by its id or by its event number ``MIGRATION_…``."""
     reference = reference.strip()
-    if EVENT_NUMBER.fullmatch(reference):
+    if is_event_number(reference):
         attempt = session.scalars(
             select(Attempt).where(Attempt.event_number == reference)
         ).one_or_none()
@@ -71,7 +70,7 @@ def orphaned_attempt_id(session: Session, reference: str) -> str | None:
     reference = reference.strip()
     column = (
         TransitionLogEntry.event_number
-        if EVENT_NUMBER.fullmatch(reference)
+        if is_event_number(reference)
         else TransitionLogEntry.attempt_id
     )
     return session.scalars(

@@ -79,13 +79,6 @@ def flow_version_problems(session: Session) -> dict[str, str | None]:
     }
 
 
-def attempt_heads(
-    session: Session, attempt_ids: Collection[str] | None
-) -> dict[str, tuple[int, str]]:
-    """Return each attempt's chain head: the seq and hash of the last row it wrote."""
-    return _heads(session, attempt_ids, (None, None))
-
-
 def _heads(
     session: Session, attempt_ids: Collection[str] | None, bounds: Bounds
 ) -> dict[str, tuple[int, str]]:

@@ -30,10 +30,6 @@ class EventCode(IntEnum):
         return MEANINGS[self]
 
     @property
-    def guide(self) -> CodeGuide:
-        return GUIDE[self]
-
-    @property
     def guidance(self) -> str:
         """What the helpdesk should do, as plain text."""
         return plain(GUIDE[self].helpdesk)

@@ -39,11 +39,3 @@ DEMO_IDENTITIES: tuple[DemoIdentity, ...] = tuple(
     for demo in DEMO_PEOPLE
     if demo.person.date_of_birth is not None
 )
-
-
-def demo_identity(key: str) -> DemoIdentity:
-    """Return the demo person with this key."""
-    for identity in DEMO_IDENTITIES:
-        if identity.key == key:
-            return identity
-    raise KeyError(key)

@@ -5,11 +5,8 @@ from __future__ import annotations
 from sqlalchemy import insert
 
 from ..db.models import EventNumber
+from ..domain.event_numbers import format_event_number
 from .base import StateBehaviour
-
-
-def format_event_number(value: int) -> str:
-    return f"MIGRATION_{value:012d}"
 
 
 class Error(StateBehaviour):

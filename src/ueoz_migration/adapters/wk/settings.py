@@ -20,7 +20,7 @@ Every setting comes from one environment variable:
 | `WK_TIMEOUT_SECONDS` | back-channel (SOAP) timeout | `5` |
 | `WK_CLOCK_SKEW_SECONDS` | clock difference tolerated with the node | `120` |
 | `WK_MESSAGE_LIFETIME_SECONDS` | how old a node message may be | `300` |
-| `WK_TLS_VERIFY` | verify the node's TLS certificate (`true`/`false`, or a CA bundle path) | `true`; `false` refused in production |
+| `WK_TLS_VERIFY` | verify the node's TLS certificate (`true`/`false`, and the other yes/no words of `config.py`: `1`/`0`, `yes`/`no`, `on`/`off`), or a CA bundle path | `true`; `false` refused in production |
 
 Development key pairs are generated once into `{instance_dir}/wk/` and reused; in
 production every key and certificate must be configured.
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ...config import ConfigError, flag_word
 from .keys import KeyPair, dev_pair, load_cert, load_pair
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ LOGOUT_PATH = "/login-services/singleLogoutService"
 LOA_LEVELS = ("low", "substantial", "high")
 
 
-class WkConfigError(ValueError):
+class WkConfigError(ConfigError):
     """A setting of the login through the node is missing or wrong."""
 
 
@@ -103,16 +104,12 @@ class WkSettings:
             return value
 
         node_url = required_in_production("WK_NODE_URL", DEV_NODE_URL).rstrip("/")
-        tls_raw = (get("WK_TLS_VERIFY", "true") or "true").lower()
-        tls_verify: bool | str
-        if tls_raw in ("true", "1", "yes"):
-            tls_verify = True
-        elif tls_raw in ("false", "0", "no"):
-            if production:
-                raise WkConfigError("WK_TLS_VERIFY=false is not allowed in production")
-            tls_verify = False
-        else:
-            tls_verify = get("WK_TLS_VERIFY") or True
+        # The service's yes/no words (config.flag_word); anything else is a CA bundle path.
+        tls_raw = get("WK_TLS_VERIFY", "true") or "true"
+        tls_word = flag_word(tls_raw)
+        if tls_word is False and production:
+            raise WkConfigError(f"WK_TLS_VERIFY={tls_raw} is not allowed in production")
+        tls_verify: bool | str = tls_raw if tls_word is None else tls_word
 
         node_cert_path = get("WK_NODE_CERT")
         if node_cert_path:
