@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from gunicorn import glogging
 
+from .adapters.wk import WkSettings
 from .config import ConfigError, Settings
 from .logs import configure_logging, mask_text
 
@@ -64,11 +65,19 @@ class GunicornLogger(glogging.Logger):
         super().setup(cfg)
         try:
             settings = Settings.from_env()
+            configure_logging(settings)
+            # The login's settings too (WK_*), which the app reads in each worker; in
+            # development this makes the key pairs once, before the workers start.
+            WkSettings.from_env(
+                settings.raw,
+                base_url=settings.base_url,
+                instance_dir=settings.instance_dir,
+                production=settings.production,
+            )
         except ConfigError as error:
             # Said once by the master, like the CLI does, instead of by every worker that
             # would fail to boot on it.
             raise SystemExit(f"Error: {error}") from None
-        configure_logging(settings)
         for log in (self.error_log, self.access_log):
             # The handlers glogging added (``_gunicorn``), not any a library put there.
             for handler in [each for each in log.handlers if getattr(each, "_gunicorn", False)]:

@@ -160,3 +160,23 @@ def test_the_devstack_runs_gunicorn_with_the_logger_class(tmp_path):
 
     flag = web.argv.index("--logger-class")
     assert web.argv[flag + 1] == LOGGER_CLASS
+
+
+def test_a_bad_login_setting_stops_gunicorn_with_one_line(tmp_path: Path, sqlite_template: Path):
+    shutil.copy(sqlite_template, tmp_path / "ueoz.sqlite3")
+    environ = {
+        name: value for name, value in os.environ.items() if not name.startswith(("WK_", "APP_"))
+    } | {
+        "INSTANCE_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'ueoz.sqlite3'}",
+        "WK_TIMEOUT_SECONDS": "soon",
+    }
+    server = Gunicorn(tmp_path, environ)
+    try:
+        assert server.process.wait(timeout=20) != 0
+        output = server.output()
+    finally:
+        server.close()
+
+    assert "Error: WK_TIMEOUT_SECONDS" in output
+    assert "Traceback" not in output

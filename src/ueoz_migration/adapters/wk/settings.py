@@ -28,7 +28,6 @@ production every key and certificate must be configured.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,6 @@ from urllib.parse import urlsplit
 
 from ...config import ConfigError, flag_word
 from .keys import KeyPair, dev_pair, load_cert, load_pair
-
-log = logging.getLogger(__name__)
 
 DEV_NODE_URL = "http://127.0.0.1:5001"
 SSO_PATH = "/login/SingleSignOnService"
