@@ -20,13 +20,12 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from statemachine import StateChart
@@ -189,7 +188,7 @@ class Journey:
             if open_attempt.expires_at > self.clock():
                 self._update_destination(open_attempt.id, domain_system, return_url, language)
                 return self.get(open_attempt.id)
-            self._fire_quietly(open_attempt.id, "expire", actor)
+            self._expire_if_stale(open_attempt.id, actor)
         try:
             return self._create(person, key, actor, domain_system, return_url, language)
         except IntegrityError:
@@ -241,15 +240,20 @@ class Journey:
                 .where(UeozAccount.pesel_hash == key)
                 .where(UeozAccount.email_verified_at.is_not(None))
             )
-            if verified is not None:
+            skipped = (
                 self._apply(session, attempt, "skip", actor, now, {})
-            log.info(
-                "attempt.started",
-                attempt=attempt.id,
-                pesel=mask_pesel(person.pesel),
-                state=attempt.state,
+                if verified is not None
+                else None
             )
-            return attempt
+        log.info(
+            "attempt.started",
+            attempt=attempt.id,
+            pesel=mask_pesel(person.pesel),
+            state=attempt.state,
+        )
+        if skipped is not None:
+            log.info("attempt.transition", **skipped)
+        return attempt
 
     # -- firing events --------------------------------------------------------------------
 
@@ -259,8 +263,7 @@ class Journey:
         try:
             with transaction(self.sessions) as session:
                 attempt = self._lock(session, attempt_id)
-                self._apply(session, attempt, event, actor, now, data)
-                return attempt
+                line = self._apply(session, attempt, event, actor, now, data)
         except (_NotAllowed, TransitionNotAllowed):
             reason, fields = "not_allowed", {}
         except Rejected as rejected:
@@ -270,6 +273,10 @@ class Journey:
             # account came to hold the e-PLOZ account a moment ago): refuse rather than
             # half-apply.
             reason, fields = "conflict", {}
+        else:
+            # Told once it is committed: an event number in the logs is one the database kept.
+            log.info("attempt.transition", **line)
+            return attempt
         attempt = self._refuse(attempt_id, event, actor, reason)
         raise EventRefused(attempt, event, reason, self.allowed_events(attempt), fields)
 
@@ -281,7 +288,9 @@ class Journey:
         actor: Actor,
         now: datetime,
         data: dict[str, Any],
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Take the attempt through ``event`` and append its log row; return its log line's
+        fields, for the caller to log once the transaction has committed."""
         source, number_before = attempt.state, attempt.event_number
         flow = self.flow_for(session, attempt.flow_version)
         if flow.target(source, event) is None:
@@ -310,17 +319,16 @@ class Journey:
         self._append(
             session, attempt, event, source, "applied", actor, now, context.notes, minted=minted
         )
-        log.info(
-            "attempt.transition",
-            attempt=attempt.id,
-            event_name=event,
-            source=source,
-            target=attempt.state,
-            actor=actor.kind,
-            request_id=actor.request_id,
-            event_number=attempt.event_number,
-            event_code=attempt.event_code,
-        )
+        return {
+            "attempt": attempt.id,
+            "event_name": event,
+            "source": source,
+            "target": attempt.state,
+            "actor": actor.kind,
+            "request_id": actor.request_id,
+            "event_number": attempt.event_number,
+            "event_code": attempt.event_code,
+        }
 
     def reject(
         self,
@@ -361,10 +369,21 @@ class Journey:
         )
         return attempt
 
-    def _fire_quietly(self, attempt_id: str, event: str, actor: Actor) -> None:
-        """Fire an event whose refusal only means someone else got there first."""
-        with suppress(EventRefused):
-            self.fire(attempt_id, event, actor=actor)
+    def _expire_if_stale(self, attempt_id: str, actor: Actor) -> bool:
+        """End the attempt if, under its lock, it is still open and past its time.
+
+        The sweep and a returning login find stale attempts in a snapshot; by the time the
+        lock is theirs, the person may have moved the attempt on (its time starts again) or
+        ended it. Then nothing happens and nothing is logged.
+        """
+        now = self.clock()
+        with transaction(self.sessions) as session:
+            attempt = self._lock(session, attempt_id)
+            if attempt.open_pesel_key is None or attempt.expires_at > now:
+                return False
+            line = self._apply(session, attempt, "expire", actor, now, {})
+        log.info("attempt.transition", **line)
+        return True
 
     # -- looking things up ----------------------------------------------------------------
 
@@ -408,31 +427,45 @@ class Journey:
                 is not None
             )
 
-    def expire_stale(self, *, limit: int = 500) -> ExpiryReport:
-        """End the open attempts that were left alone past their time; say how it went."""
+    def expire_stale(self, *, batch: int = 500) -> ExpiryReport:
+        """End the open attempts that were left alone past their time; say how it went.
+
+        Stale attempts are taken in batches, oldest first, each batch after the last one's
+        final (expires_at, id): an attempt that cannot be moved is passed over, so it never
+        holds up the ones behind it (it is tried again at the next sweep).
+        """
         now = self.clock()
-        with snapshot(self.sessions) as session:
-            stale = session.scalars(
-                select(Attempt.id)
-                .where(Attempt.open_pesel_key.is_not(None))
-                .where(Attempt.expires_at <= now)
-                .limit(limit)
-            ).all()
         actor = Actor.system()
         expired = failed = 0
-        for attempt_id in stale:
-            try:
-                self._fire_quietly(attempt_id, "expire", actor)
-            except SQLAlchemyError:
-                raise  # the database itself: the caller waits and sweeps again
-            except Exception as error:
-                # One attempt that cannot be moved (its flow version is nowhere to be found,
-                # say) must not keep the others open past their time.
-                log.error("attempt.expiry_failed", attempt=attempt_id, error=type(error).__name__)
-                failed += 1
-                continue
-            expired += 1
-        return ExpiryReport(expired, failed)
+        after: tuple[datetime, str] | None = None
+        while True:
+            query = (
+                select(Attempt.expires_at, Attempt.id)
+                .where(Attempt.open_pesel_key.is_not(None))
+                .where(Attempt.expires_at <= now)
+                .order_by(Attempt.expires_at, Attempt.id)
+                .limit(batch)
+            )
+            if after is not None:
+                query = query.where(tuple_(Attempt.expires_at, Attempt.id) > tuple_(*after))
+            with snapshot(self.sessions) as session:
+                stale = [(row.expires_at, row.id) for row in session.execute(query)]
+            for _expires_at, attempt_id in stale:
+                try:
+                    if self._expire_if_stale(attempt_id, actor):
+                        expired += 1
+                except SQLAlchemyError:
+                    raise  # the database itself: the caller waits and sweeps again
+                except Exception as error:
+                    # One attempt that cannot be moved (its flow version is nowhere to be
+                    # found, say) must not keep the others open past their time.
+                    log.error(
+                        "attempt.expiry_failed", attempt=attempt_id, error=type(error).__name__
+                    )
+                    failed += 1
+            if len(stale) < batch:
+                return ExpiryReport(expired, failed)
+            after = stale[-1]
 
     def flow_for(self, session: Session, version: str) -> Flow:
         """Return the flow version an attempt started on, from the database if need be."""
