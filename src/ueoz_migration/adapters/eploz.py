@@ -257,14 +257,6 @@ def _decode(data: bytes) -> str:
     raise ExportRejected(problems)
 
 
-def _quoted(value: str, limit: int = 40) -> str | None:
-    """The value in quotes for a message, unless it may be a PESEL or an e-mail address."""
-    value = value[:limit]
-    if "@" in value or re.search(r"\d{5}", value) or _CONTROL.search(value):
-        return None
-    return repr(value)
-
-
 def _check_header(header: list[str]) -> None:
     missing = [name for name in COLUMNS if name not in header]
     unknown = [name for name in header if name not in COLUMNS]
@@ -277,8 +269,10 @@ def _check_header(header: list[str]) -> None:
         # "names" are someone's login, PESEL and address.
         reasons.append("the first line is not a header row")
     elif unknown:
-        shown = [_quoted(name) or "(a name not shown)" for name in unknown]
-        reasons.append("unknown column " + ", ".join(shown))
+        # By position, never by what the file says: a shifted file's "name" may be a
+        # person's name, date of birth or PESEL, and these messages reach terminals and logs.
+        positions = [str(number) for number, name in enumerate(header, 1) if name not in COLUMNS]
+        reasons.append("unknown column at position " + ", ".join(positions))
     if repeated:
         reasons.append("repeated column " + ", ".join(repeated))
     if reasons:
@@ -320,15 +314,15 @@ def _check_row(
             problems.append(Problem(line, "email", "not a valid e-mail address"))
 
     status = raw["status"].lower()
+    # Values are named by place, never quoted: in a shifted line they are someone's name,
+    # date of birth or PESEL.
     if status not in STATUSES:
-        shown = _quoted(raw["status"], 20) or "the value"
-        problems.append(Problem(line, "status", f"{shown} is not active or blocked"))
+        problems.append(Problem(line, "status", "not active or blocked"))
 
     grants = [grant.strip() for grant in raw["roles"].split(";") if grant.strip()]
-    for grant in grants:
+    for number, grant in enumerate(grants, 1):
         if not _GRANT.fullmatch(grant):
-            shown = _quoted(grant) or "a grant"
-            problems.append(Problem(line, "roles", f"{shown} is not SYSTEM:ROLE"))
+            problems.append(Problem(line, "roles", f"grant {number} is not SYSTEM:ROLE"))
     roles = ";".join(dict.fromkeys(grants))
 
     row = EplozRow(
