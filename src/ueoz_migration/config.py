@@ -226,6 +226,8 @@ class Settings:
             smtp_starttls=_flag(env, "SMTP_STARTTLS", False),
             smtp_ca_file=get("SMTP_CA_FILE", ""),
             smtp_timeout=_duration(env, "SMTP_TIMEOUT_SECONDS", 10, "seconds"),
+            # Only for errors the sender cannot place; delivery errors are retried for as
+            # long as the link works (VERIFICATION_LINK_TTL_HOURS), whatever this says.
             mail_max_tries=_whole(env, "MAIL_MAX_TRIES", 8, minimum=1),
             mail_retry_base=_duration(env, "MAIL_RETRY_BASE_SECONDS", 30, "seconds"),
             helpdesk_phone=get("HELPDESK_PHONE", "19239"),

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import pytest
 import structlog
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -86,7 +87,10 @@ def free_port() -> int:
 
 @contextmanager
 def smtp_server(port: int, handler: Inbox, **options):
-    """An aiosmtpd server on loopback; ``options`` go to its SMTP (TLS, authenticator…)."""
+    """An aiosmtpd server on loopback; ``options`` go to its SMTP (TLS, authenticator…).
+
+    aiosmtpd's Controller offers SMTPUTF8 unless told ``enable_SMTPUTF8=False``.
+    """
     controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
@@ -198,19 +202,40 @@ def test_the_wait_doubles_after_each_failed_try(services):
         assert ceiling / 2 <= wait <= ceiling
 
 
-def test_after_the_last_try_the_message_is_failed_and_the_operators_told(services):
+def retry_until_given_up(sender: OutboxSender, services: Services, clock: Clock) -> list:
+    """Run the sender each time the message comes due, until it is no longer to be retried.
+
+    Returns each pass's report; the clock ends where the last pass ran.
+    """
+    reports = []
+    while True:
+        reports.append(sender.send_due())
+        (row,) = outbox(services)
+        if row.failed_at is not None or row.sent_at is not None or len(reports) > 200:
+            return reports
+        clock.advance(row.due_at - clock.now)
+
+
+def test_a_dead_server_is_tried_for_as_long_as_the_link_works_then_the_operators_told(services):
     awaiting_verification(services)
     clock = Clock()
-    sender = smtp_sender(services, free_port(), clock, max_tries=2)
+    sender = smtp_sender(services, free_port(), clock)  # nothing listens there
 
     with structlog.testing.capture_logs() as logs:
-        sender.send_due()
-        clock.advance(timedelta(hours=1))
-        report = sender.send_due()
+        reports = retry_until_given_up(sender, services, clock)
 
-    assert report.failed == 1
+    # Tried again and again for the link's 24 hours (the waits capped at an hour)…
+    *retried, last = reports
+    assert len(retried) > 24 and all(report.retried == 1 for report in retried)
     (row,) = outbox(services)
-    assert row.tries == 2 and row.failed_at is not None and row.sent_at is None
+    assert row.failed_at - row.created_at == services.settings.verification_link_ttl
+    assert (row.sent_at, row.tries) == (None, len(retried))
+    # …then failed for good the moment the link expired, with no try of a dead link.
+    assert (last.sent, last.retried, last.failed) == (0, 0, 1)
+    assert row.last_error == (
+        "not delivered while its link worked (24 h); "
+        "last error: server unreachable: ConnectionRefusedError"
+    )
     (failed,) = [entry for entry in logs if entry["event"] == "mail.failed"]
     assert failed["log_level"] == "error"
     assert failed["to"] == "a***@example.pl"
@@ -274,6 +299,35 @@ class SenderCheck(Inbox):
         return "250 OK"
 
 
+def test_a_login_refused_for_most_of_a_day_loses_no_message(services):
+    # The operator notices the wrong SMTP_PASSWORD only the next morning: the link works
+    # for 24 hours, so the message is still worth sending, and is sent.
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+    server = {"authenticator": Accounts(ueoz="right"), "auth_require_tls": False}
+    wrong = smtp_sender(services, port, clock, username="ueoz", password="wrong")
+
+    with smtp_server(port, Inbox(), **server) as inbox:
+        (row,) = outbox(services)
+        fixed_at = row.created_at + timedelta(hours=23)
+        passes = 0
+        while clock.now < fixed_at:
+            assert wrong.send_due().retried == 1
+            passes += 1
+            (row,) = outbox(services)
+            assert (row.failed_at, row.sent_at) == (None, None)
+            assert row.last_error.startswith("login refused: 535")
+            clock.advance(row.due_at - clock.now)
+
+        fixed = smtp_sender(services, port, clock, username="ueoz", password="right")
+        assert fixed.send_due().sent == 1
+
+    ((recipients, _raw),) = inbox.received
+    assert recipients == ["anna@example.pl"]
+    (row,) = outbox(services)
+    assert (row.tries, row.failed_at, row.last_error) == (passes + 1, None, "")
+
+
 def test_a_refused_login_is_a_setting_to_fix_and_loses_no_message(services):
     awaiting_verification(services)
     port, clock = free_port(), Clock()
@@ -327,8 +381,7 @@ def test_a_refused_sender_address_is_a_setting_to_fix_and_loses_no_message(servi
 def test_the_wait_stops_growing_at_an_hour_give_or_take_its_jitter(services):
     awaiting_verification(services)
     clock = Clock()
-    # More tries than the default, so that the doubling (30 s, 1 min, …) passes an hour.
-    sender = smtp_sender(services, free_port(), clock, max_tries=20, rng=random.Random(7))
+    sender = smtp_sender(services, free_port(), clock, rng=random.Random(7))
     waits = []
     for _ in range(12):
         assert sender.send_due().retried == 1
@@ -460,6 +513,105 @@ def test_smtp_starttls_to_a_server_without_it_sends_nothing_in_clear(services):
     (row,) = outbox(services)
     assert row.failed_at is None and row.due_at > clock.now
     assert row.last_error == "server offers no STARTTLS: nothing sent in clear"
+
+
+@pytest.mark.parametrize("smtputf8", [False, True], ids=["plain-server", "smtputf8-server"])
+def test_an_address_with_a_polish_domain_arrives_through_any_server(services, smtputf8):
+    # email_validator keeps the domain in its Unicode form; over SMTP it goes as IDNA ASCII,
+    # which needs no SMTPUTF8 from this relay or any after it.
+    awaiting_verification(services, email="anna@żółw.pl")
+    port, clock = free_port(), Clock()
+
+    with smtp_server(port, Inbox(), enable_SMTPUTF8=smtputf8) as inbox:
+        report = smtp_sender(services, port, clock).send_due()
+
+    assert (report.sent, report.retried, report.failed) == (1, 0, 0)
+    ((recipients, raw),) = inbox.received
+    assert recipients == ["anna@xn--w-uga1v8h.pl"]
+    mail = message_from_bytes(raw, policy=policy.default)
+    assert mail["To"] == "anna@xn--w-uga1v8h.pl"
+    assert "Dzień dobry Anna Maria Mickiewicz-Sokołowska" in mail.get_content()
+    (row,) = outbox(services)
+    assert row.recipient == "anna@żółw.pl"  # as the person gave it
+    assert row.sent_at is not None and row.last_error == ""
+
+
+def test_a_non_ascii_mailbox_name_arrives_through_a_server_with_smtputf8(services):
+    awaiting_verification(services, email="żółw@example.pl")
+    port = free_port()
+
+    with smtp_server(port, Inbox(), enable_SMTPUTF8=True) as inbox:
+        report = smtp_sender(services, port, Clock()).send_due()
+
+    assert report.sent == 1
+    ((recipients, raw),) = inbox.received
+    assert recipients == ["żółw@example.pl"]
+    assert message_from_bytes(raw, policy=policy.default)["To"] == "żółw@example.pl"
+
+
+def test_a_non_ascii_mailbox_name_fails_at_once_at_a_server_without_smtputf8(services, settings):
+    # No other form of this address exists: no retry can help, and the failure says why
+    # (not STARTTLS, which is off).
+    awaiting_verification(services, email="żółw@example.pl")
+    port = free_port()
+
+    with smtp_server(port, Inbox(), enable_SMTPUTF8=False) as inbox:
+        result = CliRunner().invoke(
+            main, ["mail-sender", "--once"], env=smtp_environ(settings, port)
+        )
+
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-2:] == [
+        "sent 0, to retry 0, failed 1",
+        "Error: 1 message(s) failed for good; see the log (mail.failed)",
+    ]
+    assert inbox.received == []
+    (row,) = outbox(services)
+    assert (row.tries, row.sent_at) == (1, None) and row.failed_at is not None
+    assert row.last_error == (
+        "recipient's address has a non-ASCII local part, which needs SMTPUTF8, "
+        "and the server does not offer it"
+    )
+
+
+def test_a_message_the_sender_cannot_compose_holds_up_no_other_and_fails_after_max_tries(
+    services,
+):
+    # A fault of the service's own (here: a transport that raises what it should not) is
+    # not the server's doing: it is logged with its traceback, the batch goes on, and the
+    # message is given up after MAIL_MAX_TRIES tries rather than tried for the link's life.
+    queue_messages(services, 3)
+    clock = Clock()
+
+    class Faulty:
+        def __init__(self) -> None:
+            self.delivered: list[str] = []
+
+        def deliver(self, message):
+            if message["To"] == "person0@example.pl":
+                raise ValueError("a bug")
+            self.delivered.append(message["To"])
+
+    transport = Faulty()
+    sender = OutboxSender.from_settings(
+        services.settings, services.sessions, transport=transport, clock=clock, max_tries=3
+    )
+
+    with structlog.testing.capture_logs() as logs:
+        first = sender.send_due()
+        later = []
+        for _ in range(2):
+            clock.advance(timedelta(hours=1))
+            later.append(sender.send_due())
+
+    assert (first.sent, first.retried, first.failed) == (2, 1, 0)
+    assert transport.delivered == ["person1@example.pl", "person2@example.pl"]
+    assert [(report.retried, report.failed) for report in later] == [(1, 0), (0, 1)]
+    faulty = outbox(services)[0]
+    assert (faulty.tries, faulty.sent_at) == (3, None) and faulty.failed_at is not None
+    assert faulty.last_error == "unexpected error: ValueError"
+    unexpected = [entry for entry in logs if entry["event"] == "mail.unexpected_error"]
+    assert len(unexpected) == 3 and unexpected[0]["log_level"] == "error"
 
 
 def test_maildir_delivery_is_readable_as_the_mail_page_shows_it(services, tmp_path):
@@ -641,10 +793,9 @@ def test_mail_sender_once_from_the_command_line(services, settings):
     assert len(maildir_messages(settings.maildir_path)) == 1
 
 
-def test_mail_sender_once_exits_1_when_a_message_failed_for_good(services, settings):
-    awaiting_verification(services)
-    port = free_port()
-    environ = {
+def smtp_environ(settings, port: int, **more: str) -> dict[str, str]:
+    """The environment of `ueoz-migration mail-sender` sending to an SMTP server on ``port``."""
+    return {
         "APP_ENV": "test",
         "DATABASE_URL": settings.database_url,
         "INSTANCE_DIR": str(settings.instance_dir),
@@ -652,16 +803,47 @@ def test_mail_sender_once_exits_1_when_a_message_failed_for_good(services, setti
         "AUDIT_KEY": settings.audit_key.decode(),
         "MAIL_BACKEND": "smtp",
         "SMTP_PORT": str(port),
+        **more,
     }
 
+
+def test_mail_sender_once_exits_1_when_a_message_failed_for_good(services, settings):
+    awaiting_verification(services)
+    port = free_port()
+
     with smtp_server(port, Inbox("550 5.1.1 <anna@example.pl>: no such user")):
-        result = CliRunner().invoke(main, ["mail-sender", "--once"], env=environ)
+        result = CliRunner().invoke(
+            main, ["mail-sender", "--once"], env=smtp_environ(settings, port)
+        )
 
     assert result.exit_code == 1
     assert result.output.splitlines()[-2:] == [  # after the log lines
         "sent 0, to retry 0, failed 1",
         "Error: 1 message(s) failed for good; see the log (mail.failed)",
     ]
+
+
+def test_mail_sender_once_sends_no_link_that_expired_while_no_sender_ran(services, settings):
+    # Every sender was stopped for a day: the link in the message is dead, so it is not sent,
+    # and the operator is told (exit 1), whatever the old MAIL_MAX_TRIES says.
+    attempt_id = awaiting_verification(services)
+    with transaction(services.sessions) as session:
+        row = session.scalars(select(OutboxMessage)).one()
+        row.created_at = row.due_at = datetime.now(UTC) - timedelta(hours=25)
+    port = free_port()
+
+    with smtp_server(port, Inbox()) as inbox:
+        result = CliRunner().invoke(
+            main, ["mail-sender", "--once"], env=smtp_environ(settings, port, MAIL_MAX_TRIES="99")
+        )
+
+    assert result.exit_code == 1
+    assert "sent 0, to retry 0, failed 1" in result.output.splitlines()
+    assert inbox.received == []
+    (row,) = outbox(services)
+    assert (row.attempt_id, row.tries, row.sent_at) == (attempt_id, 0, None)
+    assert row.failed_at is not None
+    assert row.last_error == "not delivered while its link worked (24 h)"
 
 
 def test_a_command_on_a_database_never_upgraded_says_so_in_one_line(tmp_path):

@@ -11,8 +11,15 @@ that any number of senders can run on any number of machines:
 2. **deliver**: hand each claimed message to the transport (SMTP, or a Maildir folder on the
    embedded default) with no transaction open;
 3. **record**: mark it sent, or count the failed try and put it off with exponential backoff
-   and jitter; after ``MAIL_MAX_TRIES`` tries, or when the server refuses the message for good,
-   mark it failed and log an error for the operators.
+   and jitter. A message is worth trying for as long as the link it carries works
+   (``VERIFICATION_LINK_TTL_HOURS``): a server that is down, refuses our login or says "later"
+   is tried again until then, and a message still unsent when its link expires is marked
+   failed. A server that refuses the message or its recipient for good fails it at once.
+   Failures are logged at error level for the operators.
+
+A message the journey withdrew (its link was retired: see
+:meth:`~ueoz_migration.states.awaiting_verification.AwaitingVerification.retire_verification_links`)
+is no sender's business any more: it is not due, not held, and not a failure.
 
 Logs and ``last_error`` carry no personal data: recipients appear masked (``a***@domain``).
 """
@@ -35,7 +42,8 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
-from sqlalchemy import and_, bindparam, or_, select, update
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import ConfigError, Settings
@@ -53,12 +61,13 @@ CLAIM_BATCH = 10
 #: is short; a look is one read of ix_outbox_pending (see :meth:`OutboxSender.has_due`).
 POLL_INTERVAL = 0.2
 
-# A message a sender may take at ``:now``: neither sent nor failed, due, and nobody's lease
-# on it (none, or run out). :meth:`OutboxSender.has_due` and :meth:`OutboxSender.claim` both
-# ask this.
+# A message a sender may take at ``:now``: neither sent, failed nor withdrawn, due, and
+# nobody's lease on it (none, or run out). :meth:`OutboxSender.has_due` and
+# :meth:`OutboxSender.claim` both ask this.
 DUE = and_(
     OutboxMessage.sent_at.is_(None),
     OutboxMessage.failed_at.is_(None),
+    OutboxMessage.withdrawn_at.is_(None),
     OutboxMessage.due_at <= bindparam("now"),
     or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until <= bindparam("now")),
 )
@@ -103,6 +112,9 @@ class SmtpTransport:
     5xx refusal of the recipient or of the message itself is final for this message. A 5xx
     refusal of our login or our sender address is a configuration fault that hits every
     message alike, so it is retried too: the operator fixes the setting and nothing is lost.
+
+    Addresses go to the server with their domain in ASCII form (:func:`smtp_address`), in the
+    envelope and in the To header alike, so that a relay without SMTPUTF8 delivers them.
     """
 
     def __init__(
@@ -136,13 +148,18 @@ class SmtpTransport:
         )
 
     def deliver(self, message: EmailMessage) -> None:
+        sender = smtp_address(parseaddr(str(message["From"]))[1])
+        recipient = smtp_address(str(message["To"]))  # the outbox writes the bare address
+        message.replace_header("To", recipient)
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
                 if self.starttls:
-                    smtp.starttls(context=self.tls)
+                    self._start_tls(smtp)
                 if self.username:
-                    smtp.login(self.username, self.password)
-                smtp.send_message(message)
+                    self._log_in(smtp)
+                if not (sender + recipient).isascii():
+                    self._check_smtputf8(smtp, recipient)
+                smtp.send_message(message, sender, [recipient])
         except smtplib.SMTPRecipientsRefused as error:
             # One recipient per message, so "all refused" is this message's recipient.
             code, text = next(iter(error.recipients.values()))
@@ -153,14 +170,70 @@ class SmtpTransport:
             code, what = error.smtp_code, _REFUSALS.get(type(error), "server said")
             permanent = isinstance(error, smtplib.SMTPDataError) and 500 <= code < 600
             raise DeliveryError(_reply(what, code, error.smtp_error), permanent=permanent) from None
-        except smtplib.SMTPNotSupportedError:
-            raise DeliveryError("server offers no STARTTLS: nothing sent in clear") from None
+        except smtplib.SMTPNotSupportedError as error:
+            # smtplib's own words (no address in them): an extension this delivery needs.
+            raise DeliveryError(f"server lacks what the delivery needs: {error}") from None
         except ssl.SSLError as error:
             # A certificate that does not verify, or a failed handshake: said by class only.
             raise DeliveryError(f"TLS with the server failed: {type(error).__name__}") from None
         except (smtplib.SMTPException, OSError) as error:
             # Refused or reset connections, timeouts, a server that hangs up.
             raise DeliveryError(f"server unreachable: {type(error).__name__}") from None
+
+    def _start_tls(self, smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.starttls(context=self.tls)
+        except smtplib.SMTPNotSupportedError:
+            raise DeliveryError("server offers no STARTTLS: nothing sent in clear") from None
+
+    def _log_in(self, smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.login(self.username, self.password)
+        except smtplib.SMTPNotSupportedError:
+            # Many servers offer AUTH only once the connection is encrypted.
+            raise DeliveryError(
+                "server offers no login (AUTH) here: check SMTP_USERNAME and SMTP_STARTTLS"
+            ) from None
+
+    @staticmethod
+    def _check_smtputf8(smtp: smtplib.SMTP, recipient: str) -> None:
+        """Refuse an address only SMTPUTF8 can carry when the server does not offer it.
+
+        The domain is ASCII by now (:func:`smtp_address`), so only a local part in another
+        script (``żółw@…``) is left: the server cannot take this recipient, now or later.
+        Our own sender address the same way is a setting to fix, retried like a refused login.
+        """
+        smtp.ehlo_or_helo_if_needed()
+        if smtp.has_extn("smtputf8"):
+            return
+        if not recipient.isascii():
+            raise DeliveryError(
+                "recipient's address has a non-ASCII local part, which needs SMTPUTF8, "
+                "and the server does not offer it",
+                permanent=True,
+            )
+        raise DeliveryError(
+            "MAIL_FROM has a non-ASCII local part, which needs SMTPUTF8, "
+            "and the server does not offer it"
+        )
+
+
+def smtp_address(address: str) -> str:
+    """Return the address with its domain in ASCII (IDNA, ``xn--…``) where that is enough.
+
+    The outbox keeps addresses as email_validator normalised them, with the domain in its
+    Unicode form (``anna@żółw.pl``). Said so to an SMTP server, it needs the SMTPUTF8
+    extension, which many relays lack, and the mail would never go; the ASCII form of the
+    domain reaches the same mailbox through any server. A local part in another script has
+    no ASCII form: such an address is returned as it is, and needs SMTPUTF8.
+    """
+    if address.isascii():
+        return address
+    try:
+        ascii_form = validate_email(address, check_deliverability=False).ascii_email
+    except EmailNotValidError:
+        return address  # not for us to judge here; the server will say
+    return ascii_form or address
 
 
 _REFUSALS = {
@@ -275,7 +348,14 @@ class SendReport:
 
 
 class OutboxSender:
-    """Claims due outbox messages, delivers them, and records the outcome."""
+    """Claims due outbox messages, delivers them, and records the outcome.
+
+    ``link_ttl``: how long a message is worth sending, counted from when it was written; the
+    link in a verification e-mail works that long (``VERIFICATION_LINK_TTL_HOURS``), and the
+    outbox holds no other kind of e-mail. ``max_tries``: tries, in all, after which a message
+    that meets an error the sender cannot place (a fault of the service's, not the server's)
+    is marked failed; delivery errors are retried for the whole ``link_ttl`` whatever it says.
+    """
 
     def __init__(
         self,
@@ -283,6 +363,7 @@ class OutboxSender:
         transport: Transport,
         *,
         mail_from: str,
+        link_ttl: timedelta = timedelta(hours=24),
         max_tries: int = 8,
         retry_base: timedelta = timedelta(seconds=30),
         lease: timedelta = timedelta(minutes=5),
@@ -293,6 +374,7 @@ class OutboxSender:
         self.sessions = sessions
         self.transport = transport
         self.mail_from = mail_from
+        self.link_ttl = link_ttl
         self.max_tries = max_tries
         self.retry_base = retry_base
         self.lease = lease
@@ -308,6 +390,7 @@ class OutboxSender:
         timeout = settings.smtp_timeout
         options: dict[str, object] = {
             "mail_from": settings.mail_from,
+            "link_ttl": settings.verification_link_ttl,
             "max_tries": settings.mail_max_tries,
             "retry_base": settings.mail_retry_base,
             # Long enough for a whole batch to meet a server that times out on every message.
@@ -333,7 +416,7 @@ class OutboxSender:
                 if stop is not None and stop.is_set():
                     return SendReport(sent, retried, failed)
                 if not self.hold(message):
-                    continue  # our lease ran out while earlier ones went; another took it
+                    continue  # another sender took it meanwhile, or the journey withdrew it
                 outcome = self.deliver(message)
                 sent += outcome == "sent"
                 retried += outcome == "retry"
@@ -374,7 +457,8 @@ class OutboxSender:
         slow server (each reply just inside the timeout) can outlast the lease before the
         last ones: another sender may have claimed them meanwhile. The lease time we set is
         the claim's token — a later claim can only set a later one — so renewing only where
-        it still stands, and the message is unsent, leaves each message to one sender.
+        it still stands, and the message is unsent, leaves each message to one sender. A
+        message the journey withdrew since the claim is not ours to send either.
         """
         renewed = self.clock() + self.lease
         with transaction(self.sessions) as session:
@@ -384,16 +468,27 @@ class OutboxSender:
                 .where(OutboxMessage.lease_until == message.lease_until)
                 .where(OutboxMessage.sent_at.is_(None))
                 .where(OutboxMessage.failed_at.is_(None))
+                .where(OutboxMessage.withdrawn_at.is_(None))
                 .values(lease_until=renewed)
             )
+            withdrawn = held.rowcount != 1 and (  # type: ignore[attr-defined]
+                session.scalar(
+                    select(OutboxMessage.withdrawn_at).where(OutboxMessage.id == message.id)
+                )
+                is not None
+            )
         if held.rowcount != 1:  # type: ignore[attr-defined]
-            log.info("mail.lease_lost", outbox_id=message.id, attempt=message.attempt_id)
+            event = "mail.withdrawn" if withdrawn else "mail.lease_lost"
+            log.info(event, outbox_id=message.id, attempt=message.attempt_id)
             return False
         message.lease_until = renewed
         return True
 
     def deliver(self, message: OutboxMessage) -> str:
-        """Send one claimed message and record the outcome: ``sent``, ``retry`` or ``failed``.
+        """Send one claimed message and record the outcome.
+
+        ``sent``, ``retry`` or ``failed``; or ``withdrawn`` when the journey withdrew it while
+        the transport was trying (it counts as none of the others).
 
         At most once per claim, at least once overall. The window between the server
         accepting the message and our ``sent_at`` commit cannot be closed: if this process
@@ -402,16 +497,48 @@ class OutboxSender:
         The copies carry the same Message-ID (it is derived from the outbox row), so mail
         systems and clients that deduplicate on it show the person one message.
         """
+        expires = message.created_at + self.link_ttl
+        if self.clock() >= expires:
+            # Its link has expired: sent now, it would bring the person a dead link.
+            hours = f"{self.link_ttl / timedelta(hours=1):g}"
+            reason = f"not delivered while its link worked ({hours} h)"
+            if message.last_error:
+                reason += f"; last error: {message.last_error}"
+            return self._record_failure(
+                message, message.tries, reason, final=True, retry_until=expires
+            )
         tries = message.tries + 1
         try:
             self.transport.deliver(self.compose(message))
         except DeliveryError as error:
-            return self._record_failure(message, tries, error)
+            return self._record_failure(
+                message, tries, error.reason, final=error.permanent, retry_until=expires
+            )
+        except Exception as error:
+            # Not the server's doing: a fault in composing or handing over this very message.
+            # Recorded like a failed try, so that it holds up no other message, and given up
+            # after max_tries (MAIL_MAX_TRIES), as trying the same fault again will not help.
+            log.exception("mail.unexpected_error", outbox_id=message.id, attempt=message.attempt_id)
+            return self._record_failure(
+                message,
+                tries,
+                f"unexpected error: {type(error).__name__}",
+                final=tries >= self.max_tries,
+                retry_until=expires,
+            )
         with transaction(self.sessions) as session:
             session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == message.id)
-                .values(sent_at=self.clock(), tries=tries, lease_until=None, last_error="")
+                .values(
+                    sent_at=self.clock(),
+                    tries=tries,
+                    lease_until=None,
+                    # A message withdrawn while it went keeps saying why it was withdrawn.
+                    last_error=case(
+                        (OutboxMessage.withdrawn_at.is_(None), ""), else_=OutboxMessage.last_error
+                    ),
+                )
             )
         log.info(
             "mail.sent",
@@ -423,21 +550,32 @@ class OutboxSender:
         )
         return "sent"
 
-    def _record_failure(self, message: OutboxMessage, tries: int, error: DeliveryError) -> str:
+    def _record_failure(
+        self,
+        message: OutboxMessage,
+        tries: int,
+        reason: str,
+        *,
+        final: bool,
+        retry_until: datetime,
+    ) -> str:
+        """Mark the message failed (``final``), or due again after the backoff.
+
+        Never later than ``retry_until``, the link's expiry: a message still unsent then is
+        failed at that moment, not an hour after.
+        """
         now = self.clock()
-        final = error.permanent or tries >= self.max_tries
-        values: dict[str, object] = {
-            "tries": tries,
-            "lease_until": None,
-            "last_error": error.reason,
-        }
+        values: dict[str, object] = {"tries": tries, "lease_until": None, "last_error": reason}
         if final:
             values["failed_at"] = now
         else:
-            values["due_at"] = now + self.backoff(tries)
+            values["due_at"] = min(now + self.backoff(tries), retry_until)
         with transaction(self.sessions) as session:
-            session.execute(
-                update(OutboxMessage).where(OutboxMessage.id == message.id).values(**values)
+            recorded = session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message.id)
+                .where(OutboxMessage.withdrawn_at.is_(None))
+                .values(**values)
             )
         fields = {
             "outbox_id": message.id,
@@ -445,10 +583,15 @@ class OutboxSender:
             "attempt": message.attempt_id,
             "to": mask_email(message.recipient),
             "tries": tries,
-            "error": error.reason,
+            "error": reason,
         }
+        if recorded.rowcount != 1:  # type: ignore[attr-defined]
+            # The journey withdrew it while the transport was trying: neither a failure nor
+            # anything to try again.
+            log.info("mail.withdrawn", **fields)
+            return "withdrawn"
         if final:
-            log.error("mail.failed", permanent=error.permanent, **fields)
+            log.error("mail.failed", **fields)
             return "failed"
         log.warning("mail.retry", due_at=values["due_at"].isoformat(), **fields)  # type: ignore[attr-defined]
         return "retry"

@@ -222,9 +222,15 @@ class OutboxMessage(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     failed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Set when the journey took the message back before it went out: its link was retired
+    # (a new address, a newer link, the address verified, the attempt expired). Not a
+    # delivery failure; ``last_error`` says why. NULL: not withdrawn, or written before 0003.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     last_error: Mapped[str] = mapped_column(Text, default="")
 
-    __table_args__ = (Index("ix_outbox_pending", "sent_at", "failed_at", "due_at"),)
+    # The senders' "due" question (adapters/mail.py, DUE) reads this index; withdrawn rows
+    # stay out of its NULL prefix, however many of them pile up.
+    __table_args__ = (Index("ix_outbox_pending", "sent_at", "failed_at", "withdrawn_at", "due_at"),)
 
 
 class SamlOnce(Base):

@@ -14,19 +14,31 @@ from ..domain.privacy import mask_email
 from .base import Rejected, StateBehaviour
 from .email_entry import normalized_email
 
+#: Why a verification e-mail still in the outbox was withdrawn, by the event that retired its
+#: link; the outbox row's ``last_error`` reads ``withdrawn: <this>``.
+WITHDRAWN_BECAUSE = {
+    "submit": "a newer link was sent",
+    "resend": "a newer link was sent",
+    "change_email": "the address was changed",
+    "expire": "the attempt expired",
+    "verify": "the address was verified",
+}
+
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
 
 
 class AwaitingVerification(StateBehaviour):
-    def send_verification_link(self, language: str | None = None) -> None:
+    def send_verification_link(self, language: str | None = None, event: str = "") -> None:
         """Retire earlier links, make a new one and put the e-mail carrying it in the outbox.
 
         ``language``: the pages' language when the person asked, which the e-mail (and any
         later one) is then written in.
         """
-        self.retire_verification_links()
+        # First, before the new e-mail is in the session: retiring withdraws the attempt's
+        # e-mails still waiting in the outbox, and the new one must not be among them.
+        self.retire_verification_links(event)
         now, attempt = self.context.now, self.attempt
         if language in LANGUAGES:
             attempt.language = language
@@ -103,17 +115,48 @@ class AwaitingVerification(StateBehaviour):
         account = self.session.get(UeozAccount, self.attempt.ueoz_account_id)
         assert account is not None
         account.email_verified_at = self.context.now
+        # A copy of the link's e-mail may still wait (delivered, but the sender died before
+        # it recorded so): it would only bring a used link now.
+        self._withdraw_waiting_mail("verify")
 
-    def retire_verification_links(self) -> None:
-        """Kill every live link of this attempt: the address changed, or a newer link goes."""
-        # A plain UPDATE on the transaction's connection: no link of the attempt is loaded
-        # in the session when a step retires them, so there is nothing to keep in step.
+    def retire_verification_links(self, event: str = "") -> None:
+        """Kill every live link of this attempt, and withdraw the e-mails carrying them.
+
+        The address changed, a newer link goes, or the attempt expired (``event`` says
+        which). An e-mail the outbox has not sent yet would bring a dead link, with the
+        person's full name, to an address they may have given by mistake; and an older
+        e-mail retried after an outage could arrive after the newer one.
+        """
+        # Plain UPDATEs on the transaction's connection: no link or outbox row of the
+        # attempt is loaded in the session when a step retires them, so there is nothing
+        # to keep in step.
         self.session.connection().execute(
             update(VerificationLink)
             .where(VerificationLink.attempt_id == self.attempt.id)
             .where(VerificationLink.used_at.is_(None))
             .where(VerificationLink.retired_at.is_(None))
             .values(retired_at=self.context.now)
+        )
+        self._withdraw_waiting_mail(event)
+
+    def _withdraw_waiting_mail(self, event: str) -> None:
+        """Take back the attempt's verification e-mails that are neither sent nor failed.
+
+        In this transition's transaction, so they are withdrawn exactly when it commits. A
+        sender that already holds one and is handing it to the SMTP server right now cannot
+        be stopped: that copy may still go out (the row then shows both ``withdrawn_at`` and
+        ``sent_at``). Any other sender skips a withdrawn message, whether it comes due
+        later or sits unsent in a batch claimed before.
+        """
+        reason = WITHDRAWN_BECAUSE.get(event, f"its link was retired ({event or 'no event'})")
+        self.session.connection().execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.attempt_id == self.attempt.id)
+            .where(OutboxMessage.kind == "verification")
+            .where(OutboxMessage.sent_at.is_(None))
+            .where(OutboxMessage.failed_at.is_(None))
+            .where(OutboxMessage.withdrawn_at.is_(None))
+            .values(withdrawn_at=self.context.now, last_error=f"withdrawn: {reason}")
         )
 
     def _link(self, token: str) -> VerificationLink | None:
