@@ -324,7 +324,7 @@ def write_bulk_log(services: Services, rows_wanted: int) -> int:
         for path in BULK_PATHS:
             attempt_id = uuid.uuid4().hex
             pesel = f"9{len(attempts) + written:010d}"
-            hashed = pesel_hash(key, pesel)
+            hashed = pesel_hash(services.settings.pesel_key, pesel)
             state, head, seq, event_number, event_code = flow.initial, GENESIS, 0, None, None
             steps = (("start", "applied"), *path)
             for event, outcome in steps:

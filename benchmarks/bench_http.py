@@ -74,7 +74,7 @@ PG_PORT = 55433
 PG_DATA = "/tmp/ueoz-pg-bench"
 # Our settings in the caller's environment would point the children elsewhere.
 OUR_PREFIXES = ("APP_", "DATABASE_", "MAIL", "SMTP_", "STANDIN_", "WK_", "SEARCH_")
-OUR_NAMES = {"BASE_URL", "SECRET_KEY", "AUDIT_KEY", "INSTANCE_DIR", "LOG_JSON"}
+OUR_NAMES = {"BASE_URL", "SECRET_KEY", "AUDIT_KEY", "PESEL_HASH_KEY", "INSTANCE_DIR", "LOG_JSON"}
 
 FIRST_NAMES = ("Anna", "Jan", "Maria", "Piotr", "Katarzyna", "Tomasz", "Ewa", "Marek", "Zofia")
 LAST_NAMES = ("Nowak", "Kowalska", "Wiśniewski", "Wójcik", "Kamińska", "Lewandowski", "Zając")

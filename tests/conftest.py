@@ -24,6 +24,7 @@ from ueoz_migration.db.models import Base
 from ueoz_migration.db.schema import upgrade
 
 TEST_KEY = "test-audit-key-0123456789abcdef"
+TEST_PESEL_KEY = "test-pesel-hash-key-not-the-audit-key"
 
 
 def postgres_url() -> str:
@@ -88,6 +89,7 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: str) -> Settin
         "INSTANCE_DIR": str(tmp_path / "instance"),
         "SECRET_KEY": "test-secret",
         "AUDIT_KEY": TEST_KEY,
+        "PESEL_HASH_KEY": TEST_PESEL_KEY,
         "BASE_URL": "http://ueoz.test",
         "MAILDIR_PATH": str(tmp_path / "maildir"),
         **overrides,

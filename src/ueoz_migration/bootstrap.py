@@ -74,6 +74,7 @@ class Services:
             flow=self.flow,
             policy=self.policy,
             audit_key=self.settings.audit_key,
+            pesel_key=self.settings.pesel_key,
             mail=TemplateMailComposer(
                 helpdesk_phone=self.settings.helpdesk_phone,
                 helpdesk_email=self.settings.helpdesk_email,

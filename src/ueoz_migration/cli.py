@@ -138,7 +138,7 @@ def eploz_seed_demo(services: Services) -> None:
     if services.settings.production:
         raise click.ClickException("seed-demo writes made-up people; refusing in production.")
     with _database(services, doing="write"):
-        report = seed_demo(services.sessions, audit_key=services.settings.audit_key)
+        report = seed_demo(services.sessions, pesel_key=services.settings.pesel_key)
     eploz = report.eploz
     click.echo(
         f"demo data for {len(DEMO_PEOPLE)} people: e-PLOZ accounts {eploz.added} added, "

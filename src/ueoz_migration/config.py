@@ -130,6 +130,7 @@ class Settings:
     database_url: str
     secret_key: str
     audit_key: bytes
+    pesel_key: bytes
     instance_dir: Path
     base_url: str
     attempt_ttl: timedelta
@@ -183,7 +184,14 @@ class Settings:
 
         missing = [
             name
-            for name in ("SECRET_KEY", "AUDIT_KEY", "DATABASE_URL", "BASE_URL", "DOMAIN_SYSTEMS")
+            for name in (
+                "SECRET_KEY",
+                "AUDIT_KEY",
+                "PESEL_HASH_KEY",
+                "DATABASE_URL",
+                "BASE_URL",
+                "DOMAIN_SYSTEMS",
+            )
             if production and not get(name)
         ]
         if missing:
@@ -203,11 +211,15 @@ class Settings:
             )
 
         base_url = get("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+        # Before the audit key: a development audit key on disk without a PESEL key means an
+        # instance from before the keys were split (see _dev_pesel_key).
+        pesel_key = get("PESEL_HASH_KEY") or _dev_pesel_key(instance_dir)
         return cls(
             env=app_env,
             database_url=get("DATABASE_URL", f"sqlite:///{instance_dir / 'ueoz.sqlite3'}"),
             secret_key=get("SECRET_KEY") or _dev_secret(instance_dir, "secret_key"),
             audit_key=(get("AUDIT_KEY") or _dev_secret(instance_dir, "audit_key")).encode(),
+            pesel_key=pesel_key.encode(),
             instance_dir=instance_dir,
             base_url=base_url,
             attempt_ttl=_duration(env, "ATTEMPT_TTL_HOURS", 72, "hours"),
@@ -237,6 +249,24 @@ class Settings:
             log_json=_flag(env, "LOG_JSON", production),
             raw=env,
         )
+
+
+def _dev_pesel_key(instance_dir: Path) -> str:
+    """The development key of the PESEL hashes, kept apart from the audit key.
+
+    Auditors hold the audit key to check the chain; with it alone they must not be able to
+    turn a ``pesel_hash`` back into a PESEL by trying every valid number (a few hundred
+    million). An instance folder made before the two keys were split hashed PESELs with its
+    audit key: it keeps doing so, or its people would no longer be found.
+    """
+    if not (instance_dir / "pesel_key").exists() and (instance_dir / "audit_key").exists():
+        legacy = (instance_dir / "audit_key").read_text().strip()
+        try:
+            with (instance_dir / "pesel_key").open("x") as handle:
+                handle.write(legacy)
+        except FileExistsError:  # another process of the embedded default did it first
+            pass
+    return _dev_secret(instance_dir, "pesel_key")
 
 
 def _dev_secret(instance_dir: Path, name: str) -> str:

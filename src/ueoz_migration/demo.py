@@ -154,7 +154,7 @@ class SeedReport:
 
 
 def seed_demo(
-    sessions: sessionmaker[Session], *, audit_key: bytes, now: datetime | None = None
+    sessions: sessionmaker[Session], *, pesel_key: bytes, now: datetime | None = None
 ) -> SeedReport:
     """Put the demo people's e-PLOZ accounts and UEOZ accounts in place; safe to run again."""
     now = now or datetime.now(UTC)
@@ -162,7 +162,7 @@ def seed_demo(
     rows = [checked_row(number, values) for number, values in enumerate(_all_rows(), start=1)]
     with transaction(sessions) as session:
         report = upsert_accounts(session, rows, now=now)
-        added = sum(_ensure_ueoz_account(session, demo, audit_key, now) for demo in DEMO_PEOPLE)
+        added = sum(_ensure_ueoz_account(session, demo, pesel_key, now) for demo in DEMO_PEOPLE)
     return SeedReport(eploz=report, ueoz_added=added)
 
 
@@ -171,13 +171,13 @@ def _all_rows() -> list[dict[str, str]]:
 
 
 def _ensure_ueoz_account(
-    session: Session, demo: DemoPerson, audit_key: bytes, now: datetime
+    session: Session, demo: DemoPerson, pesel_key: bytes, now: datetime
 ) -> int:
     """Give the person a verified UEOZ account holding that e-PLOZ account, unless they have one."""
     if demo.ueoz_account_holds is None:
         return 0
     person = demo.person
-    key = pesel_hash(audit_key, person.pesel)
+    key = pesel_hash(pesel_key, person.pesel)
     if session.scalar(select(UeozAccount.id).where(UeozAccount.pesel_hash == key)) is not None:
         return 0
     eploz = session.scalars(

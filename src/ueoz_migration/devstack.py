@@ -137,7 +137,7 @@ def prepare(settings: Settings, out: Callable[[str], None]) -> None:
     try:
         upgrade(engine)
         out(f"database at head: {engine.url.render_as_string()}")
-        report = seed_demo(make_sessionmaker(engine), audit_key=settings.audit_key)
+        report = seed_demo(make_sessionmaker(engine), pesel_key=settings.pesel_key)
         out(f"demo people in place (UEOZ accounts added now: {report.ueoz_added})")
     finally:
         engine.dispose()

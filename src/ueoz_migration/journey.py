@@ -152,13 +152,15 @@ class Journey:
         flow: Flow,
         policy: Policy,
         audit_key: bytes,
+        pesel_key: bytes,
         mail: MailComposer,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
         self.flow = flow
         self.policy = policy
-        self.audit_key = audit_key
+        self.audit_key = audit_key  # the transition log's chain
+        self.pesel_key = pesel_key  # the PESEL hashes (pesel_hash), a key auditors never hold
         self.mail = mail
         self.clock = clock
         self._flows: dict[str, Flow] = {flow.version: flow}
@@ -182,7 +184,7 @@ class Journey:
         ``skipped``, so that the audit log shows the visit too. An open attempt past its expiry
         is expired first, and a new one started.
         """
-        key = pesel_hash(self.audit_key, person.pesel)
+        key = pesel_hash(self.pesel_key, person.pesel)
         open_attempt = self._open_attempt(key)
         if open_attempt is not None:
             if open_attempt.expires_at > self.clock():

@@ -200,7 +200,7 @@ def demo(stack: Stack) -> Iterator[Stack]:
         for table in reversed(Base.metadata.sorted_tables):
             if table is not FlowVersion.__table__:
                 session.execute(delete(table))
-    seed_demo(sessions, audit_key=settings.audit_key)
+    seed_demo(sessions, pesel_key=settings.pesel_key)
     box = mailbox.Maildir(stack.instance_dir / "maildir", create=True)
     box.clear()
     yield stack

@@ -18,6 +18,7 @@ from ueoz_migration.audit.chain import link_hash
 from ueoz_migration.audit.replay import replay_log
 from ueoz_migration.audit.verify import verify_chain
 from ueoz_migration.cli import main
+from ueoz_migration.domain.privacy import pesel_hash
 from ueoz_migration.journey import EventRefused
 
 
@@ -293,7 +294,7 @@ def test_cli_show_prints_the_attempts_log_as_a_table(services):
         "reason=invalid_submission",
     ]
     assert rows[7][0] == "6"
-    assert rows[7][-1] == "email=h***@example.pl"
+    assert rows[7][-1] == "email=h***@e***.pl"
     assert rows[2][-1] == "req-1"  # no detail, no trailing column
     assert HERMEGILDA.pesel not in shown.output
     assert "h@example.pl" not in shown.output
@@ -314,9 +315,12 @@ def test_cli_export_writes_verifiable_json_lines_without_personal_data(services,
         assert link_hash(services.settings.audit_key, prev, record) == record["hash"]
         prev = record["hash"]
     dump = out.read_text()
-    for personal in (HERMEGILDA.pesel, HERMEGILDA.family_name, "h@example.pl"):
+    for personal in (HERMEGILDA.pesel, HERMEGILDA.family_name, "h@example.pl", "example"):
         assert personal not in dump
-    assert '"email": "h***@example.pl"' in records[-1]["detail"]
+    # The PESEL hash has a key of its own: the auditor's key cannot test candidates against it.
+    assert records[0]["pesel_hash"] != pesel_hash(services.settings.audit_key, HERMEGILDA.pesel)
+    assert records[0]["pesel_hash"] == pesel_hash(services.settings.pesel_key, HERMEGILDA.pesel)
+    assert '"email": "h***@e***.pl"' in records[-1]["detail"]
 
 
 # -- what the auditor saw: the messages of each finding, and the commands' edges ----------

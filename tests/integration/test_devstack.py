@@ -34,7 +34,7 @@ def embedded_environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("APP_", "DATABASE_", "MAIL", "SMTP_", "STANDIN_", "WK_"))
-        and name not in {"BASE_URL", "SECRET_KEY", "AUDIT_KEY", "INSTANCE_DIR"}
+        and name not in {"BASE_URL", "SECRET_KEY", "AUDIT_KEY", "PESEL_HASH_KEY", "INSTANCE_DIR"}
     }
     return environ | {"INSTANCE_DIR": str(tmp_path / "instance"), **overrides}
 
@@ -175,6 +175,7 @@ def test_production_configuration_is_refused(tmp_path):
         APP_ENV="production",
         SECRET_KEY="s",
         AUDIT_KEY="a",
+        PESEL_HASH_KEY="p",
         DATABASE_URL=f"sqlite:///{tmp_path / 'prod.sqlite3'}",
         BASE_URL="https://ueoz.example",
         DOMAIN_SYSTEMS="P1|Platforma P1|https://p1.example/start",

@@ -99,7 +99,7 @@ def gunicorn(tmp_path: Path, sqlite_template: Path):
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("APP_", "DATABASE_", "MAIL", "SMTP_", "STANDIN_", "WK_", "LOG_"))
-        and name not in {"BASE_URL", "SECRET_KEY", "AUDIT_KEY", "INSTANCE_DIR"}
+        and name not in {"BASE_URL", "SECRET_KEY", "AUDIT_KEY", "PESEL_HASH_KEY", "INSTANCE_DIR"}
     }
     environ |= {
         "INSTANCE_DIR": str(tmp_path),

@@ -9,7 +9,6 @@ from pathlib import Path
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
-from tests.conftest import TEST_KEY
 from tests.factories import ANNA, HERMEGILDA, add_eploz_account, link_token, submit, user
 from ueoz_migration.audit.log import format_time
 from ueoz_migration.cli import main
@@ -108,7 +107,7 @@ def give_ueoz_account(services, owner: Person, eploz_id: int, email: str) -> int
     with transaction(services.sessions) as session:
         account = UeozAccount(
             pesel=owner.pesel,
-            pesel_hash=pesel_hash(TEST_KEY.encode(), owner.pesel),
+            pesel_hash=pesel_hash(services.settings.pesel_key, owner.pesel),
             given_names=owner.given_names,
             family_name=owner.family_name,
             login="amicsokol",

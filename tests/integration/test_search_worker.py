@@ -49,7 +49,7 @@ def give_ueoz_account(services, owner: Person, eploz_id: int, *, verified: bool)
         session.add(
             UeozAccount(
                 pesel=owner.pesel,
-                pesel_hash=pesel_hash(TEST_KEY.encode(), owner.pesel),
+                pesel_hash=pesel_hash(services.settings.pesel_key, owner.pesel),
                 given_names=owner.given_names,
                 family_name=owner.family_name,
                 email="someone@example.pl",
@@ -591,8 +591,8 @@ EXPECTED_BRANCH = {
 
 
 def test_every_demo_person_lands_on_their_branch(services):
-    seed_demo(services.sessions, audit_key=services.settings.audit_key)
-    seed_demo(services.sessions, audit_key=services.settings.audit_key)  # idempotent
+    seed_demo(services.sessions, pesel_key=services.settings.pesel_key)
+    seed_demo(services.sessions, pesel_key=services.settings.pesel_key)  # idempotent
     attempts = {demo.person.pesel: start(services, demo.person).id for demo in DEMO_PEOPLE}
 
     SearchWorker(services).run_once()
@@ -605,7 +605,7 @@ def test_every_demo_person_lands_on_their_branch(services):
 
 
 def test_the_manuals_anna_gets_her_eploz_email_offered(services):
-    seed_demo(services.sessions, audit_key=services.settings.audit_key)
+    seed_demo(services.sessions, pesel_key=services.settings.pesel_key)
     anna = next(demo.person for demo in DEMO_PEOPLE if demo.person.pesel == "87042712342")
     attempt = start(services, anna)
     SearchWorker(services).run_once()

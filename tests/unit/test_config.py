@@ -39,7 +39,9 @@ def test_production_without_secrets_refuses_to_start(tmp_path):
     with pytest.raises(ConfigError) as error:
         Settings.from_env({"APP_ENV": "production", "INSTANCE_DIR": str(tmp_path)})
 
-    assert "SECRET_KEY, AUDIT_KEY, DATABASE_URL, BASE_URL, DOMAIN_SYSTEMS" in str(error.value)
+    assert "SECRET_KEY, AUDIT_KEY, PESEL_HASH_KEY, DATABASE_URL, BASE_URL, DOMAIN_SYSTEMS" in str(
+        error.value
+    )
 
 
 def test_production_has_no_demo_systems_to_fall_back_on(tmp_path):
@@ -48,6 +50,7 @@ def test_production_has_no_demo_systems_to_fall_back_on(tmp_path):
         "APP_ENV": "production",
         "SECRET_KEY": "s",
         "AUDIT_KEY": "a",
+        "PESEL_HASH_KEY": "p",
         "DATABASE_URL": "postgresql://db/ueoz",
         "BASE_URL": "https://ueoz.example",
     }
@@ -158,3 +161,34 @@ def test_settings_take_fractions_and_treat_an_empty_variable_as_unset(tmp_path):
     assert settings.verification_link_ttl == timedelta(minutes=30)
     assert settings.search_timeout == timedelta(seconds=2.5)
     assert settings.resend_limit_per_hour == 3
+
+
+def test_the_pesel_hashes_have_a_key_of_their_own(tmp_path):
+    """An auditor holds the audit key; with it alone no pesel_hash can be turned back."""
+    settings = Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
+
+    assert settings.pesel_key != settings.audit_key
+    assert (tmp_path / "pesel_key").read_text().encode() == settings.pesel_key
+    # Kept: a restart finds its people again.
+    assert Settings.from_env({"INSTANCE_DIR": str(tmp_path)}).pesel_key == settings.pesel_key
+
+
+def test_an_instance_from_before_the_split_keeps_hashing_with_its_audit_key(tmp_path):
+    (tmp_path / "audit_key").write_text("the-old-development-audit-key")
+
+    settings = Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
+
+    assert settings.pesel_key == settings.audit_key == b"the-old-development-audit-key"
+
+
+def test_production_needs_the_pesel_hash_key(tmp_path):
+    environ = {
+        "APP_ENV": "production",
+        "SECRET_KEY": "s",
+        "AUDIT_KEY": "a",
+        "DATABASE_URL": "postgresql://db/ueoz",
+        "BASE_URL": "https://ueoz.example",
+        "DOMAIN_SYSTEMS": "P1|Platforma P1|https://p1.example/start",
+    }
+    with pytest.raises(ConfigError, match="PESEL_HASH_KEY"):
+        Settings.from_env(environ)

@@ -2,8 +2,9 @@
 
 One object per row, with every chained field exactly as it was hashed (times in ISO 8601
 UTC), the row's ``prev_hash`` and ``hash``, so that anyone holding the audit key can verify
-the export without the database. The rows hold no personal data: a PESEL appears only as its
-keyed hash, an e-mail address only masked.
+the export without the database. The rows hold no personal data in clear: a PESEL appears
+only as its hash keyed with ``PESEL_HASH_KEY`` (which the audit key does not reproduce, so an
+auditor cannot try every PESEL against it), an e-mail address only as ``a***@k***.pl``.
 """
 
 from __future__ import annotations

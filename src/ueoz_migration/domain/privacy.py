@@ -22,3 +22,17 @@ def mask_email(email: str) -> str:
     if not domain:
         return "***"
     return f"{local[:1]}***@{domain}"
+
+
+def mask_email_for_audit(email: str) -> str:
+    """Keep less than the pages and logs do, for the long-kept audit chain: ``a***@c***.pl``.
+
+    The domain of a personal address (``@kowalski.pl``) names its owner; of the domain only
+    its first letter and its top-level label stay, enough to tell two addresses apart in a
+    person's history (a correction from ``a***@g***.com`` to ``a***@o***.pl``).
+    """
+    local, _, domain = email.partition("@")
+    if not domain:
+        return "***"
+    top = domain.rsplit(".", 1)[1] if "." in domain else ""
+    return f"{local[:1]}***@{domain[:1]}***" + (f".{top}" if top else "")

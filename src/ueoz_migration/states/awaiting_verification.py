@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from ..db.models import OutboxMessage, UeozAccount, VerificationLink
 from ..domain.language import LANGUAGES
-from ..domain.privacy import mask_email
+from ..domain.privacy import mask_email_for_audit
 from .base import Rejected, StateBehaviour
 from .email_entry import normalized_email
 
@@ -69,7 +69,7 @@ class AwaitingVerification(StateBehaviour):
                 due_at=now,
             )
         )
-        self.context.notes["email"] = mask_email(attempt.email)
+        self.context.notes["email"] = mask_email_for_audit(attempt.email)
 
     def check_resend_allowed(self, email: str | None = None) -> None:
         """Allow only so many links an hour, so that no mailbox can be flooded from here.

@@ -6,7 +6,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 
 from ..db.models import UeozAccount
-from ..domain.privacy import mask_email
+from ..domain.privacy import mask_email_for_audit
 from .base import Rejected, StateBehaviour
 
 
@@ -71,4 +71,4 @@ class EmailEntry(StateBehaviour):
         self.session.flush()  # an e-PLOZ account already held by a UEOZ account fails here
         attempt.ueoz_account_id = account.id
         attempt.email = address
-        self.context.notes["email"] = mask_email(address)
+        self.context.notes["email"] = mask_email_for_audit(address)
