@@ -158,6 +158,8 @@ def test_smtp_delivers_the_verification_email_as_the_person_reads_it(services):
     assert "http://ueoz.test/weryfikacja/" in body
     (row,) = outbox(services)
     assert row.sent_at is not None and row.tries == 1 and row.last_error == ""
+    # Delivered, the link and the name are the person's alone: the outbox keeps no copy.
+    assert (row.subject, row.body) == (SUBJECT_PL, "")
 
 
 def test_a_dead_server_means_later_and_nothing_is_lost(services):
@@ -254,7 +256,7 @@ def test_a_server_that_says_try_later_gets_the_message_later(services):
     assert report.retried == 1
     (row,) = outbox(services)
     assert row.failed_at is None and row.due_at > clock.now
-    assert row.last_error == "recipient refused: 450 4.2.1 <a***@example.pl>: mailbox busy"
+    assert row.last_error == "recipient refused: 450 4.2.1"
 
 
 def test_a_server_that_refuses_the_mailbox_for_good_is_not_asked_again(services):
@@ -267,8 +269,8 @@ def test_a_server_that_refuses_the_mailbox_for_good_is_not_asked_again(services)
     assert report.failed == 1
     (row,) = outbox(services)
     assert row.failed_at is not None and row.tries == 1
-    assert "anna@example.pl" not in row.last_error
-    assert row.last_error.startswith("recipient refused: 550")
+    assert row.last_error == "recipient refused: 550 5.1.1"
+    assert row.body == ""  # never composed again: the link and the name are not kept
 
 
 class Accounts:
@@ -316,7 +318,7 @@ def test_a_login_refused_for_most_of_a_day_loses_no_message(services):
             passes += 1
             (row,) = outbox(services)
             assert (row.failed_at, row.sent_at) == (None, None)
-            assert row.last_error.startswith("login refused: 535")
+            assert row.last_error == "login refused: 535 5.7.8"
             clock.advance(row.due_at - clock.now)
 
         fixed = smtp_sender(services, port, clock, username="ueoz", password="right")
@@ -342,7 +344,7 @@ def test_a_refused_login_is_a_setting_to_fix_and_loses_no_message(services):
         assert (report.retried, report.failed) == (1, 0)
         (row,) = outbox(services)
         assert (row.failed_at, row.sent_at) == (None, None)
-        assert row.last_error.startswith("login refused: 535")
+        assert row.last_error == "login refused: 535 5.7.8"
         assert row.due_at > clock.now
         assert [entry["event"] for entry in logs] == ["mail.retry"]  # no mail.failed
 
@@ -366,9 +368,7 @@ def test_a_refused_sender_address_is_a_setting_to_fix_and_loses_no_message(servi
         assert (report.retried, report.failed) == (1, 0)
         (row,) = outbox(services)
         assert (row.failed_at, row.sent_at) == (None, None)
-        assert row.last_error == (
-            "sender refused: 553 5.7.1 <n***@ueoz.example>: sender address not allowed"
-        )
+        assert row.last_error == "sender refused: 553 5.7.1"
 
         clock.advance(timedelta(hours=1))  # meanwhile the operator fixed MAIL_FROM
         fixed = smtp_sender(services, port, clock, mail_from="UEOZ <no-reply@ueoz.gov.pl>")

@@ -17,11 +17,17 @@ that any number of senders can run on any number of machines:
    failed. A server that refuses the message or its recipient for good fails it at once.
    Failures are logged at error level for the operators.
 
+A message sent, or failed for good, has its body emptied in the update that says so: the body
+holds the verification link, a bearer secret for as long as the link lives, and the person's
+name, and nothing needs them once the message is out of the sender's hands.
+
 A message the journey withdrew (its link was retired: see
 :meth:`~ueoz_migration.states.awaiting_verification.AwaitingVerification.retire_verification_links`)
 is no sender's business any more: it is not due, not held, and not a failure.
 
-Logs and ``last_error`` carry no personal data: recipients appear masked (``a***@domain``).
+Logs and ``last_error`` carry no personal data: recipients appear masked (``a***@domain``), and
+of an SMTP server's reply only its codes (``recipient refused: 550 5.1.1``), never its text,
+which quotes the address, or part of it, and at times the person's name.
 """
 
 from __future__ import annotations
@@ -72,7 +78,9 @@ DUE = and_(
     or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until <= bindparam("now")),
 )
 
-_ADDRESS = re.compile(r"[^\s<>\"'@]+@[^\s<>\"']+")
+# RFC 3463's enhanced status code, which a server that offers ENHANCEDSTATUSCODES puts first
+# in the text of its reply: class.subject.detail, digits only.
+_ENHANCED_STATUS = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})(?!\S)")
 
 
 def utcnow() -> datetime:
@@ -95,11 +103,6 @@ class DeliveryError(Exception):
 class Transport(Protocol):
     def deliver(self, message: EmailMessage) -> None:
         """Hand the message over or raise :class:`DeliveryError`."""
-
-
-def without_addresses(text: str) -> str:
-    """Mask every e-mail address in a server's reply, which often quotes the recipient."""
-    return _ADDRESS.sub(lambda match: mask_email(match.group(0).strip(".,;:")), text)
 
 
 # -- transports ---------------------------------------------------------------------------
@@ -164,12 +167,14 @@ class SmtpTransport:
             # One recipient per message, so "all refused" is this message's recipient.
             code, text = next(iter(error.recipients.values()))
             raise DeliveryError(
-                _reply("recipient refused", code, text), permanent=500 <= code < 600
+                _refusal("recipient refused", code, text), permanent=500 <= code < 600
             ) from None
         except smtplib.SMTPResponseException as error:
             code, what = error.smtp_code, _REFUSALS.get(type(error), "server said")
             permanent = isinstance(error, smtplib.SMTPDataError) and 500 <= code < 600
-            raise DeliveryError(_reply(what, code, error.smtp_error), permanent=permanent) from None
+            raise DeliveryError(
+                _refusal(what, code, error.smtp_error), permanent=permanent
+            ) from None
         except smtplib.SMTPNotSupportedError as error:
             # smtplib's own words (no address in them): an extension this delivery needs.
             raise DeliveryError(f"server lacks what the delivery needs: {error}") from None
@@ -243,10 +248,21 @@ _REFUSALS = {
 }
 
 
-def _reply(what: str, code: int, text: bytes | str) -> str:
+def _refusal(what: str, code: int, text: bytes | str) -> str:
+    """Say what the server refused, with its reply code and enhanced status code only.
+
+    ``recipient refused: 550 5.1.1``. The reply's text is left out whole: servers quote the
+    address in it, or only its local part, URL-encoded or not, and at times the mailbox
+    owner's full name, in forms no masking can be sure to catch. The codes say what an
+    operator needs (RFC 3463: 5.1.1 no such mailbox, 4.2.2 mailbox full, 5.7.1 refused by
+    policy, …); the server's own log has the rest, for the time of the try.
+    """
+    if not 200 <= code < 600:  # smtplib's -1: a reply that did not start with a code
+        return f"{what}: a reply without a valid code"
     if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return f"{what}: {code} {without_addresses(text)}"[:500]
+        text = text.decode("ascii", "replace")
+    enhanced = _ENHANCED_STATUS.match(text)
+    return f"{what}: {code} {enhanced.group(1)}" if enhanced else f"{what}: {code}"
 
 
 class MaildirTransport:
@@ -507,6 +523,15 @@ class OutboxSender:
             return self._record_failure(
                 message, message.tries, reason, final=True, retry_until=expires
             )
+        if not message.body:
+            # Emptied when it was sent or failed for good, and made due again by hand: sent
+            # now, it would be an empty e-mail. The person asks for a new link instead.
+            reason = "nothing to send: its body was emptied when it was sent or failed for good"
+            if message.last_error:
+                reason += f"; last error: {message.last_error}"
+            return self._record_failure(
+                message, message.tries, reason, final=True, retry_until=expires
+            )
         tries = message.tries + 1
         try:
             self.transport.deliver(self.compose(message))
@@ -534,6 +559,7 @@ class OutboxSender:
                     sent_at=self.clock(),
                     tries=tries,
                     lease_until=None,
+                    body="",  # the link and the name have no business here any more
                     # A message withdrawn while it went keeps saying why it was withdrawn.
                     last_error=case(
                         (OutboxMessage.withdrawn_at.is_(None), ""), else_=OutboxMessage.last_error
@@ -567,7 +593,9 @@ class OutboxSender:
         now = self.clock()
         values: dict[str, object] = {"tries": tries, "lease_until": None, "last_error": reason}
         if final:
+            # Failed for good, it is never composed again: the link and the name go with it.
             values["failed_at"] = now
+            values["body"] = ""
         else:
             values["due_at"] = min(now + self.backoff(tries), retry_until)
         with transaction(self.sessions) as session:
@@ -641,5 +669,4 @@ __all__ = [
     "SmtpTransport",
     "maildir_messages",
     "transport_for",
-    "without_addresses",
 ]

@@ -156,7 +156,8 @@ class AwaitingVerification(StateBehaviour):
             .where(OutboxMessage.sent_at.is_(None))
             .where(OutboxMessage.failed_at.is_(None))
             .where(OutboxMessage.withdrawn_at.is_(None))
-            .values(withdrawn_at=self.context.now, last_error=f"withdrawn: {reason}")
+            # Emptied as a sent one is: the dead link and the person's name need not stay.
+            .values(withdrawn_at=self.context.now, last_error=f"withdrawn: {reason}", body="")
         )
 
     def _link(self, token: str) -> VerificationLink | None:
