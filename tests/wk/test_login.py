@@ -422,7 +422,8 @@ def test_a_failed_login_is_left_to_the_caller_to_log_once(sp, browser, caplog):
     assert caught.value.reason == FailureReason.AUTHN_FAILED
     assert caught.value.detail.endswith("status:AuthnFailed")
     assert logs == []
-    assert caplog.records == []
+    # (httpx's own request line may be there, when an earlier test set the root logger's level)
+    assert [record for record in caplog.records if record.name.startswith("ueoz_migration")] == []
 
 
 def test_a_response_off_the_schema_is_logged_without_the_persons_values(sp, node):
