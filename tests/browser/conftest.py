@@ -64,7 +64,9 @@ class Stack:
     def messages_to(self, address: str) -> list:
         """The e-mails the mail sender delivered to ``address``, oldest first."""
         folder = self.instance_dir / "maildir"
-        if not folder.exists():  # the mail sender makes it with the first message
+        # The mail sender makes the folder and its tmp/new/cur with the first message: until
+        # all of them are there, nothing was delivered.
+        if not all((folder / part).is_dir() for part in ("tmp", "new", "cur")):
             return []
         box = mailbox.Maildir(folder, factory=None, create=False)
         found = []

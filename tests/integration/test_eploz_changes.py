@@ -9,6 +9,9 @@ share lock, at each of those steps.
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import update
 
@@ -23,6 +26,17 @@ from ueoz_migration.db.models import (
 )
 from ueoz_migration.journey import EventRefused
 from ueoz_migration.search import SearchWorker
+
+ACCOUNT = {
+    "login": "amicsokol",
+    "pesel": ANNA.pesel,
+    "first_name": "Anna",
+    "last_name": "MICKIEWICZ - SOKOLOWSKA",
+    "email": "amicsokol@csioz.pl",
+    "status": "active",
+    "roles": "P1:LEKARZ",
+    "imported_at": datetime.now(UTC),
+}
 
 CHANGES = {
     "blocked": {"status": "blocked"},
@@ -105,3 +119,32 @@ def test_an_account_blocked_between_search_and_record_is_searched_again(services
     SearchWorker(services).run_once()
     after = journey.get(attempt.id)
     assert (after.state, after.event_code) == ("error", 205)
+
+
+def test_an_import_under_way_is_waited_for_and_all_of_it_seen(services):
+    """An import that updates the account and adds a second one under the PESEL, committing
+    while the person presses Zakończ: the step waits for it and sees both changes."""
+    attempt, account_id = in_email_entry(services)
+    outcome: list[object] = []
+
+    def press_finish() -> None:
+        try:
+            submit(services, attempt.id)
+            outcome.append("migrated")
+        except EventRefused as refused:
+            outcome.append(refused.reason)
+
+    with transaction(services.sessions) as session:  # the import, still under way
+        session.execute(
+            update(EplozAccount).where(EplozAccount.id == account_id).values(email="nowy@csioz.pl")
+        )
+        session.add(EplozAccount(**{**ACCOUNT, "login": "amicsokol2"}))
+        session.flush()
+        person = threading.Thread(target=press_finish)
+        person.start()
+        person.join(timeout=1)  # it waits for the import's lock
+        assert person.is_alive()
+    person.join(timeout=30)
+
+    assert outcome == ["eploz_changed"]
+    assert count(services, UeozAccount) == 0

@@ -84,11 +84,18 @@ class StateBehaviour:
         account refuses the event with the reason ``changed``.
         """
         attempt = self.attempt
-        candidates = self.session.scalars(
+        under_pesel = (
             select(EplozAccount)
             .where(EplozAccount.pesel == attempt.pesel)
             .where(EplozAccount.status != EPLOZ_REMOVED)
-            .with_for_update(read=True)
+        )
+        self.session.execute(under_pesel.with_for_update(read=True))
+        # Read again, in a statement of its own: on PostgreSQL (read committed) the locking
+        # statement re-reads the rows it waited for, but not the rows the same import added
+        # (a second account under the PESEL); this one sees them. (SQLite: one writer at a
+        # time, and this transaction is it.)
+        candidates = self.session.scalars(
+            under_pesel.execution_options(populate_existing=True)
         ).all()
         outcome = match_account(candidates, attempt.given_names, attempt.family_name)
         if not isinstance(outcome.account, EplozAccount) or outcome.account.id != account_id:
