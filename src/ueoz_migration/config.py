@@ -170,7 +170,9 @@ class Settings:
 
         ``existing_audit_key``: the caller reads a log already written (the auditors' and
         helpdesk's commands), so a development audit key must already be on disk: a new
-        one would make every row of that log look changed.
+        one would make every row of that log look changed. Such a caller hashes no PESEL and
+        signs no session: it needs neither ``PESEL_HASH_KEY`` (which auditors should not
+        hold) nor ``SECRET_KEY``, and none is made up for it.
         """
         env = dict(os.environ if environ is None else environ)
         app_env = env.get("APP_ENV", "development")
@@ -182,9 +184,11 @@ class Settings:
         instance_dir = Path(env.get("INSTANCE_DIR", "var")).absolute()
         get = env.get
 
-        missing = [
-            name
-            for name in (
+        reading = existing_audit_key
+        needed = (
+            ("AUDIT_KEY", "DATABASE_URL")
+            if reading
+            else (
                 "SECRET_KEY",
                 "AUDIT_KEY",
                 "PESEL_HASH_KEY",
@@ -192,8 +196,8 @@ class Settings:
                 "BASE_URL",
                 "DOMAIN_SYSTEMS",
             )
-            if production and not get(name)
-        ]
+        )
+        missing = [name for name in needed if production and not get(name)]
         if missing:
             raise ConfigError(
                 "APP_ENV=production needs " + ", ".join(missing) + "; refusing to start."
@@ -211,20 +215,25 @@ class Settings:
             )
 
         base_url = get("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
-        # Before the audit key: a development audit key on disk without a PESEL key means an
-        # instance from before the keys were split (see _dev_pesel_key).
-        pesel_key = get("PESEL_HASH_KEY") or _dev_pesel_key(instance_dir)
+        if reading:
+            pesel_key, secret_key = get("PESEL_HASH_KEY") or "", get("SECRET_KEY") or ""
+        else:
+            # Before the audit key: a development audit key on disk without a PESEL key
+            # means an instance from before the keys were split (see _dev_pesel_key).
+            pesel_key = get("PESEL_HASH_KEY") or _dev_pesel_key(instance_dir, get("AUDIT_KEY"))
+            secret_key = get("SECRET_KEY") or _dev_secret(instance_dir, "secret_key")
         return cls(
             env=app_env,
             database_url=get("DATABASE_URL", f"sqlite:///{instance_dir / 'ueoz.sqlite3'}"),
-            secret_key=get("SECRET_KEY") or _dev_secret(instance_dir, "secret_key"),
+            secret_key=secret_key,
             audit_key=(get("AUDIT_KEY") or _dev_secret(instance_dir, "audit_key")).encode(),
             pesel_key=pesel_key.encode(),
             instance_dir=instance_dir,
             base_url=base_url,
             attempt_ttl=_duration(env, "ATTEMPT_TTL_HOURS", 72, "hours"),
             verification_link_ttl=_duration(env, "VERIFICATION_LINK_TTL_HOURS", 24, "hours"),
-            resend_limit_per_hour=_whole(env, "RESEND_LIMIT_PER_HOUR", 3),
+            # At least one: the first link goes out under the same limit.
+            resend_limit_per_hour=_whole(env, "RESEND_LIMIT_PER_HOUR", 3, minimum=1),
             search_max_tries=_whole(env, "SEARCH_MAX_TRIES", 5, minimum=1),
             search_retry_base=_duration(env, "SEARCH_RETRY_BASE_SECONDS", 2, "seconds"),
             search_timeout=_duration(env, "SEARCH_TIMEOUT_SECONDS", 10, "seconds"),
@@ -251,16 +260,20 @@ class Settings:
         )
 
 
-def _dev_pesel_key(instance_dir: Path) -> str:
+def _dev_pesel_key(instance_dir: Path, audit_key: str | None) -> str:
     """The development key of the PESEL hashes, kept apart from the audit key.
 
     Auditors hold the audit key to check the chain; with it alone they must not be able to
     turn a ``pesel_hash`` back into a PESEL by trying every valid number (a few hundred
-    million). An instance folder made before the two keys were split hashed PESELs with its
-    audit key: it keeps doing so, or its people would no longer be found.
+    million). An instance made before the two keys were split hashed PESELs with its audit
+    key (``AUDIT_KEY``, or the file): it keeps doing so, or its people would no longer be
+    found. A new instance without ``AUDIT_KEY`` gets a key of its own.
     """
-    if not (instance_dir / "pesel_key").exists() and (instance_dir / "audit_key").exists():
+    legacy = audit_key or None
+    if legacy is None and (instance_dir / "audit_key").exists():
         legacy = (instance_dir / "audit_key").read_text().strip()
+    if legacy and not (instance_dir / "pesel_key").exists():
+        instance_dir.mkdir(parents=True, exist_ok=True)
         try:
             with (instance_dir / "pesel_key").open("x") as handle:
                 handle.write(legacy)

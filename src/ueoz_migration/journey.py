@@ -184,6 +184,8 @@ class Journey:
         ``skipped``, so that the audit log shows the visit too. An open attempt past its expiry
         is expired first, and a new one started.
         """
+        if not self.pesel_key:  # the auditors' and helpdesk's commands read, never start
+            raise RuntimeError("no PESEL_HASH_KEY in this process: it cannot start attempts")
         key = pesel_hash(self.pesel_key, person.pesel)
         open_attempt = self._open_attempt(key)
         if open_attempt is not None:

@@ -231,6 +231,20 @@ def test_an_unknown_column_is_named_by_its_position(cli, services, tmp_path):
     assert "Anna" not in output and "1956" not in output
 
 
+def test_a_repeated_unknown_column_is_not_quoted_either(cli, services, tmp_path):
+    odd = tmp_path / "odd.csv"
+    odd.write_text(
+        "login,pesel,first_name,last_name,email,status,roles,roles,Kowalski,Kowalski\n",
+        encoding="utf-8",
+    )
+
+    output = cli("eploz", "import", str(odd)).output
+
+    assert "unknown column at position 9, 10" in output
+    assert "repeated column roles" in output
+    assert "Kowalski" not in output
+
+
 def test_a_control_character_is_a_named_bad_line_on_both_databases(cli, services, tmp_path):
     nul = tmp_path / "nul.csv"
     nul.write_bytes(

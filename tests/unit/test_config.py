@@ -192,3 +192,31 @@ def test_production_needs_the_pesel_hash_key(tmp_path):
     }
     with pytest.raises(ConfigError, match="PESEL_HASH_KEY"):
         Settings.from_env(environ)
+
+
+def test_an_instance_given_its_audit_key_before_the_split_keeps_its_hashes(tmp_path):
+    settings = Settings.from_env({"INSTANCE_DIR": str(tmp_path), "AUDIT_KEY": "from-the-env"})
+
+    assert settings.pesel_key == b"from-the-env"
+
+
+def test_the_auditors_commands_need_neither_the_pesel_key_nor_the_secret_key(tmp_path):
+    environ = {
+        "APP_ENV": "production",
+        "AUDIT_KEY": "a",
+        "DATABASE_URL": "postgresql://db/ueoz",
+        "INSTANCE_DIR": str(tmp_path),
+    }
+
+    settings = Settings.from_env(environ, existing_audit_key=True)
+
+    assert (settings.audit_key, settings.pesel_key, settings.secret_key) == (b"a", b"", "")
+    assert list(tmp_path.iterdir()) == []  # no key made up on disk
+
+
+def test_a_resend_limit_of_zero_is_refused(tmp_path):
+    # Zero would refuse even the first link: nobody could finish the e-mail form.
+    with pytest.raises(
+        ConfigError, match="RESEND_LIMIT_PER_HOUR must be a whole number of at least 1"
+    ):
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path), "RESEND_LIMIT_PER_HOUR": "0"})

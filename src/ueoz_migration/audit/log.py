@@ -112,7 +112,7 @@ def format_time(value: datetime) -> str:
 
 
 def format_detail(detail: str) -> str:
-    """Render a row's ``detail`` compactly: ``reason=link_unknown email=a***@example.pl``.
+    """Render a row's ``detail`` compactly: ``reason=link_unknown email=a***@e***.pl``.
 
     The service writes it as a JSON object of non-personal notes; anything else (a row edited
     behind the service's back) is shown as it is.
