@@ -151,6 +151,24 @@ def test_cancel_from_each_state_returns_to_the_start_screen(page, demo):
         expect(page.get_by_text("Przerwano tworzenie konta w UEOZ.")).to_be_visible()
 
 
+def test_the_account_menu_opens_by_keyboard_and_logs_out(page, demo):
+    log_in(page, "Anna Maria")
+    expect(heading(page)).to_have_text("Migracja danych do UEOZ")
+    menu = page.locator("summary", has_text="Moje konto")
+    logout = page.get_by_role("button", name="Wyloguj")
+    expect(logout).to_be_hidden()
+
+    menu.focus()
+    page.keyboard.press("Enter")
+    expect(logout).to_be_visible()
+    logout.focus()
+    page.keyboard.press("Enter")
+
+    expect(heading(page)).to_have_text("Zaloguj się do Systemu")
+    expect(page.get_by_text("Wylogowano.")).to_be_visible()
+    expect(page.locator("summary", has_text="Moje konto")).to_have_count(0)
+
+
 def test_changing_the_address_sends_a_new_link_and_kills_the_old(page, demo, browser):
     log_in(page, "Anna Maria")
     click(page, "Utwórz konto w UEOZ")

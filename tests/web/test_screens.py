@@ -312,3 +312,17 @@ def _system():
     from ueoz_migration.journey import Actor
 
     return Actor.system()
+
+
+def test_the_account_menu_of_the_manual_holds_the_migration_and_the_logout(browser, start_attempt):
+    _, text = page(browser, "/")
+    assert "Moje konto" not in text.split("</header>")[0]  # nobody logged in
+
+    browser.hold(start_attempt("email_entry").id)
+    _, text = page(browser, "/")
+    header = text.split("</header>")[0]
+
+    assert '<details class="account-menu">' in header
+    assert "<summary>Moje konto</summary>" in header
+    assert '<a href="/migracja">Migracja konta</a>' in header
+    assert 'action="/logout"' in header and ">Wyloguj</button>" in header
