@@ -82,6 +82,19 @@ def test_the_journey_works_by_keyboard_alone(page, demo):
     expect(page.get_by_role("heading", level=1)).to_have_text("Weryfikacja adresu e-mail")
 
 
+def test_enter_in_the_email_field_finishes_and_anuluj_stands_beside_zakoncz(page, demo):
+    log_in(page, "Anna Maria")
+    click(page, "Utwórz konto w UEOZ")
+    cancel = page.get_by_role("button", name="Anuluj").bounding_box()
+    finish = page.get_by_role("button", name="Zakończ").bounding_box()
+    assert abs(cancel["y"] - finish["y"]) < 2 and cancel["x"] < finish["x"]  # one row
+
+    page.get_by_role("checkbox").check()
+    page.get_by_label("E-mail", exact=False).first.press("Enter")
+
+    expect(page.get_by_role("heading", level=1)).to_have_text("Weryfikacja adresu e-mail")
+
+
 def test_a_phone_sized_screen_shows_the_whole_form(browser, demo, axe):
     context = browser.new_context(
         base_url=demo.base_url, viewport={"width": 375, "height": 740}, is_mobile=True
