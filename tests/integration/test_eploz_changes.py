@@ -9,6 +9,7 @@ share lock, at each of those steps.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime
 
@@ -100,6 +101,8 @@ def test_an_unchanged_account_migrates_with_its_login_and_roles(services):
         (account,) = session.query(UeozAccount).all()
         assert (account.login, account.roles) == ("amicsokol", "P1:LEKARZ;GABINET:ADMIN")
         assert account.eploz_account_id == account_id
+    # The log keeps the address masked down to the domain's first letter.
+    assert json.loads(log_of(services, attempt.id)[-1].detail) == {"email": "a***@e***.pl"}
 
 
 def test_an_account_blocked_between_search_and_record_is_searched_again(services):
@@ -147,4 +150,16 @@ def test_an_import_under_way_is_waited_for_and_all_of_it_seen(services):
     person.join(timeout=30)
 
     assert outcome == ["eploz_changed"]
+    assert count(services, UeozAccount) == 0
+
+
+def test_another_account_that_now_matches_in_place_of_the_found_one_is_not_taken(services):
+    attempt, account_id = in_email_entry(services)
+    change_account(services, account_id, {"status": EPLOZ_REMOVED})  # a full import removed it
+    add_eploz_account(services, login="amicsokol-nowy")  # and a new one came in its place
+
+    with pytest.raises(EventRefused) as refused:
+        submit(services, attempt.id)
+
+    assert refused.value.reason == "eploz_changed"
     assert count(services, UeozAccount) == 0

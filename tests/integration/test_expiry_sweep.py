@@ -10,7 +10,7 @@ from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
 from tests.factories import ANNA, add_eploz_account, log_of, user
-from tests.integration.test_search_worker import person
+from tests.integration.test_search_worker import give_ueoz_account, person
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import Attempt
 from ueoz_migration.journey import Actor, Journey
@@ -88,3 +88,42 @@ def test_an_event_number_is_logged_only_once_it_is_committed(services):
     (line,) = [line for line in logs if line["event"] == "attempt.transition"]
     assert line["event_number"] == second.event_number
     assert line["attempt"] == second.id
+
+
+def test_an_attempt_the_person_ended_while_the_sweep_runs_is_left_as_it_is(services, monkeypatch):
+    journey = services.journey
+    attempt = journey.start(ANNA, actor=user())
+    backdate(services, attempt.id, by=timedelta(seconds=1))
+    real = Journey._expire_if_stale
+
+    def person_cancels_first(self, attempt_id, actor):
+        self.fire(attempt_id, "cancel", actor=user())
+        return real(self, attempt_id, actor)
+
+    monkeypatch.setattr(Journey, "_expire_if_stale", person_cancels_first)
+
+    assert journey.expire_stale() == (0, 0)
+    assert [row.event for row in log_of(services, attempt.id)] == ["start", "cancel"]
+
+
+def test_the_sweep_and_a_skip_each_log_their_transition(services):
+    journey = services.journey
+    stale = journey.start(person(7), actor=user())
+    backdate(services, stale.id, by=timedelta(seconds=1))
+
+    with capture_logs() as logs:
+        assert journey.expire_stale() == (1, 0)
+
+    (line,) = [line for line in logs if line["event"] == "attempt.transition"]
+    assert (line["attempt"], line["event_name"], line["target"]) == (stale.id, "expire", "expired")
+
+    migrated = person(8)
+    give_ueoz_account(
+        services, migrated, add_eploz_account(services, pesel=migrated.pesel), verified=True
+    )
+    with capture_logs() as logs:
+        skipped = journey.start(migrated, actor=user())
+
+    assert skipped.state == "skipped"
+    (line,) = [line for line in logs if line["event"] == "attempt.transition"]
+    assert (line["attempt"], line["event_name"], line["target"]) == (skipped.id, "skip", "skipped")

@@ -220,3 +220,32 @@ def test_a_resend_limit_of_zero_is_refused(tmp_path):
         ConfigError, match="RESEND_LIMIT_PER_HOUR must be a whole number of at least 1"
     ):
         Settings.from_env({"INSTANCE_DIR": str(tmp_path), "RESEND_LIMIT_PER_HOUR": "0"})
+
+
+def test_development_keys_are_readable_by_their_owner_only(tmp_path):
+    Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
+
+    for name in ("secret_key", "audit_key", "pesel_key"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_production_logs_json_unless_told_otherwise(tmp_path):
+    environ = {
+        "APP_ENV": "production",
+        "SECRET_KEY": "s",
+        "AUDIT_KEY": "a",
+        "PESEL_HASH_KEY": "p",
+        "DATABASE_URL": "postgresql://db/ueoz",
+        "BASE_URL": "https://ueoz.example",
+        "DOMAIN_SYSTEMS": "P1|Platforma P1|https://p1.example/start",
+        "INSTANCE_DIR": str(tmp_path),
+    }
+    assert Settings.from_env(environ).log_json is True
+    assert Settings.from_env({**environ, "LOG_JSON": "0"}).log_json is False
+    assert Settings.from_env({"INSTANCE_DIR": str(tmp_path)}).log_json is False
+
+
+@pytest.mark.parametrize("name", ["SEARCH_TIMEOUT_SECONDS", "ATTEMPT_TTL_HOURS"])
+def test_a_duration_of_zero_is_refused(tmp_path, name):
+    with pytest.raises(ConfigError, match=f"{name} must be a positive number"):
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path), name: "0"})

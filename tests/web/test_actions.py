@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select, update
 
-from tests.factories import HERMEGILDA, count, log_of
+from tests.factories import HERMEGILDA, count, log_of, user
 from ueoz_migration.audit.replay import replay_log
 from ueoz_migration.db.models import EplozAccount, OutboxMessage, TransitionLogEntry, UeozAccount
 
@@ -33,6 +33,7 @@ def test_create_account_leads_to_the_email_form(browser, start_attempt, services
 
     assert response.status_code == 200
     assert "<h1>Uzupełnij adres e-mail</h1>" in text_of(response)
+    assert "Wysłaliśmy nowy link" not in text_of(response)  # said after a resend only
     assert services.journey.get(attempt.id).state == "email_entry"
 
 
@@ -101,6 +102,24 @@ def test_the_start_page_leads_back_to_a_migration_under_way(browser, start_attem
 
     assert "Twoja migracja konta do UEOZ jest w toku." in text
     assert '<a href="/migracja">Wróć do migracji</a>' in text
+
+
+def test_the_start_page_does_not_offer_a_migration_that_has_ended(browser, start_attempt, services):
+    attempt = start_attempt("awaiting_verification")
+    services.journey.fire(attempt.id, "change_email", actor=user())
+    services.journey.fire(attempt.id, "cancel", actor=user())
+    browser.hold(attempt.id)
+
+    assert "Wróć do migracji" not in browser.text("/")
+
+
+def test_the_email_form_cancels_through_its_own_form(browser, start_attempt, services):
+    attempt = start_attempt("email_entry")
+    browser.hold(attempt.id)
+    text = browser.text("/migracja")
+
+    assert '<button type="submit" class="button button-secondary" form="cancel-form">Anuluj' in text
+    assert '<form id="cancel-form" method="post" action="/migracja/cancel">' in text
 
 
 def test_submit_creates_the_account_and_shows_the_masked_address(browser, start_attempt, services):
