@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from lxml import html as lxml_html
 from sqlalchemy import func, select
+from structlog.testing import capture_logs
 
 from tests.factories import count
 from ueoz_migration.adapters.wk import ServiceProvider, WkSettings
@@ -218,10 +219,14 @@ def test_the_same_post_back_twice_is_refused_the_second_time(web, node, services
 
 
 def test_cancelling_at_the_node_shows_its_own_page_and_leaves_no_session(web, node, services):
-    response, _ = log_in(web, node, action="cancel")
+    with capture_logs() as logs:
+        response, _ = log_in(web, node, action="cancel")
 
     text = text_of(response)
     assert "<h1>Logowanie zostało przerwane</h1>" in text
+    # One line for the operator, with the node's status in it.
+    (failed,) = [line for line in logs if line["event"] == "login.failed"]
+    assert failed["reason"] == "authn_failed" and "AuthnFailed" in failed["detail"]
     assert web.get("/migracja").status_code == 302
     with services.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Attempt)) == 0
@@ -478,3 +483,14 @@ def test_each_failed_login_shows_the_person_what_happened_and_logs_no_one_in(
     )
     assert again == ["/"]
     assert web.get("/migracja").headers["Location"] == "/"
+
+
+def test_logins_never_brought_back_are_cleared_when_the_next_one_starts(web, services):
+    web.get("/login?system=P1")
+    with transaction(services.sessions) as session:
+        (pending,) = session.scalars(select(PendingLogin)).all()
+        pending.expires_at -= timedelta(hours=1)
+
+    web.get("/login?system=P1")
+
+    assert count(services, PendingLogin) == 1  # the stale one is gone, the new one waits
