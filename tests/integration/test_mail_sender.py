@@ -99,6 +99,24 @@ def smtp_server(port: int, handler: Inbox, **options):
         controller.stop()
 
 
+def test_the_sender_keeps_trying_for_as_long_as_the_configured_link_works(tmp_path, database_url):
+    services = Services(make_settings(tmp_path, database_url, VERIFICATION_LINK_TTL_HOURS="2"))
+    try:
+        awaiting_verification(services)
+        clock = Clock()
+
+        *retried, last = retry_until_given_up(
+            smtp_sender(services, free_port(), clock), services, clock
+        )
+
+        (row,) = outbox(services)
+        assert row.failed_at - row.created_at == timedelta(hours=2)
+        assert row.last_error.startswith("not delivered while its link worked (2 h)")
+        assert len(retried) >= 2 and last.failed == 1
+    finally:
+        services.engine.dispose()
+
+
 def awaiting_verification(services: Services, email: str = "anna@example.pl") -> str:
     """Take Anna to `awaiting_verification`, which puts one verification e-mail in the outbox."""
     attempt = to_email_entry(services)
