@@ -32,18 +32,21 @@ def submit(services, attempt_id, email="anna@example.pl", *, actor: Actor | None
     )
 
 
+#: Anna's e-PLOZ account, as the demo export has it.
+ANNA_EPLOZ = {
+    "login": "amicsokol",
+    "pesel": ANNA.pesel,
+    "first_name": "Anna",
+    "last_name": "MICKIEWICZ - SOKOLOWSKA",
+    "email": "amicsokol@csioz.pl",
+    "status": "active",
+    "roles": "P1:LEKARZ;GABINET:ADMIN",
+}
+
+
 def add_eploz_account(services, **fields) -> int:
     """Put one e-PLOZ account in the directory and return its id."""
-    values = {
-        "login": "amicsokol",
-        "pesel": ANNA.pesel,
-        "first_name": "Anna",
-        "last_name": "MICKIEWICZ - SOKOLOWSKA",
-        "email": "amicsokol@csioz.pl",
-        "status": "active",
-        "roles": "P1:LEKARZ;GABINET:ADMIN",
-        "imported_at": datetime.now(UTC),
-    } | fields
+    values = {**ANNA_EPLOZ, "imported_at": datetime.now(UTC)} | fields
     with transaction(services.sessions) as session:
         account = EplozAccount(**values)
         session.add(account)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import update
 
-from tests.factories import ANNA, add_eploz_account, count, log_of, submit, user
+from tests.factories import ANNA, ANNA_EPLOZ, add_eploz_account, count, log_of, submit, user
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import (
     EPLOZ_REMOVED,
@@ -27,17 +27,6 @@ from ueoz_migration.db.models import (
 )
 from ueoz_migration.journey import EventRefused
 from ueoz_migration.search import SearchWorker
-
-ACCOUNT = {
-    "login": "amicsokol",
-    "pesel": ANNA.pesel,
-    "first_name": "Anna",
-    "last_name": "MICKIEWICZ - SOKOLOWSKA",
-    "email": "amicsokol@csioz.pl",
-    "status": "active",
-    "roles": "P1:LEKARZ",
-    "imported_at": datetime.now(UTC),
-}
 
 CHANGES = {
     "blocked": {"status": "blocked"},
@@ -141,7 +130,8 @@ def test_an_import_under_way_is_waited_for_and_all_of_it_seen(services):
         session.execute(
             update(EplozAccount).where(EplozAccount.id == account_id).values(email="nowy@csioz.pl")
         )
-        session.add(EplozAccount(**{**ACCOUNT, "login": "amicsokol2"}))
+        second = {**ANNA_EPLOZ, "login": "amicsokol2", "imported_at": datetime.now(UTC)}
+        session.add(EplozAccount(**second))
         session.flush()
         person = threading.Thread(target=press_finish)
         person.start()
