@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import random
 import signal
@@ -91,12 +92,17 @@ def smtp_server(port: int, handler: Inbox, **options):
 
     aiosmtpd's Controller offers SMTPUTF8 unless told ``enable_SMTPUTF8=False``.
     """
+    # aiosmtpd logs each connection on "mail.log" from its own thread; a command under test
+    # would print those lines among its own, in no fixed order. Quiet while it runs.
+    server_log = logging.getLogger("mail.log")
+    was_disabled, server_log.disabled = server_log.disabled, True
     controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
         yield handler
     finally:
         controller.stop()
+        server_log.disabled = was_disabled
 
 
 def test_the_sender_keeps_trying_for_as_long_as_the_configured_link_works(tmp_path, database_url):
