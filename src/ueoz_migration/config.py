@@ -272,27 +272,21 @@ def _dev_pesel_key(instance_dir: Path, audit_key: str | None) -> str:
     legacy = audit_key or None
     if legacy is None and (instance_dir / "audit_key").exists():
         legacy = (instance_dir / "audit_key").read_text().strip()
-    if legacy and not (instance_dir / "pesel_key").exists():
-        instance_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            with (instance_dir / "pesel_key").open("x") as handle:
-                handle.write(legacy)
-        except FileExistsError:  # another process of the embedded default did it first
-            pass
-    return _dev_secret(instance_dir, "pesel_key")
+    return _dev_secret(instance_dir, "pesel_key", first_value=legacy)
 
 
-def _dev_secret(instance_dir: Path, name: str) -> str:
-    """Return a development secret, generated once into the instance folder.
+def _dev_secret(instance_dir: Path, name: str, *, first_value: str | None = None) -> str:
+    """Return a development secret, written once into the instance folder.
 
     Only reached outside production; kept on disk so sessions and the audit chain's keyed
-    hashes survive a restart of the embedded default.
+    hashes survive a restart of the embedded default. The first time, it is
+    ``first_value`` when one is given, else random.
     """
     path = instance_dir / name
     if path.exists():
         return path.read_text().strip()
     instance_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
+    value = first_value or secrets.token_urlsafe(32)
     try:
         with path.open("x") as handle:
             handle.write(value)

@@ -249,3 +249,11 @@ def test_production_logs_json_unless_told_otherwise(tmp_path):
 def test_a_duration_of_zero_is_refused(tmp_path, name):
     with pytest.raises(ConfigError, match=f"{name} must be a positive number"):
         Settings.from_env({"INSTANCE_DIR": str(tmp_path), name: "0"})
+
+
+def test_a_pesel_key_taken_over_from_an_old_instance_is_readable_by_its_owner_only(tmp_path):
+    (tmp_path / "audit_key").write_text("the-old-development-audit-key")
+
+    Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
+
+    assert (tmp_path / "pesel_key").stat().st_mode & 0o777 == 0o600
