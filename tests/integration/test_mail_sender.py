@@ -297,6 +297,41 @@ def test_a_server_that_refuses_the_mailbox_for_good_is_not_asked_again(services)
     assert row.body == ""  # never composed again: the link and the name are not kept
 
 
+def test_a_reply_without_a_valid_code_is_tried_again_and_never_quoted(services):
+    # A broken relay answers RCPT with text only, quoting the address: the operator is told
+    # what kind of reply it was; the address stays out of the row and the log.
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+
+    relay = Inbox("unknown user anna@example.pl, sorry")
+    with smtp_server(port, relay), structlog.testing.capture_logs() as logs:
+        report = smtp_sender(services, port, clock).send_due()
+
+    assert (report.retried, report.failed) == (1, 0)
+    (row,) = outbox(services)
+    assert row.failed_at is None and row.due_at > clock.now
+    assert row.last_error == "recipient refused: a reply without a valid code"
+    assert "anna" not in repr(logs)
+
+
+def test_a_server_that_offers_no_login_in_clear_points_at_the_settings(services):
+    # SMTP_USERNAME set, SMTP_STARTTLS forgotten: the server offers AUTH only over TLS.
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+    server = {"authenticator": Accounts(ueoz="secret")}  # auth_require_tls: aiosmtpd's default
+
+    with smtp_server(port, Inbox(), **server) as inbox:
+        report = smtp_sender(services, port, clock, username="ueoz", password="secret").send_due()
+
+    assert (report.sent, report.retried, report.failed) == (0, 1, 0)
+    assert inbox.received == []
+    (row,) = outbox(services)
+    assert row.failed_at is None and row.due_at > clock.now
+    assert row.last_error == (
+        "server offers no login (AUTH) here: check SMTP_USERNAME and SMTP_STARTTLS"
+    )
+
+
 class Accounts:
     """An aiosmtpd authenticator that knows one password per login."""
 

@@ -226,3 +226,35 @@ def test_a_resend_withdraws_the_older_email_but_never_its_own(services):
         assert smtp_sender(services, port, Clock()).send_due().sent == 1
     ((_recipients, raw),) = inbox.received
     assert link_in(raw) == live
+
+
+def test_a_withdrawn_message_is_due_for_no_sender(services):
+    attempt_id = awaiting_verification(services)
+    services.journey.fire(attempt_id, "expire", actor=Actor.system())
+    sender = smtp_sender(services, free_port(), Clock())
+
+    assert sender.has_due() is False  # an idle sender's look
+    assert sender.claim() == []
+    (row,) = outbox(services)
+    assert row.lease_until is None  # not even leased
+
+
+def test_a_message_that_failed_for_good_keeps_its_reason_when_the_address_changes(services):
+    # The mailbox does not exist: the operator must still read that on the row, not
+    # "withdrawn", after the person corrects the address and gets the second e-mail.
+    attempt_id = awaiting_verification(services, email="anna@exampel.pl")
+    port, clock = free_port(), Clock()
+    with smtp_server(port, Inbox("550 5.1.1 <anna@exampel.pl>: no such user")):
+        assert smtp_sender(services, port, clock).send_due().failed == 1
+
+    services.journey.fire(attempt_id, "change_email", actor=user())
+    submit(services, attempt_id, email="anna@example.pl")
+    clock.advance(timedelta(minutes=5))
+    with smtp_server(port, Inbox()) as inbox:
+        assert smtp_sender(services, port, clock).send_due().sent == 1
+
+    failed, corrected = outbox(services)
+    assert failed.failed_at is not None and failed.withdrawn_at is None
+    assert failed.last_error == "recipient refused: 550 5.1.1"
+    assert corrected.sent_at is not None
+    assert [recipients for recipients, _raw in inbox.received] == [["anna@example.pl"]]
