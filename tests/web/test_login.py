@@ -441,6 +441,8 @@ FAILURES = {
     "invalid_pesel": Failing(DATA, person={"pesel": "87042787635"}),  # checksum fails
     "requester": Failing(TECHNICAL, Failure.REQUESTER),
     "bad_signature": Failing(TECHNICAL, Failure.BAD_SIGNATURE),
+    "other_audience": Failing(TECHNICAL, Failure.OTHER_AUDIENCE),
+    "no_audience": Failing(TECHNICAL, Failure.NO_AUDIENCE),
 }
 # The stand-in's modes that are no failure: the service must take these answers.
 NOT_FAILURES = {Failure.KEY_128, Failure.COMMENT_IN_NAMEID}

@@ -97,6 +97,24 @@ def test_production_without_a_setting_refuses_to_start_naming_it(tmp_path, prese
         WkSettings.from_env(present, base_url=SP_URL, instance_dir=tmp_path, production=True)
 
 
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"WK_NODE_URL": "http://login.gov.pl"}, "WK_NODE_URL"),
+        (
+            {
+                "WK_NODE_URL": "https://login.gov.pl",
+                "WK_ARTIFACT_RESOLUTION_URL": "http://login.gov.pl/login-services/idpArtifactResolutionService",
+            },
+            "WK_ARTIFACT_RESOLUTION_URL",
+        ),
+    ],
+)
+def test_production_refuses_a_node_address_in_clear_naming_the_setting(tmp_path, environ, named):
+    with pytest.raises(WkConfigError, match=f"^{named} must be an https:// address in production$"):
+        WkSettings.from_env(environ, base_url=SP_URL, instance_dir=tmp_path, production=True)
+
+
 def test_production_without_the_service_keys_names_the_missing_variable(tmp_path, sp_settings):
     cert = tmp_path / "node.pem"
     cert.write_bytes(sp_settings.node_cert_pem)

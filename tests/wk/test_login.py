@@ -294,6 +294,18 @@ def test_a_response_to_another_request_is_a_mismatch(sp, browser):
     assert caught.value.reason == FailureReason.MISMATCH
 
 
+@pytest.mark.parametrize("failure", [Failure.OTHER_AUDIENCE, Failure.NO_AUDIENCE])
+def test_an_assertion_not_restricted_to_this_service_is_a_mismatch(sp, browser, node, failure):
+    # Signed by the node, encrypted to us, for our request: but not addressed to us.
+    node.failure = failure
+    arrival = browser.login(sp, ANNA)
+
+    with pytest.raises(LoginFailed) as caught:
+        sp.resolve(arrival.artifact, arrival.request_id)
+
+    assert caught.value.reason == FailureReason.MISMATCH
+
+
 def test_a_pesel_failing_its_checksum_is_refused(sp, browser):
     manual_anna = dataclasses.replace(ANNA, pesel="87042787635")
     arrival = browser.login(sp, manual_anna)

@@ -51,14 +51,19 @@ _ASSERTION_TEMPLATE = (
     f'<saml2:SubjectConfirmation Method="{m.BEARER}">'
     '<saml2:SubjectConfirmationData InResponseTo="{request_id}" NotOnOrAfter="{later}"'
     ' Recipient="{acs}"/></saml2:SubjectConfirmation></saml2:Subject>'
-    '<saml2:Conditions NotBefore="{instant}" NotOnOrAfter="{later}">'
-    "<saml2:AudienceRestriction><saml2:Audience>{audience}</saml2:Audience>"
-    "</saml2:AudienceRestriction></saml2:Conditions>"
+    '<saml2:Conditions NotBefore="{instant}" NotOnOrAfter="{later}">{audience_restriction}'
+    "</saml2:Conditions>"
     '<saml2:AuthnStatement AuthnInstant="{instant}" SessionIndex="{session_index}">'
     "<saml2:AuthnContext><saml2:AuthnContextClassRef>{loa}</saml2:AuthnContextClassRef>"
     "</saml2:AuthnContext></saml2:AuthnStatement>"
     "<saml2:AttributeStatement>{attributes}</saml2:AttributeStatement></saml2:Assertion>"
 )
+_AUDIENCE_TEMPLATE = (
+    "<saml2:AudienceRestriction><saml2:Audience>{audience}</saml2:Audience>"
+    "</saml2:AudienceRestriction>"
+)
+#: Whom the assertion is for when the stand-in is told to address it to another service.
+OTHER_AUDIENCE = "https://other-service.example/saml"
 _ATTRIBUTE_TEMPLATE = (
     '<saml2:Attribute FriendlyName="{name}" Name="'
     + m.NATURAL_PERSON
@@ -346,7 +351,7 @@ class StandinNode:
             name_id=pseudonym,
             request_id=_attr(issued.login.request_id),
             acs=_attr(settings.sp_acs_url),
-            audience=_text(settings.sp_entity_id),
+            audience_restriction=self._audience_restriction(failure),
             session_index=f"_{hashlib.sha1(assertion_id.encode()).hexdigest()}",  # noqa: S324
             loa=_text(issued.login.loa_uri),
             attributes="".join(
@@ -371,6 +376,14 @@ class StandinNode:
             # read inside the Response, where more prefixes are in scope.
             self._signer.sign(assertion, inclusive_prefixes=None)
         return etree.tostring(assertion, encoding="UTF-8")
+
+    def _audience_restriction(self, failure: Failure | None) -> str:
+        if failure is Failure.NO_AUDIENCE:
+            return ""
+        audience = (
+            OTHER_AUDIENCE if failure is Failure.OTHER_AUDIENCE else self.settings.sp_entity_id
+        )
+        return _AUDIENCE_TEMPLATE.format(audience=_text(audience))
 
     def _encrypt(self, assertion_xml: bytes, failure: Failure | None) -> etree._Element:
         return encrypt_assertion(

@@ -59,6 +59,8 @@ class Failure(enum.StrEnum):
     EXPIRED = "expired"  # every instant an hour in the past
     REPEAT_ASSERTION_ID = "repeat_assertion_id"  # the same assertion ID every time
     COMMENT_IN_NAMEID = "comment_in_nameid"  # an XML comment inside the NameID
+    OTHER_AUDIENCE = "other_audience"  # the assertion is restricted to another service
+    NO_AUDIENCE = "no_audience"  # the assertion has no AudienceRestriction at all
 
 
 STATUS_FAILURES = {

@@ -8,7 +8,7 @@ Every setting comes from one environment variable:
 | `WK_SP_ENTITY_ID` | the service's entity id, registered with the node's operator | `{base_url}/saml/metadata` |
 | `WK_ACS_URL` | assertion consumer service (artifact binding) | `{base_url}/saml/acs` |
 | `WK_SLO_URL` | a logout endpoint to publish in metadata, for logouts the node starts; the service does not serve one, so it stays empty unless something at that address answers the node's SOAP LogoutRequest (the service's own logout goes to the node over SOAP either way) | empty: none published |
-| `WK_NODE_URL` | base address of the node (`https://login.gov.pl`, `https://int.login.gov.pl`) | `http://127.0.0.1:5001` (the stand-in); required in production |
+| `WK_NODE_URL` | base address of the node (`https://login.gov.pl`, `https://int.login.gov.pl`) | `http://127.0.0.1:5001` (the stand-in); required in production, and `https://` there, as are the endpoints below |
 | `WK_SSO_URL` | where the browser posts the AuthnRequest | `{WK_NODE_URL}/login/SingleSignOnService` |
 | `WK_ARTIFACT_RESOLUTION_URL` | SOAP ArtifactResolve endpoint | `{WK_NODE_URL}/login-services/idpArtifactResolutionService` |
 | `WK_LOGOUT_URL` | SOAP LogoutRequest endpoint | `{WK_NODE_URL}/login-services/singleLogoutService` |
@@ -101,6 +101,21 @@ class WkSettings:
             return value
 
         node_url = required_in_production("WK_NODE_URL", DEV_NODE_URL).rstrip("/")
+
+        def node_endpoint(name: str, path: str) -> str:
+            url = get(name) or node_url + path
+            # The person's browser is sent to these addresses to type their credentials,
+            # and the artifact travels to them: never in clear outside development.
+            if production and urlsplit(url).scheme != "https":
+                said = name if get(name) else "WK_NODE_URL"
+                raise WkConfigError(f"{said} must be an https:// address in production")
+            return url
+
+        sso_url = node_endpoint("WK_SSO_URL", SSO_PATH)
+        artifact_resolution_url = node_endpoint(
+            "WK_ARTIFACT_RESOLUTION_URL", ARTIFACT_RESOLUTION_PATH
+        )
+        logout_url = node_endpoint("WK_LOGOUT_URL", LOGOUT_PATH)
         # The service's yes/no words (config.flag_word); anything else is a CA bundle path.
         tls_raw = get("WK_TLS_VERIFY", "true") or "true"
         tls_word = flag_word(tls_raw)
@@ -124,12 +139,9 @@ class WkSettings:
             sp_entity_id=get("WK_SP_ENTITY_ID", f"{base_url}/saml/metadata") or "",
             acs_url=get("WK_ACS_URL", f"{base_url}/saml/acs") or "",
             slo_url=get("WK_SLO_URL", "") or "",
-            sso_url=get("WK_SSO_URL", node_url + SSO_PATH) or "",
-            artifact_resolution_url=get(
-                "WK_ARTIFACT_RESOLUTION_URL", node_url + ARTIFACT_RESOLUTION_PATH
-            )
-            or "",
-            logout_url=get("WK_LOGOUT_URL", node_url + LOGOUT_PATH) or "",
+            sso_url=sso_url,
+            artifact_resolution_url=artifact_resolution_url,
+            logout_url=logout_url,
             node_entity_id=get("WK_NODE_ENTITY_ID", urlsplit(node_url).netloc) or "",
             node_cert_pem=node_cert,
             sp_signing=_sp_pair(environ, "WK_SP_SIGNING", dev_dir, "sp-signing", production),

@@ -259,6 +259,7 @@ class ServiceProvider:
             assertion = self._decrypted_assertion(response)
         with self._step("saml_validation"):
             self._validate(response, assertion, pending_request_id, now)
+            self._check_audience(assertion)
         with self._step("identity"):
             identity = self._identity(assertion)
             self._check_assertion_replay(assertion, now)
@@ -368,6 +369,17 @@ class ServiceProvider:
             raise LoginFailed(self._saml_reason(exc, assertion, now), str(exc)) from None
         except Exception as exc:  # python3-saml raises bare Exceptions too
             raise LoginFailed(FailureReason.MALFORMED, f"python3-saml: {exc}") from None
+
+    def _check_audience(self, assertion: etree._Element) -> None:
+        """Refuse an assertion that is not restricted to this service.
+
+        python3-saml compares the audiences only when the assertion names some; one with no
+        AudienceRestriction would pass it. The Web Browser SSO profile (SAML 2.0 Profiles,
+        4.1.4.2) requires an audience naming the service provider, and the node sends one.
+        """
+        audiences = select(assertion, "saml2:Conditions/saml2:AudienceRestriction/saml2:Audience")
+        if self.settings.sp_entity_id not in (m.text_of(audience) for audience in audiences):
+            raise LoginFailed(FailureReason.MISMATCH, "assertion not restricted to this service")
 
     def _check_assertion_replay(self, assertion: etree._Element, now: dt.datetime) -> None:
         """Refuse an assertion used before; remember this one until it expires."""

@@ -21,7 +21,8 @@ Which check is done where, for one login:
   the node's configured key only, in the profile's one shape, with a document-unique
   ID; their Version, Issuer, InResponseTo and IssueInstant; the status codes; one
   EncryptedAssertion and no plaintext one; the assertion's own signature, if any;
-  then LoA, attributes, PESEL, and replay of artifact and assertion ID.
+  then an audience naming this service (python3-saml checks the audience only when
+  there is one), LoA, attributes, PESEL, and replay of artifact and assertion ID.
 - python3-saml (`is_valid`): the schema (of both documents), the status, the number of
   assertions, which elements are signed and how (references, algorithms), InResponseTo,
   Destination, audience, issuers, conditions and times, subject confirmation, and the
