@@ -8,10 +8,19 @@ sweep all come through :meth:`Journey.fire`, which
    :mod:`ueoz_migration.states`,
 3. appends the log row and commits the new state, the row and any outbox mail together.
 
-An event the state does not allow, or whose check fails, changes nothing: the transaction is
-rolled back, the refusal is logged in a transaction of its own, and the caller gets
-:class:`EventRefused`. Two events fired at once at one attempt therefore queue on the lock;
-the second sees the state the first left and is applied or refused from there.
+An event the state does not allow, or whose check fails, changes nothing but the log: the
+caller gets :class:`EventRefused`, and the log a row for the refusal. The flow's refusal is
+written in the same transaction, under the same lock. A step's check may have written
+something already, so its transaction is rolled back and the refusal written in a transaction
+of its own, under the lock again; if the attempt moved meanwhile to a state that does not
+take the event, the refusal recorded is the flow's. Two events fired at once at one attempt
+therefore queue on the lock; the second sees the state the first left and is applied or
+refused from there, and the log never shows a check's refusal in a state the flow would have
+refused the event in.
+
+An open attempt left alone past its time (``expires_at``) is expired by whichever comes
+first, the sweep (:meth:`Journey.expire_stale`) or an event fired at it; that event is then
+refused, as any event is in ``expired``.
 """
 
 from __future__ import annotations
@@ -263,12 +272,24 @@ class Journey:
 
     def fire(self, attempt_id: str, event: str, *, actor: Actor, **data: Any) -> Attempt:
         """Apply ``event`` to the attempt or raise :class:`EventRefused`; see the module doc."""
-        now = self.clock()
+        lines: list[dict[str, Any]] = []
+        refused: EventRefused | None = None
         try:
             with transaction(self.sessions) as session:
                 attempt = self._lock(session, attempt_id)
-                line = self._apply(session, attempt, event, actor, now, data)
-        except (_NotAllowed, TransitionNotAllowed):
+                now = self.clock()  # read under the lock: the log's times follow its order
+                if event != "expire" and self._stale(attempt, now):
+                    # Left alone past its time, it ends now, by whoever finds it so (as a
+                    # login does): the same end whether the sweep or the click comes first.
+                    lines.append(self._apply(session, attempt, "expire", actor, now, {}))
+                flow = self.flow_for(session, attempt.flow_version)
+                if flow.target(attempt.state, event) is None:
+                    refused = self._append_refusal(
+                        session, flow, attempt, event, actor, now, "not_allowed"
+                    )
+                else:
+                    lines.append(self._apply(session, attempt, event, actor, now, data))
+        except TransitionNotAllowed:
             reason, fields = "not_allowed", {}
         except Rejected as rejected:
             reason, fields = rejected.reason, rejected.fields
@@ -279,10 +300,15 @@ class Journey:
             reason, fields = "conflict", {}
         else:
             # Told once it is committed: an event number in the logs is one the database kept.
-            log.info("attempt.transition", **line)
-            return attempt
-        attempt = self._refuse(attempt_id, event, actor, reason)
-        raise EventRefused(attempt, event, reason, self.allowed_events(attempt), fields)
+            for line in lines:
+                log.info("attempt.transition", **line)
+            if refused is None:
+                return attempt
+            self._log_refusal(refused, actor)
+            raise refused
+        # A step turned the event down, and everything it wrote was rolled back with the
+        # lock; the refusal is written under the lock again (see _refuse).
+        raise self._refuse(attempt_id, event, actor, reason, fields)
 
     def _apply(
         self,
@@ -349,29 +375,62 @@ class Journey:
         a person may not fire from a page at all. The log shows it like any refusal; if the
         attempt's state does not take the event anyway, that is the reason recorded.
         """
-        if event not in self.allowed_events(self.get(attempt_id)):
-            reason = "not_allowed"
-        attempt = self._refuse(attempt_id, event, actor, reason)
-        return EventRefused(attempt, event, reason, self.allowed_events(attempt), fields)
+        return self._refuse(attempt_id, event, actor, reason, fields or {})
 
-    def _refuse(self, attempt_id: str, event: str, actor: Actor, reason: str) -> Attempt:
-        now = self.clock()
+    def _refuse(
+        self, attempt_id: str, event: str, actor: Actor, reason: str, fields: dict[str, str]
+    ) -> EventRefused:
+        """Record a refusal under the attempt's lock, in the state the attempt now stands in.
+
+        Between a step's refusal and this, or a page's check and this, another request may
+        have moved the attempt on (another tab, the sweep). If its state no longer takes the
+        event, the refusal recorded is the flow's (``not_allowed``), as replay expects of
+        that state; the caller is told the same.
+        """
         with transaction(self.sessions) as session:
             attempt = self._lock(session, attempt_id)
-            outcome = "refused" if reason == "not_allowed" else "rejected"
-            self._append(
-                session, attempt, event, attempt.state, outcome, actor, now, {"reason": reason}
-            )
+            now = self.clock()
+            flow = self.flow_for(session, attempt.flow_version)
+            if flow.target(attempt.state, event) is None:
+                reason = "not_allowed"
+            refused = self._append_refusal(session, flow, attempt, event, actor, now, reason)
+        refused.fields = fields
+        self._log_refusal(refused, actor)
+        return refused
+
+    def _append_refusal(
+        self,
+        session: Session,
+        flow: Flow,
+        attempt: Attempt,
+        event: str,
+        actor: Actor,
+        now: datetime,
+        reason: str,
+    ) -> EventRefused:
+        """Append the log row of an event not applied; return what to tell the caller."""
+        outcome = "refused" if reason == "not_allowed" else "rejected"
+        self._append(
+            session, attempt, event, attempt.state, outcome, actor, now, {"reason": reason}
+        )
+        return EventRefused(attempt, event, reason, flow.allowed_events(attempt.state))
+
+    @staticmethod
+    def _log_refusal(refused: EventRefused, actor: Actor) -> None:
         log.info(
             "attempt.event_refused",
-            attempt=attempt_id,
-            event_name=event,
-            state=attempt.state,
-            reason=reason,
+            attempt=refused.attempt.id,
+            event_name=refused.event,
+            state=refused.attempt.state,
+            reason=refused.reason,
             actor=actor.kind,
             request_id=actor.request_id,
         )
-        return attempt
+
+    @staticmethod
+    def _stale(attempt: Attempt, now: datetime) -> bool:
+        """Whether the attempt is open and was left alone past its time."""
+        return attempt.open_pesel_key is not None and attempt.expires_at <= now
 
     def _expire_if_stale(self, attempt_id: str, actor: Actor) -> bool:
         """End the attempt if, under its lock, it is still open and past its time.
@@ -380,10 +439,10 @@ class Journey:
         lock is theirs, the person may have moved the attempt on (its time starts again) or
         ended it. Then nothing happens and nothing is logged.
         """
-        now = self.clock()
         with transaction(self.sessions) as session:
             attempt = self._lock(session, attempt_id)
-            if attempt.open_pesel_key is None or attempt.expires_at > now:
+            now = self.clock()
+            if not self._stale(attempt, now):
                 return False
             line = self._apply(session, attempt, "expire", actor, now, {})
         log.info("attempt.transition", **line)

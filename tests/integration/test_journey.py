@@ -26,7 +26,7 @@ from ueoz_migration.db.models import (
     UeozAccount,
     VerificationLink,
 )
-from ueoz_migration.journey import EventRefused, utcnow
+from ueoz_migration.journey import EventRefused, Journey, utcnow
 
 
 class Clock:
@@ -374,6 +374,78 @@ def test_an_attempt_expires_72_hours_after_its_last_step(services):
     again = services.journey.start(ANNA, actor=user())  # a login now starts afresh
     assert again.id != attempt.id
     assert again.state == "searching"
+
+
+def test_a_click_after_the_attempt_ran_out_of_time_finds_it_expired(services):
+    # The sweep has not come by yet: the click ends the attempt just as the sweep would
+    # have, and is refused there. The person then sees the expired attempt, never a step
+    # taken on one that was over.
+    clock = Clock()
+    services.journey.clock = clock
+    attempt = to_email_entry(services)
+    clock.advance(hours=72)
+
+    with pytest.raises(EventRefused) as refused:
+        submit(services, attempt.id)
+
+    assert (refused.value.reason, refused.value.attempt.state) == ("not_allowed", "expired")
+    assert count(services, UeozAccount) == 0
+    *_, expire, refused_submit = log_of(services, attempt.id)
+    assert (expire.event, expire.actor, expire.target) == ("expire", "user", "expired")
+    assert (refused_submit.event, refused_submit.outcome) == ("submit", "refused")
+    assert services.journey.expire_stale() == (0, 0)
+    with services.sessions() as session:
+        assert replay_log(session, [attempt.id]).ok
+
+
+def test_a_check_refusing_an_event_while_another_tab_moves_the_attempt_replays_clean(
+    services, monkeypatch
+):
+    # Tab 1 submits an address that does not repeat; its check turns the submit down, and
+    # before the refusal is written, tab 2's Anuluj is applied. The refusal is then the
+    # flow's, in `cancelled`: the log never shows a check deciding in a state it did not see.
+    journey = services.journey
+    attempt = to_email_entry(services)
+    real_refuse, tabs = Journey._refuse, []
+
+    def tab_2_cancels_first(self, *args, **kwargs):
+        if not tabs:
+            tabs.append(journey.fire(attempt.id, "cancel", actor=user("tab-2")))
+        return real_refuse(self, *args, **kwargs)
+
+    monkeypatch.setattr(Journey, "_refuse", tab_2_cancels_first)
+
+    with pytest.raises(EventRefused) as refused:
+        submit(services, attempt.id, email_repeat="other@example.pl", actor=user("tab-1"))
+
+    assert (refused.value.reason, refused.value.attempt.state) == ("not_allowed", "cancelled")
+    *_, cancel, tab_1 = log_of(services, attempt.id)
+    assert (cancel.event, cancel.outcome, cancel.request_id) == ("cancel", "applied", "tab-2")
+    assert (tab_1.event, tab_1.source, tab_1.outcome) == ("submit", "cancelled", "refused")
+    assert tab_1.at >= cancel.at
+    with services.sessions() as session:
+        assert replay_log(session, [attempt.id]).ok
+
+
+def test_clicks_queued_on_one_attempt_are_logged_in_time_order(services):
+    attempt = to_email_entry(services)
+    barrier = threading.Barrier(6)
+
+    def click() -> None:
+        barrier.wait()
+        for _ in range(10):
+            with pytest.raises(EventRefused):
+                services.journey.fire(attempt.id, "verify", actor=user(), token="x")
+
+    threads = [threading.Thread(target=click) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    times = [row.at for row in log_of(services, attempt.id)]
+    assert len(times) == 3 + 60
+    assert times == sorted(times)
 
 
 def test_an_attempt_keeps_the_flow_version_it_started_on(services):

@@ -5,13 +5,20 @@ from __future__ import annotations
 import html
 import json
 import re
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select, update
 
 from tests.factories import HERMEGILDA, count, log_of, user
 from ueoz_migration.audit.replay import replay_log
-from ueoz_migration.db.models import EplozAccount, OutboxMessage, TransitionLogEntry, UeozAccount
+from ueoz_migration.db.models import (
+    Attempt,
+    EplozAccount,
+    OutboxMessage,
+    TransitionLogEntry,
+    UeozAccount,
+)
 
 
 def text_of(response):
@@ -283,6 +290,31 @@ def test_a_button_from_an_old_tab_shows_the_current_screen(browser, start_attemp
 
     assert "Tego kroku nie można już wykonać" in text
     assert "<h1>Uzupełnij adres e-mail</h1>" in text
+
+
+def test_a_click_after_the_migration_ran_out_of_time_shows_it_expired(
+    browser, start_attempt, services
+):
+    # 72 h without a step, and the sweep has not come by: Zakończ ends it instead.
+    attempt = start_attempt("email_entry")
+    browser.hold(attempt.id)
+    with services.sessions.begin() as session:
+        session.execute(
+            update(Attempt)
+            .where(Attempt.id == attempt.id)
+            .values(expires_at=services.journey.clock() - timedelta(minutes=1))
+        )
+
+    response = browser.post("/migracja/submit", data=submit_form())
+
+    text = text_of(response)
+    assert "<h1>Migracja wygasła</h1>" in text
+    assert "Tego kroku nie można już wykonać" not in text  # no double click to suspect
+    assert count(services, UeozAccount) == 0 and count(services, OutboxMessage) == 0
+    assert [(row.event, row.outcome) for row in log_of(services, attempt.id)][-2:] == [
+        ("expire", "applied"),
+        ("submit", "refused"),
+    ]
 
 
 def test_resend_and_its_limit(browser, start_attempt, services):

@@ -71,8 +71,12 @@ class AwaitingVerification(StateBehaviour):
         )
         self.context.notes["email"] = mask_email_for_audit(attempt.email)
 
-    def check_resend_allowed(self, email: str | None = None) -> None:
+    def check_resend_allowed(self, email: str | None = None, token: str | None = None) -> None:
         """Allow only so many links an hour, so that no mailbox can be flooded from here.
+
+        A resend asked for from a link's page (``token``) is allowed only while that link's
+        address is the attempt's: a link to an address since changed belongs to someone the
+        person no longer means, who may neither mail them nor retire their live link.
 
         Whichever way a link is asked for: a resend to the attempt's address, or an address
         given on the form (``submit`` checks this too, or changing the address and giving
@@ -81,6 +85,10 @@ class AwaitingVerification(StateBehaviour):
         for links to a mistyped address can still correct it; and twice the limit holds
         for the attempt as a whole, so that new addresses cannot be tried without end.
         """
+        if token is not None:
+            link = self._link(token)
+            if link is None or link.email != self.attempt.email:
+                raise Rejected("link_retired")
         address = (self.attempt.email if email is None else normalized_email(email)) or ""
         since = self.context.now - timedelta(hours=1)
         # The hour's addresses (at most twice the limit of them) compared here, not in SQL:

@@ -142,7 +142,9 @@ def fire(event: str) -> Response | tuple[str, int]:
         if refused.reason == "invalid_submission" and form is not None:
             form.add_domain_errors(refused.fields)
             return _email_entry_again(attempt_id, form)
-        flash(str(REFUSAL_NOTICES.get(refused.reason, REFUSAL_NOTICES["not_allowed"])), "notice")
+        if refused.attempt.state != "expired":  # whose screen says it all
+            notice = REFUSAL_NOTICES.get(refused.reason, REFUSAL_NOTICES["not_allowed"])
+            flash(str(notice), "notice")
         if refused.reason == "resend_limit" and form is not None:
             # The form again with what the person typed, not the address on record.
             return _email_entry_again(attempt_id, form, status=429)
