@@ -29,11 +29,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import make_settings
 from tests.factories import ANNA, submit, user
 from tests.integration.test_journey import to_email_entry
 from ueoz_migration.adapters.mail import (
+    DeliveryError,
     MaildirTransport,
     OutboxSender,
     SmtpTransport,
@@ -947,6 +949,99 @@ def test_a_sender_told_to_stop_begins_no_further_message(services):
 
     assert (report.sent, delivered) == (1, ["person0@example.pl"])
     assert sum(row.sent_at is None for row in outbox(services)) == 2
+    # The rest of its batch is let go: the next sender need not wait for the lease.
+    assert all(row.lease_until is None for row in outbox(services))
+    other = OutboxSender(services.sessions, StopAfterOne(), mail_from="UEOZ <no-reply@x.pl>")
+    assert other.send_due().sent == 2
+
+
+def test_a_database_lost_half_way_through_a_batch_holds_up_only_the_message_in_hand(services):
+    # The sender's connection drops as it records the first delivery: that message keeps its
+    # lease (nobody can tell whether it went); the rest go to the next sender at once.
+    queue_messages(services, 3)
+    clock, delivered = Clock(), []
+
+    class Server:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def deliver(self, message):
+            delivered.append((self.name, message["To"]))
+
+    def lose_the_connection(connection, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE outbox") and "sent_at" in statement.split("WHERE")[0]:
+            raise OperationalError(statement, {}, Exception("server closed the connection"))
+
+    first = OutboxSender(
+        services.sessions, Server("first"), mail_from="UEOZ <no-reply@x.pl>", clock=clock
+    )
+    event.listen(services.engine, "before_cursor_execute", lose_the_connection)
+    try:
+        with pytest.raises(OperationalError):
+            first.send_due()
+    finally:
+        event.remove(services.engine, "before_cursor_execute", lose_the_connection)
+
+    second = OutboxSender(
+        services.sessions, Server("second"), mail_from="UEOZ <no-reply@x.pl>", clock=clock
+    )
+    assert second.send_due().sent == 2
+    assert delivered == [
+        ("first", "person0@example.pl"),
+        ("second", "person1@example.pl"),
+        ("second", "person2@example.pl"),
+    ]
+    in_hand, *rest = outbox(services)
+    assert in_hand.sent_at is None and in_hand.lease_until is not None
+    assert all(row.sent_at is not None for row in rest)
+
+
+@pytest.mark.parametrize("first_try", ["refused", "delivered"])
+def test_a_try_that_outlasts_its_lease_never_leaves_a_sent_message_failed(services, first_try):
+    # The first sender's server takes longer than the lease, and a second sender takes the
+    # message over meanwhile. One of the two servers takes it: the row then says sent, not
+    # failed, whichever answered first.
+    queue_messages(services, 1)
+    clock, delivered = Clock(), []
+    refusal = DeliveryError("recipient refused: 550 5.1.1", permanent=True)
+
+    class Second:
+        def deliver(self, message):
+            if first_try == "delivered":
+                raise refusal
+            delivered.append("second")
+
+    second = OutboxSender(
+        services.sessions, Second(), mail_from="UEOZ <no-reply@x.pl>", clock=clock
+    )
+
+    class SlowFirst:
+        def deliver(self, message):
+            clock.advance(timedelta(minutes=2))  # past the 1-minute lease
+            second.send_due()
+            if first_try == "refused":
+                raise refusal
+            delivered.append("first")
+
+    first = OutboxSender(
+        services.sessions,
+        SlowFirst(),
+        mail_from="UEOZ <no-reply@x.pl>",
+        clock=clock,
+        lease=timedelta(minutes=1),
+    )
+    with structlog.testing.capture_logs() as logs:
+        report = first.send_due()
+
+    (row,) = outbox(services)
+    assert row.sent_at is not None and row.failed_at is None
+    assert delivered == ["second" if first_try == "refused" else "first"]
+    if first_try == "refused":
+        assert (report.sent, report.failed) == (0, 0)
+        assert [entry["event"] for entry in logs] == ["mail.sent", "mail.lease_lost"]
+        assert row.last_error == ""
+    else:
+        assert report.sent == 1
 
 
 def test_an_unknown_mail_backend_is_a_clear_error(tmp_path):

@@ -50,6 +50,7 @@ from typing import Protocol
 import structlog
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import ConfigError, Settings
@@ -420,23 +421,49 @@ class OutboxSender:
         """Deliver every message due now, batch by batch, and say what happened.
 
         Once ``stop`` is set, no further message is begun: the one in hand is finished, and
-        the rest of the batch stays claimed until its lease runs out, then goes to whichever
-        sender looks next.
+        the rest of the batch is let go at once, for whichever sender looks next. So is it
+        when the database fails this sender half-way (the error is raised all the same); only
+        the message in hand keeps its lease, as nobody can tell whether it went.
         """
         sent = retried = failed = 0
         while True:
             claimed = [] if stop is not None and stop.is_set() else self.claim()
             if not claimed:
                 return SendReport(sent, retried, failed)
-            for message in claimed:
+            for index, message in enumerate(claimed):
                 if stop is not None and stop.is_set():
+                    self.release(claimed[index:])
                     return SendReport(sent, retried, failed)
-                if not self.hold(message):
-                    continue  # another sender took it meanwhile, or the journey withdrew it
-                outcome = self.deliver(message)
+                try:
+                    if not self.hold(message):
+                        continue  # another sender took it meanwhile, or the journey withdrew it
+                    outcome = self.deliver(message)
+                except SQLAlchemyError:
+                    self.release(claimed[index + 1 :])
+                    raise
                 sent += outcome == "sent"
                 retried += outcome == "retry"
                 failed += outcome == "failed"
+
+    def release(self, messages: list[OutboxMessage]) -> None:
+        """Let go of claimed messages not begun, so another sender need not wait for the lease.
+
+        Only where our lease still stands. Best effort: with the database gone, the leases
+        run out by themselves.
+        """
+        if not messages:
+            return
+        try:
+            with transaction(self.sessions) as session:
+                for message in messages:
+                    session.execute(
+                        update(OutboxMessage)
+                        .where(OutboxMessage.id == message.id)
+                        .where(OutboxMessage.lease_until == message.lease_until)
+                        .values(lease_until=None)
+                    )
+        except SQLAlchemyError as error:
+            log.warning("mail.release_failed", messages=len(messages), error=type(error).__name__)
 
     def has_due(self) -> bool:
         """Say whether a message is due now and free to take; a read, without any lock.
@@ -504,7 +531,8 @@ class OutboxSender:
         """Send one claimed message and record the outcome.
 
         ``sent``, ``retry`` or ``failed``; or ``withdrawn`` when the journey withdrew it while
-        the transport was trying (it counts as none of the others).
+        the transport was trying, or ``lease_lost`` when a failed try outlasted the lease and
+        another sender holds the message now (neither counts as any of the others).
 
         At most once per claim, at least once overall. The window between the server
         accepting the message and our ``sent_at`` commit cannot be closed: if this process
@@ -557,6 +585,9 @@ class OutboxSender:
                 .where(OutboxMessage.id == message.id)
                 .values(
                     sent_at=self.clock(),
+                    # It went. Should another sender have taken it over meanwhile (a delivery
+                    # that outlasted its lease) and failed, that try does not undo this one.
+                    failed_at=None,
                     tries=tries,
                     lease_until=None,
                     body="",  # the link and the name have no business here any more
@@ -603,7 +634,17 @@ class OutboxSender:
                 update(OutboxMessage)
                 .where(OutboxMessage.id == message.id)
                 .where(OutboxMessage.withdrawn_at.is_(None))
+                # Still ours: a try that outlasted the lease says nothing of the sender that
+                # took the message over, which may have sent it meanwhile.
+                .where(OutboxMessage.lease_until == message.lease_until)
+                .where(OutboxMessage.sent_at.is_(None))
                 .values(**values)
+            )
+            lost = recorded.rowcount != 1 and (  # type: ignore[attr-defined]
+                session.scalar(
+                    select(OutboxMessage.withdrawn_at).where(OutboxMessage.id == message.id)
+                )
+                is None
             )
         fields = {
             "outbox_id": message.id,
@@ -613,6 +654,9 @@ class OutboxSender:
             "tries": tries,
             "error": reason,
         }
+        if lost:
+            log.warning("mail.lease_lost", **fields)
+            return "lease_lost"
         if recorded.rowcount != 1:  # type: ignore[attr-defined]
             # The journey withdrew it while the transport was trying: neither a failure nor
             # anything to try again.
