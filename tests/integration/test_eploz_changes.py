@@ -14,9 +14,10 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tests.factories import ANNA, ANNA_EPLOZ, add_eploz_account, count, log_of, submit, user
+from ueoz_migration.adapters.eploz import checked_row, import_accounts
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import (
     EPLOZ_REMOVED,
@@ -153,3 +154,53 @@ def test_another_account_that_now_matches_in_place_of_the_found_one_is_not_taken
 
     assert refused.value.reason == "eploz_changed"
     assert count(services, UeozAccount) == 0
+
+
+def test_imports_and_steps_on_the_same_accounts_never_deadlock(services):
+    # Two accounts under Anna's PESEL, and an export listing the later one first: each import
+    # changes both while the worker's steps read them under a share lock. Locked in
+    # different orders, PostgreSQL aborted one side as a deadlock every few imports (the
+    # person saw an error page on Zakończ; the import failed).
+    def export(version: int) -> list:
+        return [
+            checked_row(line, {**ANNA_EPLOZ, "login": login, "roles": f"P1:LEKARZ{version}"})
+            for line, login in ((2, "zz-second"), (3, "aa-first"))
+        ]
+
+    import_accounts(services.sessions, export(0)[::-1], now=datetime.now(UTC))  # aa-first: lower id
+    attempt = services.journey.start(ANNA, actor=user())
+    with services.sessions() as session:
+        (first,) = session.scalars(
+            select(EplozAccount.id).where(EplozAccount.login == "aa-first")
+        ).all()
+    done, failures = threading.Event(), []
+
+    def worker_steps() -> None:
+        while not done.is_set():
+            try:
+                # Two accounts under the PESEL: the match (204) is not this account, so the
+                # step is refused, after reading both under the share lock.
+                services.journey.fire(
+                    attempt.id, "account_found", actor=user(), eploz_account_id=first
+                )
+            except EventRefused:
+                pass
+            except Exception as error:  # a deadlock, say
+                failures.append(type(error).__name__)
+
+    workers = [threading.Thread(target=worker_steps) for _ in range(2)]
+    for thread in workers:
+        thread.start()
+    try:
+        for version in range(1, 61):
+            try:
+                import_accounts(services.sessions, export(version), now=datetime.now(UTC))
+            except Exception as error:
+                failures.append(type(error).__name__)
+    finally:
+        done.set()
+        for thread in workers:
+            thread.join()
+
+    assert failures == []
+    assert services.journey.get(attempt.id).state == "searching"

@@ -401,12 +401,24 @@ def upsert_accounts(
             changed.append(values | {"id": account.id, "imported_at": now})
         else:
             unchanged += 1
+    unlisted = _unlisted(session, {row.login for row in rows}) if full else []
+    # Every row this import changes or removes is locked first, in id order: the order in
+    # which a step's share lock takes the accounts under a PESEL (matched_eploz_account in
+    # states/base.py). Taken in the file's order instead, two accounts under one PESEL
+    # deadlocked an import against a search on PostgreSQL.
+    for chunk in _chunks(sorted([values["id"] for values in changed] + unlisted), _CHUNK):
+        session.execute(
+            select(EplozAccount.id)
+            .where(EplozAccount.id.in_(chunk))
+            .order_by(EplozAccount.id)
+            .with_for_update()
+        )
     if new:
         session.execute(insert(EplozAccount), new)
     if changed:
         session.execute(update(EplozAccount), changed)
     session.flush()
-    removed = _remove_unlisted(session, {row.login for row in rows}) if full else 0
+    removed = _remove_unlisted(session, unlisted) if full else 0
     total = (
         session.scalar(
             select(func.count()).select_from(EplozAccount).where(EplozAccount.status != REMOVED)
@@ -422,8 +434,19 @@ def upsert_accounts(
     )
 
 
-def _remove_unlisted(session: Session, listed: set[str]) -> int:
-    """Remove the accounts whose login is not in ``listed``, except those held.
+def _unlisted(session: Session, listed: set[str]) -> list[int]:
+    """The ids of the accounts whose login is not in ``listed``, in id order."""
+    return [
+        account_id
+        for account_id, login in session.execute(
+            select(EplozAccount.id, EplozAccount.login).order_by(EplozAccount.id)
+        )
+        if login not in listed
+    ]
+
+
+def _remove_unlisted(session: Session, unlisted: list[int]) -> int:
+    """Remove the ``unlisted`` accounts (locked by the caller), except those held.
 
     An account is held by a UEOZ account or an open attempt pointing at it: it is what that
     person's migration took over or is taking over, and it stays as it is. An account only
@@ -432,20 +455,12 @@ def _remove_unlisted(session: Session, listed: set[str]) -> int:
     no longer sees (a later export that lists it again brings it back). Any other is
     deleted. Return how many were removed, either way.
     """
-    unlisted = [
-        account_id
-        for account_id, login in session.execute(
-            select(EplozAccount.id, EplozAccount.login).order_by(EplozAccount.id)
-        )
-        if login not in listed
-    ]
     removed = 0
     for chunk in _chunks(unlisted, _CHUNK):
-        # Lock the rows before asking who holds them (PostgreSQL; on SQLite this import
-        # already holds the write lock): a search that records one of them as found either
-        # committed before, and its attempt is seen below, or waits for this transaction, meets
-        # the foreign key, is refused as a conflict, and searches again once its lease ends.
-        session.execute(select(EplozAccount.id).where(EplozAccount.id.in_(chunk)).with_for_update())
+        # The rows are locked before asking who holds them (PostgreSQL; on SQLite this import
+        # holds the write lock): a search that records one of them as found either committed
+        # before, and its attempt is seen below, or waits for this transaction, meets the
+        # foreign key, is refused as a conflict, and searches again once its lease ends.
         # Every attempt that names one of them: an open one holds it, an ended one keeps it.
         named_by = session.execute(
             select(Attempt.eploz_account_id, Attempt.open_pesel_key.is_not(None)).where(

@@ -89,7 +89,9 @@ class StateBehaviour:
             .where(EplozAccount.pesel == attempt.pesel)
             .where(EplozAccount.status != EPLOZ_REMOVED)
         )
-        self.session.execute(under_pesel.with_for_update(read=True))
+        # In id order, as an import locks the rows it changes (adapters/eploz.py): two
+        # transactions locking the same rows in different orders deadlock on PostgreSQL.
+        self.session.execute(under_pesel.order_by(EplozAccount.id).with_for_update(read=True))
         # Read again, in a statement of its own: on PostgreSQL (read committed) the locking
         # statement re-reads the rows it waited for, but not the rows the same import added
         # (a second account under the PESEL); this one sees them. (SQLite: one writer at a
