@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -15,17 +17,36 @@ from .logs import configure_logging, mask_text
 
 
 @click.group()
-@click.pass_context
-def main(context: click.Context) -> None:
+def main() -> None:
     """UEOZ migration service: e-PLOZ accounts into UEOZ at first login through login.gov.pl."""
-    try:
-        # The audit and helpdesk commands read a log already written: never with a
-        # development audit key made up on the spot.
-        reading_the_log = context.invoked_subcommand in {"audit", "helpdesk"}
-        context.obj = Services.from_env(existing_audit_key=reading_the_log)
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from error
-    configure_logging(context.obj.settings)
+
+
+def _services(*, reading_the_log: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    """Hand the command its Services, read from the environment when it runs.
+
+    Not in the group: click runs a group's callback before it parses the subcommand's
+    arguments, so ``--help`` (or a mistyped command) would need a whole configuration, and
+    in development would write key files into the folder it is run from.
+
+    ``reading_the_log``: the auditors' and helpdesk's commands read a log already written,
+    never with a development audit key made up on the spot.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                services = Services.from_env(existing_audit_key=reading_the_log)
+            except ConfigError as error:
+                raise click.ClickException(str(error)) from error
+            # Standard output is the command's answer (a look-up, an export); the log
+            # lines go beside it.
+            configure_logging(services.settings, to_stderr=True)
+            return command(services, *args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 @main.group()
@@ -35,19 +56,52 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.argument("revision", default="head")
-@click.pass_obj
+@_services()
 def db_upgrade(services: Services, revision: str) -> None:
-    """Bring the database to the current schema (or to REVISION)."""
-    from .db.schema import upgrade
+    """Bring the database to the current schema (or up to REVISION, e.g. 0002); never down."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
 
+    from .db.schema import alembic_config, upgrade
+
+    scripts = ScriptDirectory.from_config(alembic_config(services.engine))
+    try:
+        target = scripts.get_revision(revision)
+    except CommandError:
+        known = ", ".join(sorted(script.revision for script in scripts.walk_revisions()))
+        raise click.BadParameter(
+            f"no revision {revision!r} (this release has {known}, and head)",
+            param_hint="REVISION",
+        ) from None
     with _database(services, doing="upgrade"):
-        upgrade(services.engine, revision)
-    click.echo(f"database at {revision}: {services.engine.url.render_as_string()}")
+        try:
+            upgrade(services.engine, revision)
+        except CommandError as error:  # e.g. the database is at a newer release's revision
+            raise click.ClickException(f"cannot upgrade the database: {error}") from None
+        at = _schema_revision(services)
+    where = services.engine.url.render_as_string()  # the password hidden
+    head = " (head)" if at in scripts.get_heads() else ""
+    if at != (target.revision if target is not None else None):
+        # alembic's upgrade to a revision behind the database's does nothing, silently.
+        click.echo(
+            f"database at {at}{head}, past {revision}: nothing done (db upgrade never "
+            f"downgrades): {where}"
+        )
+        return
+    click.echo(f"database at {at}{head}: {where}")
+
+
+def _schema_revision(services: Services) -> str | None:
+    """The revision the database's schema is at now."""
+    from alembic.runtime.migration import MigrationContext
+
+    with services.engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 @db.command("revision", hidden=True)
 @click.argument("message")
-@click.pass_obj
+@_services()
 def db_revision(services: Services, message: str) -> None:
     """Write a migration for the change to the models (developers)."""
     from .db.schema import revision
@@ -71,7 +125,7 @@ def eploz() -> None:
     help="FILE is the complete export: remove the accounts it does not list, except those "
     "held by a UEOZ account or an open attempt.",
 )
-@click.pass_obj
+@_services()
 def eploz_import(services: Services, file: str, full: bool) -> None:
     """Load e-PLOZ's CSV export FILE; a file with any bad line is refused as a whole."""
     from pathlib import Path
@@ -86,6 +140,10 @@ def eploz_import(services: Services, file: str, full: bool) -> None:
     nothing = "nothing imported or removed" if full else "nothing imported"
     try:
         rows = read_export(Path(file).read_bytes())
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot read {file}: {error.strerror or error}; {nothing}"
+        ) from None
     except ExportRejected as rejected:
         lines = "\n".join(f"  {problem}" for problem in rejected.problems)
         raise click.ClickException(
@@ -105,11 +163,13 @@ def eploz_import(services: Services, file: str, full: bool) -> None:
             f"{nothing}, run it again"
         ) from None
     except SQLAlchemyError as error:
-        # A deadlock with a concurrent import, the database going away…: one line, and no
-        # statement parameters (they hold the file's PESELs and addresses).
+        # A deadlock with a concurrent import, the database going away or never upgraded…:
+        # one line, and no statement parameters (they hold the file's PESELs and addresses),
+        # nor the database's message (it may quote a row).
         raise click.ClickException(
             f"{file}: the database did not take the import ({type(error).__name__}); "
-            f"{nothing}, run it again"
+            f"{nothing}. Is it reachable and upgraded (ueoz-migration db upgrade)? "
+            "Then run it again"
         ) from None
     finally:
         services.engine.dispose()
@@ -120,17 +180,22 @@ def eploz_import(services: Services, file: str, full: bool) -> None:
             f"{report.not_in_file} kept (held by a UEOZ account or an open attempt)"
         )
     elif report.not_in_file:
-        absent = f"; {report.not_in_file} accounts not in the file kept"
+        absent = f"; {_counted(report.not_in_file, 'account')} not in the file kept"
     else:
         absent = ""
     click.echo(
         f"imported {file}: {report.added} added, {report.updated} updated, "
-        f"{report.unchanged} unchanged ({report.rows} rows){absent}"
+        f"{report.unchanged} unchanged ({_counted(report.rows, 'row')}){absent}"
     )
 
 
+def _counted(count: int, noun: str) -> str:
+    """``1 row``, ``2 rows``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 @eploz.command("seed-demo")
-@click.pass_obj
+@_services()
 def eploz_seed_demo(services: Services) -> None:
     """Load the demo people's e-PLOZ and UEOZ accounts (every search branch); safe to repeat."""
     from .demo import DEMO_PEOPLE, seed_demo
@@ -150,8 +215,14 @@ def eploz_seed_demo(services: Services) -> None:
 @main.command("worker")
 @click.option("--once", is_flag=True, help="Search what is due now, expire stale attempts, exit.")
 @click.option("--worker-id", help="Name in the logs (default: random).")
-@click.option("--interval", default=0.2, show_default=True, help="Seconds between idle looks.")
-@click.pass_obj
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.2,
+    show_default=True,
+    help="Seconds between idle looks.",
+)
+@_services()
 def worker(services: Services, once: bool, worker_id: str | None, interval: float) -> None:
     """Run the search worker: find each new attempt's e-PLOZ account."""
     from .search import SearchWorker
@@ -169,9 +240,10 @@ def worker(services: Services, once: bool, worker_id: str | None, interval: floa
     with _database(services):
         sweep = services.journey.expire_stale()
         report = search.run_once()
-    failed = ", ".join(f"{code}: {n}" for code, n in sorted(report.failed.items()))
+    codes = ", ".join(f"code {code}: {n}" for code, n in sorted(report.failed.items()))
+    failed = f"{sum(report.failed.values())}" + (f" ({codes})" if codes else "")
     click.echo(
-        f"searched {report.searched}: found {report.found}, failed {{{failed}}}, "
+        f"searched {report.searched}: found {report.found}, failed {failed}, "
         f"to retry {report.retried}, superseded {report.superseded}; expired {sweep.expired}"
     )
     stuck = [
@@ -277,7 +349,7 @@ def audit() -> None:
 @audit.command("verify")
 @click.argument("reference", required=False, metavar="[MIGRATION_…|ATTEMPT]")
 @click.option("--all", "all_", is_flag=True, help="Every attempt (the default).")
-@click.pass_obj
+@_services(reading_the_log=True)
 def audit_verify(services: Services, reference: str | None, all_: bool) -> None:
     """Check the log's hash chain; name the first broken link (exit 1) or summarise (exit 0)."""
     from .audit.verify import VerifyAborted, verify_chain
@@ -295,7 +367,7 @@ def audit_verify(services: Services, reference: str | None, all_: bool) -> None:
 @audit.command("replay")
 @click.argument("reference", required=False, metavar="MIGRATION_…|ATTEMPT")
 @click.option("--all", "all_", is_flag=True, help="Every attempt.")
-@click.pass_obj
+@_services(reading_the_log=True)
 def audit_replay(services: Services, reference: str | None, all_: bool) -> None:
     """Re-run the logged events through the flow version in force; report the first divergence."""
     from .audit.replay import replay_log
@@ -311,7 +383,7 @@ def audit_replay(services: Services, reference: str | None, all_: bool) -> None:
 
 @audit.command("show")
 @click.argument("reference", metavar="MIGRATION_…|ATTEMPT")
-@click.pass_obj
+@_services(reading_the_log=True)
 def audit_show(services: Services, reference: str) -> None:
     """Print one attempt's log as a table."""
     from .audit.log import find_attempt, log_table, orphaned_attempt_id, read_log
@@ -343,7 +415,7 @@ def audit_show(services: Services, reference: str) -> None:
 @audit.command("export")
 @click.option("--attempt", "reference", metavar="MIGRATION_…|ATTEMPT", help="Only this attempt.")
 @click.option("--output", type=click.Path(dir_okay=False), help="File (default: stdout).")
-@click.pass_obj
+@_services(reading_the_log=True)
 def audit_export(services: Services, reference: str | None, output: str | None) -> None:
     """Write the log as JSON lines: every chained field of each row, with its hashes."""
     from .audit.export import export_log
@@ -372,7 +444,7 @@ def helpdesk() -> None:
 @click.option(
     "--pesel-last3", required=True, metavar="NNN", help="The caller's last 3 PESEL digits."
 )
-@click.pass_obj
+@_services(reading_the_log=True)
 def helpdesk_lookup(services: Services, event_number: str, pesel_last3: str) -> None:
     """Show the attempt behind an event number once the caller's PESEL digits agree."""
     from .helpdesk import NO_MATCH, LookupInputError, describe, lookup
@@ -385,7 +457,10 @@ def helpdesk_lookup(services: Services, event_number: str, pesel_last3: str) -> 
     if view is None:
         click.echo(NO_MATCH, err=True)
         sys.exit(1)
-    click.echo(describe(view, services.settings.domain_systems))
+    # Without DOMAIN_SYSTEMS the settings hold the demo systems, which would put a demo
+    # name on a real attempt: the recorded id alone is then what is known.
+    configured = "DOMAIN_SYSTEMS" in services.settings.raw
+    click.echo(describe(view, services.settings.domain_systems if configured else {}))
 
 
 @main.command("diagram")
@@ -397,14 +472,17 @@ def helpdesk_lookup(services: Services, event_number: str, pesel_last3: str) -> 
     show_default=True,
 )
 @click.option("--output", type=click.Path(dir_okay=False), help="File, or - for stdout.")
-@click.pass_obj
-def diagram(services: Services, fmt: str, output: str | None) -> None:
+def diagram(fmt: str, output: str | None) -> None:
     """Render the flow; with no --output, Mermaid (re)writes docs/state-diagram.md."""
     from pathlib import Path
 
     from statemachine.contrib.diagram.graphviz import GraphvizError
 
     from .diagram import DOC_PATH, render, state_diagram_page
+    from .flow import load_flow_file
+
+    # The flow file alone: no settings, so no secret and no database is needed.
+    flow = load_flow_file()
 
     if output is None and fmt == "mermaid":
         if not DOC_PATH.parent.is_dir():
@@ -413,13 +491,13 @@ def diagram(services: Services, fmt: str, output: str | None) -> None:
                 "or give --output"
             )
         try:
-            DOC_PATH.write_text(state_diagram_page(services.flow), encoding="utf-8")
+            DOC_PATH.write_text(state_diagram_page(flow), encoding="utf-8")
         except OSError as error:
             raise _cannot_write(DOC_PATH, error) from None
-        click.echo(f"wrote {DOC_PATH} (flow version {services.flow.version[:12]}…)")
+        click.echo(f"wrote {DOC_PATH} (flow version {flow.version[:12]}…)")
         return
     try:
-        data = render(services.flow, fmt)
+        data = render(flow, fmt)
     except GraphvizError as error:
         raise click.ClickException(
             f"SVG needs Graphviz's `dot` program (Debian: apt-get install graphviz): {error}"
@@ -439,8 +517,14 @@ def diagram(services: Services, fmt: str, output: str | None) -> None:
 
 @main.command("mail-sender")
 @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
-@click.option("--interval", default=0.2, show_default=True, help="Seconds between idle looks.")
-@click.pass_obj
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.2,
+    show_default=True,
+    help="Seconds between idle looks.",
+)
+@_services()
 def mail_sender(services: Services, once: bool, interval: float) -> None:
     """Deliver the outbox's e-mail (SMTP, or the Maildir on the embedded default)."""
     from .adapters.mail import OutboxSender
@@ -468,7 +552,7 @@ def mail_sender(services: Services, once: bool, interval: float) -> None:
 
 
 @main.command("dev")
-@click.pass_obj
+@_services()
 def dev(services: Services) -> None:
     """Run the embedded default: database, demo data, web service, stand-in node, workers."""
     from .devstack import DevStackError, run_stack

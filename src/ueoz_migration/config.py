@@ -37,7 +37,8 @@ def flag_word(value: str) -> bool | None:
 
 
 # The typed readers below turn a bad value into a ConfigError naming the variable and the
-# value, which every entry point prints as one line; an empty variable counts as unset.
+# value, which every entry point prints as one line. An empty variable counts as unset: from_env
+# drops the blank ones before any is read.
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -80,6 +81,33 @@ def _duration(env: Mapping[str, str], name: str, default: float, unit: str) -> t
     if duration is None or duration <= timedelta(0):
         raise ConfigError(f"{name} must be a positive number of {unit}, got {raw!r}")
     return duration
+
+
+#: The database addresses the service runs on (db/engine.py turns postgresql:// into psycopg).
+DATABASE_SCHEMES = ("postgresql", "postgresql+psycopg", "sqlite", "sqlite+pysqlite")
+
+
+def _database_url(value: str) -> str:
+    """``value`` when it is an address of a database the service runs on.
+
+    The message never quotes the address: it may hold the database password.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, NoSuchModuleError):
+        url = None
+    except ValueError:  # the only number in an address
+        raise ConfigError("DATABASE_URL's port is not a number") from None
+    if url is None or url.drivername not in DATABASE_SCHEMES:
+        scheme = f", not {url.drivername}://…" if url is not None else ""
+        raise ConfigError(
+            "DATABASE_URL must be a postgresql://user:password@host:5432/name "
+            f"or sqlite:///path address{scheme}"
+        )
+    return value
 
 
 def _systems(value: str) -> dict[str, DomainSystem]:
@@ -174,7 +202,13 @@ class Settings:
         signs no session: it needs neither ``PESEL_HASH_KEY`` (which auditors should not
         hold) nor ``SECRET_KEY``, and none is made up for it.
         """
-        env = dict(os.environ if environ is None else environ)
+        # Blank (empty or white space) is unset, for every setting alike: `MAIL_FROM=` in a
+        # unit file must not send mail from no one, nor `INSTANCE_DIR=` put the keys here.
+        env = {
+            name: value
+            for name, value in (os.environ if environ is None else environ).items()
+            if value.strip()
+        }
         app_env = env.get("APP_ENV", "development")
         if app_env not in APP_ENVS:
             # A near miss ("prod", "Production") would otherwise run with the development
@@ -214,6 +248,10 @@ class Settings:
                 "set AUDIT_KEY (or INSTANCE_DIR) to the key the log was written with."
             )
 
+        # Before any development key is written: a command refused for its address leaves none.
+        database_url = _database_url(
+            get("DATABASE_URL", f"sqlite:///{instance_dir / 'ueoz.sqlite3'}")
+        )
         base_url = get("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
         if reading:
             pesel_key, secret_key = get("PESEL_HASH_KEY") or "", get("SECRET_KEY") or ""
@@ -224,7 +262,7 @@ class Settings:
             secret_key = get("SECRET_KEY") or _dev_secret(instance_dir, "secret_key")
         return cls(
             env=app_env,
-            database_url=get("DATABASE_URL", f"sqlite:///{instance_dir / 'ueoz.sqlite3'}"),
+            database_url=database_url,
             secret_key=secret_key,
             audit_key=(get("AUDIT_KEY") or _dev_secret(instance_dir, "audit_key")).encode(),
             pesel_key=pesel_key.encode(),

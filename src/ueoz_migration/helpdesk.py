@@ -20,6 +20,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy import func, select
@@ -27,12 +28,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .audit.log import (
     find_attempt,
-    format_time,
     log_table,
     number_and_code,
     read_log,
     text_table,
 )
+from .audit.log import format_time as format_utc
 from .config import DomainSystem
 from .db.engine import snapshot
 from .db.models import EPLOZ_REMOVED, Attempt, EplozAccount, TransitionLogEntry, UeozAccount
@@ -48,6 +49,10 @@ NO_MATCH = "No attempt matches this event number and these PESEL digits."
 REMOVED_NOTE = "removed from e-PLOZ by a full import"
 LATER_SHOWN = 20  # later attempts listed; the rest are counted
 WIDTH = 96  # the output wraps here, to read from a terminal during a call
+#: The callers' clock: what they remember and are told is Polish time; the log's is UTC.
+POLISH_TIME = ZoneInfo("Europe/Warsaw")
+#: Where an attempt is once the person chose Dalej on the error screen (states/error.py).
+AFTER_DALEJ = frozenset({"email_entry", "awaiting_verification", "done"})
 
 
 class LookupInputError(ValueError):
@@ -218,7 +223,7 @@ def describe(view: HelpdeskView, systems: dict[str, DomainSystem]) -> str:
     facts = [
         ("event number", attempt.event_number or "-"),
         ("event code", _code(attempt.event_code)),
-        ("what to do", _guidance(attempt.event_code)),
+        ("what to do", _what_to_do(view)),
         ("state", attempt.state),
         ("open", _openness(attempt, view.now)),
         ("name (node)", f"{attempt.given_names} {attempt.family_name}"),
@@ -254,13 +259,54 @@ def _code(value: int | None) -> str:
         return f"{value}: (unknown code)"
 
 
-def _guidance(value: int | None) -> str:
-    if value is None:
+def format_time(value: datetime) -> str:
+    """UTC, as the log has it, and the caller's Polish time beside it."""
+    polish = value.astimezone(POLISH_TIME)
+    day = "" if polish.date() == value.astimezone(UTC).date() else "%Y-%m-%d "
+    return f"{format_utc(value)} ({polish.strftime(day + '%H:%M:%S %Z')} Polish time)"
+
+
+def _what_to_do(view: HelpdeskView) -> str:
+    """The code's guidance, or, once the caller went on with Dalej, what is left to do."""
+    attempt = view.attempt
+    if attempt.event_code is None:
         return "-"
     try:
-        return EventCode(value).guidance
+        guidance = EventCode(attempt.event_code).guidance
     except ValueError:
-        return "(unknown code: escalate)"
+        guidance = "(unknown code: escalate)"
+    if attempt.state not in AFTER_DALEJ:
+        return guidance
+    # The code's guidance ends in "correct e-PLOZ, Anuluj, log in again": with Dalej the
+    # person is past the error screen, and once the new account's address is verified
+    # every login skips the migration (journey.start), so it can no longer bring e-PLOZ's.
+    free = [entry.login for entry in view.eploz if not entry.removed and entry.holder is None]
+    account = (
+        f"the e-PLOZ account ({', '.join(free)})"
+        if free
+        else "an e-PLOZ account (none is under this PESEL now)"
+    )
+    chose = "The caller chose Dalej: a new UEOZ account, made without e-PLOZ data"
+    if attempt.state == "done":
+        return (
+            f"{chose}, with its e-mail address verified. Every login now skips the migration: "
+            f"logging in again will not bring {account}, even once e-PLOZ is corrected; its "
+            "login and roles were not carried over and have to be moved to the UEOZ account "
+            "another way."
+        )
+    if attempt.state == "awaiting_verification":
+        return (
+            f"{chose}, waits for its e-mail address to be verified; once it is, every login "
+            f"skips the migration and will not bring {account}. Until then, to have it taken "
+            "over once e-PLOZ is corrected, the caller chooses Zmień adres e-mail, then Anuluj "
+            "on the e-mail form, and logs in again."
+        )
+    return (
+        "The caller chose Dalej, to a new UEOZ account without e-PLOZ data, and is at its "
+        f"e-mail form. To have {account} taken over once e-PLOZ is "
+        "corrected, the caller chooses Anuluj on that form and logs in again; once the form "
+        "is sent and the address verified, every login skips the migration."
+    )
 
 
 def _openness(attempt: Attempt, now: datetime) -> str:

@@ -1,4 +1,6 @@
-"""Where the logs go: structlog on standard output, JSON lines in production.
+"""Where the logs go: structlog, JSON lines in production, on standard output.
+
+The ``ueoz-migration`` commands log to standard error: their standard output is the answer.
 
 One call per process, from its entry point, with the process's settings. Standard-library
 loggers (gunicorn, alembic, werkzeug, the stand-in node) are rendered the same way, so an
@@ -23,12 +25,19 @@ from .domain.privacy import mask_email, mask_pesel
 _HANDLER_NAME = "ueoz-migration"
 
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Write to whatever ``sys.stdout`` is when a record comes (test runners swap it)."""
+class _StandardStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Write to whatever ``sys.stdout`` (or ``sys.stderr``) is when a record comes.
+
+    Test runners swap them.
+    """
+
+    def __init__(self, to_stderr: bool) -> None:
+        self.to_stderr = to_stderr
+        super().__init__()
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
-        return sys.stdout
+        return sys.stderr if self.to_stderr else sys.stdout
 
     @stream.setter
     def stream(self, _value: Any) -> None:
@@ -68,8 +77,14 @@ def redact_personal_data(_logger: Any, _method: str, event: dict[str, Any]) -> d
     return {key: _mask_value(value) for key, value in event.items()}
 
 
-def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
-    """Send structlog and stdlib logging to stdout, as JSON when ``LOG_JSON`` is on."""
+def configure_logging(
+    settings: Settings, *, level: int = logging.INFO, to_stderr: bool = False
+) -> None:
+    """Send structlog and stdlib logging to stdout, as JSON when ``LOG_JSON`` is on.
+
+    ``to_stderr``: to standard error instead, for a command whose standard output is its
+    answer (the ``ueoz-migration`` commands), which its log lines must not mix into.
+    """
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,  # the request id the web layer binds
         structlog.stdlib.add_logger_name,
@@ -96,7 +111,7 @@ def configure_logging(settings: Settings, *, level: int = logging.INFO) -> None:
         # Not cached, so that configuring again (tests, a second command) takes effect.
         cache_logger_on_first_use=False,
     )
-    handler = _StdoutHandler()
+    handler = _StandardStreamHandler(to_stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

@@ -390,6 +390,18 @@ def test_cli_export_that_cannot_write_its_file_says_why_in_one_line(services, tm
     assert not missing_folder.parent.exists()
 
 
+def test_cli_export_to_a_folder_is_a_wrong_invocation(services, tmp_path):
+    # click's own check of --output, before the log is read: exit 2, as docs/audit.md says.
+    logged_journey(services)
+
+    result = audit_cli(services, "export", "--output", str(tmp_path))
+
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (
+        f"Error: Invalid value for '--output': File {str(tmp_path)!r} is a directory."
+    )
+
+
 def test_cli_show_keeps_an_edited_detail_on_one_line(services):
     attempt = logged_journey(services)
     tamper(

@@ -94,6 +94,15 @@ def test_two_logins_may_share_a_pesel(cli, services):
     assert stored["tlewandowski"].pesel == stored["tlewandowski2"].pesel == "90010114419"
 
 
+def test_a_file_of_one_account_says_one_row(cli, tmp_path):
+    header, first = GOOD.read_bytes().splitlines(keepends=True)[:2]
+
+    result = cli("eploz", "import", str(write(tmp_path / "one.csv", header + first)))
+
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("1 added, 0 updated, 0 unchanged (1 row)\n")
+
+
 def test_importing_the_same_file_again_changes_nothing(cli, services):
     cli("eploz", "import", str(GOOD))
     before = {login: row.imported_at for login, row in accounts(services).items()}
@@ -364,8 +373,40 @@ def test_a_database_failure_during_an_import_is_one_line_without_data(cli, monke
     assert result.exit_code == 1
     assert result.output.strip() == (
         f"Error: {GOOD}: the database did not take the import (OperationalError); "
-        "nothing imported, run it again"
+        "nothing imported. Is it reachable and upgraded (ueoz-migration db upgrade)? "
+        "Then run it again"
     )
+
+
+def test_an_import_into_a_database_never_upgraded_says_to_upgrade_it(tmp_path):
+    environ = {
+        "APP_ENV": "test",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}",
+        "INSTANCE_DIR": str(tmp_path / "instance"),
+    }
+
+    result = CliRunner().invoke(main, ["eploz", "import", str(GOOD)], env=environ)
+
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {GOOD}: the database did not take the import (OperationalError); "
+        "nothing imported. Is it reachable and upgraded (ueoz-migration db upgrade)? "
+        "Then run it again\n"
+    )
+
+
+def test_a_file_that_cannot_be_read_is_one_line(cli, monkeypatch):
+    # Found and readable when click checked it, then the read fails (an I/O error, a file
+    # on a network share gone meanwhile).
+    def broken(_path):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(Path, "read_bytes", broken)
+
+    result = cli("eploz", "import", str(GOOD))
+
+    assert result.exit_code == 1
+    assert result.output == f"Error: cannot read {GOOD}: Input/output error; nothing imported\n"
 
 
 # -- a full export (--full) ---------------------------------------------------------------
@@ -399,7 +440,7 @@ def test_without_full_accounts_not_in_the_file_are_kept(cli, services, tmp_path)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (
         f"imported {later}: 0 added, 0 updated, 5 unchanged (5 rows); "
-        "1 accounts not in the file kept"
+        "1 account not in the file kept"
     )
     assert "tlewandowski2" in accounts(services)
 
@@ -556,7 +597,8 @@ def test_full_is_one_transaction_with_the_rest_of_the_import(cli, services, tmp_
     assert result.exit_code == 1
     assert result.output.strip() == (
         f"Error: {later}: the database did not take the import (OperationalError); "
-        "nothing imported or removed, run it again"
+        "nothing imported or removed. Is it reachable and upgraded (ueoz-migration db "
+        "upgrade)? Then run it again"
     )
     assert {login: (row.id, row.status) for login, row in accounts(services).items()} == before
 

@@ -10,14 +10,13 @@ from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from tests.factories import ANNA, HERMEGILDA, add_eploz_account, link_token, submit, user
-from ueoz_migration.audit.log import format_time
 from ueoz_migration.cli import main
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import EplozAccount, UeozAccount
 from ueoz_migration.domain.codes import GUIDE, EventCode
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
-from ueoz_migration.helpdesk import NO_MATCH, describe, lookup
+from ueoz_migration.helpdesk import NO_MATCH, describe, format_time, lookup
 from ueoz_migration.search import SearchWorker
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "event-codes.md"
@@ -48,15 +47,17 @@ def searched(services, person):
     return services.journey.get(attempt.id)
 
 
-def helpdesk_cli(services, *args):
-    return CliRunner().invoke(main, ["helpdesk", "lookup", *args], env=dict(services.settings.raw))
+def helpdesk_cli(services, *args, **environ):
+    return CliRunner().invoke(
+        main, ["helpdesk", "lookup", *args], env=dict(services.settings.raw) | environ
+    )
 
 
-def shown(services, attempt, digits):
-    result = helpdesk_cli(services, attempt.event_number, "--pesel-last3", digits)
+def shown(services, attempt, digits, **environ):
+    result = helpdesk_cli(services, attempt.event_number, "--pesel-last3", digits, **environ)
     assert result.exit_code == 0, result.output
-    assert_nothing_whole(result.output)  # the process log's line on standard output included
-    return result.output[result.output.index("event number  ") :]
+    assert_nothing_whole(result.output)  # the process log's line on standard error included
+    return result.stdout
 
 
 def facts_of(lines: list[str]) -> dict[str, str]:
@@ -98,7 +99,7 @@ def assert_nothing_whole(output: str) -> None:
     for email in EMAILS:
         assert email not in output
     assert not re.search(r"(?<![0-9A-Za-z])\d{11}(?![0-9A-Za-z])", output)
-    for address in re.findall(r"\S+@\S+", output):
+    for address in re.findall(r"[^\s=]+@\S+", output):  # the log's detail: email=a***@…
         assert re.fullmatch(r"\S\*\*\*@\S+", address), address
 
 
@@ -133,8 +134,12 @@ def test_the_right_digits_show_the_attempt_its_code_and_its_log(services):
     assert facts["state"] == "error"
     assert facts["name (node)"] == "HERMEGILDA DLIGEMREH"
     assert facts["PESEL"] == "********247"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", facts["created"])
-    assert facts["domain system"] == "Platforma P1 (demo) (P1)"
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
+        r"\((\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d CES?T Polish time\)",
+        facts["created"],
+    )
+    assert facts["domain system"] == "P1"  # no DOMAIN_SYSTEMS: the recorded id alone
     assert "e-PLOZ accounts under this PESEL (the directory now): none" in output
     log = output.split("\nlog:\n")[1]
     assert "search_failed" in log
@@ -186,7 +191,10 @@ def test_a_206_shows_the_login_and_the_account_that_took_it(services):
         "not shown) created "
     )
     assert "KOWALSKI" not in output and "********628" not in output and "j***@" not in output
-    assert re.search(r"\n {18}created .* UTC, e-mail verified .* UTC\n", output)
+    assert re.search(
+        r" created \S+ \S+ UTC \(.* Polish time\), e-mail verified \S+ \S+ UTC \(.* Polish time\)$",
+        account["migrated to"],
+    )
 
 
 def test_an_open_error_attempt_shows_until_when_and_to_press_anuluj(services):
@@ -298,7 +306,9 @@ def test_wrong_digits_and_an_unknown_number_get_the_same_answer(services):
     unknown = helpdesk_cli(services, "MIGRATION_999999999999", "--pesel-last3", "247")
 
     assert wrong_digits.exit_code == unknown.exit_code == 1
-    assert wrong_digits.stderr == unknown.stderr == NO_MATCH + "\n"
+    assert wrong_digits.stdout == unknown.stdout == ""
+    # After the look-up's own log line (helpdesk.lookup, matched=false).
+    assert wrong_digits.stderr.splitlines()[-1] == unknown.stderr.splitlines()[-1] == NO_MATCH
     assert "HERMEGILDA" not in wrong_digits.output
 
 
@@ -355,3 +365,101 @@ def test_the_docs_table_says_what_the_code_says():
     }
     assert rows == in_code
     assert set(GUIDE) == set(EventCode)
+
+
+def test_the_answer_alone_goes_to_standard_output(services):
+    # The desk may pipe or save the answer; in production the log line is JSON.
+    attempt = failed_search(services)
+
+    result = helpdesk_cli(services, attempt.event_number, "--pesel-last3", "247", LOG_JSON="1")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"event number   {attempt.event_number}\n")
+    assert "helpdesk.lookup" not in result.stdout
+    assert '"event": "helpdesk.lookup"' in result.stderr
+
+
+def test_a_configured_domain_system_is_shown_by_its_name(services):
+    attempt = failed_search(services)
+
+    output = shown(
+        services, attempt, "247", DOMAIN_SYSTEMS="P1|Platforma P1|https://p1.example/start"
+    )
+
+    assert header(output)["domain system"] == "Platforma P1 (P1)"
+
+
+def test_times_are_given_in_utc_and_in_polish_time():
+    winter = datetime(2025, 1, 15, 23, 30, tzinfo=UTC)  # already the next day in Poland
+    summer = datetime(2025, 7, 1, 10, 0, tzinfo=UTC)
+
+    assert format_time(winter) == "2025-01-15 23:30:00 UTC (2025-01-16 00:30:00 CET Polish time)"
+    assert format_time(summer) == "2025-07-01 10:00:00 UTC (12:00:00 CEST Polish time)"
+
+
+def went_on_with_dalej(services, until: str):
+    """Hermegilda's 208, then Dalej on the error screen, as far as ``until``."""
+    add_eploz_account(services, **HERMEGILDA_EPLOZ | {"first_name": "HERMINA", "last_name": "X"})
+    attempt = searched(services, HERMEGILDA)
+    assert attempt.event_code == 208
+    services.journey.fire(attempt.id, "continue_new", actor=user())
+    if until in {"awaiting_verification", "done"}:
+        submit(services, attempt.id, "hermegilda@example.pl")
+    if until == "done":
+        token = link_token(services, attempt.id)
+        services.journey.fire(attempt.id, "verify", actor=user(), token=token)
+    attempt = services.journey.get(attempt.id)
+    assert attempt.state == until
+    return attempt
+
+
+def test_after_dalej_to_a_verified_account_the_desk_is_not_told_to_log_in_again(services):
+    attempt = went_on_with_dalej(services, "done")
+
+    what_to_do = header(shown(services, attempt, "247"))["what to do"]
+
+    assert what_to_do == (
+        "The caller chose Dalej: a new UEOZ account, made without e-PLOZ data, with its "
+        "e-mail address verified. Every login now skips the migration: logging in again will "
+        "not bring the e-PLOZ account (hdligemreh), even once e-PLOZ is corrected; its login "
+        "and roles were not carried over and have to be moved to the UEOZ account another way."
+    )
+    # ...and it is so: a new login is skipped, whatever e-PLOZ now says.
+    with transaction(services.sessions) as session:
+        account = session.query(EplozAccount).filter_by(login="hdligemreh").one()
+        account.first_name, account.last_name = "HERMEGILDA", "DLIGEMREH"
+    again = services.journey.start(HERMEGILDA, actor=user(), domain_system="P1")
+    assert services.journey.get(again.id).state == "skipped"
+
+
+def test_after_dalej_awaiting_verification_the_desk_learns_the_way_back(services):
+    attempt = went_on_with_dalej(services, "awaiting_verification")
+
+    what_to_do = header(shown(services, attempt, "247"))["what to do"]
+
+    assert what_to_do == (
+        "The caller chose Dalej: a new UEOZ account, made without e-PLOZ data, waits for its "
+        "e-mail address to be verified; once it is, every login skips the migration and will "
+        "not bring the e-PLOZ account (hdligemreh). Until then, to have it taken over once "
+        "e-PLOZ is corrected, the caller chooses Zmień adres e-mail, then Anuluj on the e-mail "
+        "form, and logs in again."
+    )
+    # ...and that way works: the new search finds the corrected account.
+    services.journey.fire(attempt.id, "change_email", actor=user())
+    services.journey.fire(attempt.id, "cancel", actor=user())
+    with transaction(services.sessions) as session:
+        account = session.query(EplozAccount).filter_by(login="hdligemreh").one()
+        account.first_name, account.last_name = "HERMEGILDA", "DLIGEMREH"
+    assert searched(services, HERMEGILDA).state == "found"
+
+
+def test_after_dalej_at_the_email_form_the_desk_is_told_to_cancel_there(services):
+    attempt = went_on_with_dalej(services, "email_entry")
+
+    what_to_do = header(shown(services, attempt, "247"))["what to do"]
+
+    assert what_to_do.startswith(
+        "The caller chose Dalej, to a new UEOZ account without e-PLOZ data, and is at its "
+        "e-mail form. To have the e-PLOZ account (hdligemreh) taken over once e-PLOZ is "
+        "corrected, the caller chooses Anuluj on that form and logs in again"
+    )

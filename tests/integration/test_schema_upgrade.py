@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect, text
 
 from tests.conftest import TEST_KEY, postgres_url
+from ueoz_migration.cli import main
 from ueoz_migration.db.engine import make_engine
 from ueoz_migration.db.models import Base
 from ueoz_migration.db.schema import alembic_config
@@ -105,14 +107,58 @@ def test_two_upgrades_at_once_both_succeed_and_leave_the_schema_at_head(fresh_da
                 process.communicate()
 
     assert [process.returncode for process in processes] == [0, 0], outputs
-    for output in outputs:
-        assert output.splitlines()[-1].startswith("database at head: "), output
     engine = make_engine(fresh_database)
+    heads = ScriptDirectory.from_config(alembic_config(engine)).get_heads()
+    for output in outputs:
+        assert output.splitlines()[-1].startswith(f"database at {heads[0]} (head): "), output
     with engine.connect() as connection:
-        heads = ScriptDirectory.from_config(alembic_config(engine)).get_heads()
         current = MigrationContext.configure(connection).get_current_heads()
         versions = connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one()
         tables = set(inspect(connection).get_table_names())
     engine.dispose()
     assert (set(current), versions) == (set(heads), 1)
     assert {table.name for table in Base.metadata.sorted_tables} <= tables
+
+
+def upgrade_command(database_url: str, tmp_path: Path, *args: str):
+    environ = {"APP_ENV": "test", "DATABASE_URL": database_url, "INSTANCE_DIR": str(tmp_path)}
+    return CliRunner().invoke(main, ["db", "upgrade", *args], env=environ)
+
+
+def test_an_upgrade_to_a_revision_behind_the_database_says_nothing_was_done(
+    fresh_database, tmp_path
+):
+    engine = make_engine(fresh_database)
+    where = engine.url.render_as_string()
+    (head,) = ScriptDirectory.from_config(alembic_config(engine)).get_heads()
+    engine.dispose()
+    assert upgrade_command(fresh_database, tmp_path, "0002").stdout == (
+        f"database at 0002: {where}\n"
+    )
+    assert upgrade_command(fresh_database, tmp_path).stdout == (
+        f"database at {head} (head): {where}\n"
+    )
+
+    behind = upgrade_command(fresh_database, tmp_path, "0002")
+
+    assert behind.exit_code == 0
+    assert behind.stdout == (
+        f"database at {head} (head), past 0002: nothing done (db upgrade never downgrades): "
+        f"{where}\n"
+    )
+
+
+def test_an_unknown_revision_is_a_usage_error_naming_the_known_ones(tmp_path):
+    database = tmp_path / "x.sqlite3"
+    scripts = ScriptDirectory.from_config(alembic_config(make_engine(f"sqlite:///{database}")))
+    known = ", ".join(sorted(script.revision for script in scripts.walk_revisions()))
+
+    result = upgrade_command(f"sqlite:///{database}", tmp_path, "nosuch")
+
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (
+        f"Error: Invalid value for REVISION: no revision 'nosuch' (this release has {known}, "
+        "and head)"
+    )
+    assert known.startswith("0001, 0002, 0003")
+    assert not database.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -106,12 +107,12 @@ def test_an_app_env_that_is_nearly_production_is_refused(tmp_path):
 def test_a_setting_of_the_wrong_type_stops_the_command_with_one_line(
     tmp_path, variable, value, message
 ):
-    # Read before any subcommand runs, even for --help: the operator sees which variable.
+    # Read when the command runs, before it touches anything: the operator sees which variable.
     environ = {"APP_ENV": "development", "INSTANCE_DIR": str(tmp_path), variable: value}
 
-    result = CliRunner().invoke(main, ["db", "--help"], env=environ, catch_exceptions=False)
+    result = CliRunner().invoke(main, ["eploz", "seed-demo"], env=environ, catch_exceptions=False)
 
-    assert result.exit_code != 0
+    assert result.exit_code == 1
     assert result.output == f"Error: {message}\n"
 
 
@@ -161,6 +162,78 @@ def test_settings_take_fractions_and_treat_an_empty_variable_as_unset(tmp_path):
     assert settings.verification_link_ttl == timedelta(minutes=30)
     assert settings.search_timeout == timedelta(seconds=2.5)
     assert settings.resend_limit_per_hour == 3
+
+
+BLANK_SETTINGS = (
+    "APP_ENV",
+    "DATABASE_URL",
+    "INSTANCE_DIR",
+    "BASE_URL",
+    "MAIL_BACKEND",
+    "MAILDIR_PATH",
+    "MAIL_FROM",
+    "SMTP_HOST",
+    "HELPDESK_PHONE",
+    "HELPDESK_EMAIL",
+    "STANDIN_URL",
+    "DOMAIN_SYSTEMS",
+    "SMTP_PORT",
+    "LOG_JSON",
+)
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_variable_is_unset_whatever_the_setting(tmp_path, monkeypatch, blank):
+    # `MAIL_FROM=` in a unit file must not send mail from no one, nor `INSTANCE_DIR=` put
+    # the keys into whatever folder the process starts in.
+    monkeypatch.chdir(tmp_path)
+    instance = Path("var").absolute()
+
+    settings = Settings.from_env(dict.fromkeys(BLANK_SETTINGS, blank))
+
+    assert settings == Settings.from_env({})
+    assert (settings.env, settings.instance_dir, settings.mail_backend) == (
+        "development",
+        instance,
+        "maildir",
+    )
+    assert settings.database_url == f"sqlite:///{instance / 'ueoz.sqlite3'}"
+    assert (settings.mail_from, settings.smtp_host) == ("UEOZ <no-reply@ueoz.example>", "127.0.0.1")
+    assert settings.base_url == "http://127.0.0.1:5000"
+    assert set(settings.domain_systems) == {"P1", "GABINET"}
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "foo://x",
+            "DATABASE_URL must be a postgresql://user:password@host:5432/name or sqlite:///path "
+            "address, not foo://…",
+        ),
+        (
+            "not-a-url",
+            "DATABASE_URL must be a postgresql://user:password@host:5432/name or sqlite:///path "
+            "address",
+        ),
+        (
+            "mysql://ueoz:s3cret@db/ueoz",
+            "DATABASE_URL must be a postgresql://user:password@host:5432/name or sqlite:///path "
+            "address, not mysql://…",
+        ),
+        ("postgresql://ueoz:s3cret@db:notaport/ueoz", "DATABASE_URL's port is not a number"),
+    ],
+)
+def test_a_database_url_the_service_cannot_use_is_one_line_without_its_password(
+    tmp_path, url, message
+):
+    environ = {"INSTANCE_DIR": str(tmp_path / "instance"), "DATABASE_URL": url}
+
+    for command in (["db", "upgrade"], ["audit", "verify"], ["worker", "--once"]):
+        result = CliRunner().invoke(main, command, env=environ | {"AUDIT_KEY": "k"})
+
+        assert (result.exit_code, result.output) == (1, f"Error: {message}\n"), command
+    assert not (tmp_path / "instance").exists()  # refused before any key was made
 
 
 def test_the_pesel_hashes_have_a_key_of_their_own(tmp_path):

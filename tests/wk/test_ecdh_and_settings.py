@@ -187,18 +187,67 @@ def test_tls_verification_cannot_be_switched_off_in_production(tmp_path, off):
         ("on", True),
         ("1", True),
         ("", True),
-        ("/etc/ssl/node-ca.pem", "/etc/ssl/node-ca.pem"),
     ],
 )
-def test_tls_verification_takes_the_yes_no_words_of_every_setting_or_a_ca_bundle(
-    tmp_path, value, verify
-):
+def test_tls_verification_takes_the_yes_no_words_of_every_setting(tmp_path, value, verify):
     settings = WkSettings.from_env(
         {"WK_TLS_VERIFY": value}, base_url=SP_URL, instance_dir=tmp_path, production=False
     )
 
-    assert settings.tls_verify == verify
-    assert type(settings.tls_verify) is type(verify)
+    assert settings.tls_verify is verify
+
+
+def test_tls_verification_takes_a_ca_bundle_file(tmp_path):
+    bundle = tmp_path / "node-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+
+    settings = WkSettings.from_env(
+        {"WK_TLS_VERIFY": str(bundle)}, base_url=SP_URL, instance_dir=tmp_path, production=False
+    )
+
+    assert settings.tls_verify == str(bundle)
+
+
+@pytest.mark.parametrize("value", ["maybe", "/etc/ssl/no-such-ca.pem", "/etc"])
+def test_tls_verification_refuses_what_is_neither_a_yes_no_word_nor_a_file(tmp_path, value):
+    # Taken as a CA bundle, it failed only at the first login, in httpx, naming no setting.
+    with pytest.raises(WkConfigError) as error:
+        WkSettings.from_env(
+            {"WK_TLS_VERIFY": value}, base_url=SP_URL, instance_dir=tmp_path, production=False
+        )
+
+    assert str(error.value) == (
+        "WK_TLS_VERIFY must be true or false (1/0, yes/no, on/off) or the path of a CA bundle "
+        f"file, got {value!r}, which is no file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("WK_TIMEOUT_SECONDS", "-1", "WK_TIMEOUT_SECONDS must be a positive number, got '-1'"),
+        ("WK_TIMEOUT_SECONDS", "nan", "WK_TIMEOUT_SECONDS must be a positive number, got 'nan'"),
+        ("WK_TIMEOUT_SECONDS", "inf", "WK_TIMEOUT_SECONDS must be a positive number, got 'inf'"),
+        ("WK_TIMEOUT_SECONDS", "ten", "WK_TIMEOUT_SECONDS must be a positive number, got 'ten'"),
+        (
+            "WK_CLOCK_SKEW_SECONDS",
+            "0",
+            "WK_CLOCK_SKEW_SECONDS must be a positive whole number, got '0'",
+        ),
+        (
+            "WK_MESSAGE_LIFETIME_SECONDS",
+            "2.5",
+            "WK_MESSAGE_LIFETIME_SECONDS must be a positive whole number, got '2.5'",
+        ),
+    ],
+)
+def test_a_wk_number_that_does_not_fit_is_refused_naming_it_and_its_value(
+    tmp_path, name, value, message
+):
+    with pytest.raises(WkConfigError) as error:
+        WkSettings.from_env({name: value}, base_url=SP_URL, instance_dir=tmp_path, production=False)
+
+    assert str(error.value) == message
 
 
 def test_an_unknown_level_of_assurance_is_refused(tmp_path):

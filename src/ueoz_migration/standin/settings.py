@@ -129,17 +129,39 @@ class StandinSettings:
         key_path = environ.get("STANDIN_SIGNING_KEY", "").strip()
         cert_path = environ.get("STANDIN_SIGNING_CERT", "").strip()
         if key_path and cert_path:
-            signing = load_pair(key_path, cert_path)
+            try:
+                signing = load_pair(key_path, cert_path)
+            except (OSError, ValueError) as exc:
+                raise WkConfigError(f"STANDIN_SIGNING_KEY/STANDIN_SIGNING_CERT: {exc}") from exc
         else:
             signing = dev_pair(Path(instance_dir) / "wk", "standin-signing", "WK stand-in node")
-        failure = environ.get("STANDIN_FAILURE", "").strip()
         return cls.for_service(
             sp,
             base_url=base_url,
             signing=signing,
             entity_id=environ.get("STANDIN_ENTITY_ID", "").strip() or urlsplit(base_url).netloc,
             artifact_binding=environ.get("STANDIN_ARTIFACT_BINDING", "post").strip() or "post",
-            failure=Failure(failure) if failure else None,
-            slow_seconds=float(environ.get("STANDIN_SLOW_SECONDS", "10") or 10),
+            failure=_failure(environ.get("STANDIN_FAILURE", "").strip()),
+            slow_seconds=_slow_seconds(environ.get("STANDIN_SLOW_SECONDS", "").strip()),
             app_env=app_env,
         )
+
+
+def _failure(value: str) -> Failure | None:
+    if not value:
+        return None
+    try:
+        return Failure(value)
+    except ValueError:
+        known = ", ".join(failure.value for failure in Failure)
+        raise WkConfigError(f"STANDIN_FAILURE must be one of {known}, got {value!r}") from None
+
+
+def _slow_seconds(value: str) -> float:
+    try:
+        seconds = float(value or 10)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise WkConfigError(f"STANDIN_SLOW_SECONDS must be a positive number, got {value!r}")
+    return seconds

@@ -28,6 +28,7 @@ production every key and certificate must be configured.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,13 @@ class WkSettings:
         tls_word = flag_word(tls_raw)
         if tls_word is False and production:
             raise WkConfigError(f"WK_TLS_VERIFY={tls_raw} is not allowed in production")
+        if tls_word is None and not Path(tls_raw).is_file():
+            # Taken as a path, a misspelt word would only fail at the first login, in
+            # httpx, with an error that does not name the setting.
+            raise WkConfigError(
+                "WK_TLS_VERIFY must be true or false (1/0, yes/no, on/off) or the path of "
+                f"a CA bundle file, got {tls_raw!r}, which is no file"
+            )
         tls_verify: bool | str = tls_raw if tls_word is None else tls_word
 
         node_cert_path = get("WK_NODE_CERT")
@@ -176,10 +184,12 @@ def _number(environ: Mapping[str, str], name: str, default, kind):
     raw = environ.get(name, "").strip()
     if not raw:
         return default
+    number = "whole number" if kind is int else "number"
     try:
         value = kind(raw)
     except ValueError as exc:
-        raise WkConfigError(f"{name} must be a number, not {raw!r}") from exc
-    if value <= 0:
-        raise WkConfigError(f"{name} must be positive")
+        raise WkConfigError(f"{name} must be a positive {number}, got {raw!r}") from exc
+    # nan and inf parse as floats: a nan timeout compares false with everything.
+    if not math.isfinite(value) or value <= 0:
+        raise WkConfigError(f"{name} must be a positive {number}, got {raw!r}")
     return value
