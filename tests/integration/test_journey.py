@@ -22,6 +22,7 @@ from tests.factories import (
 from ueoz_migration.audit.replay import replay_log
 from ueoz_migration.db.models import (
     Attempt,
+    EplozAccount,
     OutboxMessage,
     UeozAccount,
     VerificationLink,
@@ -240,6 +241,31 @@ def test_resend_is_limited_per_hour(services):
 
     assert refused.value.reason == "resend_limit"
     assert count(services, OutboxMessage) == limit
+
+
+def test_cancelling_and_logging_in_again_starts_no_new_count_of_links(services):
+    # Otherwise each new login would mail the limit again to the same mailbox.
+    journey = services.journey
+    attempt = submit(services, to_email_entry(services).id)
+    for _ in range(services.settings.resend_limit_per_hour - 1):
+        journey.fire(attempt.id, "resend", actor=user())
+    journey.fire(attempt.id, "change_email", actor=user())
+    journey.fire(attempt.id, "cancel", actor=user())
+
+    again = journey.start(ANNA, actor=user())  # a new attempt, a new search
+    journey.fire(again.id, "account_found", actor=user(), eploz_account_id=_anna_account(services))
+    journey.fire(again.id, "create_account", actor=user())
+    with pytest.raises(EventRefused) as refused:
+        submit(services, again.id)
+
+    assert refused.value.reason == "resend_limit"
+    assert count(services, OutboxMessage) == services.settings.resend_limit_per_hour
+    assert submit(services, again.id, "anna.k@example.pl").state == "awaiting_verification"
+
+
+def _anna_account(services) -> int:
+    with services.sessions() as session:
+        return session.scalar(select(EplozAccount.id))
 
 
 def test_the_resend_limit_frees_up_an_hour_after_the_links(services):

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from ..db.models import OutboxMessage, UeozAccount, VerificationLink
+from ..db.models import Attempt, OutboxMessage, UeozAccount, VerificationLink
 from ..domain.language import LANGUAGES
 from ..domain.privacy import mask_email_for_audit
 from .base import Rejected, StateBehaviour
@@ -83,7 +83,9 @@ class AwaitingVerification(StateBehaviour):
         the same one again would get round the limit). The limit holds per address, letter
         case aside (``Anna@`` and ``anna@`` reach one mailbox), so that a person who asked
         for links to a mistyped address can still correct it; and twice the limit holds
-        for the attempt as a whole, so that new addresses cannot be tried without end.
+        for the attempt as a whole, so that new addresses cannot be tried without end. Both
+        count the person's links, whatever attempt sent them: cancelling and logging in again
+        starts no new count.
         """
         if token is not None:
             link = self._link(token)
@@ -95,7 +97,8 @@ class AwaitingVerification(StateBehaviour):
         # SQLite's lower() and PostgreSQL's under the C collation fold ASCII letters only.
         sent = self.session.scalars(
             select(VerificationLink.email)
-            .where(VerificationLink.attempt_id == self.attempt.id)
+            .join(Attempt, Attempt.id == VerificationLink.attempt_id)
+            .where(Attempt.pesel_hash == self.attempt.pesel_hash)
             .where(VerificationLink.created_at > since)
         ).all()
         to_this = sum(each.casefold() == address.casefold() for each in sent)
