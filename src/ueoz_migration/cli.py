@@ -212,16 +212,20 @@ def eploz_seed_demo(services: Services) -> None:
     )
 
 
-@main.command("worker")
-@click.option("--once", is_flag=True, help="Search what is due now, expire stale attempts, exit.")
-@click.option("--worker-id", help="Name in the logs (default: random).")
-@click.option(
+#: The worker's and the mail sender's pause between two looks for work when there is none.
+_IDLE_INTERVAL = click.option(
     "--interval",
     type=click.FloatRange(min=0, min_open=True),
     default=0.2,
     show_default=True,
     help="Seconds between idle looks.",
 )
+
+
+@main.command("worker")
+@click.option("--once", is_flag=True, help="Search what is due now, expire stale attempts, exit.")
+@click.option("--worker-id", help="Name in the logs (default: random).")
+@_IDLE_INTERVAL
 @_services()
 def worker(services: Services, once: bool, worker_id: str | None, interval: float) -> None:
     """Run the search worker: find each new attempt's e-PLOZ account."""
@@ -517,13 +521,7 @@ def diagram(fmt: str, output: str | None) -> None:
 
 @main.command("mail-sender")
 @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0, min_open=True),
-    default=0.2,
-    show_default=True,
-    help="Seconds between idle looks.",
-)
+@_IDLE_INTERVAL
 @_services()
 def mail_sender(services: Services, once: bool, interval: float) -> None:
     """Deliver the outbox's e-mail (SMTP, or the Maildir on the embedded default)."""
