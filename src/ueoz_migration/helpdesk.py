@@ -228,8 +228,8 @@ def describe(view: HelpdeskView, systems: dict[str, DomainSystem]) -> str:
         ("open", _openness(attempt, view.now)),
         ("name (node)", f"{attempt.given_names} {attempt.family_name}"),
         ("PESEL", mask_pesel(attempt.pesel)),
-        ("created", format_time(attempt.created_at)),
-        ("updated", format_time(attempt.updated_at)),
+        ("created", format_utc_and_polish(attempt.created_at)),
+        ("updated", format_utc_and_polish(attempt.updated_at)),
         (
             "domain system",
             f"{system.name} ({system.id})" if system else (attempt.domain_system or "-"),
@@ -259,7 +259,7 @@ def _code(value: int | None) -> str:
         return f"{value}: (unknown code)"
 
 
-def format_time(value: datetime) -> str:
+def format_utc_and_polish(value: datetime) -> str:
     """UTC, as the log has it, and the caller's Polish time beside it."""
     polish = value.astimezone(POLISH_TIME)
     day = "" if polish.date() == value.astimezone(UTC).date() else "%Y-%m-%d "
@@ -272,50 +272,62 @@ def _what_to_do(view: HelpdeskView) -> str:
     if attempt.event_code is None:
         return "-"
     try:
-        guidance = EventCode(attempt.event_code).guidance
+        code = EventCode(attempt.event_code)
     except ValueError:
-        guidance = "(unknown code: escalate)"
-    if attempt.state not in AFTER_DALEJ:
-        return guidance
-    # The code's guidance ends in "correct e-PLOZ, Anuluj, log in again": with Dalej the
-    # person is past the error screen, and once the new account's address is verified
-    # every login skips the migration (journey.start), so it can no longer bring e-PLOZ's.
+        return "(unknown code: escalate)"
+    if attempt.state not in AFTER_DALEJ or code is EventCode.ALREADY_MIGRATED:
+        # 206: the account is another UEOZ account's; escalate, whatever the caller did since.
+        return code.guidance
+    # Past the error screen, the code's way back (correct e-PLOZ, Anuluj, log in again) is
+    # no longer the caller's; and once the new account's address is verified, every login
+    # skips the migration (journey.start), so none can bring the e-PLOZ account any more.
     free = [entry.login for entry in view.eploz if not entry.removed and entry.holder is None]
-    account = (
-        f"the e-PLOZ account ({', '.join(free)})"
-        if free
-        else "an e-PLOZ account (none is under this PESEL now)"
-    )
+    if free:
+        account = f"the e-PLOZ account ({', '.join(free)})"
+    elif code is EventCode.NO_ACCOUNT:
+        account = "an e-PLOZ account the caller may have under another PESEL"
+    else:
+        account = "an e-PLOZ account (none free is under this PESEL now)"
+    # 207 was an outage: a new search may find the account as e-PLOZ holds it.
+    when = "" if code is EventCode.DIRECTORY_UNAVAILABLE else " once e-PLOZ is corrected"
+    even = when.replace(" once", ", even once")
     chose = "The caller chose Dalej: a new UEOZ account, made without e-PLOZ data"
     if attempt.state == "done":
-        return (
+        advice = (
             f"{chose}, with its e-mail address verified. Every login now skips the migration: "
-            f"logging in again will not bring {account}, even once e-PLOZ is corrected; its "
-            "login and roles were not carried over and have to be moved to the UEOZ account "
-            "another way."
+            f"logging in again will not bring {account}{even}; "
+            "its login and roles were not carried over and have to be moved to the UEOZ "
+            "account another way."
         )
-    if attempt.state == "awaiting_verification":
-        return (
+    elif attempt.state == "awaiting_verification":
+        advice = (
             f"{chose}, waits for its e-mail address to be verified; once it is, every login "
             f"skips the migration and will not bring {account}. Until then, to have it taken "
-            "over once e-PLOZ is corrected, the caller chooses Zmień adres e-mail, then Anuluj "
-            "on the e-mail form, and logs in again."
+            f"over{when}, the caller chooses Zmień adres e-mail, then Anuluj on the e-mail "
+            "form, and logs in again."
         )
-    return (
-        "The caller chose Dalej, to a new UEOZ account without e-PLOZ data, and is at its "
-        f"e-mail form. To have {account} taken over once e-PLOZ is "
-        "corrected, the caller chooses Anuluj on that form and logs in again; once the form "
-        "is sent and the address verified, every login skips the migration."
-    )
+    else:
+        advice = (
+            "The caller chose Dalej, to a new UEOZ account without e-PLOZ data, and is at its "
+            f"e-mail form. To have {account} taken over{when}, the caller chooses Anuluj on "
+            "that form and logs in again; once the form is sent and the address verified, "
+            "every login skips the migration."
+        )
+    if code is EventCode.NO_ACCOUNT and not free:
+        return (
+            "If the caller never had an e-PLOZ account, Dalej was the right way on and nothing "
+            f"is left to do. If they had one: {advice}"
+        )
+    return advice
 
 
 def _openness(attempt: Attempt, now: datetime) -> str:
     """Say whether a login now would resume this attempt, and until when it would."""
     again = "a new login starts a new attempt, which searches e-PLOZ again."
     if attempt.open_pesel_key is None:  # every final state clears it (states/finals.py)
-        ended = f"no: ended ({attempt.state}) {format_time(attempt.updated_at)}"
+        ended = f"no: ended ({attempt.state}) {format_utc_and_polish(attempt.updated_at)}"
         return f"{ended}; {again}" if attempt.state in {"cancelled", "expired"} else ended
-    until = format_time(attempt.expires_at)
+    until = format_utc_and_polish(attempt.expires_at)
     if attempt.expires_at <= now:
         return f"no: its time ran out {until} (not yet recorded as expired); {again}"
     if attempt.state == "error":
@@ -372,7 +384,7 @@ def _holder(holder: UeozHolder | None) -> str:
     if holder is None:
         return "no UEOZ account yet"
     verified = (
-        f"e-mail verified {format_time(holder.verified_at)}"
+        f"e-mail verified {format_utc_and_polish(holder.verified_at)}"
         if holder.verified_at
         else "e-mail not verified"
     )
@@ -382,13 +394,13 @@ def _holder(holder: UeozHolder | None) -> str:
         return (
             f"UEOZ account {holder.id}, ANOTHER person's (escalate with this number; "
             "their data is not shown)\n"
-            f"created {format_time(holder.created_at)}, {verified}"
+            f"created {format_utc_and_polish(holder.created_at)}, {verified}"
         )
     return (
         f"UEOZ account {holder.id}, this person's own: {holder.given_names} "
         f"{holder.family_name}\n"
         f"PESEL {mask_pesel(holder.pesel)}, e-mail {mask_email(holder.email)}\n"
-        f"created {format_time(holder.created_at)}, {verified}"
+        f"created {format_utc_and_polish(holder.created_at)}, {verified}"
     )
 
 
@@ -399,7 +411,7 @@ def _later_section(later: Sequence[LaterAttempt], total: int) -> list[str]:
         (
             row.id,
             row.state,
-            format_time(row.created_at),
+            format_utc_and_polish(row.created_at),
             number_and_code(row.event_number, row.event_code) or "-",
         )
         for row in later

@@ -16,7 +16,7 @@ from ueoz_migration.db.models import EplozAccount, UeozAccount
 from ueoz_migration.domain.codes import GUIDE, EventCode
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
-from ueoz_migration.helpdesk import NO_MATCH, describe, format_time, lookup
+from ueoz_migration.helpdesk import NO_MATCH, describe, format_utc_and_polish, lookup
 from ueoz_migration.search import SearchWorker
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "event-codes.md"
@@ -203,7 +203,7 @@ def test_an_open_error_attempt_shows_until_when_and_to_press_anuluj(services):
     output = shown(services, attempt, "247")
 
     open_ = header(output)["open"]
-    assert open_.startswith(f"yes, until {format_time(attempt.expires_at)}.")
+    assert open_.startswith(f"yes, until {format_utc_and_polish(attempt.expires_at)}.")
     assert "shows this same error screen" in open_
     assert "must press Anuluj on the error screen, then log in again" in open_
     assert "later attempts of this person: none" in output
@@ -230,7 +230,7 @@ def test_an_ended_attempt_shows_the_later_attempt_that_reached_done(services):
     assert facts["open"].startswith("no: ended (cancelled) ")
     assert "a new login starts a new attempt" in facts["open"]
     assert later_attempts(output) == [
-        [second.id, "done", format_time(second.created_at), "-"],
+        [second.id, "done", format_utc_and_polish(second.created_at), "-"],
     ]
     (account,) = eploz_accounts(output)
     assert account["last name"] == "Mickiewicz-Sokołowska (agrees)"
@@ -283,7 +283,7 @@ def test_an_open_attempt_past_its_time_is_shown_as_over(services):
 
     facts = header(describe(view, services.settings.domain_systems))
     assert facts["open"] == (
-        f"no: its time ran out {format_time(attempt.expires_at)} (not yet recorded as "
+        f"no: its time ran out {format_utc_and_polish(attempt.expires_at)} (not yet recorded as "
         "expired); a new login starts a new attempt, which searches e-PLOZ again."
     )
 
@@ -393,8 +393,11 @@ def test_times_are_given_in_utc_and_in_polish_time():
     winter = datetime(2025, 1, 15, 23, 30, tzinfo=UTC)  # already the next day in Poland
     summer = datetime(2025, 7, 1, 10, 0, tzinfo=UTC)
 
-    assert format_time(winter) == "2025-01-15 23:30:00 UTC (2025-01-16 00:30:00 CET Polish time)"
-    assert format_time(summer) == "2025-07-01 10:00:00 UTC (12:00:00 CEST Polish time)"
+    assert (
+        format_utc_and_polish(winter)
+        == "2025-01-15 23:30:00 UTC (2025-01-16 00:30:00 CET Polish time)"
+    )
+    assert format_utc_and_polish(summer) == "2025-07-01 10:00:00 UTC (12:00:00 CEST Polish time)"
 
 
 def went_on_with_dalej(services, until: str):
@@ -462,4 +465,55 @@ def test_after_dalej_at_the_email_form_the_desk_is_told_to_cancel_there(services
         "The caller chose Dalej, to a new UEOZ account without e-PLOZ data, and is at its "
         "e-mail form. To have the e-PLOZ account (hdligemreh) taken over once e-PLOZ is "
         "corrected, the caller chooses Anuluj on that form and logs in again"
+    )
+
+
+def on_with_dalej(services, attempt, until: str, email: str):
+    """Dalej on the error screen, as far as ``until``."""
+    services.journey.fire(attempt.id, "continue_new", actor=user())
+    if until in {"awaiting_verification", "done"}:
+        submit(services, attempt.id, email)
+    if until == "done":
+        services.journey.fire(
+            attempt.id, "verify", actor=user(), token=link_token(services, attempt.id)
+        )
+    return services.journey.get(attempt.id)
+
+
+def test_after_dalej_on_a_201_the_desk_is_told_it_was_the_right_way_on(services):
+    attempt = on_with_dalej(services, searched(services, ANNA), "done", "anna@example.pl")
+    assert attempt.event_code == 201
+
+    what_to_do = header(shown(services, attempt, "342"))["what to do"]
+
+    assert what_to_do.startswith(
+        "If the caller never had an e-PLOZ account, Dalej was the right way on and nothing is "
+        "left to do. If they had one: The caller chose Dalej"
+    )
+    assert "an e-PLOZ account the caller may have under another PESEL" in what_to_do
+
+
+def test_after_dalej_on_a_206_the_desk_still_escalates(services):
+    give_ueoz_account(services, JAN, add_eploz_account(services), JAN_EMAIL)
+    attempt = on_with_dalej(services, searched(services, ANNA), "done", "anna@example.pl")
+    assert attempt.event_code == 206
+
+    what_to_do = header(shown(services, attempt, "342"))["what to do"]
+
+    assert what_to_do == EventCode.ALREADY_MIGRATED.guidance
+    assert what_to_do.endswith("Do not create duplicates; escalate.")
+
+
+def test_after_dalej_on_a_207_nothing_in_e_ploz_needs_correcting(services):
+    add_eploz_account(services)  # Anna's account, there all along: the directory was down
+    attempt = failed_search(services, ANNA, code=207)
+    attempt = on_with_dalej(services, attempt, "email_entry", "anna@example.pl")
+
+    what_to_do = header(shown(services, attempt, "342"))["what to do"]
+
+    assert what_to_do == (
+        "The caller chose Dalej, to a new UEOZ account without e-PLOZ data, and is at its "
+        "e-mail form. To have the e-PLOZ account (amicsokol) taken over, the caller chooses "
+        "Anuluj on that form and logs in again; once the form is sent and the address "
+        "verified, every login skips the migration."
     )
