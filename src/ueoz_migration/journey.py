@@ -61,10 +61,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class _NotAllowed(Exception):
-    """The flow has no transition for this event from the attempt's state."""
-
-
 class AttemptNotFound(LookupError):
     """No attempt has that id (or that verification link)."""
 
@@ -278,10 +274,8 @@ class Journey:
             with transaction(self.sessions) as session:
                 attempt = self._lock(session, attempt_id)
                 now = self.clock()  # read under the lock: the log's times follow its order
-                if event != "expire" and self._stale(attempt, now):
-                    # Left alone past its time, it ends now, by whoever finds it so (as a
-                    # login does): the same end whether the sweep or the click comes first.
-                    lines.append(self._apply(session, attempt, "expire", actor, now, {}))
+                if event != "expire":  # an expire finding it stale is applied as it is
+                    lines += self._expire_if_past_time(session, attempt, actor, now)
                 flow = self.flow_for(session, attempt.flow_version)
                 if flow.target(attempt.state, event) is None:
                     refused = self._append_refusal(
@@ -320,14 +314,15 @@ class Journey:
         data: dict[str, Any],
     ) -> dict[str, Any]:
         """Take the attempt through ``event`` and append its log row; return its log line's
-        fields, for the caller to log once the transaction has committed."""
+        fields, for the caller to log once the transaction has committed.
+
+        The caller has made sure the state takes the event (``fire`` asks the flow's table;
+        ``skip`` and ``expire`` are taken by the states they are applied in): a finished
+        chart would ignore an event in a final state rather than refuse it.
+        """
         source, number_before = attempt.state, attempt.event_number
         flow = self.flow_for(session, attempt.flow_version)
-        if flow.target(source, event) is None:
-            # The machine would refuse too (allow_event_without_transition is off), but
-            # asking the table first also covers final states, where a finished chart
-            # ignores events, and spares building a machine for a refusal.
-            raise _NotAllowed(event)
+        assert flow.target(source, event) is not None, f"{event} in {source}"
         context = self._context(session, attempt, now)
         machine = self._machines.bind(flow, context)
         try:
@@ -390,13 +385,28 @@ class Journey:
         with transaction(self.sessions) as session:
             attempt = self._lock(session, attempt_id)
             now = self.clock()
+            lines = self._expire_if_past_time(session, attempt, actor, now)
             flow = self.flow_for(session, attempt.flow_version)
             if flow.target(attempt.state, event) is None:
                 reason = "not_allowed"
             refused = self._append_refusal(session, flow, attempt, event, actor, now, reason)
+        for line in lines:
+            log.info("attempt.transition", **line)
         refused.fields = fields
         self._log_refusal(refused, actor)
         return refused
+
+    def _expire_if_past_time(
+        self, session: Session, attempt: Attempt, actor: Actor, now: datetime
+    ) -> list[dict[str, Any]]:
+        """Expire the locked attempt if it was left alone past its time; its log line, if so.
+
+        Whoever finds it so ends it (as a login does): the same end whether the sweep or the
+        person's click comes first. The event that found it is then refused in ``expired``.
+        """
+        if not self._stale(attempt, now):
+            return []
+        return [self._apply(session, attempt, "expire", actor, now, {})]
 
     def _append_refusal(
         self,
@@ -441,12 +451,10 @@ class Journey:
         """
         with transaction(self.sessions) as session:
             attempt = self._lock(session, attempt_id)
-            now = self.clock()
-            if not self._stale(attempt, now):
-                return False
-            line = self._apply(session, attempt, "expire", actor, now, {})
-        log.info("attempt.transition", **line)
-        return True
+            lines = self._expire_if_past_time(session, attempt, actor, self.clock())
+        for line in lines:
+            log.info("attempt.transition", **line)
+        return bool(lines)
 
     # -- looking things up ----------------------------------------------------------------
 

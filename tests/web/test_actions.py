@@ -317,6 +317,30 @@ def test_a_click_after_the_migration_ran_out_of_time_shows_it_expired(
     ]
 
 
+def test_a_page_refusal_after_the_migration_ran_out_of_time_shows_it_expired(
+    browser, start_attempt, services
+):
+    # A post the page itself turns down (here the worker's own event) finds it stale too.
+    attempt = start_attempt("email_entry")
+    browser.hold(attempt.id)
+    with services.sessions.begin() as session:
+        session.execute(
+            update(Attempt)
+            .where(Attempt.id == attempt.id)
+            .values(expires_at=services.journey.clock() - timedelta(minutes=1))
+        )
+
+    response = browser.post("/migracja/expire")
+
+    assert "<h1>Migracja wygasła</h1>" in text_of(response)
+    assert [(row.event, row.outcome) for row in log_of(services, attempt.id)][-2:] == [
+        ("expire", "applied"),
+        ("expire", "refused"),
+    ]
+    with services.sessions() as session:
+        assert replay_log(session, [attempt.id]).ok
+
+
 def test_resend_and_its_limit(browser, start_attempt, services):
     attempt = start_attempt("awaiting_verification")
     browser.hold(attempt.id)

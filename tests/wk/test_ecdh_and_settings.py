@@ -103,6 +103,16 @@ def test_production_without_a_setting_refuses_to_start_naming_it(tmp_path, prese
         ({"WK_NODE_URL": "http://login.gov.pl"}, "WK_NODE_URL"),
         (
             {
+                "WK_NODE_URL": "http://login.gov.pl",
+                **{
+                    name: "https://login.gov.pl/x"
+                    for name in ("WK_SSO_URL", "WK_ARTIFACT_RESOLUTION_URL", "WK_LOGOUT_URL")
+                },
+            },
+            "WK_NODE_URL",
+        ),
+        (
+            {
                 "WK_NODE_URL": "https://login.gov.pl",
                 "WK_ARTIFACT_RESOLUTION_URL": "http://login.gov.pl/login-services/idpArtifactResolutionService",
             },

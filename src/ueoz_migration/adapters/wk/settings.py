@@ -102,14 +102,15 @@ class WkSettings:
             return value
 
         node_url = required_in_production("WK_NODE_URL", DEV_NODE_URL).rstrip("/")
+        if production and urlsplit(node_url).scheme != "https":
+            raise WkConfigError("WK_NODE_URL must be an https:// address in production")
 
         def node_endpoint(name: str, path: str) -> str:
             url = get(name) or node_url + path
             # The person's browser is sent to these addresses to type their credentials,
             # and the artifact travels to them: never in clear outside development.
             if production and urlsplit(url).scheme != "https":
-                said = name if get(name) else "WK_NODE_URL"
-                raise WkConfigError(f"{said} must be an https:// address in production")
+                raise WkConfigError(f"{name} must be an https:// address in production")
             return url
 
         sso_url = node_endpoint("WK_SSO_URL", SSO_PATH)
