@@ -194,10 +194,9 @@ class Journey:
         key = pesel_hash(self.pesel_key, person.pesel)
         open_attempt = self._open_attempt(key)
         if open_attempt is not None:
-            if open_attempt.expires_at > self.clock():
-                self._update_destination(open_attempt.id, domain_system, return_url, language)
-                return self.get(open_attempt.id)
-            self._expire_if_stale(open_attempt.id, actor)
+            resumed = self._resume(open_attempt.id, actor, domain_system, return_url, language)
+            if resumed is not None:
+                return resumed
         try:
             return self._create(person, key, actor, domain_system, return_url, language)
         except IntegrityError:
@@ -558,16 +557,30 @@ class Journey:
                 select(Attempt).where(Attempt.open_pesel_key == key)
             ).one_or_none()
 
-    def _update_destination(
-        self, attempt_id: str, domain_system: str | None, return_url: str | None, language: str
-    ) -> None:
-        """A person who comes back from another system returns to that one at the end."""
-        if domain_system is None:
-            return
+    def _resume(
+        self,
+        attempt_id: str,
+        actor: Actor,
+        domain_system: str | None,
+        return_url: str | None,
+        language: str,
+    ) -> Attempt | None:
+        """The person's open attempt, under its lock, told where they came from this time.
+
+        None when it is over once the lock is ours: ended meanwhile (in another tab), or
+        left alone past its time, which ends it now; the caller then starts a new one.
+        """
         with transaction(self.sessions) as session:
             attempt = self._lock(session, attempt_id)
-            attempt.domain_system, attempt.return_url = domain_system, return_url
-            attempt.language = language
+            lines = self._expire_if_past_time(session, attempt, actor, self.clock())
+            resumed = attempt if attempt.open_pesel_key is not None else None
+            if resumed is not None and domain_system is not None:
+                # A person who comes back from another system returns to that one at the end.
+                attempt.domain_system, attempt.return_url = domain_system, return_url
+                attempt.language = language
+        for line in lines:
+            log.info("attempt.transition", **line)
+        return resumed
 
     def _lock(self, session: Session, attempt_id: str) -> Attempt:
         attempt = session.get(Attempt, attempt_id, with_for_update=True)

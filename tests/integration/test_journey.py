@@ -356,6 +356,28 @@ def test_an_abandoned_attempt_expires(services):
     assert log_of(services, attempt.id)[-1].actor == "system"
 
 
+def test_a_login_as_another_tab_cancels_starts_a_new_attempt(services, monkeypatch):
+    # The login found the open attempt; the person's Anuluj in another tab ends it before the
+    # login takes it up. The login goes on with a new attempt, not the cancelled one.
+    journey = services.journey
+    first = journey.start(ANNA, actor=user())
+    real_open_attempt = Journey._open_attempt
+
+    def found_then_cancelled(self, key):
+        found = real_open_attempt(self, key)
+        if found is not None and found.id == first.id:
+            journey.fire(first.id, "cancel", actor=user("tab-2"))
+        return found
+
+    monkeypatch.setattr(Journey, "_open_attempt", found_then_cancelled)
+
+    again = journey.start(ANNA, actor=user(), domain_system="P1")
+
+    assert again.id != first.id
+    assert (again.state, again.domain_system) == ("searching", "P1")
+    assert journey.get(first.id).state == "cancelled"
+
+
 def test_a_returning_person_after_expiry_gets_a_new_attempt(services):
     attempt = services.journey.start(ANNA, actor=user())
     services.journey.clock = lambda: _later(services, hours=100)
