@@ -405,13 +405,7 @@ def went_on_with_dalej(services, until: str):
     add_eploz_account(services, **HERMEGILDA_EPLOZ | {"first_name": "HERMINA", "last_name": "X"})
     attempt = searched(services, HERMEGILDA)
     assert attempt.event_code == 208
-    services.journey.fire(attempt.id, "continue_new", actor=user())
-    if until in {"awaiting_verification", "done"}:
-        submit(services, attempt.id, "hermegilda@example.pl")
-    if until == "done":
-        token = link_token(services, attempt.id)
-        services.journey.fire(attempt.id, "verify", actor=user(), token=token)
-    attempt = services.journey.get(attempt.id)
+    attempt = on_with_dalej(services, attempt, until, "hermegilda@example.pl")
     assert attempt.state == until
     return attempt
 

@@ -292,10 +292,8 @@ def test_a_button_from_an_old_tab_shows_the_current_screen(browser, start_attemp
     assert "<h1>Uzupełnij adres e-mail</h1>" in text
 
 
-def test_a_click_after_the_migration_ran_out_of_time_shows_it_expired(
-    browser, start_attempt, services
-):
-    # 72 h without a step, and the sweep has not come by: Zakończ ends it instead.
+def email_entry_past_its_time(browser, start_attempt, services):
+    """An attempt at the e-mail form, held by the browser, left alone for over 72 hours."""
     attempt = start_attempt("email_entry")
     browser.hold(attempt.id)
     with services.sessions.begin() as session:
@@ -304,6 +302,14 @@ def test_a_click_after_the_migration_ran_out_of_time_shows_it_expired(
             .where(Attempt.id == attempt.id)
             .values(expires_at=services.journey.clock() - timedelta(minutes=1))
         )
+    return attempt
+
+
+def test_a_click_after_the_migration_ran_out_of_time_shows_it_expired(
+    browser, start_attempt, services
+):
+    # 72 h without a step, and the sweep has not come by: Zakończ ends it instead.
+    attempt = email_entry_past_its_time(browser, start_attempt, services)
 
     response = browser.post("/migracja/submit", data=submit_form())
 
@@ -321,14 +327,7 @@ def test_a_page_refusal_after_the_migration_ran_out_of_time_shows_it_expired(
     browser, start_attempt, services
 ):
     # A post the page itself turns down (here the worker's own event) finds it stale too.
-    attempt = start_attempt("email_entry")
-    browser.hold(attempt.id)
-    with services.sessions.begin() as session:
-        session.execute(
-            update(Attempt)
-            .where(Attempt.id == attempt.id)
-            .values(expires_at=services.journey.clock() - timedelta(minutes=1))
-        )
+    attempt = email_entry_past_its_time(browser, start_attempt, services)
 
     response = browser.post("/migracja/expire")
 
