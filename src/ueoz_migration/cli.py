@@ -62,6 +62,7 @@ def db_upgrade(services: Services, revision: str) -> None:
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
+    from .db.engine import shown_url
     from .db.schema import alembic_config, upgrade
 
     scripts = ScriptDirectory.from_config(alembic_config(services.engine))
@@ -79,7 +80,7 @@ def db_upgrade(services: Services, revision: str) -> None:
         except CommandError as error:  # e.g. the database is at a newer release's revision
             raise click.ClickException(f"cannot upgrade the database: {error}") from None
         at = _schema_revision(services)
-    where = services.engine.url.render_as_string()  # the password hidden
+    where = shown_url(services.engine)
     head = " (head)" if at in scripts.get_heads() else ""
     if at != (target.revision if target is not None else None):
         # alembic's upgrade to a revision behind the database's does nothing, silently.
@@ -215,11 +216,19 @@ def eploz_seed_demo(services: Services) -> None:
 #: The worker's and the mail sender's pause between two looks for work when there is none.
 _IDLE_INTERVAL = click.option(
     "--interval",
-    type=click.FloatRange(min=0, min_open=True),
+    # FloatRange lets nan through (it compares false with both bounds): a loop without a wait.
+    type=click.FloatRange(min=0, max=3600, min_open=True),
+    callback=lambda _context, _param, value: _finite(value),
     default=0.2,
     show_default=True,
     help="Seconds between idle looks.",
 )
+
+
+def _finite(value: float) -> float:
+    if value != value:  # nan
+        raise click.BadParameter("must be a number of seconds, not nan")
+    return value
 
 
 @main.command("worker")
@@ -345,13 +354,21 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
         sys.exit(1)
 
 
+def _text(_context: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Refuse an argument that is not text (bytes a terminal could not decode), unquoted."""
+    if value is not None and not value.isprintable():
+        # Not echoed: it may be a PESEL typed with a stray byte.
+        raise click.BadParameter("is not an event number or an attempt id (unprintable text)")
+    return value
+
+
 @main.group()
 def audit() -> None:
     """The transition log, for auditors: show, replay, verify, export."""
 
 
 @audit.command("verify")
-@click.argument("reference", required=False, metavar="[MIGRATION_…|ATTEMPT]")
+@click.argument("reference", required=False, metavar="[MIGRATION_…|ATTEMPT]", callback=_text)
 @click.option("--all", "all_", is_flag=True, help="Every attempt (the default).")
 @_services(reading_the_log=True)
 def audit_verify(services: Services, reference: str | None, all_: bool) -> None:
@@ -369,7 +386,7 @@ def audit_verify(services: Services, reference: str | None, all_: bool) -> None:
 
 
 @audit.command("replay")
-@click.argument("reference", required=False, metavar="MIGRATION_…|ATTEMPT")
+@click.argument("reference", required=False, metavar="MIGRATION_…|ATTEMPT", callback=_text)
 @click.option("--all", "all_", is_flag=True, help="Every attempt.")
 @_services(reading_the_log=True)
 def audit_replay(services: Services, reference: str | None, all_: bool) -> None:
@@ -386,7 +403,7 @@ def audit_replay(services: Services, reference: str | None, all_: bool) -> None:
 
 
 @audit.command("show")
-@click.argument("reference", metavar="MIGRATION_…|ATTEMPT")
+@click.argument("reference", metavar="MIGRATION_…|ATTEMPT", callback=_text)
 @_services(reading_the_log=True)
 def audit_show(services: Services, reference: str) -> None:
     """Print one attempt's log as a table."""
@@ -417,7 +434,13 @@ def audit_show(services: Services, reference: str) -> None:
 
 
 @audit.command("export")
-@click.option("--attempt", "reference", metavar="MIGRATION_…|ATTEMPT", help="Only this attempt.")
+@click.option(
+    "--attempt",
+    "reference",
+    metavar="MIGRATION_…|ATTEMPT",
+    callback=_text,
+    help="Only this attempt.",
+)
 @click.option("--output", type=click.Path(dir_okay=False), help="File (default: stdout).")
 @_services(reading_the_log=True)
 def audit_export(services: Services, reference: str | None, output: str | None) -> None:

@@ -110,6 +110,21 @@ def _database_url(value: str) -> str:
     return value
 
 
+def _ca_file(path: str) -> str:
+    """``path`` when it holds certificates TLS can trust; checked now, not at the first mail."""
+    if path:
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=path)
+        except (OSError, ssl.SSLError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise ConfigError(
+                f"SMTP_CA_FILE must be a file of PEM certificates, got {path!r}: {reason}"
+            ) from None
+    return path
+
+
 def _systems(value: str) -> dict[str, DomainSystem]:
     """Parse ``ID|Name|https://return/1,https://return/2;ID2|...``."""
     systems = {}
@@ -283,7 +298,7 @@ class Settings:
             smtp_username=get("SMTP_USERNAME", ""),
             smtp_password=get("SMTP_PASSWORD", ""),
             smtp_starttls=_flag(env, "SMTP_STARTTLS", False),
-            smtp_ca_file=get("SMTP_CA_FILE", ""),
+            smtp_ca_file=_ca_file(get("SMTP_CA_FILE", "")),
             smtp_timeout=_duration(env, "SMTP_TIMEOUT_SECONDS", 10, "seconds"),
             # Only for errors the sender cannot place; delivery errors are retried for as
             # long as the link works (VERIFICATION_LINK_TTL_HOURS), whatever this says.

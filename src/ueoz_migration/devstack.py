@@ -128,7 +128,9 @@ def plan(settings: Settings) -> list[Child]:
 
 def prepare(settings: Settings, out: Callable[[str], None]) -> None:
     """Bring the database to the current schema and load the demo people (both idempotent)."""
-    from .db.engine import make_engine, make_sessionmaker
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .db.engine import make_engine, make_sessionmaker, shown_url
     from .db.schema import upgrade
     from .demo import seed_demo
 
@@ -136,9 +138,15 @@ def prepare(settings: Settings, out: Callable[[str], None]) -> None:
     engine = make_engine(settings.database_url)
     try:
         upgrade(engine)
-        out(f"database at head: {engine.url.render_as_string()}")
+        out(f"database at head: {shown_url(engine)}")
         report = seed_demo(make_sessionmaker(engine), pesel_key=settings.pesel_key)
         out(f"demo people in place (UEOZ accounts added now: {report.ueoz_added})")
+    except SQLAlchemyError as error:
+        # Its message may quote a row or the server's words; the class says enough here.
+        raise DevStackError(
+            f"the database {shown_url(engine)} cannot be used ({type(error).__name__}): "
+            "is it reachable, and is DATABASE_URL right?"
+        ) from None
     finally:
         engine.dispose()
 

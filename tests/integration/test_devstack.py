@@ -200,3 +200,22 @@ def test_a_taken_port_is_named_and_nothing_starts(tmp_path):
     assert result.exit_code == 1
     assert f"127.0.0.1:{port} (BASE_URL) is taken" in result.output
     assert not (tmp_path / "instance" / "ueoz.sqlite3").exists()
+
+
+def test_a_database_it_cannot_reach_is_one_line_without_its_password(tmp_path):
+    environ = embedded_environment(
+        tmp_path,
+        BASE_URL=f"http://127.0.0.1:{free_port()}",
+        STANDIN_URL=f"http://127.0.0.1:{free_port()}",
+        DATABASE_URL=f"postgresql://ueoz:S3CRET@127.0.0.1:{free_port()}/ueoz",
+    )
+
+    result = CliRunner().invoke(main, ["dev"], env=environ)
+
+    assert result.exit_code == 1
+    last = result.output.splitlines()[-1]
+    assert last.startswith("Error: the database postgresql+psycopg://ueoz:***@127.0.0.1:")
+    assert last.endswith(
+        "cannot be used (OperationalError): is it reachable, and is DATABASE_URL right?"
+    )
+    assert "S3CRET" not in result.output and "Traceback" not in result.output

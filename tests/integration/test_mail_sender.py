@@ -43,7 +43,7 @@ from ueoz_migration.adapters.mail import (
 )
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.cli import main
-from ueoz_migration.db.engine import make_sessionmaker, transaction
+from ueoz_migration.db.engine import make_engine, make_sessionmaker, transaction
 from ueoz_migration.db.models import OutboxMessage
 
 SUBJECT_PL = "UEOZ – potwierdź adres e-mail"
@@ -1089,3 +1089,25 @@ def test_the_sender_loop_delivers_and_stops_cleanly_on_sigterm(services, setting
     assert [mail.recipient for mail in maildir_messages(settings.maildir_path)] == [
         "anna@example.pl"
     ]
+
+
+def test_a_database_down_is_one_line_a_pass_and_the_sender_carries_on():
+    # An operator reads one line per look while the database restarts, not a traceback.
+    dead = make_engine(f"postgresql://ueoz@127.0.0.1:{free_port()}/ueoz")
+    sender = OutboxSender(
+        make_sessionmaker(dead),
+        Inbox(),
+        mail_from="UEOZ <no-reply@x.pl>",  # never reached
+    )
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+
+    with structlog.testing.capture_logs() as logs:
+        sender.run(stop, interval=0.1)
+
+    failures = [entry for entry in logs if entry["log_level"] == "error"]
+    assert len(failures) >= 2  # it went on looking
+    assert {entry["event"] for entry in failures} == {"mail.database_error"}
+    assert {entry["error"] for entry in failures} == {"OperationalError"}
+    assert not any("exc_info" in entry for entry in failures)
+    assert logs[-1]["event"] == "mail.sender_stopped"

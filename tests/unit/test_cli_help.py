@@ -47,11 +47,20 @@ def test_help_needs_no_configuration_and_writes_nothing(tmp_path, monkeypatch, c
         (["audit", "nosuch"], "Error: No such command 'nosuch'."),
         (
             ["worker", "--interval", "-1"],
-            "Error: Invalid value for '--interval': -1.0 is not in the range x>0.",
+            "Error: Invalid value for '--interval': -1.0 is not in the range 0<x<=3600.",
         ),
         (
             ["mail-sender", "--interval", "0"],
-            "Error: Invalid value for '--interval': 0.0 is not in the range x>0.",
+            "Error: Invalid value for '--interval': 0.0 is not in the range 0<x<=3600.",
+        ),
+        (
+            ["worker", "--interval", "nan"],
+            "Error: Invalid value for '--interval': must be a number of seconds, not nan",
+        ),
+        (
+            ["audit", "show", "\udcff87042712342"],  # a stray byte, as a terminal passes it
+            "Error: Invalid value for 'MIGRATION_…|ATTEMPT': is not an event number or an "
+            "attempt id (unprintable text)",
         ),
     ],
 )

@@ -330,3 +330,17 @@ def test_a_pesel_key_taken_over_from_an_old_instance_is_readable_by_its_owner_on
     Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
 
     assert (tmp_path / "pesel_key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate\n"], ids=["missing", "not-pem"])
+def test_an_smtp_ca_file_tls_cannot_load_is_refused_naming_it(tmp_path, content):
+    path = tmp_path / "relay-ca.pem"
+    if content is not None:
+        path.write_text(content)
+
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path), "SMTP_CA_FILE": str(path)})
+
+    assert str(refused.value).startswith(
+        f"SMTP_CA_FILE must be a file of PEM certificates, got {str(path)!r}: "
+    )

@@ -698,7 +698,10 @@ class OutboxSender:
             try:
                 if self.has_due():
                     self.send_due(stop)
-            except Exception:  # the database went away, say: log it, wait, go on
+            except SQLAlchemyError as error:
+                # The database restarting or failing over: one line a pass, wait, go on.
+                log.error("mail.database_error", error=type(error).__name__)
+            except Exception:  # a bug: log it with its traceback, but keep sending the rest
                 log.exception("mail.sender_pass_failed")
             stop.wait(interval)
         log.info("mail.sender_stopped")

@@ -55,6 +55,19 @@ def make_engine(url: str, **kwargs: object) -> Engine:
     return create_engine(url, **kwargs)  # type: ignore[arg-type]
 
 
+def shown_url(engine: Engine) -> str:
+    """The engine's database address, fit to print: no password, wherever it was given.
+
+    SQLAlchemy hides the ``user:password@`` one; libpq also takes ``?password=…`` (and
+    ``sslpassword``), which it would print in clear.
+    """
+    url = engine.url
+    hidden = "hidden0password"  # stands in while rendering, which would encode "***"
+    secret = {name: hidden for name in url.query if "password" in name.lower()}
+    shown = url.update_query_dict(secret).render_as_string(hide_password=True)
+    return shown.replace(hidden, "***")
+
+
 #: Execution option of a connection that only reads (see :func:`snapshot`).
 READ_ONLY = "ueoz_read_only"
 
