@@ -213,22 +213,22 @@ def eploz_seed_demo(services: Services) -> None:
     )
 
 
+def _finite(_context: click.Context, _param: click.Parameter, value: float) -> float:
+    if value != value:  # nan
+        raise click.BadParameter("must be a number of seconds, not nan")
+    return value
+
+
 #: The worker's and the mail sender's pause between two looks for work when there is none.
 _IDLE_INTERVAL = click.option(
     "--interval",
     # FloatRange lets nan through (it compares false with both bounds): a loop without a wait.
     type=click.FloatRange(min=0, max=3600, min_open=True),
-    callback=lambda _context, _param, value: _finite(value),
+    callback=_finite,
     default=0.2,
     show_default=True,
     help="Seconds between idle looks.",
 )
-
-
-def _finite(value: float) -> float:
-    if value != value:  # nan
-        raise click.BadParameter("must be a number of seconds, not nan")
-    return value
 
 
 @main.command("worker")

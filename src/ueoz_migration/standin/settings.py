@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..adapters.wk.keys import KeyPair, dev_pair, load_pair
-from ..adapters.wk.settings import WkConfigError, WkSettings
+from ..adapters.wk.settings import WkConfigError, WkSettings, positive_number
 from ..config import APP_ENVS
 
 
@@ -142,7 +142,7 @@ class StandinSettings:
             entity_id=environ.get("STANDIN_ENTITY_ID", "").strip() or urlsplit(base_url).netloc,
             artifact_binding=environ.get("STANDIN_ARTIFACT_BINDING", "post").strip() or "post",
             failure=_failure(environ.get("STANDIN_FAILURE", "").strip()),
-            slow_seconds=_slow_seconds(environ.get("STANDIN_SLOW_SECONDS", "").strip()),
+            slow_seconds=positive_number(environ, "STANDIN_SLOW_SECONDS", 10.0, float),
             app_env=app_env,
         )
 
@@ -155,13 +155,3 @@ def _failure(value: str) -> Failure | None:
     except ValueError:
         known = ", ".join(failure.value for failure in Failure)
         raise WkConfigError(f"STANDIN_FAILURE must be one of {known}, got {value!r}") from None
-
-
-def _slow_seconds(value: str) -> float:
-    try:
-        seconds = float(value or 10)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise WkConfigError(f"STANDIN_SLOW_SECONDS must be a positive number, got {value!r}")
-    return seconds

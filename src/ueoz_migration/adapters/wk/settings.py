@@ -101,17 +101,19 @@ class WkSettings:
                 return default
             return value
 
-        node_url = required_in_production("WK_NODE_URL", DEV_NODE_URL).rstrip("/")
-        if production and urlsplit(node_url).scheme != "https":
-            raise WkConfigError("WK_NODE_URL must be an https:// address in production")
-
-        def node_endpoint(name: str, path: str) -> str:
-            url = get(name) or node_url + path
-            # The person's browser is sent to these addresses to type their credentials,
-            # and the artifact travels to them: never in clear outside development.
+        def in_production_https(name: str, url: str) -> str:
+            # The person's browser is sent to the node to type their credentials, and the
+            # artifact travels to it: never in clear outside development.
             if production and urlsplit(url).scheme != "https":
                 raise WkConfigError(f"{name} must be an https:// address in production")
             return url
+
+        node_url = in_production_https(
+            "WK_NODE_URL", required_in_production("WK_NODE_URL", DEV_NODE_URL).rstrip("/")
+        )
+
+        def node_endpoint(name: str, path: str) -> str:
+            return in_production_https(name, get(name) or node_url + path)
 
         sso_url = node_endpoint("WK_SSO_URL", SSO_PATH)
         artifact_resolution_url = node_endpoint(
@@ -158,9 +160,11 @@ class WkSettings:
                 environ, "WK_SP_ENCRYPTION", dev_dir, "sp-encryption", production
             ),
             loa=(get("WK_LOA", "substantial") or "").lower(),
-            timeout_seconds=_number(environ, "WK_TIMEOUT_SECONDS", 5.0, float),
-            clock_skew_seconds=_number(environ, "WK_CLOCK_SKEW_SECONDS", 120, int),
-            message_lifetime_seconds=_number(environ, "WK_MESSAGE_LIFETIME_SECONDS", 300, int),
+            timeout_seconds=positive_number(environ, "WK_TIMEOUT_SECONDS", 5.0, float),
+            clock_skew_seconds=positive_number(environ, "WK_CLOCK_SKEW_SECONDS", 120, int),
+            message_lifetime_seconds=positive_number(
+                environ, "WK_MESSAGE_LIFETIME_SECONDS", 300, int
+            ),
             tls_verify=tls_verify,
         )
 
@@ -181,7 +185,8 @@ def _sp_pair(
     return dev_pair(dev_dir, name, f"UEOZ development {name}")
 
 
-def _number(environ: Mapping[str, str], name: str, default, kind):
+def positive_number(environ: Mapping[str, str], name: str, default, kind):
+    """The setting ``name`` as a positive finite ``kind`` (int or float), else ``default``."""
     raw = environ.get(name, "").strip()
     if not raw:
         return default
