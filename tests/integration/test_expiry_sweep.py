@@ -26,18 +26,24 @@ def backdate(services, attempt_id, *, by: timedelta, flow_version: str | None = 
             attempt.flow_version = flow_version
 
 
-def clicked_just_in_time(journey: Journey, attempt_id: str, event: str) -> None:
-    """The person's click, a moment before the attempt's time ran out.
+def person_clicks_as_the_sweep_comes(monkeypatch, event: str) -> None:
+    """The person's ``event``, a moment before the attempt's time ran out, as the sweep comes.
 
-    It reaches a web instance whose clock is a few seconds behind the worker's: the sweep has
-    read the attempt as stale by its own clock, and the click comes first by the web's.
+    The sweep has read the attempt as stale by the worker's clock; the click reaches a web
+    instance whose clock is a few seconds behind, and takes the attempt's lock first.
     """
-    worker_clock = journey.clock
-    journey.clock = lambda: worker_clock() - timedelta(seconds=5)
-    try:
-        journey.fire(attempt_id, event, actor=user())
-    finally:
-        journey.clock = worker_clock
+    real = Journey._expire_if_stale
+
+    def click_first(self, attempt_id, actor):
+        worker_clock = self.clock
+        self.clock = lambda: worker_clock() - timedelta(seconds=5)
+        try:
+            self.fire(attempt_id, event, actor=user())
+        finally:
+            self.clock = worker_clock
+        return real(self, attempt_id, actor)
+
+    monkeypatch.setattr(Journey, "_expire_if_stale", click_first)
 
 
 def test_an_attempt_the_person_moves_while_the_sweep_runs_is_not_expired(services, monkeypatch):
@@ -47,14 +53,7 @@ def test_an_attempt_the_person_moves_while_the_sweep_runs_is_not_expired(service
         attempt.id, "account_found", actor=user(), eploz_account_id=add_eploz_account(services)
     )
     backdate(services, attempt.id, by=timedelta(seconds=1))
-    real = Journey._expire_if_stale
-
-    def person_clicks_first(self, attempt_id, actor):
-        # The sweep has read the attempt as stale; the person's "Utwórz konto" comes first.
-        clicked_just_in_time(self, attempt_id, "create_account")
-        return real(self, attempt_id, actor)
-
-    monkeypatch.setattr(Journey, "_expire_if_stale", person_clicks_first)
+    person_clicks_as_the_sweep_comes(monkeypatch, "create_account")  # "Utwórz konto"
 
     assert journey.expire_stale() == (0, 0)
     assert journey.get(attempt.id).state == "email_entry"
@@ -108,13 +107,7 @@ def test_an_attempt_the_person_ended_while_the_sweep_runs_is_left_as_it_is(servi
     journey = services.journey
     attempt = journey.start(ANNA, actor=user())
     backdate(services, attempt.id, by=timedelta(seconds=1))
-    real = Journey._expire_if_stale
-
-    def person_cancels_first(self, attempt_id, actor):
-        clicked_just_in_time(self, attempt_id, "cancel")
-        return real(self, attempt_id, actor)
-
-    monkeypatch.setattr(Journey, "_expire_if_stale", person_cancels_first)
+    person_clicks_as_the_sweep_comes(monkeypatch, "cancel")
 
     assert journey.expire_stale() == (0, 0)
     assert [row.event for row in log_of(services, attempt.id)] == ["start", "cancel"]

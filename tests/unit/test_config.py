@@ -11,6 +11,21 @@ from click.testing import CliRunner
 from ueoz_migration.cli import main
 from ueoz_migration.config import ConfigError, Settings
 
+#: Everything production needs, and nothing more.
+PRODUCTION = {
+    "APP_ENV": "production",
+    "SECRET_KEY": "s",
+    "AUDIT_KEY": "a",
+    "PESEL_HASH_KEY": "p",
+    "DATABASE_URL": "postgresql://db/ueoz",
+    "BASE_URL": "https://ueoz.example",
+    "DOMAIN_SYSTEMS": "P1|Platforma P1|https://p1.example/start",
+}
+
+
+def without(environ: dict[str, str], name: str) -> dict[str, str]:
+    return {key: value for key, value in environ.items() if key != name}
+
 
 def test_the_embedded_default_needs_no_variables(tmp_path):
     settings = Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
@@ -47,14 +62,7 @@ def test_production_without_secrets_refuses_to_start(tmp_path):
 
 def test_production_has_no_demo_systems_to_fall_back_on(tmp_path):
     # Without its domain systems, production would refuse every login as "unknown system".
-    environ = {
-        "APP_ENV": "production",
-        "SECRET_KEY": "s",
-        "AUDIT_KEY": "a",
-        "PESEL_HASH_KEY": "p",
-        "DATABASE_URL": "postgresql://db/ueoz",
-        "BASE_URL": "https://ueoz.example",
-    }
+    environ = without(PRODUCTION, "DOMAIN_SYSTEMS")
     with pytest.raises(ConfigError, match="needs DOMAIN_SYSTEMS; refusing to start"):
         Settings.from_env(environ)
 
@@ -255,14 +263,7 @@ def test_an_instance_from_before_the_split_keeps_hashing_with_its_audit_key(tmp_
 
 
 def test_production_needs_the_pesel_hash_key(tmp_path):
-    environ = {
-        "APP_ENV": "production",
-        "SECRET_KEY": "s",
-        "AUDIT_KEY": "a",
-        "DATABASE_URL": "postgresql://db/ueoz",
-        "BASE_URL": "https://ueoz.example",
-        "DOMAIN_SYSTEMS": "P1|Platforma P1|https://p1.example/start",
-    }
+    environ = without(PRODUCTION, "PESEL_HASH_KEY")
     with pytest.raises(ConfigError, match="PESEL_HASH_KEY"):
         Settings.from_env(environ)
 
@@ -303,16 +304,7 @@ def test_development_keys_are_readable_by_their_owner_only(tmp_path):
 
 
 def test_production_logs_json_unless_told_otherwise(tmp_path):
-    environ = {
-        "APP_ENV": "production",
-        "SECRET_KEY": "s",
-        "AUDIT_KEY": "a",
-        "PESEL_HASH_KEY": "p",
-        "DATABASE_URL": "postgresql://db/ueoz",
-        "BASE_URL": "https://ueoz.example",
-        "DOMAIN_SYSTEMS": "P1|Platforma P1|https://p1.example/start",
-        "INSTANCE_DIR": str(tmp_path),
-    }
+    environ = PRODUCTION | {"INSTANCE_DIR": str(tmp_path)}
     assert Settings.from_env(environ).log_json is True
     assert Settings.from_env({**environ, "LOG_JSON": "0"}).log_json is False
     assert Settings.from_env({"INSTANCE_DIR": str(tmp_path)}).log_json is False
