@@ -79,3 +79,24 @@ def link_token(services, attempt_id) -> str:
             .order_by(OutboxMessage.id.desc())
         ).first()
     return re.search(r"/weryfikacja/(\S+)", body).group(1)
+
+
+def put_on_flow_version(services, attempt_id, source: str) -> str:
+    """Store the flow definition ``source`` and put the attempt on it, as if the attempt had
+    started under that version (say, an older release's); return the version."""
+    from ueoz_migration.db.models import Attempt, FlowVersion
+    from ueoz_migration.flow import flow_version
+
+    version = flow_version(source)
+    with transaction(services.sessions) as session:
+        if session.get(FlowVersion, version) is None:
+            session.add(
+                FlowVersion(
+                    version=version,
+                    name="migration",
+                    source=source,
+                    first_used_at=datetime.now(UTC),
+                )
+            )
+        session.get(Attempt, attempt_id).flow_version = version
+    return version

@@ -490,6 +490,96 @@ def helpdesk_lookup(services: Services, event_number: str, pesel_last3: str) -> 
     click.echo(describe(view, services.settings.domain_systems if configured else {}))
 
 
+@main.group()
+def flows() -> None:
+    """The flow versions attempts have run on: list, show, check a release against them."""
+
+
+@flows.command("list")
+@_services(reading_the_log=True)
+def flows_list(services: Services) -> None:
+    """Every flow version stored, with its attempts and whether this release runs it."""
+    from sqlalchemy import func, select
+
+    from .db.models import Attempt, FlowVersion
+    from .flow import parse_flow
+    from .journey import FlowNotRunnable, check_runnable
+
+    with _database(services), snapshot(services.sessions) as session:
+        versions = session.execute(
+            select(FlowVersion.version, FlowVersion.source, FlowVersion.first_used_at).order_by(
+                FlowVersion.first_used_at
+            )
+        ).all()
+        counts = {
+            version: (total, open_)
+            for version, total, open_ in session.execute(
+                select(
+                    Attempt.flow_version,
+                    func.count(),
+                    func.count(Attempt.open_pesel_key),
+                ).group_by(Attempt.flow_version)
+            )
+        }
+    current = services.flow.version
+    click.echo(f"{'version':<12}  {'first used (UTC)':<19}  {'attempts':>8}  {'open':>6}  here")
+    for version, source, first_used in versions:
+        total, open_ = counts.get(version, (0, 0))
+        try:
+            check_runnable(parse_flow(source))
+            here = "runs" + (" (this release's own)" if version == current else "")
+        except FlowNotRunnable as problem:
+            here = f"cannot run: {problem.reason}"
+        click.echo(
+            f"{version[:12]}  {first_used:%Y-%m-%d %H:%M:%S}  {total:>8}  {open_:>6}  {here}"
+        )
+
+
+@flows.command("show")
+@click.argument("version", callback=_text)
+@_services(reading_the_log=True)
+def flows_show(services: Services, version: str) -> None:
+    """Print a stored flow version's definition, as it ran (a prefix of 8+ digits will do)."""
+    from sqlalchemy import select
+
+    from .db.models import FlowVersion
+
+    if len(version) < 8:
+        raise click.BadParameter("give at least 8 digits of the version", param_hint="VERSION")
+    with _database(services), snapshot(services.sessions) as session:
+        found = session.execute(
+            select(FlowVersion.version, FlowVersion.source).where(
+                FlowVersion.version.startswith(version.lower(), autoescape=True)
+            )
+        ).all()
+    if len(found) != 1:
+        raise click.ClickException(
+            f"{len(found)} stored flow versions start with {version!r}; "
+            "`ueoz-migration flows list` lists them"
+        )
+    click.echo(found[0].source, nl=False)
+
+
+@flows.command("check")
+@_services(reading_the_log=True)
+def flows_check(services: Services) -> None:
+    """Exit 1 unless this release can run every open attempt's flow version (before a rollout)."""
+    from .web.migration import flows_not_served
+
+    with _database(services):
+        problems = flows_not_served(services.journey)
+        open_versions = services.journey.open_flow_versions()
+    if problems:
+        raise click.ClickException(
+            "; ".join(problems) + ' (docs/operations.md, "Changing the flow")'
+        )
+    click.echo(
+        f"this release runs every open attempt's flow version: "
+        f"{_counted(sum(open_versions.values()), 'open attempt')} on "
+        f"{_counted(len(open_versions), 'flow version')}"
+    )
+
+
 @main.command("diagram")
 @click.option(
     "--format",
@@ -499,19 +589,33 @@ def helpdesk_lookup(services: Services, event_number: str, pesel_last3: str) -> 
     show_default=True,
 )
 @click.option("--output", type=click.Path(dir_okay=False), help="File, or - for stdout.")
-def diagram(fmt: str, output: str | None) -> None:
+@click.option(
+    "--flow",
+    "flow_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Another flow file, e.g. an old version from `flows show` (printed unless --output).",
+)
+def diagram(fmt: str, output: str | None, flow_file: str | None) -> None:
     """Render the flow; with no --output, Mermaid (re)writes docs/state-diagram.md."""
     from pathlib import Path
 
     from statemachine.contrib.diagram.graphviz import GraphvizError
+    from statemachine.exceptions import InvalidDefinition
+    from yaml import YAMLError
 
     from .diagram import DOC_PATH, render, state_diagram_page
     from .flow import load_flow_file
 
     # The flow file alone: no settings, so no secret and no database is needed.
-    flow = load_flow_file()
+    try:
+        flow = load_flow_file(Path(flow_file) if flow_file else None)
+    except (InvalidDefinition, YAMLError, ValueError, TypeError, AttributeError) as error:
+        # ValueError covers a file that is not UTF-8; TypeError and AttributeError, YAML of
+        # the wrong shape (the loader expects mappings where it finds lists or numbers).
+        reason = " ".join(str(error).split())  # YAML's own message runs over lines
+        raise click.ClickException(f"{flow_file} is not a flow definition: {reason}") from None
 
-    if output is None and fmt == "mermaid":
+    if output is None and fmt == "mermaid" and flow_file is None:
         if not DOC_PATH.parent.is_dir():
             raise click.ClickException(
                 f"no {DOC_PATH.parent}/ folder here: run this from the repository root, "

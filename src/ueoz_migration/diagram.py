@@ -27,7 +27,12 @@ def _edges(flow: Flow) -> list[tuple[str, str, str]]:
 
 def mermaid(flow: Flow) -> str:
     """Return the flow as a Mermaid ``stateDiagram-v2``."""
-    lines = ["stateDiagram-v2", "    direction TB", f"    [*] --> {flow.initial}"]
+    lines = [
+        "stateDiagram-v2",
+        f"    %% flow {flow.name}, version {flow.version}",
+        "    direction TB",
+        f"    [*] --> {flow.initial}",
+    ]
     lines += [f"    {source} --> {target} : {events}" for source, target, events in _edges(flow)]
     lines += [f"    {state} --> [*]" for state in flow.states if state in flow.finals]
     return "\n".join(lines) + "\n"
@@ -37,6 +42,7 @@ def dot(flow: Flow) -> str:
     """Return the flow as a Graphviz DOT digraph; final states are drawn with a double border."""
     lines = [
         f'digraph "{flow.name}" {{',
+        f"    // flow {flow.name}, version {flow.version}",
         "    rankdir=TB;",
         '    node [shape=box, style=rounded, fontname="Helvetica"];',
         '    edge [fontname="Helvetica", fontsize=10];',

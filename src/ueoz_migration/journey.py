@@ -31,20 +31,22 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from types import SimpleNamespace
+from typing import Any, NamedTuple, cast
 
 import structlog
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from statemachine import StateChart
-from statemachine.exceptions import TransitionNotAllowed
+from statemachine.exceptions import InvalidDefinition, TransitionNotAllowed
 
 from .audit.chain import GENESIS, link_hash
 from .db.engine import snapshot, transaction
 from .db.models import Attempt, FlowVersion, TransitionLogEntry, UeozAccount, VerificationLink
 from .domain.identity import Person
 from .domain.privacy import mask_pesel, pesel_hash
+from .events import FIRED_BY
 from .flow import Flow, FlowVersionUnknown, parse_flow
 from .states import AttemptContext, AttemptModel, MailComposer, Rejected
 from .states.awaiting_verification import token_hash
@@ -55,6 +57,38 @@ log = structlog.get_logger(__name__)
 LOG = TransitionLogEntry.__table__
 
 START_EVENT = "start"
+
+
+class FlowNotRunnable(RuntimeError):
+    """This release cannot run attempts of a flow version: a name the version uses is gone.
+
+    Only the flow file is versioned; the behaviours it names (``states/``) and the parts that
+    fire its events are this release's code. docs/operations.md, "Changing the flow", says
+    how a release keeps the versions of open attempts running.
+    """
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"flow version {version[:12]} cannot run in this release: {reason}")
+        self.version = version
+        self.reason = reason
+
+
+def check_runnable(flow: Flow) -> None:
+    """Raise :class:`FlowNotRunnable` unless this release can run attempts of ``flow``.
+
+    Every event the version names must be one some part of this release fires
+    (:data:`ueoz_migration.events.FIRED_BY`), and every behaviour it names must exist:
+    building its machine resolves them all. The machine is built on a stand-in attempt that
+    sits in a final state, so nothing is entered and no behaviour runs.
+    """
+    unfired = sorted(set(flow.events) - FIRED_BY.keys())
+    if unfired:
+        raise FlowNotRunnable(flow.version, "nothing fires " + ", ".join(unfired))
+    resting = SimpleNamespace(attempt=SimpleNamespace(state=min(flow.finals)))
+    try:
+        flow.machine_class(model=AttemptModel(cast(AttemptContext, resting)))
+    except InvalidDefinition as error:
+        raise FlowNotRunnable(flow.version, str(error)) from None
 
 
 def utcnow() -> datetime:
@@ -530,7 +564,11 @@ class Journey:
                     # One attempt that cannot be moved (its flow version is nowhere to be
                     # found, say) must not keep the others open past their time.
                     log.error(
-                        "attempt.expiry_failed", attempt=attempt_id, error=type(error).__name__
+                        "attempt.expiry_failed",
+                        attempt=attempt_id,
+                        error=type(error).__name__,
+                        # Names only (versions, behaviours, events), never personal data.
+                        **({"reason": str(error)} if isinstance(error, FlowNotRunnable) else {}),
                     )
                     failed += 1
             if len(stale) < batch:
@@ -538,7 +576,10 @@ class Journey:
             after = stale[-1]
 
     def flow_for(self, session: Session, version: str) -> Flow:
-        """Return the flow version an attempt started on, from the database if need be."""
+        """Return the flow version an attempt started on, from the database if need be.
+
+        Raises :class:`FlowNotRunnable` when this release cannot run that version.
+        """
         flow = self._flows.get(version)
         if flow is None:
             source = session.scalar(
@@ -546,8 +587,35 @@ class Journey:
             )
             if source is None:
                 raise FlowVersionUnknown(version)
-            flow = self._flows[version] = parse_flow(source)
+            flow = parse_flow(source)
+            check_runnable(flow)
+            self._flows[version] = flow
         return flow
+
+    def open_flow_versions(self) -> dict[str, int]:
+        """How many attempts are open under each flow version (the versions this release
+        must be able to run)."""
+        with snapshot(self.sessions) as session:
+            rows = session.execute(
+                select(Attempt.flow_version, func.count())
+                .where(Attempt.open_pesel_key.is_not(None))
+                .group_by(Attempt.flow_version)
+            )
+            return {version: count for version, count in rows}
+
+    def open_flows(self) -> tuple[list[Flow], list[FlowNotRunnable]]:
+        """The flow versions of open attempts: those this release runs, those it cannot."""
+        runnable: list[Flow] = []
+        problems: list[FlowNotRunnable] = []
+        for version in sorted(self.open_flow_versions()):
+            try:
+                with snapshot(self.sessions) as session:
+                    runnable.append(self.flow_for(session, version))
+            except FlowNotRunnable as problem:
+                problems.append(problem)
+            except FlowVersionUnknown:
+                problems.append(FlowNotRunnable(version, "its definition is not in the database"))
+        return runnable, problems
 
     # -- internals ------------------------------------------------------------------------
 

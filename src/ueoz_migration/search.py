@@ -36,7 +36,7 @@ from .db.models import Attempt
 from .domain.codes import EventCode
 from .domain.matching import MatchOutcome, match_account
 from .domain.privacy import mask_pesel
-from .journey import Actor, EventRefused, utcnow
+from .journey import Actor, EventRefused, FlowNotRunnable, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -181,6 +181,8 @@ class SearchWorker:
                 attempt=claim.attempt_id,
                 error=type(error).__name__,
                 tries=claim.tries,
+                # Names only (versions, behaviours, events), never personal data.
+                **({"reason": str(error)} if isinstance(error, FlowNotRunnable) else {}),
             )
 
     def _process(self, claim: Claim, report: RunReport) -> None:

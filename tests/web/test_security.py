@@ -286,3 +286,19 @@ def test_dev_mail_lists_the_maildir_newest_first_with_masked_recipients(client, 
     assert "anna@example.pl" not in text and "jan@example.pl" not in text
     assert 'href="http://ueoz.test/weryfikacja/second"' in text
     assert "UEOZ – potwierdź adres e-mail" in text
+
+
+def test_readiness_lists_open_flow_versions_this_release_cannot_run(client, services):
+    from tests.factories import ANNA, put_on_flow_version, user
+
+    attempt = services.journey.start(ANNA, actor=user())
+    older = services.flow.source.replace("email_entry", "address_entry")  # a state renamed since
+    version = put_on_flow_version(services, attempt.id, older)
+
+    response = client.get("/readyz")
+
+    # Still ready (every other attempt is served), and saying which version is not.
+    assert response.status_code == 200
+    assert response.get_json()["flows_not_runnable"] == [
+        f"flow version {version[:12]} cannot run in this release: no screen for address_entry"
+    ]

@@ -20,7 +20,9 @@ from werkzeug.wrappers import Response
 from ..db.engine import snapshot
 from ..db.models import Attempt, EplozAccount
 from ..domain.privacy import mask_email
-from ..journey import AttemptNotFound, EventRefused
+from ..events import FIRED_BY, USER_EVENTS
+from ..flow import Flow
+from ..journey import AttemptNotFound, EventRefused, Journey
 from .common import (
     ATTEMPT_KEY,
     attempt_in_session,
@@ -36,10 +38,6 @@ from .i18n import current_language
 log = structlog.get_logger(__name__)
 blueprint = Blueprint("migration", __name__)
 
-# The events a person may fire from a page; the worker's and the system's are not here.
-USER_EVENTS = frozenset(
-    {"create_account", "continue_new", "submit", "cancel", "resend", "change_email"}
-)
 # The person's events that send a verification e-mail.
 MAIL_EVENTS = frozenset({"submit", "resend"})
 
@@ -74,6 +72,28 @@ STATE_TEMPLATES = {
     "done": "migration/done.html",
     "expired": "migration/expired.html",
 }
+# States with no screen of their own: show() sends the person on from them.
+SENT_ON_STATES = frozenset({"skipped", "cancelled"})
+
+
+def states_without_screen(flow: Flow) -> list[str]:
+    """The states of ``flow`` these pages cannot show (a version of the flow they predate)."""
+    return sorted(set(flow.states) - STATE_TEMPLATES.keys() - SENT_ON_STATES)
+
+
+def flows_not_served(journey: Journey) -> list[str]:
+    """Why this release cannot serve some open attempts' flow versions, one line each.
+
+    Only the flow file is versioned; the behaviours, events and screens it names are this
+    release's code (docs/operations.md, "Changing the flow").
+    """
+    flows, problems = journey.open_flows()
+    return [str(problem) for problem in problems] + [
+        f"flow version {flow.version[:12]} cannot run in this release: "
+        f"no screen for {', '.join(states)}"
+        for flow in flows
+        if (states := states_without_screen(flow))
+    ]
 
 
 @blueprint.get("/migracja")
@@ -106,7 +126,7 @@ def status() -> Response:
 def fire(event: str) -> Response | tuple[str, int]:
     """Fire one of the person's events on their attempt, then show where it stands."""
     journey = services().journey
-    if event not in journey.flow.events:
+    if event not in FIRED_BY:  # not an event of this release (of any flow version it runs)
         abort(404)
     attempt_id = session.get(ATTEMPT_KEY)
     if not attempt_id:

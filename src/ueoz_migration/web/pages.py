@@ -18,6 +18,7 @@ from ..db.schema import alembic_config
 from ..domain.privacy import mask_email
 from .common import ATTEMPT_KEY, attempt_in_session, domain_system, services
 from .i18n import LANGUAGES, current_language, safe_next
+from .migration import flows_not_served
 
 blueprint = Blueprint("pages", __name__)
 development = Blueprint("development", __name__)
@@ -110,6 +111,8 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     """The database answers and its schema is the one this code expects, or a newer one.
 
+    The body also lists the flow versions of open attempts that this code cannot run.
+
     A release upgrades the schema before its code rolls out, and every migration keeps the
     previous release's code working (docs/operations.md, "Releasing"). So a revision this
     code does not know is a newer release's, and the instance stays ready until it is
@@ -123,12 +126,22 @@ def readyz() -> tuple[Response, int]:
             current = set(MigrationContext.configure(connection).get_current_heads())
     except SQLAlchemyError:
         return jsonify(status="unavailable", database="unreachable"), 503
-    if current == expected:
-        return jsonify(status="ok"), 200
-    known = {revision.revision for revision in scripts.walk_revisions()}
-    if current and not current <= known:
-        return jsonify(status="ok", database="schema of a newer release"), 200
-    return jsonify(status="unavailable", database="schema not at head"), 503
+    ready: dict[str, object] = {"status": "ok"}
+    if current != expected:
+        known = {revision.revision for revision in scripts.walk_revisions()}
+        if not current or current <= known:
+            return jsonify(status="unavailable", database="schema not at head"), 503
+        ready["database"] = "schema of a newer release"
+    # The flow versions of open attempts this code cannot run. Said, not failed on: every
+    # other attempt is served, and a whole fleet made unready by one old version would serve
+    # no one. A release is gated before it rolls out by `ueoz-migration flows check`.
+    try:
+        unserved = flows_not_served(services().journey)
+    except SQLAlchemyError:
+        return jsonify(status="unavailable", database="unreachable"), 503
+    if unserved:
+        ready["flows_not_runnable"] = unserved
+    return jsonify(ready), 200
 
 
 # -- development only (never registered in production) -------------------------------------
