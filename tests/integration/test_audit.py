@@ -125,6 +125,74 @@ def test_a_cut_off_tail_no_longer_meets_the_attempts_head(services):
     )
 
 
+def test_a_tail_cut_off_with_the_head_and_state_rewound_is_caught_by_the_open_place(services):
+    # Whoever can write to the database can cut the last rows off and set the attempt back to
+    # the row before, keyless (the hashes are stored): the chain then verifies. An ended
+    # attempt set back to an open state no longer holds the person's open place, though.
+    attempt = logged_journey(services)
+    services.journey.fire(attempt.id, "change_email", actor=user())  # row 7: email_entry
+    services.journey.fire(attempt.id, "cancel", actor=user())  # row 8: cancelled, ended
+    tamper(
+        services,
+        "DELETE FROM transition_log WHERE attempt_id = :a AND seq = 8",
+        "UPDATE attempts SET log_seq = 7, state = 'email_entry', log_head = "
+        "(SELECT hash FROM transition_log WHERE attempt_id = :a AND seq = 7) WHERE id = :a",
+        a=attempt.id,
+    )
+
+    assert verify(services).ok  # what docs/audit.md says the chain cannot catch alone
+    assert replay(services).first.problem == (
+        "replay ends in 'email_entry', which is open, but the attempt is marked "
+        "ended (its open_pesel_key is empty)"
+    )
+
+
+def test_an_older_export_shows_a_tail_cut_off_with_the_head_set_back(services, tmp_path):
+    # docs/audit.md: every line of an older export must be in a newer one, unchanged.
+    attempt = logged_journey(services)
+    services.journey.start(ANNA, actor=user())
+    older, newer = tmp_path / "older.jsonl", tmp_path / "newer.jsonl"
+    assert audit_cli(services, "export", "--output", str(older)).exit_code == 0
+    assert audit_cli(services, "export", "--output", str(newer)).exit_code == 0
+    assert older.read_text() == newer.read_text()  # the same log, the same lines
+
+    tamper(
+        services,
+        "DELETE FROM transition_log WHERE attempt_id = :a AND seq = 6",
+        "UPDATE attempts SET log_seq = 5, state = 'email_entry', log_head = "
+        "(SELECT hash FROM transition_log WHERE attempt_id = :a AND seq = 5) WHERE id = :a",
+        a=attempt.id,
+    )
+    assert verify(services).ok and replay(services).ok  # the database alone cannot tell
+    assert audit_cli(services, "export", "--output", str(newer)).exit_code == 0
+
+    (gone,) = set(older.read_text().splitlines()) - set(newer.read_text().splitlines())
+    assert (json.loads(gone)["attempt_id"], json.loads(gone)["seq"]) == (attempt.id, 6)
+
+
+def test_an_attempt_ended_outside_the_flow_is_caught_by_replay(services):
+    attempt = logged_journey(services)  # awaiting_verification, open
+    tamper(services, "UPDATE attempts SET open_pesel_key = NULL WHERE id = :a", a=attempt.id)
+
+    assert replay(services).first.problem == (
+        "replay ends in 'awaiting_verification', which is open, but the attempt is marked "
+        "ended (its open_pesel_key is empty)"
+    )
+
+    ended = services.journey.start(ANNA, actor=user())
+    services.journey.fire(ended.id, "cancel", actor=user())
+    tamper(
+        services,
+        "UPDATE attempts SET open_pesel_key = 'x' WHERE id = :a",
+        a=ended.id,
+    )
+    (finding,) = [f for f in replay(services, [ended.id]).findings]
+    assert finding.problem == (
+        "replay ends in 'cancelled', which is final, but the attempt is still marked open "
+        "(open_pesel_key)"
+    )
+
+
 def test_two_swapped_rows_break_the_chain_at_the_first_of_them(services):
     attempt = logged_journey(services)
     tamper(

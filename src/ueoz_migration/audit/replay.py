@@ -76,6 +76,7 @@ class _Attempt:
         "event_number",
         "flow",
         "id",
+        "is_open",
         "number",
         "state",
         "stored_state",
@@ -83,7 +84,14 @@ class _Attempt:
     )
 
     def __init__(self, row: tuple) -> None:  # type: ignore[type-arg]
-        self.id, self.stored_state, self.version, self.event_number, self.event_code = row
+        (
+            self.id,
+            self.stored_state,
+            self.version,
+            self.event_number,
+            self.event_code,
+            self.is_open,
+        ) = row
         self.state: str | None = None
         self.number: str | None = None
         self.code: int | None = None
@@ -96,7 +104,12 @@ def replay_log(session: Session, attempt_ids: Collection[str] | None = None) -> 
     report = AuditReport("replay")
     flows = _Flows(session)
     statement = select(
-        Attempt.id, Attempt.state, Attempt.flow_version, Attempt.event_number, Attempt.event_code
+        Attempt.id,
+        Attempt.state,
+        Attempt.flow_version,
+        Attempt.event_number,
+        Attempt.event_code,
+        Attempt.open_pesel_key.is_not(None),
     )
     if attempt_ids is not None:
         statement = statement.where(Attempt.id.in_(list(attempt_ids)))
@@ -116,7 +129,7 @@ def replay_log(session: Session, attempt_ids: Collection[str] | None = None) -> 
             current = attempts.pop(attempt_id, None)
             if current is None:
                 report.add(Finding(attempt_id, seq, "rows of an attempt that does not exist"))
-                current, broken = _Attempt((attempt_id, None, None, None, None)), True
+                current, broken = _Attempt((attempt_id, None, None, None, None, None)), True
                 continue
             flow = flows.get(current.version)
             if isinstance(flow, str):
@@ -197,6 +210,23 @@ def _finish(report: AuditReport, attempt: _Attempt) -> None:
                 attempt.id,
                 None,
                 f"replay ends in '{attempt.state}', the attempt is in '{attempt.stored_state}'",
+            )
+        )
+    elif attempt.flow is not None and (attempt.state not in attempt.flow.finals) != bool(
+        attempt.is_open
+    ):
+        # An attempt holds the person's one open place (open_pesel_key) from its start until
+        # a final state; anything else was changed outside the flow.
+        report.add(
+            Finding(
+                attempt.id,
+                None,
+                f"replay ends in '{attempt.state}', "
+                + (
+                    "which is open, but the attempt is marked ended (its open_pesel_key is empty)"
+                    if not attempt.is_open
+                    else "which is final, but the attempt is still marked open (open_pesel_key)"
+                ),
             )
         )
     elif (attempt.number, attempt.code) != (attempt.event_number, attempt.event_code):
