@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import io
+import re
 from datetime import timedelta
 
 import httpx
@@ -224,6 +225,8 @@ def test_cancelling_at_the_node_shows_its_own_page_and_leaves_no_session(web, no
 
     text = text_of(response)
     assert "<h1>Logowanie zostało przerwane</h1>" in text
+    # Trying again is a login for the same domain system, as the first one was.
+    assert re.search(r'href="/\?system=P1[&"][^>]*>Zaloguj się ponownie</a>', text)
     # One line for the operator, with the node's status in it.
     (failed,) = [line for line in logs if line["event"] == "login.failed"]
     assert failed["reason"] == "authn_failed" and "AuthnFailed" in failed["detail"]

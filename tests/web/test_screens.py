@@ -226,15 +226,21 @@ def test_awaiting_verification_names_the_masked_address(browser, start_attempt):
     assert "We have sent a verification link to a***@example.pl" in text
 
 
-def test_expired_attempt_says_to_log_in_again(browser, start_attempt, services):
-    attempt = start_attempt("found")
+def test_expired_attempt_says_to_log_in_again_for_the_system_it_was_for(
+    browser, start_attempt, services
+):
+    attempt = start_attempt("found", domain_system="GABINET")
     services.journey.fire(attempt.id, "expire", actor=_system())
     browser.hold(attempt.id)
 
     _, text = page(browser)
 
     assert "<h1>Migracja wygasła</h1>" in text
-    assert "Zaloguj się ponownie" in text
+    assert (
+        '<a class="button button-primary" '
+        'href="/?system=GABINET&return=http://ueoz.test/demo/system/GABINET">'
+        "Zaloguj się ponownie</a>"
+    ) in text
 
 
 def test_without_an_attempt_the_migration_page_sends_to_the_start(browser):

@@ -194,13 +194,17 @@ def test_an_unknown_link_is_a_clear_page(client, services):
 
 
 def test_the_link_of_a_cancelled_migration_says_it_ended(client, start_attempt, services):
-    attempt = start_attempt("awaiting_verification")
+    attempt = start_attempt("awaiting_verification", domain_system="P1")
     token = link_token(services, attempt.id)
     services.journey.fire(attempt.id, "expire", actor=_user())
 
     text = text_of(client.get(f"/weryfikacja/{token}"))
 
     assert "została zakończona (anulowana albo wygasła)" in text
+    # Logging in again leads back to the system the migration was for.
+    assert (
+        '<a href="/?system=P1&return=http://ueoz.test/demo/system/P1">Przejdź do strony głównej</a>'
+    ) in text
 
 
 def _user():

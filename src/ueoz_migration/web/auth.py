@@ -41,7 +41,7 @@ from ..adapters.wk import FailureReason, LoginFailed, ServiceProvider, WkSetting
 from ..bootstrap import Services
 from ..domain.identity import Person
 from ..domain.privacy import mask_pesel
-from .common import ATTEMPT_KEY, services, user
+from .common import ATTEMPT_KEY, services, start_again_args, user
 from .i18n import current_language
 
 log = structlog.get_logger(__name__)
@@ -166,14 +166,15 @@ def acs() -> Response | tuple[str, int]:
         return render_template("login/failed.html", kind="stale"), 400
     if pending.language:
         session["language"] = pending.language
+    again = start_again_args(pending.domain_system, pending.return_url)
     if not artifact:
         log.info("login.failed", reason="no_artifact")
-        return _failure_page("data")
+        return _failure_page("data", again)
     try:
         identity = _login().provider.resolve(artifact, pending.request_id)
     except LoginFailed as failure:
         log.info("login.failed", reason=str(failure.reason), detail=failure.detail)
-        return _failure_page(FAILURE_PAGES.get(failure.reason, "technical"))
+        return _failure_page(FAILURE_PAGES.get(failure.reason, "technical"), again)
 
     person = Person(
         given_names=identity.given_names,
@@ -228,10 +229,13 @@ def _browser_key_hash(*, create: bool) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest() if key else None
 
 
-def _failure_page(kind: str) -> tuple[str, int]:
-    """Show why the login failed; leave no half-made session behind."""
+def _failure_page(kind: str, again: dict[str, str]) -> tuple[str, int]:
+    """Show why the login failed; leave no half-made session behind.
+
+    ``again``: the start page's parameters for the domain system the login was for.
+    """
     _keep_only_language()
-    return render_template("login/failed.html", kind=kind), 403
+    return render_template("login/failed.html", kind=kind, again=again), 403
 
 
 def _keep_only_language() -> None:

@@ -70,3 +70,15 @@ def return_url_for(attempt: Attempt) -> str | None:
     if attempt.return_url in system.return_urls:
         return attempt.return_url
     return system.default_return_url
+
+
+def start_again_args(system_id: str | None, return_url: str | None) -> dict[str, str]:
+    """The start page's parameters that log in again for the same domain system, if any.
+
+    Whoever has to log in again (a login cancelled at the node, an attempt ended, a link too
+    old) goes back to the system they came from afterwards, as on the first try.
+    """
+    if domain_system(system_id) is None:
+        return {}
+    assert system_id is not None
+    return {"system": system_id, **({"return": return_url} if return_url else {})}

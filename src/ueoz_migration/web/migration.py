@@ -26,9 +26,9 @@ from ..journey import AttemptNotFound, EventRefused, Journey
 from .common import (
     ATTEMPT_KEY,
     attempt_in_session,
-    domain_system,
     return_url_for,
     services,
+    start_again_args,
     state_in_session,
     user,
 )
@@ -190,6 +190,7 @@ def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> st
     context: dict[str, object] = {
         "attempt": attempt,
         "return_url": return_url_for(attempt),
+        "again": _came_from(attempt),
     }
     if attempt.state == "email_entry":
         if email_form is None:
@@ -213,10 +214,7 @@ def _eploz_login(attempt: Attempt) -> str | None:
 
 def _came_from(attempt: Attempt) -> dict[str, str]:
     """The start page's parameters that log in again for the same domain system."""
-    if domain_system(attempt.domain_system) is None:
-        return {}
-    target = return_url_for(attempt)
-    return {"system": attempt.domain_system, **({"return": target} if target else {})}
+    return start_again_args(attempt.domain_system, return_url_for(attempt))
 
 
 def _leave_to_domain_system(attempt: Attempt) -> Response:

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 
 from ..domain.privacy import mask_email
 from ..journey import AttemptNotFound, EventRefused
-from .common import ATTEMPT_KEY, return_url_for, services, user
+from .common import ATTEMPT_KEY, return_url_for, services, start_again_args, user
 from .i18n import current_language
 
 log = structlog.get_logger(__name__)
@@ -64,6 +64,8 @@ def resend(token: str) -> str | tuple[str, int]:
 
 def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
     attempt = refused.attempt
+    # A new login from these pages goes back to the system the person came from.
+    again = start_again_args(attempt.domain_system, return_url_for(attempt))
     if attempt.state == "done":
         # Verified already (by this link or a newer one): nothing left to do.
         return render_template(
@@ -73,7 +75,7 @@ def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
         # The attempt moved on without this link: address changed, cancelled or expired.
         reason = "link_retired" if attempt.state == "email_entry" else "link_unknown"
         ended = attempt.state in services().journey.flow.finals
-        return render_template(LINK_PAGES[reason], ended=ended), 410
+        return render_template(LINK_PAGES[reason], ended=ended, again=again), 410
     template = LINK_PAGES.get(refused.reason, LINK_PAGES["link_unknown"])
     # An expired link offers a new one while the attempt still waits for it; so does a
     # superseded link to the current address (the newer one may have expired too, or never
@@ -85,7 +87,9 @@ def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
             and services().journey.link_is_for_current_address(token)
         )
     )
-    return render_template(template, token=token, can_resend=can_resend, done=False), 410
+    return render_template(
+        template, token=token, can_resend=can_resend, done=False, again=again
+    ), 410
 
 
 def _remember(attempt_id: str) -> None:
