@@ -486,7 +486,8 @@ def test_each_failed_login_shows_the_person_what_happened_and_logs_no_one_in(
     again = lxml_html.fromstring(response.get_data(as_text=True)).xpath(
         "//main//a[normalize-space()='Zaloguj się ponownie']/@href"
     )
-    assert again == ["/"]
+    # Logging in again is for the domain system this login was for (?system=P1).
+    assert again == ["/?system=P1&return=http://ueoz.test/demo/system/P1"]
     assert web.get("/migracja").headers["Location"] == "/"
 
 
