@@ -122,6 +122,17 @@ def test_a_failed_check_changes_nothing(services):
     assert log_of(services, attempt.id)[-1].outcome == "rejected"
 
 
+def test_the_two_addresses_agree_whatever_the_case_of_their_letters(services):
+    attempt = to_email_entry(services)
+
+    submitted = submit(
+        services, attempt.id, email="Julia.Nowak@Example.PL", email_repeat="julia.nowak@example.pl"
+    )
+
+    assert submitted.state == "awaiting_verification"
+    assert submitted.email == "Julia.Nowak@example.pl"  # as given first, the domain as DNS has it
+
+
 def test_search_failure_mints_an_event_number_and_keeps_the_code(services):
     attempt = services.journey.start(HERMEGILDA, actor=user())
 

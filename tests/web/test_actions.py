@@ -457,7 +457,10 @@ def test_change_email_goes_back_to_the_form(browser, start_attempt, services):
     # The address to correct is the one given last, not e-PLOZ's again.
     assert text.count('value="anna@example.pl"') == 2
     assert 'value="amicsokol@csioz.pl"' not in text
-    assert "Popraw adres e-mail i wpisz go w obu polach. Link wyślemy na nowy adres." in text
+    assert "Link wyślemy na nowy adres; link z poprzedniej wiadomości już nie działa." in text
+    # Keeping the address is one click; Anuluj is said to end the whole migration.
+    assert "Aby zostać przy dotychczasowym adresie, zaakceptuj warunki i wybierz Zakończ" in text
+    assert "Anuluj przerywa całą migrację" in text
 
 
 def test_only_the_persons_events_can_be_fired(browser, start_attempt, services):

@@ -51,6 +51,28 @@ def test_the_done_screen_in_english(client, start_attempt, services):
     assert "Your UEOZ account has been created and your e-mail address verified." in text
 
 
+def test_a_link_opened_in_a_fresh_browser_speaks_the_migrations_language(
+    client, start_attempt, services
+):
+    attempt = start_attempt("awaiting_verification", language="en")  # its e-mail was English
+    token = link_token(services, attempt.id)
+
+    done = text_of(client.get(f"/weryfikacja/{token}"))
+    used = text_of(client.get(f"/weryfikacja/{token}"))
+
+    assert "Your UEOZ account has been created and your e-mail address verified." in done
+    assert '<html lang="en">' in used
+
+
+def test_a_language_chosen_in_the_browser_wins_over_the_migrations(client, start_attempt, services):
+    attempt = start_attempt("awaiting_verification", language="en")
+    client.get("/jezyk/pl")
+
+    text = text_of(client.get(f"/weryfikacja/{link_token(services, attempt.id)}"))
+
+    assert "Twoje konto UEOZ zostało utworzone" in text
+
+
 def test_a_used_link_says_so_and_lets_the_person_continue(client, start_attempt, services):
     attempt = start_attempt("awaiting_verification", domain_system="P1")
     token = link_token(services, attempt.id)
@@ -139,16 +161,33 @@ def test_a_superseded_link_whose_successor_expired_too_offers_the_resend(
     assert client.get(f"/weryfikacja/{link_token(services, attempt.id)}").status_code == 200
 
 
+def test_a_link_opened_while_the_address_is_being_changed_says_why_it_died(
+    client, start_attempt, services
+):
+    attempt = start_attempt("awaiting_verification")
+    old = link_token(services, attempt.id)
+    services.journey.fire(attempt.id, "change_email", actor=_user())  # no address given yet
+
+    text = text_of(client.get(f"/weryfikacja/{old}"))
+
+    assert "<h1>Ten link nie jest już ważny</h1>" in text
+    assert "Ten link przestał działać, gdy wybrano „Zmień adres e-mail”." in text
+    # Not "a newer link was sent or the address changed": neither happened.
+    assert "wysłaliśmy nowszy" not in text
+    # The person is giving a new address: no link to send until they have.
+    assert "/resend" not in text
+
+
 def test_a_link_for_an_address_since_changed_is_retired(client, start_attempt, services):
     attempt = start_attempt("awaiting_verification")
     old = link_token(services, attempt.id)
     services.journey.fire(attempt.id, "change_email", actor=_user())
+    submit(services, attempt.id, "anna.k@example.pl")
 
     text = text_of(client.get(f"/weryfikacja/{old}"))
 
     assert "adres e-mail został zmieniony" in text
-    # The person is giving a new address: no link to send until they have.
-    assert "/resend" not in text
+    assert "/resend" not in text  # a link to the old address asks for none to the new one
 
 
 def test_a_link_to_a_mistyped_address_cannot_ask_for_links_after_the_correction(

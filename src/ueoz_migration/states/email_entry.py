@@ -18,6 +18,16 @@ def normalized_email(value: str | None) -> str | None:
         return None
 
 
+def _same_address(repeated: str | None, address: str) -> bool:
+    """Whether the repeated address is the address, whatever the case of its letters.
+
+    Mail systems treat addresses without regard to case (RFC 5321 allows a local part's case to
+    matter, but no mailbox provider makes it); a person who types ``Julia@`` once and ``julia@``
+    the second time has typed one address. The account keeps the address as given first.
+    """
+    return repeated is not None and repeated.casefold() == address.casefold()
+
+
 class EmailEntry(StateBehaviour):
     def check_submission(
         self,
@@ -34,7 +44,7 @@ class EmailEntry(StateBehaviour):
             errors["email"] = "invalid"
         if not (email_repeat or "").strip():
             errors["email_repeat"] = "required"
-        elif address is not None and normalized_email(email_repeat) != address:
+        elif address is not None and not _same_address(normalized_email(email_repeat), address):
             errors["email_repeat"] = "mismatch"
         if not terms_accepted:
             errors["terms_accepted"] = "required"

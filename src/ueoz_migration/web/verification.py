@@ -6,10 +6,11 @@ import structlog
 from flask import Blueprint, current_app, render_template, session
 from werkzeug.wrappers import Response
 
+from ..db.models import Attempt
 from ..domain.privacy import mask_email
 from ..journey import AttemptNotFound, EventRefused
 from .common import ATTEMPT_KEY, return_url_for, services, start_again_args, user
-from .i18n import current_language
+from .i18n import LANGUAGES, current_language
 
 log = structlog.get_logger(__name__)
 blueprint = Blueprint("verification", __name__)
@@ -34,8 +35,10 @@ def verify(token: str) -> str | tuple[str, int] | Response:
     try:
         attempt = journey.fire(attempt_id, "verify", actor=user(), token=token)
     except EventRefused as refused:
+        _speak_as(refused.attempt)
         return _refused(token, refused)
     _remember(attempt_id)
+    _speak_as(attempt)
     return render_template(
         "migration/done.html", attempt=attempt, return_url=return_url_for(attempt)
     )
@@ -56,9 +59,11 @@ def resend(token: str) -> str | tuple[str, int]:
             attempt_id, "resend", actor=user(), language=current_language(), token=token
         )
     except EventRefused as refused:
+        _speak_as(refused.attempt)
         if refused.reason == "resend_limit":
             return render_template("verification/resend_limit.html"), 429
         return _refused(token, refused)
+    _speak_as(attempt)
     return render_template("verification/resent.html", masked_email=mask_email(attempt.email or ""))
 
 
@@ -75,7 +80,14 @@ def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
         # The attempt moved on without this link: address changed, cancelled or expired.
         reason = "link_retired" if attempt.state == "email_entry" else "link_unknown"
         ended = attempt.state in services().journey.flow.finals
-        return render_template(LINK_PAGES[reason], ended=ended, again=again), 410
+        return render_template(
+            LINK_PAGES[reason],
+            ended=ended,
+            again=again,
+            # "Zmień adres e-mail" was chosen: the link died then, and no new one is sent
+            # until the form is completed.
+            changing_address=attempt.state == "email_entry",
+        ), 410
     template = LINK_PAGES.get(refused.reason, LINK_PAGES["link_unknown"])
     # An expired link offers a new one while the attempt still waits for it; so does a
     # superseded link to the current address (the newer one may have expired too, or never
@@ -90,6 +102,16 @@ def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
     return render_template(
         template, token=token, can_resend=can_resend, done=False, again=again
     ), 410
+
+
+def _speak_as(attempt: Attempt) -> None:
+    """Show the link's pages in the language of the migration, in a browser that chose none.
+
+    The link is often opened in another browser (a phone's mail app) than the one the
+    migration ran in; the e-mail was written in the migration's language, so are its pages.
+    """
+    if "language" not in session and attempt.language in LANGUAGES:
+        session["language"] = attempt.language
 
 
 def _remember(attempt_id: str) -> None:
