@@ -5,10 +5,11 @@ from __future__ import annotations
 import html
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from tests.factories import HERMEGILDA
+from tests.factories import HERMEGILDA, user
 from ueoz_migration.db.models import OutboxMessage
+from ueoz_migration.journey import utcnow
 
 
 def page(browser, url="/migracja", language=None):
@@ -224,6 +225,33 @@ def test_awaiting_verification_names_the_masked_address(browser, start_attempt):
 
     _, text = page(browser, language="en")
     assert "We have sent a verification link to a***@example.pl" in text
+
+
+def test_awaiting_verification_says_when_the_link_could_not_be_delivered(
+    browser, start_attempt, services
+):
+    attempt = start_attempt("awaiting_verification")
+    browser.hold(attempt.id)
+    with services.engine.begin() as connection:  # the recipient's server refused it for good
+        connection.execute(
+            update(OutboxMessage).values(
+                failed_at=utcnow(), last_error="recipient refused: 550 5.1.1"
+            )
+        )
+
+    _, text = page(browser)
+
+    assert (
+        "Nie udało się dostarczyć wiadomości z linkiem na adres a***@example.pl: serwer poczty "
+        "odbiorcy jej nie przyjął." in text
+    )
+    assert "Wysłaliśmy link weryfikacyjny" not in text
+    assert 'action="/migracja/change_email"' in text
+
+    services.journey.fire(attempt.id, "resend", actor=user())  # a new message, not failed
+    _, text = page(browser)
+    assert "Wysłaliśmy link weryfikacyjny na adres a***@example.pl" in text
+    assert "Nie udało się dostarczyć" not in text
 
 
 def test_expired_attempt_says_to_log_in_again_for_the_system_it_was_for(

@@ -15,10 +15,11 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from ..db.engine import snapshot
-from ..db.models import Attempt, EplozAccount
+from ..db.models import Attempt, EplozAccount, OutboxMessage
 from ..domain.privacy import mask_email
 from ..events import FIRED_BY, USER_EVENTS
 from ..flow import Flow
@@ -201,7 +202,25 @@ def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> st
         context["eploz_login"] = _eploz_login(attempt)
     if attempt.state == "awaiting_verification" and attempt.email:
         context["masked_email"] = mask_email(attempt.email)
+        context["link_undeliverable"] = _link_undeliverable(attempt)
     return render_template(template, **context)
+
+
+def _link_undeliverable(attempt: Attempt) -> bool:
+    """Whether the latest link mail failed for good (the recipient's server refused it, say).
+
+    The person would otherwise wait for a message that will never come; the likely cause is a
+    mistyped address, which they can change from this screen.
+    """
+    with snapshot(services().sessions) as db:
+        latest = db.execute(
+            select(OutboxMessage.failed_at)
+            .where(OutboxMessage.attempt_id == attempt.id)
+            .where(OutboxMessage.kind == "verification")
+            .order_by(OutboxMessage.id.desc())
+            .limit(1)
+        ).first()
+    return latest is not None and latest.failed_at is not None
 
 
 def _eploz_login(attempt: Attempt) -> str | None:
