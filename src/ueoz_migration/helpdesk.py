@@ -8,8 +8,8 @@ which event numbers exist.
 Once they agree the helpdesk sees what docs/event-codes.md asks it to check: the code and what
 to do about it (from :mod:`~ueoz_migration.domain.codes`), whether the attempt is still open
 (a login before it ends shows the same error screen), the e-PLOZ accounts under the person's
-PESEL with their names beside the national node's and the UEOZ account each went to, the
-person's later attempts, and the log. No PESEL and no e-mail address is shown whole.
+PESEL with their names beside the national node's and the UEOZ account each went to, what
+became of the link e-mail, the person's later attempts, and the log. No PESEL and no e-mail address is shown whole.
 """
 
 from __future__ import annotations
@@ -36,7 +36,14 @@ from .audit.log import (
 from .audit.log import format_time as format_utc
 from .config import DomainSystem
 from .db.engine import snapshot
-from .db.models import EPLOZ_REMOVED, Attempt, EplozAccount, TransitionLogEntry, UeozAccount
+from .db.models import (
+    EPLOZ_REMOVED,
+    Attempt,
+    EplozAccount,
+    OutboxMessage,
+    TransitionLogEntry,
+    UeozAccount,
+)
 from .domain.codes import EventCode
 from .domain.event_numbers import NotAnEventNumber, normalize_event_number
 from .domain.matching import first_name_agrees, last_name_agrees
@@ -103,6 +110,19 @@ class LaterAttempt:
 
 
 @dataclass(frozen=True)
+class LinkMail:
+    """The attempt's latest verification e-mail, as the outbox holds it."""
+
+    recipient: str
+    created_at: datetime
+    tries: int
+    sent_at: datetime | None
+    failed_at: datetime | None
+    withdrawn_at: datetime | None
+    last_error: str  # codes and reasons only (adapters/mail.py), never an address
+
+
+@dataclass(frozen=True)
 class HelpdeskView:
     """What the helpdesk may see of one attempt."""
 
@@ -112,6 +132,7 @@ class HelpdeskView:
     later: list[LaterAttempt]
     later_total: int
     now: datetime
+    link_mail: LinkMail | None = None
 
 
 def lookup(
@@ -146,6 +167,7 @@ def lookup(
             later=later,
             later_total=later_total,
             now=now,
+            link_mail=_link_mail(session, attempt),
         )
     log.info(
         "helpdesk.lookup",
@@ -156,6 +178,45 @@ def lookup(
         state=attempt.state,
     )
     return view
+
+
+def _link_mail(session: Session, attempt: Attempt) -> LinkMail | None:
+    """The latest verification e-mail of the attempt: a caller waiting for a link asks."""
+    message = session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.attempt_id == attempt.id)
+        .where(OutboxMessage.kind == "verification")
+        .order_by(OutboxMessage.id.desc())
+        .limit(1)
+    ).first()
+    if message is None:
+        return None
+    return LinkMail(
+        recipient=message.recipient,
+        created_at=message.created_at,
+        tries=message.tries,
+        sent_at=message.sent_at,
+        failed_at=message.failed_at,
+        withdrawn_at=message.withdrawn_at,
+        last_error=message.last_error,
+    )
+
+
+def _link_mail_fact(mail: LinkMail | None) -> str:
+    if mail is None:
+        return "-"
+    to = mask_email(mail.recipient)
+    if mail.sent_at is not None:
+        return f"sent to {to} at {format_utc_and_polish(mail.sent_at)}"
+    if mail.failed_at is not None:
+        return (
+            f"NOT DELIVERED to {to} ({mail.last_error}) at {format_utc_and_polish(mail.failed_at)}"
+            ": the caller checks the address, chooses Zmień adres e-mail and gives a good one"
+        )
+    if mail.withdrawn_at is not None:
+        return f"to {to}, withdrawn before it went out ({mail.last_error})"
+    tried = f", {mail.tries} failed tries so far ({mail.last_error})" if mail.tries else ""
+    return f"to {to}, waiting to be sent since {format_utc_and_polish(mail.created_at)}{tried}"
 
 
 def _eploz_accounts(session: Session, attempt: Attempt) -> list[EplozEntry]:
@@ -230,6 +291,7 @@ def describe(view: HelpdeskView, systems: dict[str, DomainSystem]) -> str:
         ("PESEL", mask_pesel(attempt.pesel)),
         ("created", format_utc_and_polish(attempt.created_at)),
         ("updated", format_utc_and_polish(attempt.updated_at)),
+        ("link e-mail", _link_mail_fact(view.link_mail)),
         (
             "domain system",
             f"{system.name} ({system.id})" if system else (attempt.domain_system or "-"),

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 from tests.factories import ANNA, HERMEGILDA, add_eploz_account, link_token, submit, user
 from ueoz_migration.cli import main
 from ueoz_migration.db.engine import transaction
-from ueoz_migration.db.models import EplozAccount, UeozAccount
+from ueoz_migration.db.models import EplozAccount, OutboxMessage, UeozAccount
 from ueoz_migration.domain.codes import GUIDE, EventCode
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
@@ -510,4 +510,32 @@ def test_after_dalej_on_a_207_nothing_in_e_ploz_needs_correcting(services):
         "e-mail form. To have the e-PLOZ account (amicsokol) taken over, the caller chooses "
         "Anuluj on that form and logs in again; once the form is sent and the address "
         "verified, every login skips the migration."
+    )
+
+
+def test_the_desk_sees_what_became_of_the_link_e_mail(services):
+    attempt = went_on_with_dalej(services, "awaiting_verification")
+
+    assert header(shown(services, attempt, "247"))["link e-mail"].startswith(
+        "to h***@example.pl, waiting to be sent since "
+    )
+
+    # The recipient's server refuses it for good: the caller waits for nothing.
+    with transaction(services.sessions) as session:
+        message = session.query(OutboxMessage).filter_by(attempt_id=attempt.id).one()
+        message.tries, message.last_error = 1, "recipient refused: 550 5.1.1"
+        message.failed_at = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+
+    assert header(shown(services, attempt, "247"))["link e-mail"] == (
+        "NOT DELIVERED to h***@example.pl (recipient refused: 550 5.1.1) at 2026-06-01 08:00:00 UTC "
+        "(10:00:00 CEST Polish time): the caller checks the address, chooses Zmień adres e-mail "
+        "and gives a good one"
+    )
+
+    with transaction(services.sessions) as session:
+        message = session.query(OutboxMessage).filter_by(attempt_id=attempt.id).one()
+        message.failed_at, message.sent_at = None, datetime(2026, 6, 1, 8, 5, tzinfo=UTC)
+
+    assert header(shown(services, attempt, "247"))["link e-mail"] == (
+        "sent to h***@example.pl at 2026-06-01 08:05:00 UTC (10:05:00 CEST Polish time)"
     )
