@@ -85,6 +85,19 @@ def test_cancel_returns_to_the_start_screen_with_a_notice(browser, start_attempt
     assert "Wróć do migracji" not in text
 
 
+def test_after_cancel_the_account_menu_offers_no_migration_to_go_back_to(browser, start_attempt):
+    browser.hold(start_attempt("found").id)
+    with browser.client.session_transaction() as session:
+        session["name_id"] = "logged-in-at-the-node"  # still logged in: Wyloguj stays
+    assert ">Migracja konta</a>" in text_of(browser.get("/migracja"))
+
+    browser.post("/migracja/cancel")
+    text = text_of(browser.get("/"))
+
+    assert "<summary>Moje konto</summary>" in text and ">Wyloguj</button>" in text
+    assert ">Migracja konta</a>" not in text
+
+
 def test_after_cancel_a_new_login_goes_back_to_the_same_domain_system(
     browser, start_attempt, services
 ):

@@ -30,6 +30,9 @@ def layout_context() -> dict[str, Any]:
     return {
         "current_language": current_language(),
         "logged_in": bool(session.get("name_id") or session.get(ATTEMPT_KEY)),
+        # "Migracja konta" only leads somewhere while the session holds an attempt (not after
+        # Anuluj, nor for a person already migrated, who was sent on).
+        "has_attempt": bool(session.get(ATTEMPT_KEY)),
         "helpdesk_phone": settings.helpdesk_phone,
         "helpdesk_email": settings.helpdesk_email,
     }
