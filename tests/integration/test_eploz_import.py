@@ -310,6 +310,102 @@ def test_a_csv_syntax_error_does_not_hide_the_bad_lines_after_it(cli, services, 
     assert accounts(services) == {}
 
 
+HEADER = b"login,pesel,first_name,last_name,email,status,roles"
+
+
+def test_invisible_and_line_breaking_characters_are_named_by_code_point(cli, services, tmp_path):
+    # A name holding one never agrees with the node's (code 202/203 for nothing). A no-break
+    # space inside a name, Polish letters and hyphens are a name's own.
+    good = (
+        "amicsokol,87042712342,Anna\u00a0Maria,Mickiewicz-Sokołowska,amicsokol@csioz.pl,active,\n"
+        "hgrabowska,97040117247,Helena,Grabowska-Żółć\u00a0,,active,P1:PIELEGNIARKA\n"
+    )
+    bad = (
+        "jkowalski,75031205191,Jan,Kowal\u0085ski,,active,\n"  # NEL, a C1 control
+        "tlewandowski,90010114419,Tomasz\u2029,Lewandowski\u2028\u200b,,active,\n"
+        "kwisniewska,82091503682,Katarzyna,Wiś\u00adniewska,,active,P1:\x9fLEKARZ\n"
+        "\ufeffnowak,82091503682,Ewa,Nowak,\u200enowak@example.pl,active,\n"
+    )
+    export = write(tmp_path / "invisible.csv", HEADER + b"\n" + (good + bad).encode())
+
+    result = cli("eploz", "import", str(export))
+
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {export} refused, nothing imported (4 bad lines):",
+        "  line 4, column last_name: contains a control character (U+0085)",
+        "  line 5, column first_name: contains a paragraph separator (U+2029)",
+        "  line 5, column last_name: contains a line separator (U+2028) and an invisible "
+        "format character (U+200B)",
+        "  line 6, column last_name: contains an invisible format character (U+00AD)",
+        "  line 6, column roles: contains a control character (U+009F)",
+        "  line 7, column login: contains an invisible format character (U+FEFF)",
+        "  line 7, column email: contains an invisible format character (U+200E)",
+        "  line 7, column email: not a valid e-mail address",
+    ]
+    assert accounts(services) == {}
+
+    result = cli(
+        "eploz", "import", str(write(tmp_path / "good.csv", HEADER + b"\n" + good.encode()))
+    )
+
+    assert result.exit_code == 0, result.output
+    stored = accounts(services)
+    assert stored["amicsokol"].first_name == "Anna\u00a0Maria"
+    assert stored["amicsokol"].last_name == "Mickiewicz-Sokołowska"
+    assert stored["hgrabowska"].last_name == "Grabowska-Żółć"  # stripped at the end, as spaces
+
+
+def test_a_line_that_is_not_utf8_does_not_hide_the_other_bad_lines(cli, services, tmp_path):
+    export = write(
+        tmp_path / "mixed.csv",
+        HEADER + b"\n"
+        b"amicsokol,87042712342,Anna,Mickiewicz,amicsokol@csioz.pl,active,P1:LEKARZ\n"
+        b"hgrabowska,97040117247,Helena,Grabowska,,suspended,\n"
+        b"kwisniewska,82091503682,Katarzyna,Wi\xb6niewska,,active,\n"
+        b"jkowalski,75031205192,Jan,Kowalski,,blocked,\n"
+        b"amicsokol,90010114419,Tomasz,Lewandowski,,active,\n",
+    )
+
+    result = cli("eploz", "import", str(export))
+
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {export} refused, nothing imported (4 bad lines):",
+        "  line 3, column status: not active or blocked",
+        "  line 4: not UTF-8 text",
+        "  line 5, column pesel: not a valid PESEL (wrong check digit)",
+        "  line 6, column login: the same login as line 2",
+    ]
+    assert accounts(services) == {}
+
+
+@pytest.mark.parametrize("end", [b"\r", b"\n", b"\r\n"], ids=["CR", "LF", "CRLF"])
+def test_lines_are_numbered_as_the_parser_reads_them_whatever_the_line_ends(
+    cli, services, tmp_path, end
+):
+    lines = [
+        b"\xef\xbb\xbf" + HEADER,  # a byte order mark opens the file
+        b"amicsokol,87042712342,Anna,Mickiewicz,amicsokol@csioz.pl,active,P1:LEKARZ",
+        b"kwisniewska,82091503682,Katarzyna,Wi\xb6niewska,,active,",
+        b"",
+        b"hgrabowska,97040117247,Helena,Grabowska,,suspended,",
+        b"jkowalski,75031205191,Jan,Kowal\xc2\x85ski,,blocked,",  # NEL: a character, no line end
+    ]
+    export = write(tmp_path / "ends.csv", end.join(lines) + end)
+
+    result = cli("eploz", "import", str(export))
+
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {export} refused, nothing imported (3 bad lines):",
+        "  line 3: not UTF-8 text",
+        "  line 5, column status: not active or blocked",
+        "  line 6, column last_name: contains a control character (U+0085)",
+    ]
+    assert accounts(services) == {}
+
+
 # -- the demo data ------------------------------------------------------------------------
 
 

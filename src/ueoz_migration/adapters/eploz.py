@@ -10,10 +10,11 @@ with ``full=True`` the file is the whole directory, and the accounts it does not
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -32,8 +33,21 @@ COLUMNS = ("login", "pesel", "first_name", "last_name", "email", "status", "role
 STATUSES = ("active", "blocked")
 _GRANT = re.compile(r"[^:;\s]+:[^:;\s]+")
 _LIMITS = {"login": 200, "first_name": 200, "last_name": 200, "email": 320}
-# C0 controls and DEL: nothing in an account has them, and PostgreSQL refuses a NUL outright.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The characters no field may hold, by Unicode category: every control character (Cc: C0,
+# DEL and C1, such as NUL, a tab or NEL), the line and paragraph separators (Zl, Zp) and the
+# invisible format characters (Cf: a zero-width space, a soft hyphen, a byte order mark, bidi
+# marks). None belongs in an account; a name holding one never agrees with the national
+# node's (codes 202/203 for nothing), and PostgreSQL refuses a NUL outright. A space, a
+# no-break space, Polish letters and hyphens are ordinary characters.
+_FORBIDDEN = {
+    "Cc": "a control character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Cf": "an invisible format character",
+}
+# Where a line ends, for the CSV parser as for a file opened with newline="": \r\n, \r or \n.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_NOT_UTF8 = "not UTF-8 text"
 _CHUNK = 1000  # logins or ids per IN (…) when comparing a large export with the table
 _T = TypeVar("_T")
 
@@ -180,14 +194,17 @@ def read_export(data: bytes) -> list[EplozRow]:
     Each physical line is parsed on its own: an e-PLOZ export has no field over two lines,
     and a reader that took the whole file would lose its place at the first stray quote
     (reading on to the next quote, lines later) and could name nothing after it. A quoted
-    field that does not end on its line is then that line's own problem.
+    field that does not end on its line is then that line's own problem, as is a line that
+    is not UTF-8.
     """
-    text = _decode(data)
-    # newline="": lines end at \n, \r\n or \r, as they did for csv.reader over the file.
-    lines = enumerate(io.StringIO(text, newline=""), start=1)
+    lines = _lines(data)
     first = next(lines, None)
     if first is None:
         raise ExportRejected([Problem(1, None, "the file is empty; expected a header row")])
+    if first[1] is None:
+        # Without its header no line can be checked; still, every line that is not UTF-8.
+        undecoded = [first, *(line for line in lines if line[1] is None)]
+        raise ExportRejected([Problem(number, None, _NOT_UTF8) for number, _ in undecoded])
     try:
         header = _fields(first[1])
     except csv.Error as error:
@@ -199,6 +216,9 @@ def read_export(data: bytes) -> list[EplozRow]:
     problems: list[Problem] = []
     first_line_of: dict[str, int] = {}
     for line, physical in lines:
+        if physical is None:
+            problems.append(Problem(line, None, _NOT_UTF8))
+            continue
         try:
             fields = _fields(physical)
         except csv.Error as error:
@@ -242,19 +262,48 @@ def _csv_reason(physical: str, error: csv.Error) -> str:
     return "not valid CSV (a quoted field does not end on this line)"
 
 
-def _decode(data: bytes) -> str:
-    """Decode UTF-8 (with or without a byte order mark), naming every line that is not."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    problems = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+def _lines(data: bytes) -> Iterator[tuple[int, str | None]]:
+    """Yield each line of the file with its number, decoded, or None if it is not UTF-8.
+
+    The bytes are split where the CSV parser ends a line (\\r\\n, \\r or \\n), so a file
+    with any of these line ends is numbered as the parser reads it; no UTF-8 character holds
+    those bytes, so the split is the one the decoded text would have. Each line is decoded on
+    its own: one that is not UTF-8 is named, and the others are still read and checked. A
+    byte order mark may open the file.
+    """
+    data = data.removeprefix(codecs.BOM_UTF8)
+    if not data:
+        return
+    raws = _LINE_END.split(data)
+    if not raws[-1]:
+        raws.pop()  # the last line's line end ends the file
+    for number, raw in enumerate(raws, start=1):
         try:
-            raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            yield number, raw.decode("utf-8")
         except UnicodeDecodeError:
-            problems.append(Problem(number, None, "not UTF-8 text"))
-    raise ExportRejected(problems)
+            yield number, None
+
+
+def _forbidden(value: str) -> str | None:
+    """Say which characters of :data:`_FORBIDDEN` ``value`` holds, or None.
+
+    They are named by code point (U+200B), never shown with the value around them: it may be
+    a person's name or address.
+    """
+    if value.isprintable():  # the usual field, at C speed (every forbidden character fails it)
+        return None
+    found: dict[str, list[str]] = {}
+    for char in dict.fromkeys(value):
+        kind = _FORBIDDEN.get(unicodedata.category(char))
+        if kind:
+            found.setdefault(kind, []).append(f"U+{ord(char):04X}")
+    if not found:
+        return None  # a no-break space or another unprintable but ordinary character
+    named = [
+        f"{kind} ({', '.join([*codes[:3], '…'] if len(codes) > 3 else codes)})"
+        for kind, codes in found.items()
+    ]
+    return "contains " + " and ".join(named)
 
 
 def _check_header(header: list[str]) -> None:
@@ -287,12 +336,13 @@ def _check_row(
     """Check one line; return the row (or None if unusable) and what is wrong with it."""
     if len(fields) != len(header):
         return None, [Problem(line, None, f"{len(fields)} fields, expected {len(header)}")]
-    raw = {name: value.strip() for name, value in zip(header, fields, strict=True)}
+    given = dict(zip(header, fields, strict=True))
+    # Checked before the white space around a value is stripped: NEL and the line separator
+    # are white space to str.strip(), and would otherwise go unnamed at either end of a field.
     problems = [
-        Problem(line, column, "contains a control character (a NUL, a tab, a line break…)")
-        for column in COLUMNS
-        if _CONTROL.search(raw[column])
+        Problem(line, column, reason) for column in COLUMNS if (reason := _forbidden(given[column]))
     ]
+    raw = {name: value.strip() for name, value in given.items()}
 
     for column in ("login", "first_name", "last_name"):
         if not raw[column]:
