@@ -522,6 +522,9 @@ def flows_list(services: Services) -> None:
             )
         }
     current = services.flow.version
+    if not versions:
+        click.echo("no flow version stored yet: no attempt has started")
+        return
     click.echo(f"{'version':<12}  {'first used (UTC)':<19}  {'attempts':>8}  {'open':>6}  here")
     for version, source, first_used in versions:
         total, open_ = counts.get(version, (0, 0))

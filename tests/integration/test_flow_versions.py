@@ -99,3 +99,12 @@ def test_the_sweep_names_why_it_could_not_expire_such_an_attempt(services):
     assert entry["error"] == "FlowNotRunnable"
     assert entry["reason"].startswith(f"flow version {version[:12]} cannot run in this release")
     assert services.journey.get(attempt.id).state == "searching"
+
+
+def test_flows_list_before_any_attempt_says_there_is_nothing_yet(services):
+    listed = flows_cli(services, "list")
+
+    assert (listed.exit_code, listed.output) == (
+        0,
+        "no flow version stored yet: no attempt has started\n",
+    )
