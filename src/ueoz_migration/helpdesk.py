@@ -9,7 +9,8 @@ Once they agree the helpdesk sees what docs/event-codes.md asks it to check: the
 to do about it (from :mod:`~ueoz_migration.domain.codes`), whether the attempt is still open
 (a login before it ends shows the same error screen), the e-PLOZ accounts under the person's
 PESEL with their names beside the national node's and the UEOZ account each went to, what
-became of the link e-mail, the person's later attempts, and the log. No PESEL and no e-mail address is shown whole.
+became of the link e-mail, the person's later attempts, and the log. No PESEL and no e-mail
+address is shown whole.
 """
 
 from __future__ import annotations

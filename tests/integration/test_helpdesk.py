@@ -527,9 +527,9 @@ def test_the_desk_sees_what_became_of_the_link_e_mail(services):
         message.failed_at = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 
     assert header(shown(services, attempt, "247"))["link e-mail"] == (
-        "NOT DELIVERED to h***@example.pl (recipient refused: 550 5.1.1) at 2026-06-01 08:00:00 UTC "
-        "(10:00:00 CEST Polish time): the caller checks the address, chooses Zmień adres e-mail "
-        "and gives a good one"
+        "NOT DELIVERED to h***@example.pl (recipient refused: 550 5.1.1) at 2026-06-01 "
+        "08:00:00 UTC (10:00:00 CEST Polish time): the caller checks the address, chooses "
+        "Zmień adres e-mail and gives a good one"
     )
 
     with transaction(services.sessions) as session:
