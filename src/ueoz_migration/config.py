@@ -192,6 +192,7 @@ class Settings:
     smtp_starttls: bool
     smtp_ca_file: str
     smtp_timeout: timedelta
+    smtp_data_timeout: timedelta
     mail_max_tries: int
     mail_retry_base: timedelta
     helpdesk_phone: str
@@ -300,6 +301,9 @@ class Settings:
             smtp_starttls=_flag(env, "SMTP_STARTTLS", False),
             smtp_ca_file=_ca_file(get("SMTP_CA_FILE", "")),
             smtp_timeout=_duration(env, "SMTP_TIMEOUT_SECONDS", 10, "seconds"),
+            # The server's answer to the whole message: it may be storing or scanning it, and
+            # giving up before its 250 sends the person a second copy (RFC 5321 §4.5.3.2.6).
+            smtp_data_timeout=_duration(env, "SMTP_DATA_TIMEOUT_SECONDS", 120, "seconds"),
             # Only for errors the sender cannot place; delivery errors are retried for as
             # long as the link works (VERIFICATION_LINK_TTL_HOURS), whatever this says.
             mail_max_tries=_whole(env, "MAIL_MAX_TRIES", 8, minimum=1),

@@ -298,15 +298,20 @@ class SearchWorker:
         *,
         poll_interval: float = POLL_INTERVAL,
         expire_interval: float = 60.0,
+        backoff_cap: float = 5.0,
     ) -> None:
         """Search until ``stop`` is set, looking every ``poll_interval`` seconds when idle.
 
-        Sweeps expired attempts every ``expire_interval`` seconds.
+        Sweeps expired attempts every ``expire_interval`` seconds. While the database keeps
+        failing, the wait doubles after each failed pass, up to ``backoff_cap`` seconds (never
+        below ``poll_interval``), and the first pass that works brings it back.
         """
         self.log.info("worker.started")
         next_sweep = 0.0
+        failures = 0  # passes in a row that the database failed
         while not stop.is_set():
             monotonic = time.monotonic()
+            wait = poll_interval
             try:
                 if monotonic >= next_sweep:
                     sweep = self.journey.expire_stale()
@@ -326,9 +331,23 @@ class SearchWorker:
                         broken=report.broken,
                     )
             except SQLAlchemyError as error:
-                # The database restarting or failing over: wait and carry on.
-                self.log.error("worker.database_error", error=type(error).__name__)
+                # The database restarting or failing over: a look five times a second would
+                # fill the log with the same line. One line a failed pass, each saying how
+                # long the worker now waits, and the waits grow.
+                failures += 1
+                doubled = poll_interval * 2 ** min(failures - 1, 30)  # no overflow in a long outage
+                wait = max(poll_interval, min(backoff_cap, doubled))
+                self.log.error(
+                    "worker.database_error",
+                    error=type(error).__name__,
+                    failures=failures,
+                    retry_in_seconds=round(wait, 3),
+                )
             except Exception as error:  # a bug: log it loudly, but keep searching for others
                 self.log.error("worker.pass_failed", error=type(error).__name__)
-            stop.wait(poll_interval)
+            else:
+                if failures:
+                    self.log.info("worker.database_recovered", failures=failures)
+                    failures = 0
+            stop.wait(wait)
         self.log.info("worker.stopped")

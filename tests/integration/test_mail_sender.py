@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -34,6 +35,7 @@ from sqlalchemy.exc import OperationalError
 from tests.conftest import make_settings
 from tests.factories import ANNA, submit, user
 from tests.integration.test_journey import to_email_entry
+from tests.integration.test_search_worker import CountedStop
 from ueoz_migration.adapters.mail import (
     DeliveryError,
     MaildirTransport,
@@ -283,6 +285,115 @@ def test_a_server_that_says_try_later_gets_the_message_later(services):
     (row,) = outbox(services)
     assert row.failed_at is None and row.due_at > clock.now
     assert row.last_error == "recipient refused: 450 4.2.1"
+
+
+class SlowVerdict(Inbox):
+    """A server that keeps the message at once and says so only after ``delay`` seconds.
+
+    As one that scans or hands on each message before it answers the end of DATA; ``meanwhile``
+    runs while it keeps the sender waiting.
+    """
+
+    def __init__(self, delay: float = 0.0, meanwhile=lambda: None) -> None:
+        super().__init__()
+        self.delay, self.meanwhile = delay, meanwhile
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        self.meanwhile()
+        await asyncio.sleep(self.delay)
+        return reply
+
+
+def smtp_services(tmp_path, database_url, port: int, **more: str) -> Services:
+    """Services whose mail goes over SMTP to loopback ``port``, as settings configure it."""
+    settings = make_settings(
+        tmp_path, database_url, MAIL_BACKEND="smtp", SMTP_PORT=str(port), **more
+    )
+    return Services(settings)
+
+
+def test_a_server_slow_to_accept_the_message_gets_it_once(tmp_path, database_url):
+    # The server answers the end of DATA after 2.5 s, past the 1 s every other reply gets:
+    # the sender waits for that answer, the message is sent, and nothing goes twice.
+    port = free_port()
+    services = smtp_services(
+        tmp_path, database_url, port, SMTP_TIMEOUT_SECONDS="1", SMTP_DATA_TIMEOUT_SECONDS="30"
+    )
+    try:
+        awaiting_verification(services)
+        clock = Clock()
+        sender = OutboxSender.from_settings(services.settings, services.sessions, clock=clock)
+
+        with smtp_server(port, SlowVerdict(delay=2.5)) as inbox:
+            report = sender.send_due()
+            clock.advance(timedelta(hours=1))  # past any retry that would have been due
+            later = sender.send_due()
+
+        assert (report.sent, report.retried, later.claimed) == (1, 0, 0)
+        assert len(inbox.received) == 1
+        (row,) = outbox(services)
+        assert row.sent_at is not None and row.tries == 1 and row.last_error == ""
+    finally:
+        services.engine.dispose()
+
+
+def test_no_other_sender_takes_a_message_whose_sender_awaits_the_servers_verdict(
+    tmp_path, database_url
+):
+    # A server may take SMTP_DATA_TIMEOUT_SECONDS (here 15 minutes) to accept a message: the
+    # message's lease outlasts that wait, or a second sender would deliver it again.
+    port = free_port()
+    services = smtp_services(
+        tmp_path, database_url, port, SMTP_TIMEOUT_SECONDS="1", SMTP_DATA_TIMEOUT_SECONDS="900"
+    )
+    try:
+        awaiting_verification(services)
+        clock, taken_over = Clock(), []
+
+        class Recording:
+            def deliver(self, message):
+                taken_over.append(message["To"])
+
+        other = OutboxSender.from_settings(
+            services.settings, services.sessions, transport=Recording(), clock=clock
+        )
+
+        def fourteen_minutes_later():
+            clock.advance(timedelta(minutes=14))  # the first sender still waits
+            other.send_due()
+
+        first = OutboxSender.from_settings(services.settings, services.sessions, clock=clock)
+        with smtp_server(port, SlowVerdict(meanwhile=fourteen_minutes_later)) as inbox:
+            report = first.send_due()
+
+        assert report.sent == 1 and len(inbox.received) == 1
+        assert taken_over == []
+        (row,) = outbox(services)
+        assert row.sent_at is not None and row.tries == 1
+    finally:
+        services.engine.dispose()
+
+
+def test_a_server_that_fumbles_quit_after_taking_the_message_gets_it_once(services):
+    # The message was accepted (250) before QUIT: however the server answers QUIT, the
+    # message went, and sending it again would give the person a second copy.
+    awaiting_verification(services)
+    port, clock = free_port(), Clock()
+
+    class FumblingQuit(Inbox):
+        async def handle_QUIT(self, server, session, envelope):
+            return "421 4.3.2 shutting down"
+
+    with smtp_server(port, FumblingQuit()) as inbox:
+        report = smtp_sender(services, port, clock).send_due()
+        clock.advance(timedelta(hours=1))
+        later = smtp_sender(services, port, clock).send_due()
+
+    assert (report.sent, later.claimed) == (1, 0)
+    assert len(inbox.received) == 1
+    (row,) = outbox(services)
+    assert row.sent_at is not None and row.last_error == ""
 
 
 def test_a_server_that_refuses_the_mailbox_for_good_is_not_asked_again(services):
@@ -1111,3 +1222,38 @@ def test_a_database_down_is_one_line_a_pass_and_the_sender_carries_on():
     assert {entry["error"] for entry in failures} == {"OperationalError"}
     assert not any("exc_info" in entry for entry in failures)
     assert logs[-1]["event"] == "mail.sender_stopped"
+
+
+def test_the_sender_backs_off_while_the_database_stays_down_and_logs_each_step(services):
+    # As the search worker: a line a look five times a second while the database is down
+    # would bury the log. The sender waits longer each time, up to 5 s, logs one line a
+    # wait, and sends the mail that waited once the database answers.
+    awaiting_verification(services)
+    stop = CountedStop(waits=8)
+    sender = OutboxSender.from_settings(
+        services.settings,
+        services.sessions,
+        transport=MaildirTransport(services.settings.maildir_path),
+    )
+    real_has_due, looks = sender.has_due, []
+
+    def has_due_while_the_database_is_down() -> bool:
+        looks.append(len(looks))
+        if len(looks) <= 6:
+            raise OperationalError("SELECT outbox …", {}, Exception("connection refused"))
+        return real_has_due()
+
+    sender.has_due = has_due_while_the_database_is_down
+    with structlog.testing.capture_logs() as logs:
+        sender.run(stop, interval=0.2)
+
+    assert stop.waits == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 0.2, 0.2]
+    errors = [entry for entry in logs if entry["event"] == "mail.database_error"]
+    assert [(entry["failures"], entry["retry_in_seconds"]) for entry in errors] == list(
+        zip(range(1, 7), stop.waits[:6], strict=True)
+    )
+    (back,) = [entry for entry in logs if entry["event"] == "mail.database_recovered"]
+    assert back["failures"] == 6
+    assert [mail.recipient for mail in maildir_messages(services.settings.maildir_path)] == [
+        "anna@example.pl"
+    ]

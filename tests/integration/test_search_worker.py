@@ -480,6 +480,55 @@ def test_the_loop_rides_out_a_database_error_and_searches_on(services):
     assert events[-1] == "worker.stopped"
 
 
+class CountedStop:
+    """A stop event for the loop that returns from each wait at once and notes how long.
+
+    Set once the loop has waited ``waits`` times: the test counts waits, no clock runs.
+    """
+
+    def __init__(self, waits: int) -> None:
+        self.limit = waits
+        self.waits: list[float] = []
+
+    def is_set(self) -> bool:
+        return len(self.waits) >= self.limit
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def test_the_loop_backs_off_while_the_database_stays_down_and_logs_each_step(services):
+    # The database is down for 8 passes, then back. Looking every 0.2 s throughout would log
+    # a line five times a second; the loop waits longer each time instead, up to 5 s, logs
+    # one line a wait, and is back to 0.2 s once the database answers.
+    stop = CountedStop(waits=10)
+    with capture_logs() as logs:
+        worker = SearchWorker(services)
+        real_has_due, looks = worker.has_due, []
+
+        def has_due_while_the_database_is_down() -> bool:
+            looks.append(len(looks))
+            if len(looks) <= 8:
+                raise OperationalError("SELECT attempts …", {}, Exception("connection refused"))
+            return real_has_due()
+
+        worker.has_due = has_due_while_the_database_is_down
+        worker.run_forever(stop, poll_interval=0.2)
+
+    assert stop.waits == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0, 0.2, 0.2]
+    errors = [entry for entry in logs if entry["event"] == "worker.database_error"]
+    # 8 lines over the 21.2 s the database was down, where a line a look would be 106.
+    assert [(entry["failures"], entry["retry_in_seconds"]) for entry in errors] == list(
+        zip(range(1, 9), stop.waits[:8], strict=True)
+    )
+    assert {(entry["error"], entry["log_level"]) for entry in errors} == {
+        ("OperationalError", "error")
+    }
+    (back,) = [entry for entry in logs if entry["event"] == "worker.database_recovered"]
+    assert back["failures"] == 8
+
+
 def test_an_attempt_that_cannot_move_is_logged_and_the_others_go_on(services):
     # An attempt whose flow version is nowhere to be found (its definition was never kept)
     # cannot take a step: neither its search outcome nor its expiry can be applied.

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy.orm import sessionmaker
 
+from ueoz_migration.adapters.mail import OutboxSender
 from ueoz_migration.cli import main
 from ueoz_migration.config import ConfigError, Settings
 
@@ -104,6 +106,11 @@ def test_an_app_env_that_is_nearly_production_is_refused(tmp_path):
             "ATTEMPT_TTL_HOURS",
             "nan",
             "ATTEMPT_TTL_HOURS must be a positive number of hours, got 'nan'",
+        ),
+        (
+            "SMTP_DATA_TIMEOUT_SECONDS",
+            "2m",
+            "SMTP_DATA_TIMEOUT_SECONDS must be a positive number of seconds, got '2m'",
         ),
         (
             "SMTP_STARTTLS",
@@ -310,7 +317,9 @@ def test_production_logs_json_unless_told_otherwise(tmp_path):
     assert Settings.from_env({"INSTANCE_DIR": str(tmp_path)}).log_json is False
 
 
-@pytest.mark.parametrize("name", ["SEARCH_TIMEOUT_SECONDS", "ATTEMPT_TTL_HOURS"])
+@pytest.mark.parametrize(
+    "name", ["SEARCH_TIMEOUT_SECONDS", "ATTEMPT_TTL_HOURS", "SMTP_DATA_TIMEOUT_SECONDS"]
+)
 def test_a_duration_of_zero_is_refused(tmp_path, name):
     with pytest.raises(ConfigError, match=f"{name} must be a positive number"):
         Settings.from_env({"INSTANCE_DIR": str(tmp_path), name: "0"})
@@ -336,3 +345,15 @@ def test_an_smtp_ca_file_tls_cannot_load_is_refused_naming_it(tmp_path, content)
     assert str(refused.value).startswith(
         f"SMTP_CA_FILE must be a file of PEM certificates, got {str(path)!r}: "
     )
+
+
+def test_a_killed_mail_sender_leaves_its_message_for_5_minutes_10_by_default(tmp_path):
+    # docs/operations.md tells operators this wait: the lease of a message being delivered
+    # outlasts every SMTP wait (16 replies of SMTP_TIMEOUT_SECONDS, 10 s, and the server's
+    # answer to the message, SMTP_DATA_TIMEOUT_SECONDS, 2 minutes) and 30 s to record it.
+    settings = Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
+
+    sender = OutboxSender.from_settings(settings, sessionmaker(), transport=object())
+
+    assert settings.smtp_data_timeout == timedelta(minutes=2)
+    assert sender.lease == timedelta(minutes=5, seconds=10)

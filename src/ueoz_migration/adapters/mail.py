@@ -67,6 +67,14 @@ CLAIM_BATCH = 10
 #: How often an idle sender looks for new mail. The person waits for the link meanwhile, so it
 #: is short; a look is one read of ix_outbox_pending (see :meth:`OutboxSender.has_due`).
 POLL_INTERVAL = 0.2
+#: The longest an idle sender waits between two looks while the database keeps failing.
+DATABASE_BACKOFF_CAP = 5.0
+#: The waits of one delivery under ``SMTP_TIMEOUT_SECONDS``, counted generously: connecting,
+#: the greeting, EHLO, STARTTLS with its handshake and the second EHLO, AUTH (a method or two
+#: that fail before one that works), MAIL, RCPT, DATA, sending the message, QUIT.
+SMTP_WAITS = 16
+#: Beyond the SMTP exchange, the time a sender may need to record the outcome.
+LEASE_MARGIN = timedelta(seconds=30)
 
 # A message a sender may take at ``:now``: neither sent, failed nor withdrawn, due, and
 # nobody's lease on it (none, or run out). :meth:`OutboxSender.has_due` and
@@ -131,10 +139,11 @@ class SmtpTransport:
         starttls: bool = False,
         ca_file: str = "",
         timeout: float = 10.0,
+        data_timeout: float = 120.0,
     ) -> None:
         self.host, self.port = host, port
         self.username, self.password = username, password
-        self.starttls, self.timeout = starttls, timeout
+        self.starttls, self.timeout, self.data_timeout = starttls, timeout, data_timeout
         # The server's certificate is always verified: against the system's authorities, or
         # against ``ca_file`` alone (a relay inside the ministry, with a private authority).
         self.tls = ssl.create_default_context(cafile=ca_file or None)
@@ -149,6 +158,7 @@ class SmtpTransport:
             starttls=settings.smtp_starttls,
             ca_file=settings.smtp_ca_file,
             timeout=settings.smtp_timeout.total_seconds(),
+            data_timeout=settings.smtp_data_timeout.total_seconds(),
         )
 
     def deliver(self, message: EmailMessage) -> None:
@@ -156,7 +166,7 @@ class SmtpTransport:
         recipient = smtp_address(str(message["To"]))  # the outbox writes the bare address
         message.replace_header("To", recipient)
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+            with _Connection(self.host, self.port, self.timeout, self.data_timeout) as smtp:
                 if self.starttls:
                     self._start_tls(smtp)
                 if self.username:
@@ -222,6 +232,45 @@ class SmtpTransport:
             "MAIL_FROM has a non-ASCII local part, which needs SMTPUTF8, "
             "and the server does not offer it"
         )
+
+
+class _Connection(smtplib.SMTP):
+    """smtplib's client, waiting longer for the server's verdict on the message itself.
+
+    After the end of the message (``<CRLF>.<CRLF>``) a server may take its time: it stores
+    the message, scans it, hands it on. Giving up then does not take the message back: the
+    server may well deliver it, while we count a failed try and send it again later, so the
+    person gets two copies or more. RFC 5321 (§4.5.3.2.6) suggests a client waits 10 minutes
+    for that reply; ``data_timeout`` (``SMTP_DATA_TIMEOUT_SECONDS``) is the wait, and every
+    other reply keeps ``timeout``.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float, data_timeout: float) -> None:
+        self.data_timeout = data_timeout
+        self._message_follows = False
+        super().__init__(host, port, timeout=timeout)
+
+    def getreply(self) -> tuple[int, bytes]:
+        # 354 answers DATA alone (RFC 5321 §4.2.2), and the reply after it is the verdict on
+        # the message; smtplib reads both through here.
+        verdict, self._message_follows = self._message_follows, False
+        if verdict and self.sock is not None:
+            self.sock.settimeout(self.data_timeout)
+        try:
+            code, text = super().getreply()
+        finally:
+            if verdict and self.sock is not None:
+                self.sock.settimeout(self.timeout)
+        self._message_follows = code == 354
+        return code, text
+
+    def __exit__(self, *exc_info: object) -> None:
+        # QUIT comes after the server's verdict: however it answers (or fails to), the message
+        # is accepted or refused already, and an error here must not make it a failed try.
+        try:
+            super().__exit__(*exc_info)
+        except (smtplib.SMTPException, OSError):
+            self.close()
 
 
 def smtp_address(address: str) -> str:
@@ -410,8 +459,14 @@ class OutboxSender:
             "link_ttl": settings.verification_link_ttl,
             "max_tries": settings.mail_max_tries,
             "retry_base": settings.mail_retry_base,
-            # Long enough for a whole batch to meet a server that times out on every message.
-            "lease": max(timedelta(minutes=1), 3 * CLAIM_BATCH * timeout),
+            "lease": max(
+                timedelta(minutes=1),
+                # Long enough for a whole batch to meet a server that times out on every message.
+                3 * CLAIM_BATCH * timeout,
+                # Longer than one delivery can wait, the verdict on the message included: a
+                # sender still waiting for it must never see another one take the message.
+                SMTP_WAITS * timeout + settings.smtp_data_timeout + LEASE_MARGIN,
+            ),
         }
         options.update(overrides)
         transport = options.pop("transport", None) or transport_for(settings)
@@ -691,19 +746,46 @@ class OutboxSender:
         mail.set_content(message.body, charset="utf-8", cte="quoted-printable")
         return mail
 
-    def run(self, stop: threading.Event, *, interval: float = POLL_INTERVAL) -> None:
-        """Send due mail until ``stop`` is set, looking again every ``interval`` seconds."""
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        interval: float = POLL_INTERVAL,
+        backoff_cap: float = DATABASE_BACKOFF_CAP,
+    ) -> None:
+        """Send due mail until ``stop`` is set, looking again every ``interval`` seconds.
+
+        While the database keeps failing, the wait doubles after each failed pass, up to
+        ``backoff_cap`` seconds (never below ``interval``), and the first pass that works
+        brings it back to ``interval``.
+        """
         log.info("mail.sender_started", backend=type(self.transport).__name__)
+        failures = 0  # passes in a row that the database failed
         while not stop.is_set():
+            wait = interval
             try:
                 if self.has_due():
                     self.send_due(stop)
             except SQLAlchemyError as error:
-                # The database restarting or failing over: one line a pass, wait, go on.
-                log.error("mail.database_error", error=type(error).__name__)
+                # The database restarting or failing over: a look five times a second would
+                # fill the log with the same line. One line a failed pass, each saying how
+                # long the sender now waits, and the waits grow.
+                failures += 1
+                doubled = interval * 2 ** min(failures - 1, 30)  # no overflow in a long outage
+                wait = max(interval, min(backoff_cap, doubled))
+                log.error(
+                    "mail.database_error",
+                    error=type(error).__name__,
+                    failures=failures,
+                    retry_in_seconds=round(wait, 3),
+                )
             except Exception:  # a bug: log it with its traceback, but keep sending the rest
                 log.exception("mail.sender_pass_failed")
-            stop.wait(interval)
+            else:
+                if failures:
+                    log.info("mail.database_recovered", failures=failures)
+                    failures = 0
+            stop.wait(wait)
         log.info("mail.sender_stopped")
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import structlog
 from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .sessions import refuse_unreadable_session
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +37,23 @@ def _route() -> str:
     return request.url_rule.rule if request.url_rule is not None else request.path
 
 
+def database_unavailable(error: BaseException) -> bool:
+    """Say whether ``error`` is the database out of reach, not a fault of this code.
+
+    The DB-API's OperationalError and InterfaceError (a refused or lost connection, a server
+    shutting down, a lock not granted in time), any other database error that SQLAlchemy
+    found to have cost it the connection, and no connection free in the pool in time (a
+    server that stopped answering holds them all).
+    """
+    if isinstance(error, (OperationalError, InterfaceError, PoolTimeout)):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
 def install(app: Flask) -> None:
+    # After security.install's hook, so that the failure has the request's id.
+    app.before_request(refuse_unreadable_session)
+
     @app.errorhandler(CSRFError)
     def _csrf(error: CSRFError) -> tuple[str, int]:
         # An old tab, an expired session or a forged form: refuse, and say how to go on.
@@ -50,9 +72,30 @@ def install(app: Flask) -> None:
     @app.errorhandler(InternalServerError)
     def _server_error(error: Exception) -> tuple[str, int]:
         original = getattr(error, "original_exception", None) or error
+        if database_unavailable(original):
+            # While the database is down every request fails alike, and a traceback apiece
+            # would bury the log. One line each, the class only: the message may quote the
+            # values of the statement (a PESEL, an address). The person sees the page of any
+            # failure on our side, as 503.
+            log.error("web.database_unavailable", path=_route(), error=type(original).__name__)
+            return _error_page(503)
         log.error("web.unhandled_error", path=_route(), error=repr(original), exc_info=original)
-        try:
-            return render_template("errors/500.html"), 500
-        except Exception:  # the page itself failed (database gone?): still no stack trace
-            log.exception("web.error_page_failed")
-            return PLAIN_500, 500
+        return _error_page(500)
+
+    # Flask logs every unhandled error with its traceback before the handler above runs, and
+    # again when saving the session of the error page fails too; for the database out of
+    # reach, web.database_unavailable is the one line.
+    app.logger.addFilter(_without_database_outages)
+
+
+def _without_database_outages(record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return error is None or not database_unavailable(error)
+
+
+def _error_page(status: int) -> tuple[str, int]:
+    try:
+        return render_template("errors/500.html"), status
+    except Exception:  # the page itself failed: still no stack trace for the person
+        log.exception("web.error_page_failed")
+        return PLAIN_500, status

@@ -13,10 +13,11 @@ import threading
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 
-from flask import Flask, Request
+from flask import Flask, Request, g, request
 from flask_session.base import ServerSideSession, ServerSideSessionInterface
 from sqlalchemy import Engine, Insert, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..db.engine import READ_ONLY
 from ..db.models import WebSession
@@ -27,6 +28,13 @@ CLEANUP_EVERY_N_REQUESTS = 500
 # timeout still runs from the last request, give or take this much, and a page that polls
 # does not write to the database every time it asks.
 REFRESH_AFTER = timedelta(minutes=1)
+# The health endpoints (pages.healthz, pages.readyz) neither read nor write a session: a
+# balancer's probe may carry a browser's cookie, and /healthz must answer while the
+# database is down, /readyz say so itself. Paths, because the session opens before the URL
+# is matched to its view.
+SESSIONLESS_PATHS = frozenset({"/healthz", "/readyz"})
+# Where open_session leaves the database's error for refuse_unreadable_session.
+SESSION_ERROR = "session_error"
 
 
 # The statements are built once: building them took a third of the time of reading a session.
@@ -65,6 +73,20 @@ UPDATE_EXPIRY = (
 )
 
 
+def refuse_unreadable_session() -> None:
+    """Fail a request whose session the database did not give us, with the database's error.
+
+    A ``before_request`` hook (``errors.install`` adds it, after the request has its id), so
+    the request fails as any database failure does, before its view runs. Raising in
+    ``open_session`` itself would leave Flask with no session at all, and the error page,
+    which reads the person's language from it, would fail in turn; with the null session it
+    gets instead, that page is in Polish (the language was in the row we could not read).
+    """
+    error = g.pop(SESSION_ERROR, None)
+    if error is not None:
+        raise error
+
+
 class DatabaseSessionInterface(ServerSideSessionInterface):
     """Keep each session's data in ``web_sessions``; the cookie carries only its random id."""
 
@@ -84,14 +106,27 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
 
         self._stored = threading.local()  # the loaded session's expiry, per request thread
 
-    def open_session(self, app: Flask, request: Request) -> ServerSideSession:
+    def open_session(self, app: Flask, request: Request) -> ServerSideSession | None:  # type: ignore[override]
+        if request.path in SESSIONLESS_PATHS:
+            return None  # Flask's null session: nothing read, nothing saved
         self._stored.expires_at = None
-        session = super().open_session(app, request)
+        try:
+            session = super().open_session(app, request)
+        except SQLAlchemyError as error:
+            setattr(g, SESSION_ERROR, error)  # see refuse_unreadable_session
+            return None
         session.stored_expires_at = self._stored.expires_at  # type: ignore[attr-defined]
         # The id whose row this request read, if it read one (regenerate() changes the id).
         stored = self._stored.expires_at is not None
         session.stored_sid = session.sid if stored else None  # type: ignore[attr-defined]
         return session
+
+    def _cleanup_n_requests(self) -> None:
+        # Not on a request without a session: a probe must not touch the database, and one
+        # whose session could not be read fails as that, further on.
+        if request.path in SESSIONLESS_PATHS or SESSION_ERROR in g:
+            return
+        super()._cleanup_n_requests()
 
     def should_set_storage(self, app: Flask, session: ServerSideSession) -> bool:
         return session.modified or self._refresh_due(app, session)

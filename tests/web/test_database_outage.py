@@ -1,0 +1,115 @@
+"""The web service while its database is out of reach: probes answer, pages say so in one line.
+
+A balancer's probe may carry a browser's session cookie; the service must then still say
+whether it is alive and ready. A person's page fails with the error page, and the log gets one
+line a request, not the tracebacks an outage multiplies by every request.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy.exc import IntegrityError, OperationalError
+from structlog.testing import capture_logs
+
+from tests.conftest import make_settings
+from tests.integration.test_mail_sender import free_port
+from ueoz_migration.bootstrap import Services
+from ueoz_migration.web import create_app
+
+POLISH_ERROR = "<h1>Wystąpił błąd po naszej stronie</h1>"
+ENGLISH_ERROR = "<h1>Something went wrong on our side</h1>"
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def unreachable(request, tmp_path) -> Iterator[FlaskClient]:
+    """A client of a web instance whose database is down: nothing listens on PostgreSQL's
+    port, or SQLite's folder is gone. It carries a session cookie from before the outage."""
+    if request.param == "postgresql":
+        url = f"postgresql://ueoz@127.0.0.1:{free_port()}/ueoz"
+    else:
+        url = f"sqlite:///{tmp_path / 'gone' / 'ueoz.sqlite3'}"
+    services = Services(make_settings(tmp_path, url))
+    app = create_app(services=services)
+    app.config.update(TESTING=True, PROPAGATE_EXCEPTIONS=False)  # as gunicorn serves it
+    client = app.test_client()
+    client.set_cookie("ueoz_session", secrets.token_urlsafe(32))
+    yield client
+    services.engine.dispose()
+
+
+def text_of(response) -> str:
+    return html.unescape(response.get_data(as_text=True))
+
+
+def test_the_probes_answer_for_themselves_though_a_session_cookie_comes_along(unreachable):
+    with capture_logs() as logs:
+        ready = unreachable.get("/readyz")
+        alive = unreachable.get("/healthz")
+
+    assert (ready.status_code, ready.get_json()) == (
+        503,
+        {"status": "unavailable", "database": "unreachable"},
+    )
+    assert (alive.status_code, alive.get_json()) == (200, {"status": "ok"})
+    assert "Set-Cookie" not in ready.headers and "Set-Cookie" not in alive.headers
+    assert [entry for entry in logs if entry["log_level"] == "error"] == []
+
+
+def test_a_page_while_the_database_is_down_is_the_error_page_and_one_log_line(unreachable, caplog):
+    with capture_logs() as logs, caplog.at_level(logging.ERROR):
+        response = unreachable.get("/migracja")
+
+    # The person's language was in the session the database did not give: the default one.
+    assert response.status_code == 503
+    assert POLISH_ERROR in text_of(response)
+    assert "Traceback" not in text_of(response)
+    assert response.headers["X-Request-Id"]
+    (line,) = [entry for entry in logs if entry["log_level"] == "error"]
+    assert line["event"] == "web.database_unavailable"
+    assert (line["path"], line["error"]) == ("/migracja", "OperationalError")
+    assert "exc_info" not in line
+    assert [record for record in caplog.records if record.exc_info] == []  # Flask's own
+
+
+def test_a_connection_lost_mid_request_keeps_the_persons_language_and_only_its_faults_a_traceback(
+    app, browser, start_attempt, services, monkeypatch, caplog
+):
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    browser.hold(start_attempt().id)
+    browser.language("en")
+
+    def connection_lost(_attempt_id):
+        raise OperationalError(
+            "SELECT attempts …", {}, Exception("server closed the connection unexpectedly")
+        )
+
+    monkeypatch.setattr(services.journey, "get", connection_lost)
+    with capture_logs() as logs, caplog.at_level(logging.ERROR):
+        response = browser.get("/migracja")
+
+    assert response.status_code == 503
+    assert ENGLISH_ERROR in text_of(response)
+    (line,) = [entry for entry in logs if entry["log_level"] == "error"]
+    assert (line["event"], line["error"]) == ("web.database_unavailable", "OperationalError")
+    assert "exc_info" not in line
+    assert [record for record in caplog.records if record.exc_info] == []
+
+    # A database error that is a fault of ours (the database answered: no) keeps its
+    # traceback for the developers, and the page says what it always said.
+    def refused(_attempt_id):
+        raise IntegrityError("INSERT …", {}, Exception("duplicate key"))
+
+    monkeypatch.setattr(services.journey, "get", refused)
+    with capture_logs() as logs:
+        response = browser.get("/migracja")
+
+    assert response.status_code == 500
+    assert ENGLISH_ERROR in text_of(response)
+    (line,) = [entry for entry in logs if entry["log_level"] == "error"]
+    assert line["event"] == "web.unhandled_error" and "exc_info" in line
