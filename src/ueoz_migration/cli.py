@@ -6,7 +6,7 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -271,7 +271,7 @@ def worker(services: Services, once: bool, worker_id: str | None, interval: floa
         raise click.ClickException("; ".join(stuck) + "; see the log")
 
 
-# -- auditors, helpdesk and developers (audit show|replay|verify|export, helpdesk, diagram) --
+# -- auditors, helpdesk and developers (audit, flows, helpdesk, diagram) --
 
 
 @contextmanager
@@ -364,7 +364,7 @@ def _text(_context: click.Context, _param: click.Parameter, value: str | None) -
 
 @main.group()
 def audit() -> None:
-    """The transition log, for auditors: show, replay, verify, export."""
+    """The transition log, for auditors: show, replay, verify, export, compare."""
 
 
 @audit.command("verify")
@@ -459,6 +459,23 @@ def audit_export(services: Services, reference: str | None, output: str | None) 
             except OSError as error:
                 raise _cannot_write(output, error) from None
     click.echo(f"exported {count} row(s) to {output}", err=True)
+
+
+@audit.command("compare")
+@click.argument("export", type=click.File("r", encoding="utf-8"))
+@_services(reading_the_log=True)
+def audit_compare(services: Services, export: TextIO) -> None:
+    """Check that every row of an earlier export is still in the log, unchanged."""
+    from .audit.compare import ExportUnreadable, compare_with_export
+
+    with _database(services), snapshot(services.sessions) as session:
+        try:
+            report = compare_with_export(session, export)
+        except ExportUnreadable as unreadable:
+            raise click.ClickException(f"{export.name}: {unreadable}") from None
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{export.name} is not UTF-8 text") from None
+    _print_report(report)
 
 
 @main.group()

@@ -147,15 +147,26 @@ def test_a_tail_cut_off_with_the_head_and_state_rewound_is_caught_by_the_open_pl
     )
 
 
-def test_an_older_export_shows_a_tail_cut_off_with_the_head_set_back(services, tmp_path):
-    # docs/audit.md: every line of an older export must be in a newer one, unchanged.
+def export_now(services, path):
+    assert audit_cli(services, "export", "--output", str(path)).exit_code == 0
+    return path
+
+
+def test_an_earlier_export_compares_clean_with_a_log_that_has_grown(services, tmp_path):
     attempt = logged_journey(services)
     services.journey.start(ANNA, actor=user())
-    older, newer = tmp_path / "older.jsonl", tmp_path / "newer.jsonl"
-    assert audit_cli(services, "export", "--output", str(older)).exit_code == 0
-    assert audit_cli(services, "export", "--output", str(newer)).exit_code == 0
-    assert older.read_text() == newer.read_text()  # the same log, the same lines
+    earlier = export_now(services, tmp_path / "earlier.jsonl")
+    services.journey.fire(attempt.id, "change_email", actor=user())  # rows written since
 
+    compared = audit_cli(services, "compare", str(earlier))
+
+    assert compared.exit_code == 0, compared.output
+    assert output_lines(compared) == ["compare: OK; 2 attempt(s), 7 row(s) in … s"]
+
+
+def test_an_earlier_export_shows_a_tail_cut_off_with_the_head_set_back(services, tmp_path):
+    attempt = logged_journey(services)
+    earlier = export_now(services, tmp_path / "earlier.jsonl")
     tamper(
         services,
         "DELETE FROM transition_log WHERE attempt_id = :a AND seq = 6",
@@ -164,10 +175,79 @@ def test_an_older_export_shows_a_tail_cut_off_with_the_head_set_back(services, t
         a=attempt.id,
     )
     assert verify(services).ok and replay(services).ok  # the database alone cannot tell
-    assert audit_cli(services, "export", "--output", str(newer)).exit_code == 0
 
-    (gone,) = set(older.read_text().splitlines()) - set(newer.read_text().splitlines())
-    assert (json.loads(gone)["attempt_id"], json.loads(gone)["seq"]) == (attempt.id, 6)
+    compared = audit_cli(services, "compare", str(earlier))
+
+    assert compared.exit_code == 1
+    assert output_lines(compared) == [
+        f"FIRST BROKEN LINK: attempt {attempt.id}, seq 6: in the export, no longer in the log "
+        "(cut off or deleted since)",
+        "compare: 1 attempt(s) with a problem; 1 attempt(s), 6 row(s) in … s",
+    ]
+
+
+def test_an_earlier_export_shows_a_row_a_key_holder_rewrote(services, tmp_path):
+    attempt = logged_journey(services)
+    earlier = export_now(services, tmp_path / "earlier.jsonl")
+    # Whoever holds AUDIT_KEY (any web instance, worker or auditor) rewrites row 2's actor and
+    # the chain after it: the chain verifies.
+    records = [json.loads(line) for line in earlier.read_text().splitlines()]
+    records[1]["actor"] = "helpdesk"
+    prev = "0" * 64
+    for record in records:
+        record["prev_hash"], record["hash"] = (
+            prev,
+            link_hash(services.settings.audit_key, prev, record),
+        )
+        prev = record["hash"]
+        tamper(
+            services,
+            "UPDATE transition_log SET actor = :actor, prev_hash = :prev, hash = :hash "
+            "WHERE attempt_id = :a AND seq = :seq",
+            actor=record["actor"],
+            prev=record["prev_hash"],
+            hash=record["hash"],
+            a=attempt.id,
+            seq=record["seq"],
+        )
+    tamper(services, "UPDATE attempts SET log_head = :h WHERE id = :a", h=prev, a=attempt.id)
+    assert verify(services).ok
+
+    compared = audit_cli(services, "compare", str(earlier))
+
+    assert compared.exit_code == 1
+    assert output_lines(compared)[0] == (
+        f"FIRST BROKEN LINK: attempt {attempt.id}, seq 2: changed since the export: actor, hash"
+    )
+
+
+def test_an_earlier_export_shows_an_attempt_deleted_with_its_log(services, tmp_path):
+    attempt = logged_journey(services)
+    services.journey.start(ANNA, actor=user())
+    earlier = export_now(services, tmp_path / "earlier.jsonl")
+    delete_attempt_row(services, attempt.id)
+    tamper(services, "DELETE FROM transition_log WHERE attempt_id = :a", a=attempt.id)
+    assert verify(services).ok and replay(services).ok
+
+    compared = audit_cli(services, "compare", str(earlier))
+
+    assert compared.exit_code == 1
+    assert output_lines(compared)[0] == (
+        f"FIRST BROKEN LINK: attempt {attempt.id}, seq 1: in the export, no longer in the log "
+        "(cut off or deleted since)"
+    )
+
+
+def test_compare_refuses_a_file_that_is_not_an_export(services, tmp_path):
+    logged_journey(services)
+    earlier = export_now(services, tmp_path / "earlier.jsonl")
+    lines = earlier.read_text().splitlines()
+    earlier.write_text("\n".join([lines[0], '{"attempt_id": "x"}', *lines[1:]]) + "\n")
+
+    compared = audit_cli(services, "compare", str(earlier))
+
+    assert compared.exit_code == 1
+    assert compared.output.strip() == (f"Error: {earlier}: line 2 is not a row of an audit export")
 
 
 def test_an_attempt_ended_outside_the_flow_is_caught_by_replay(services):

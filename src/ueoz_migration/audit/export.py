@@ -10,9 +10,9 @@ auditor cannot try every PESEL against it), an e-mail address only as ``a***@k**
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy.orm import Session
 
@@ -26,10 +26,16 @@ def export_log(session: Session, out: TextIO, attempt_ids: Collection[str] | Non
     """Write the given attempts' rows (all when None) to ``out``; return how many."""
     count = 0
     for row in stream_rows(session, EXPORT_COLUMNS, attempt_ids):
-        record = dict(zip(EXPORT_COLUMNS, row, strict=True))
-        at = record["at"]
-        if isinstance(at, datetime):
-            record["at"] = at.isoformat(timespec="microseconds")
-        out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        out.write(json.dumps(export_record(row), ensure_ascii=False, separators=(",", ":")))
+        out.write("\n")
         count += 1
     return count
+
+
+def export_record(row: Sequence[Any]) -> dict[str, Any]:
+    """One row of the log (``EXPORT_COLUMNS``) as the export writes it."""
+    record = dict(zip(EXPORT_COLUMNS, row, strict=True))
+    at = record["at"]
+    if isinstance(at, datetime):
+        record["at"] = at.isoformat(timespec="microseconds")
+    return record
