@@ -18,6 +18,7 @@ stop when this runner dies, so a killed runner leaves nothing listening on the p
 from __future__ import annotations
 
 import ctypes
+import http.client
 import os
 import shutil
 import signal
@@ -167,13 +168,17 @@ def check_ports_free(settings: Settings) -> None:
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:
-    """Say whether an HTTP server answers at ``url`` (any status counts)."""
+    """Say whether an HTTP server answers at ``url`` (any status counts).
+
+    Something that is not HTTP answering there (another program took the port first, and
+    our server could not bind it) is no answer: the server that died is reported instead.
+    """
     try:
         with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - our own loopback URL
             return True
     except urllib.error.HTTPError:
         return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
         return False
 
 

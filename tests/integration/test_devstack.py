@@ -16,16 +16,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.ports import free_port
 from ueoz_migration.cli import main
+from ueoz_migration.devstack import answers
 
 BANNER = "UEOZ migration is running: open "
 CLI = str(Path(sys.executable).with_name("ueoz-migration"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def embedded_environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -219,3 +215,21 @@ def test_a_database_it_cannot_reach_is_one_line_without_its_password(tmp_path):
         "cannot be used (OperationalError): is it reachable, and is DATABASE_URL right?"
     )
     assert "S3CRET" not in result.output and "Traceback" not in result.output
+
+
+def test_a_port_answered_by_something_else_than_http_is_no_answer(tmp_path):
+    # Another program on the web service's port (an SMTP server, say): the stack must go on
+    # waiting for its own server, and report it if it died, not fail on the stranger's reply.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def greet() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.sendall(b"220 localhost ESMTP\r\n")
+
+        greeter = threading.Thread(target=greet)
+        greeter.start()
+        assert answers(f"http://127.0.0.1:{server.getsockname()[1]}/healthz") is False
+        greeter.join()

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
 from ueoz_migration.config import Settings
 from ueoz_migration.devstack import plan
 
 LOGGER_CLASS = "ueoz_migration.gunicorn_logging.GunicornLogger"
 PESEL = "97040117247"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def fetch(url: str) -> tuple[int, str]:

@@ -8,7 +8,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from tests.conftest import make_settings
 from tests.factories import ANNA, submit, user
 from tests.integration.test_journey import to_email_entry
 from tests.integration.test_search_worker import CountedStop
+from tests.ports import free_port
 from ueoz_migration.adapters.mail import (
     DeliveryError,
     MaildirTransport,
@@ -82,12 +82,6 @@ class Inbox:
         self.received.append((list(envelope.rcpt_tos), envelope.content))
         self.encrypted.append(session.ssl is not None)
         return "250 Message accepted for delivery"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

@@ -20,12 +20,12 @@ from tests.integration.test_mail_sender import (
     Clock,
     Inbox,
     awaiting_verification,
-    free_port,
     outbox,
     smtp_environ,
     smtp_sender,
     smtp_server,
 )
+from tests.ports import free_port
 from ueoz_migration.adapters.mail import DeliveryError
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.cli import main

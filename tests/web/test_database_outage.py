@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from structlog.testing import capture_logs
 
 from tests.conftest import make_settings
-from tests.integration.test_mail_sender import free_port
+from tests.ports import free_port
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.web import create_app
 
