@@ -519,8 +519,7 @@ def flows_list(services: Services) -> None:
     from sqlalchemy import func, select
 
     from .db.models import Attempt, FlowVersion
-    from .flow import parse_flow
-    from .journey import FlowNotRunnable, check_runnable
+    from .journey import FlowNotRunnable, load_runnable
 
     with _database(services), snapshot(services.sessions) as session:
         versions = session.execute(
@@ -546,7 +545,7 @@ def flows_list(services: Services) -> None:
     for version, source, first_used in versions:
         total, open_ = counts.get(version, (0, 0))
         try:
-            check_runnable(parse_flow(source))
+            load_runnable(version, source)
             here = "runs" + (" (this release's own)" if version == current else "")
         except FlowNotRunnable as problem:
             here = f"cannot run: {problem.reason}"

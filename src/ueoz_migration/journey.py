@@ -26,6 +26,7 @@ refused, as any event is in ``expired``.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from statemachine import StateChart
 from statemachine.exceptions import InvalidDefinition, TransitionNotAllowed
+from yaml import YAMLError
 
 from .audit.chain import GENESIS, link_hash
 from .db.engine import snapshot, transaction
@@ -77,18 +79,56 @@ def check_runnable(flow: Flow) -> None:
     """Raise :class:`FlowNotRunnable` unless this release can run attempts of ``flow``.
 
     Every event the version names must be one some part of this release fires
-    (:data:`ueoz_migration.events.FIRED_BY`), and every behaviour it names must exist:
-    building its machine resolves them all. The machine is built on a stand-in attempt that
-    sits in a final state, so nothing is entered and no behaviour runs.
+    (:data:`ueoz_migration.events.FIRED_BY`), and every behaviour it names must exist.
+    Building its machine resolves the actions (enter, exit, before, on, after); guards
+    (``cond``, ``unless``) are resolved only when a transition is tried, so their names are
+    looked up here. The machine is built on a stand-in attempt that already sits in the
+    initial state, as a stored attempt does: nothing is entered and no behaviour runs.
     """
     unfired = sorted(set(flow.events) - FIRED_BY.keys())
     if unfired:
         raise FlowNotRunnable(flow.version, "nothing fires " + ", ".join(unfired))
-    resting = SimpleNamespace(attempt=SimpleNamespace(state=min(flow.finals)))
+    missing = sorted(
+        name for name in _guard_names(flow) if not callable(getattr(AttemptModel, name, None))
+    )
+    if missing:
+        raise FlowNotRunnable(flow.version, "no behaviour " + ", ".join(missing) + " (a guard)")
+    resting = SimpleNamespace(attempt=SimpleNamespace(state=flow.initial))
     try:
         flow.machine_class(model=AttemptModel(cast(AttemptContext, resting)))
     except InvalidDefinition as error:
         raise FlowNotRunnable(flow.version, str(error)) from None
+
+
+# A guard is a behaviour's name or a boolean expression of names ("a and not b").
+_GUARD_NAME = re.compile(r"[A-Za-z_]\w*")
+_GUARD_WORDS = frozenset({"and", "or", "not", "True", "False"})
+
+
+def _guard_names(flow: Flow) -> set[str]:
+    names = set()
+    for state in flow.machine_class.states:
+        for transition in state.transitions:
+            for group in (transition.cond, getattr(transition, "unless", None)):
+                for spec in group or ():
+                    if not spec.is_convention and isinstance(spec.attr_name, str):
+                        names.update(_GUARD_NAME.findall(spec.attr_name))
+    return names - _GUARD_WORDS
+
+
+def load_runnable(version: str, source: str) -> Flow:
+    """Build a stored flow version and check this release can run it (:class:`FlowNotRunnable`).
+
+    A definition this release's python-statemachine no longer reads (an upgrade that changed
+    what its loader accepts) cannot run either, and is said so, like a missing behaviour.
+    """
+    try:
+        flow = parse_flow(source)
+    except (InvalidDefinition, YAMLError, ValueError, TypeError, AttributeError, KeyError) as error:
+        reason = " ".join(str(error).split())
+        raise FlowNotRunnable(version, f"its definition does not load here: {reason}") from None
+    check_runnable(flow)
+    return flow
 
 
 def utcnow() -> datetime:
@@ -587,9 +627,7 @@ class Journey:
             )
             if source is None:
                 raise FlowVersionUnknown(version)
-            flow = parse_flow(source)
-            check_runnable(flow)
-            self._flows[version] = flow
+            flow = self._flows[version] = load_runnable(version, source)
         return flow
 
     def open_flow_versions(self) -> dict[str, int]:

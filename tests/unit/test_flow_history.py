@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from ueoz_migration.flow import flow_version, load_flow_file, parse_flow
-from ueoz_migration.journey import FlowNotRunnable, check_runnable
+from ueoz_migration.journey import FlowNotRunnable, check_runnable, load_runnable
+from ueoz_migration.states import AttemptModel
 from ueoz_migration.web.migration import states_without_screen
 
 FLOWS = Path(__file__).resolve().parents[2] / "flows"
@@ -70,3 +71,51 @@ def test_a_version_with_a_state_the_pages_cannot_show_is_named():
     renamed = parse_flow(FLOW.source.replace("email_entry", "address_entry"))
 
     assert states_without_screen(renamed) == ["address_entry"]
+
+
+def test_a_version_whose_guard_names_no_behaviour_cannot_run():
+    guarded = parse_flow(
+        FLOW.source.replace(
+            "{event: cancel, target: cancelled}",
+            '{event: cancel, target: cancelled, cond: "may_cancel and not busy"}',
+            1,
+        )
+    )
+
+    with pytest.raises(FlowNotRunnable) as problem:
+        check_runnable(guarded)
+
+    assert problem.value.reason == "no behaviour busy, may_cancel (a guard)"
+
+
+def test_a_definition_this_release_cannot_read_is_not_runnable_and_says_why():
+    broken = FLOW.source.replace("target: found", "target: nowhere", 1)
+
+    with pytest.raises(FlowNotRunnable) as problem:
+        load_runnable("f" * 64, broken)
+
+    assert str(problem.value).startswith(
+        "flow version ffffffffffff cannot run in this release: its definition does not load here: "
+    )
+
+
+def test_checking_a_version_runs_none_of_its_behaviours(monkeypatch):
+    behaviours = {
+        name
+        for name in vars(AttemptModel)
+        | {n: None for cls in AttemptModel.__mro__ for n in vars(cls)}
+        if not name.startswith("_") and callable(getattr(AttemptModel, name, None))
+    }
+
+    def forbidden(*_args, **_kwargs):
+        raise AssertionError("a behaviour ran while the version was only being checked")
+
+    for name in behaviours:
+        monkeypatch.setattr(AttemptModel, name, forbidden)
+    # Including a version whose initial state has an entry behaviour of its own.
+    entering = FLOW.source.replace(
+        "    initial: true\n", "    initial: true\n    enter: mint_event_number\n"
+    )
+    assert entering != FLOW.source
+    for source in [entering, *(path.read_text(encoding="utf-8") for path in HISTORY)]:
+        check_runnable(parse_flow(source))
