@@ -133,6 +133,22 @@ def test_the_two_addresses_agree_whatever_the_case_of_their_letters(services):
     assert submitted.email == "Julia.Nowak@example.pl"  # as given first, the domain as DNS has it
 
 
+@pytest.mark.parametrize(
+    ("email", "repeat"),
+    [
+        ("strasse@example.pl", "straße@example.pl"),  # casefold() would make these one
+        ("\u03c3ofia@example.gr", "\u03c2ofia@example.gr"),  # σ and ς: casefold() makes one
+    ],
+)
+def test_addresses_that_only_look_alike_do_not_agree(services, email, repeat):
+    attempt = to_email_entry(services)
+
+    with pytest.raises(EventRefused) as refused:
+        submit(services, attempt.id, email=email, email_repeat=repeat)
+
+    assert refused.value.fields == {"email_repeat": "mismatch"}
+
+
 def test_search_failure_mints_an_event_number_and_keeps_the_code(services):
     attempt = services.journey.start(HERMEGILDA, actor=user())
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 
@@ -18,14 +20,21 @@ def normalized_email(value: str | None) -> str | None:
         return None
 
 
+# Only the ASCII letters: str.casefold() also folds "ß" into "ss" and "ς" into "σ", which
+# would make two different mailboxes one address.
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def _same_address(repeated: str | None, address: str) -> bool:
-    """Whether the repeated address is the address, whatever the case of its letters.
+    """Whether the repeated address is the address, whatever the case of its ASCII letters.
 
     Mail systems treat addresses without regard to case (RFC 5321 allows a local part's case to
     matter, but no mailbox provider makes it); a person who types ``Julia@`` once and ``julia@``
     the second time has typed one address. The account keeps the address as given first.
     """
-    return repeated is not None and repeated.casefold() == address.casefold()
+    return repeated is not None and (
+        repeated.translate(_ASCII_LOWER) == address.translate(_ASCII_LOWER)
+    )
 
 
 class EmailEntry(StateBehaviour):
