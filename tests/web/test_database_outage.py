@@ -10,8 +10,10 @@ from __future__ import annotations
 import html
 import logging
 import secrets
+import sqlite3
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -111,5 +113,45 @@ def test_a_connection_lost_mid_request_keeps_the_persons_language_and_only_its_f
 
     assert response.status_code == 500
     assert ENGLISH_ERROR in text_of(response)
+    (line,) = [entry for entry in logs if entry["log_level"] == "error"]
+    assert line["event"] == "web.unhandled_error" and "exc_info" in line
+
+
+def test_a_form_sent_while_the_database_is_down_is_no_expired_form(unreachable):
+    # The form's CSRF token is checked against the session the database did not give.
+    with capture_logs() as logs:
+        response = unreachable.post("/migracja/cancel", data={"csrf_token": "from-the-page"})
+
+    assert response.status_code == 503
+    assert POLISH_ERROR in text_of(response)
+    assert "Formularz wygasł" not in text_of(response)
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
+        "web.database_unavailable"
+    ]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        sqlite3.OperationalError("no such column: attempts.nickname"),  # a bug of ours
+        psycopg.errors.DeadlockDetected("deadlock detected"),  # locks taken out of order
+        psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+    ],
+    ids=["sqlite-no-such-column", "postgresql-deadlock", "postgresql-statement-timeout"],
+)
+def test_a_statement_the_database_refused_is_a_fault_with_its_traceback_not_an_outage(
+    app, browser, start_attempt, services, monkeypatch, refusal
+):
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    browser.hold(start_attempt().id)
+
+    def refused(_attempt_id):
+        raise OperationalError("SELECT attempts …", {}, refusal)
+
+    monkeypatch.setattr(services.journey, "get", refused)
+    with capture_logs() as logs:
+        response = browser.get("/migracja")
+
+    assert response.status_code == 500
     (line,) = [entry for entry in logs if entry["log_level"] == "error"]
     assert line["event"] == "web.unhandled_error" and "exc_info" in line

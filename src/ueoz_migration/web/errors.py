@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import structlog
-from flask import Flask, render_template, request
+from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .sessions import refuse_unreadable_session
+from .sessions import SESSION_ERROR, refuse_unreadable_session
 
 log = structlog.get_logger(__name__)
 
@@ -37,17 +38,37 @@ def _route() -> str:
     return request.url_rule.rule if request.url_rule is not None else request.path
 
 
+# SQLSTATEs of a server that cannot serve at all: the connection classes (08…), and the
+# server shutting down, crashed or still starting (57P01–57P03). Deadlocks, serialization
+# failures, cancelled statements and locks not granted are OperationalErrors too, but they
+# are faults to look into, with their traceback.
+_SERVER_GONE = ("08", "57P01", "57P02", "57P03")
+# SQLite's codes of a database file that cannot be reached at all (its folder gone, the disk).
+_FILE_GONE = ("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_NOTADB")
+
+
 def database_unavailable(error: BaseException) -> bool:
     """Say whether ``error`` is the database out of reach, not a fault of this code.
 
-    The DB-API's OperationalError and InterfaceError (a refused or lost connection, a server
-    shutting down, a lock not granted in time), any other database error that SQLAlchemy
-    found to have cost it the connection, and no connection free in the pool in time (a
-    server that stopped answering holds them all).
+    A connection refused or lost (SQLAlchemy invalidated it, or the driver says so without a
+    SQLSTATE, as psycopg does when it cannot connect), a server shutting down, no pooled
+    connection free in time (a server that stopped answering holds them all), a SQLite file
+    that cannot be opened or read. Not a statement the database refused (no such column, a
+    deadlock, a statement timeout, "database is locked"): that keeps its traceback.
     """
-    if isinstance(error, (OperationalError, InterfaceError, PoolTimeout)):
+    if isinstance(error, (InterfaceError, PoolTimeout)):
         return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    original = error.orig
+    if isinstance(original, sqlite3.Error):
+        return str(getattr(original, "sqlite_errorname", "")).startswith(_FILE_GONE)
+    sqlstate = getattr(original, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(_SERVER_GONE)
 
 
 def install(app: Flask) -> None:
@@ -56,6 +77,11 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def _csrf(error: CSRFError) -> tuple[str, int]:
+        session_error = g.pop(SESSION_ERROR, None)
+        if session_error is not None:
+            # The form's token was in the session the database did not give (CSRF's check
+            # runs before refuse_unreadable_session): an outage, not an expired form.
+            return _server_error(session_error)
         # An old tab, an expired session or a forged form: refuse, and say how to go on.
         log.info("web.csrf_refused", path=_route(), reason=error.description)
         return render_template("errors/csrf.html"), 400
