@@ -29,7 +29,7 @@ import structlog
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from .adapters.eploz import Directory, TableDirectory
+from .adapters.eploz import Directory, DirectoryUnavailable, TableDirectory
 from .bootstrap import Services
 from .db.engine import snapshot, transaction
 from .db.models import Attempt
@@ -46,6 +46,9 @@ LEASE_MARGIN = timedelta(seconds=30)
 # How often an idle worker looks for new attempts. The person watches the searching screen
 # meanwhile, so it is short; a look is one read of ix_attempts_searching (see has_due).
 POLL_INTERVAL = 0.2
+# Look-ups of a hung e-PLOZ a worker leaves running (each a thread, and with the table
+# directory a pooled connection: the pool holds 15, the worker's own work needs two).
+MAX_HUNG_LOOKUPS = 4
 
 
 # An attempt a worker may search at ``:now``: searching, due, and its lease free (none, or
@@ -108,6 +111,10 @@ class SearchWorker:
         self.max_tries = settings.search_max_tries
         self.lease = settings.search_timeout + LEASE_MARGIN
         self.log = log.bind(worker=self.worker_id)
+        # Look-ups still running after their search timed out: each holds a thread and, with
+        # the table directory, a pooled database connection. While a hung e-PLOZ keeps them
+        # all, a search fails at once (and is retried) instead of abandoning one more.
+        self._lookups = threading.BoundedSemaphore(MAX_HUNG_LOOKUPS)
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -235,16 +242,27 @@ class SearchWorker:
             )
 
         # A daemon thread of its own, so that a hung directory costs this worker the timeout
-        # and not the rest of its queue, nor its shutdown; it is abandoned, never joined.
+        # and not the rest of its queue, nor its shutdown; it is abandoned, never joined. At
+        # most MAX_HUNG_LOOKUPS are ever abandoned at once (self._lookups).
         answer: queue.Queue[tuple[MatchOutcome | None, BaseException | None]] = queue.Queue(1)
+        if not self._lookups.acquire(blocking=False):
+            raise DirectoryUnavailable(
+                f"{MAX_HUNG_LOOKUPS} earlier searches are still waiting for e-PLOZ"
+            )
 
         def run() -> None:
             try:
                 answer.put((look_up(), None))
             except BaseException as error:  # handed over to the worker's thread
                 answer.put((None, error))
+            finally:
+                self._lookups.release()
 
-        threading.Thread(target=run, name="eploz-search", daemon=True).start()
+        try:
+            threading.Thread(target=run, name="eploz-search", daemon=True).start()
+        except BaseException:
+            self._lookups.release()
+            raise
         try:
             outcome, error = answer.get(timeout=self.timeout.total_seconds())
         except queue.Empty:

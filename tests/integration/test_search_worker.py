@@ -324,6 +324,38 @@ def test_a_directory_slower_than_the_timeout_counts_as_unavailable(tmp_path, dat
     services.engine.dispose()
 
 
+def test_a_hung_directory_never_keeps_more_than_a_few_look_ups_running(tmp_path, database_url):
+    # Each timed-out look-up is left running (and holds a pooled connection): while e-PLOZ
+    # hangs, the worker stops starting new ones and fails those searches at once instead.
+    from ueoz_migration.search import MAX_HUNG_LOOKUPS
+
+    services = Services(
+        make_settings(tmp_path, database_url, SEARCH_MAX_TRIES="1", SEARCH_TIMEOUT_SECONDS="0.2")
+    )
+    released = threading.Event()
+    running: list[str] = []
+
+    class HangingDirectory(TableDirectory):
+        def accounts_by_pesel(self, pesel):
+            running.append(pesel)
+            released.wait(60)  # until the test is done with the worker (60 s: a safety net)
+            return []
+
+    attempts = [start(services, person(number)) for number in range(MAX_HUNG_LOOKUPS + 3)]
+    try:
+        with capture_logs() as logs:
+            report = SearchWorker(services, HangingDirectory(services.sessions)).run_once()
+        hung_at_most = len(running)
+    finally:
+        released.set()
+
+    assert hung_at_most == MAX_HUNG_LOOKUPS
+    assert report.failed == {207: len(attempts)}  # every search ended, none waits for ever
+    errors = [entry["error"] for entry in logs if entry["event"] == "search.directory_failed"]
+    assert errors == ["TimeoutError"] * MAX_HUNG_LOOKUPS + ["DirectoryUnavailable"] * 3
+    services.engine.dispose()
+
+
 # -- several workers ----------------------------------------------------------------------
 
 
