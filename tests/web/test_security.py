@@ -227,6 +227,17 @@ def test_error_pages_speak_the_persons_language(client, method, url, status, pol
     assert f"<h1>{english}</h1>" in text_of(response)
 
 
+def test_a_form_too_large_to_take_says_so_and_how_to_go_on(browser, start_attempt):
+    browser.hold(start_attempt("email_entry").id)
+
+    response = browser.post("/migracja/submit", {"email": "a" * 100_000, "email_repeat": "a"})
+
+    text = text_of(response)
+    assert response.status_code == 413
+    assert "Wysłane dane są zbyt duże" in text and "Wróć do formularza" in text
+    assert "Sprawdź adres strony" not in text  # the advice of a bad address does not fit
+
+
 def test_an_unexpected_error_shows_a_friendly_page(app, client):
     app.config["PROPAGATE_EXCEPTIONS"] = False
 
