@@ -111,7 +111,7 @@ def show() -> Response | str:
         flash(_("Przerwano tworzenie konta w UEOZ."), "info")
         # A new login from there goes back to the system the person came from.
         return redirect(url_for("pages.start", **_came_from(attempt)))
-    return render_state(attempt)
+    return render_state(attempt, email_form=_kept_form(attempt))
 
 
 @blueprint.get("/migracja/status")
@@ -161,26 +161,48 @@ def fire(event: str) -> Response | tuple[str, int]:
         return redirect(url_for("pages.start"), 303)
     except EventRefused as refused:
         if refused.reason == "invalid_submission" and form is not None:
-            form.add_domain_errors(refused.fields)
-            return _email_entry_again(attempt_id, form)
-        if refused.attempt.state != "expired":  # whose screen says it all
-            notice = REFUSAL_NOTICES.get(refused.reason, REFUSAL_NOTICES["not_allowed"])
-            flash(str(notice), "notice")
-        if refused.reason == "resend_limit" and form is not None:
-            # The form again with what the person typed, not the address on record.
-            return _email_entry_again(attempt_id, form, status=429)
-    # Post/redirect/get: a reload never fires the event again.
+            _keep_form(form, refused.fields)
+        else:
+            if refused.attempt.state != "expired":  # whose screen says it all
+                notice = REFUSAL_NOTICES.get(refused.reason, REFUSAL_NOTICES["not_allowed"])
+                flash(str(notice), "notice")
+            if refused.reason == "resend_limit" and form is not None:
+                _keep_form(form, {})  # what the person typed, not the address on record
+    # Post/redirect/get, a refused form included: a reload never fires the event again, and
+    # Back after the form went through never asks the browser to send it once more.
     return redirect(url_for("migration.show"), 303)
 
 
-def _email_entry_again(
-    attempt_id: str, form: EmailForm, *, status: int = 422
-) -> Response | tuple[str, int]:
-    attempt = services().journey.get(attempt_id)
-    if attempt.state != "email_entry":
+# The e-mail form the journey refused, kept for the one page that shows it again (with what
+# the person typed and the reasons beside the fields).
+KEPT_FORM = "email_form"
+
+
+def _keep_form(form: EmailForm, errors: dict[str, str]) -> None:
+    session[KEPT_FORM] = {
+        "email": form.email.data or "",
+        "email_repeat": form.email_repeat.data or "",
+        "terms_accepted": bool(form.terms_accepted.data),
+        "errors": errors,
+    }
+
+
+def _kept_form(attempt: Attempt) -> EmailForm | None:
+    """The refused e-mail form to show again, once, if the attempt still waits for it."""
+    kept = session.pop(KEPT_FORM, None)
+    if kept is None:
+        return None
+    if attempt.state != "email_entry":  # moved on meanwhile (another tab)
         flash(str(REFUSAL_NOTICES["not_allowed"]), "notice")
-        return redirect(url_for("migration.show"), 303)
-    return render_state(attempt, email_form=form), status
+        return None
+    form = EmailForm(
+        formdata=None,
+        email=kept["email"],
+        email_repeat=kept["email_repeat"],
+        terms_accepted=kept["terms_accepted"],
+    )
+    form.add_domain_errors(kept["errors"])
+    return form
 
 
 def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> str:
