@@ -30,6 +30,7 @@ from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .adapters.eploz import Directory, DirectoryUnavailable, TableDirectory
+from .backoff import wait_after_failures
 from .bootstrap import Services
 from .db.engine import snapshot, transaction
 from .db.models import Attempt
@@ -353,8 +354,7 @@ class SearchWorker:
                 # fill the log with the same line. One line a failed pass, each saying how
                 # long the worker now waits, and the waits grow.
                 failures += 1
-                doubled = poll_interval * 2 ** min(failures - 1, 30)  # no overflow in a long outage
-                wait = max(poll_interval, min(backoff_cap, doubled))
+                wait = wait_after_failures(poll_interval, failures, backoff_cap)
                 self.log.error(
                     "worker.database_error",
                     error=type(error).__name__,

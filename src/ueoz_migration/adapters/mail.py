@@ -53,6 +53,7 @@ from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..backoff import wait_after_failures
 from ..config import ConfigError, Settings
 from ..db.engine import snapshot, transaction
 from ..db.models import OutboxMessage
@@ -771,8 +772,7 @@ class OutboxSender:
                 # fill the log with the same line. One line a failed pass, each saying how
                 # long the sender now waits, and the waits grow.
                 failures += 1
-                doubled = interval * 2 ** min(failures - 1, 30)  # no overflow in a long outage
-                wait = max(interval, min(backoff_cap, doubled))
+                wait = wait_after_failures(interval, failures, backoff_cap)
                 log.error(
                     "mail.database_error",
                     error=type(error).__name__,
