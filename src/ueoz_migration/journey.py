@@ -26,7 +26,6 @@ refused, as any event is in ``expired``.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from statemachine import StateChart
 from statemachine.exceptions import InvalidDefinition, TransitionNotAllowed
+from statemachine.spec_parser import Functions, names_in_boolean_expr
 from yaml import YAMLError
 
 from .audit.chain import GENESIS, link_hash
@@ -88,9 +88,7 @@ def check_runnable(flow: Flow) -> None:
     unfired = sorted(set(flow.events) - FIRED_BY.keys())
     if unfired:
         raise FlowNotRunnable(flow.version, "nothing fires " + ", ".join(unfired))
-    missing = sorted(
-        name for name in _guard_names(flow) if not callable(getattr(AttemptModel, name, None))
-    )
+    missing = sorted(name for name in _guard_names(flow) if not hasattr(AttemptModel, name))
     if missing:
         raise FlowNotRunnable(flow.version, "no behaviour " + ", ".join(missing) + " (a guard)")
     resting = SimpleNamespace(attempt=SimpleNamespace(state=flow.initial))
@@ -100,20 +98,18 @@ def check_runnable(flow: Flow) -> None:
         raise FlowNotRunnable(flow.version, str(error)) from None
 
 
-# A guard is a behaviour's name or a boolean expression of names ("a and not b").
-_GUARD_NAME = re.compile(r"[A-Za-z_]\w*")
-_GUARD_WORDS = frozenset({"and", "or", "not", "True", "False"})
-
-
 def _guard_names(flow: Flow) -> set[str]:
-    names = set()
+    """The names the guards of ``flow`` read from the model (a guard is a name, or a boolean
+    expression such as ``a and not b`` or ``In('searching')``, in the library's own grammar)."""
+    names: set[str] = set()
     for state in flow.machine_class.states:
         for transition in state.transitions:
             for group in (transition.cond, getattr(transition, "unless", None)):
                 for spec in group or ():
                     if not spec.is_convention and isinstance(spec.attr_name, str):
-                        names.update(_GUARD_NAME.findall(spec.attr_name))
-    return names - _GUARD_WORDS
+                        names |= names_in_boolean_expr(spec.attr_name)
+    # Less the library's own functions (In), which it looks up without regard to case.
+    return {name for name in names if name.lower() not in Functions.registry}
 
 
 def load_runnable(version: str, source: str) -> Flow:

@@ -88,6 +88,24 @@ def test_a_version_whose_guard_names_no_behaviour_cannot_run():
     assert problem.value.reason == "no behaviour busy, may_cancel (a guard)"
 
 
+@pytest.mark.parametrize(
+    "guard",
+    ["In('searching')", "not is_attempt_open", "search_tries > 1e3 or search_tries == 'x'"],
+)
+def test_guards_of_the_librarys_grammar_over_names_the_model_has_can_run(guard, monkeypatch):
+    monkeypatch.setattr(AttemptModel, "is_attempt_open", True, raising=False)
+    monkeypatch.setattr(AttemptModel, "search_tries", 0, raising=False)
+    guarded = parse_flow(
+        FLOW.source.replace(
+            "{event: cancel, target: cancelled}",
+            f'{{event: cancel, target: cancelled, cond: "{guard}"}}',
+            1,
+        )
+    )
+
+    check_runnable(guarded)  # a function of the library, a plain attribute, literals: fine
+
+
 def test_a_definition_this_release_cannot_read_is_not_runnable_and_says_why():
     broken = FLOW.source.replace("target: found", "target: nowhere", 1)
 
