@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from structlog.testing import capture_logs
 
 from tests.conftest import make_settings
@@ -125,9 +125,9 @@ def test_a_form_sent_while_the_database_is_down_is_no_expired_form(unreachable):
     assert response.status_code == 503
     assert POLISH_ERROR in text_of(response)
     assert "Formularz wygasł" not in text_of(response)
-    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
-        "web.database_unavailable"
-    ]
+    (line,) = [entry for entry in logs if entry["log_level"] == "error"]
+    assert line["event"] == "web.database_unavailable"
+    assert response.headers["X-Request-Id"]  # the request had its id before it failed
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ def test_a_form_sent_while_the_database_is_down_is_no_expired_form(unreachable):
     ids=["sqlite-no-such-column", "postgresql-deadlock", "postgresql-statement-timeout"],
 )
 def test_a_statement_the_database_refused_is_a_fault_with_its_traceback_not_an_outage(
-    app, browser, start_attempt, services, monkeypatch, refusal
+    app, browser, start_attempt, services, monkeypatch, refusal, caplog
 ):
     app.config["PROPAGATE_EXCEPTIONS"] = False
     browser.hold(start_attempt().id)
@@ -149,9 +149,29 @@ def test_a_statement_the_database_refused_is_a_fault_with_its_traceback_not_an_o
         raise OperationalError("SELECT attempts …", {}, refusal)
 
     monkeypatch.setattr(services.journey, "get", refused)
-    with capture_logs() as logs:
+    with capture_logs() as logs, caplog.at_level(logging.ERROR):
         response = browser.get("/migracja")
 
     assert response.status_code == 500
     (line,) = [entry for entry in logs if entry["log_level"] == "error"]
     assert line["event"] == "web.unhandled_error" and "exc_info" in line
+    # One traceback, ours: Flask's own copy ("Exception on /migracja [GET]") is dropped.
+    assert [record for record in caplog.records if record.exc_info] == []
+
+
+def test_a_database_file_that_is_no_database_is_an_outage_too(tmp_path):
+    from sqlalchemy import create_engine, text
+
+    from ueoz_migration.web.errors import database_unavailable
+
+    junk = tmp_path / "ueoz.sqlite3"
+    junk.write_bytes(b"not a database, only junk " * 100)
+    engine = create_engine(f"sqlite:///{junk}")
+    with pytest.raises(DatabaseError) as caught, engine.connect() as connection:
+        connection.execute(text("SELECT 1 FROM attempts"))
+    engine.dispose()
+
+    assert database_unavailable(caught.value)
+    assert database_unavailable(
+        OperationalError("INSERT …", {}, psycopg.errors.DiskFull("could not extend file"))
+    )

@@ -59,7 +59,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     app.extensions["ueoz.services"] = services
     app.session_interface = DatabaseSessionInterface(app, services.engine)
-    CSRFProtect(app)
     Babel(app, locale_selector=current_language)
     PageCatalogs(PACKAGE_DIR / "translations").install(app)
 
@@ -72,9 +71,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(migration.blueprint)
     app.register_blueprint(verification.blueprint)
     app.register_blueprint(auth.blueprint)
-    login.register(app)
     if not settings.production:
         app.register_blueprint(pages.development)
     errors.install(app)
+    # Its check runs before each view, after the hooks above: the request has its id, and a
+    # session the database did not give fails as the outage it is, not as a stale form.
+    CSRFProtect(app)
+    login.register(app)  # the ACS, exempt from CSRF (the node posts it)
     app.context_processor(pages.layout_context)
     return app

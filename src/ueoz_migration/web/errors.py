@@ -42,9 +42,23 @@ def _route() -> str:
 # server shutting down, crashed or still starting (57P01–57P03). Deadlocks, serialization
 # failures, cancelled statements and locks not granted are OperationalErrors too, but they
 # are faults to look into, with their traceback.
-_SERVER_GONE = ("08", "57P01", "57P02", "57P03")
-# SQLite's codes of a database file that cannot be reached at all (its folder gone, the disk).
-_FILE_GONE = ("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_NOTADB")
+_SERVER_GONE = (
+    "08",  # connection exceptions
+    "53",  # insufficient resources: disk full, out of memory, too many connections
+    "57P01",  # admin shutdown
+    "57P02",  # crash shutdown
+    "57P03",  # cannot connect now (starting up)
+    "58",  # system errors: I/O
+)
+# SQLite's codes of a database file that cannot be used at all: its folder gone, not a
+# database, read-only, the disk full or failing.
+_FILE_GONE = (
+    "SQLITE_CANTOPEN",
+    "SQLITE_IOERR",
+    "SQLITE_NOTADB",
+    "SQLITE_READONLY",
+    "SQLITE_FULL",
+)
 
 
 def database_unavailable(error: BaseException) -> bool:
@@ -52,9 +66,10 @@ def database_unavailable(error: BaseException) -> bool:
 
     A connection refused or lost (SQLAlchemy invalidated it, or the driver says so without a
     SQLSTATE, as psycopg does when it cannot connect), a server shutting down, no pooled
-    connection free in time (a server that stopped answering holds them all), a SQLite file
-    that cannot be opened or read. Not a statement the database refused (no such column, a
-    deadlock, a statement timeout, "database is locked"): that keeps its traceback.
+    connection free in time (a server that stopped answering holds them all), a server or a
+    SQLite file out of disk, memory or connections, a SQLite file that cannot be opened, read or
+    written. Not a statement the database refused (no such column, a deadlock, a statement
+    timeout, "database is locked"): that keeps its traceback.
     """
     if isinstance(error, (InterfaceError, PoolTimeout)):
         return True
@@ -62,11 +77,11 @@ def database_unavailable(error: BaseException) -> bool:
         return False
     if error.connection_invalidated:
         return True
+    original = error.orig
+    if isinstance(original, sqlite3.Error):  # "not a database" is no OperationalError
+        return str(getattr(original, "sqlite_errorname", "")).startswith(_FILE_GONE)
     if not isinstance(error, OperationalError):
         return False
-    original = error.orig
-    if isinstance(original, sqlite3.Error):
-        return str(getattr(original, "sqlite_errorname", "")).startswith(_FILE_GONE)
     sqlstate = getattr(original, "sqlstate", None)
     return sqlstate is None or sqlstate.startswith(_SERVER_GONE)
 
@@ -108,15 +123,14 @@ def install(app: Flask) -> None:
         log.error("web.unhandled_error", path=_route(), error=repr(original), exc_info=original)
         return _error_page(500)
 
-    # Flask logs every unhandled error with its traceback before the handler above runs, and
-    # again when saving the session of the error page fails too; for the database out of
-    # reach, web.database_unavailable is the one line.
-    app.logger.addFilter(_without_database_outages)
+    # Flask logs every unhandled error with its traceback ("Exception on …") before the
+    # handler above runs, which logs it again (web.unhandled_error, with the request's id) or
+    # as the one line of an outage (web.database_unavailable): Flask's copy goes.
+    app.logger.addFilter(_without_flasks_copy)
 
 
-def _without_database_outages(record: logging.LogRecord) -> bool:
-    error = record.exc_info[1] if record.exc_info else None
-    return error is None or not database_unavailable(error)
+def _without_flasks_copy(record: logging.LogRecord) -> bool:
+    return record.exc_info is None
 
 
 def _error_page(status: int) -> tuple[str, int]:
