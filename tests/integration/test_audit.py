@@ -238,16 +238,52 @@ def test_an_earlier_export_shows_an_attempt_deleted_with_its_log(services, tmp_p
     )
 
 
-def test_compare_refuses_a_file_that_is_not_an_export(services, tmp_path):
-    logged_journey(services)
+def _row(line: str, **changes) -> str:
+    return json.dumps({**json.loads(line), **changes})  # \ud800 stays an escape
+
+
+# Each edit takes the rows of an attempt with six (big) and of one with a single row (small).
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda big, small: [big[0], '{"attempt_id": "x"}', *big[1:]], "line 2 is not a row"),
+        (lambda big, small: [big[0], "not json", *big[1:]], "line 2 is not a row"),
+        (lambda big, small: [_row(big[0], seq=True), *big[1:]], "line 1 is not a row"),
+        (lambda big, small: [_row(big[0], seq="1"), *big[1:]], "line 1 is not a row"),
+        (lambda big, small: [_row(big[0], attempt_id="\ud800")], "line 1 is not a row"),
+        (lambda big, small: [_row(big[0], attempt_id="a\u0000b")], "line 1 is not a row"),
+        (lambda big, small: [big[0], big[0], *big[1:]], "line 2: seq 1 of attempt"),
+        (lambda big, small: [*big[1:3], big[0], *big[3:]], "line 3: seq 1 of attempt"),
+        (lambda big, small: [big[0], *small, *big[1:]], "line 3: attempt"),  # not together
+        (lambda big, small: [], "the file holds no row of an audit export"),
+    ],
+    ids=[
+        "columns",
+        "not-json",
+        "seq-true",
+        "seq-text",
+        "surrogate",
+        "nul",
+        "row-twice",
+        "out-of-order",
+        "attempt-split",
+        "empty",
+    ],
+)
+def test_compare_refuses_a_file_that_is_not_an_export(services, tmp_path, edit, reason):
+    attempt = logged_journey(services)
+    services.journey.start(ANNA, actor=user())
     earlier = export_now(services, tmp_path / "earlier.jsonl")
-    lines = earlier.read_text().splitlines()
-    earlier.write_text("\n".join([lines[0], '{"attempt_id": "x"}', *lines[1:]]) + "\n")
+    rows = earlier.read_text().splitlines()
+    big = [row for row in rows if json.loads(row)["attempt_id"] == attempt.id]
+    small = [row for row in rows if row not in big]
+    earlier.write_text("".join(f"{line}\n" for line in edit(big, small)))
 
     compared = audit_cli(services, "compare", str(earlier))
 
     assert compared.exit_code == 1
-    assert compared.output.strip() == (f"Error: {earlier}: line 2 is not a row of an audit export")
+    assert compared.output.startswith(f"Error: {earlier}: {reason}")
+    assert "Traceback" not in compared.output and len(compared.output.splitlines()) == 1
 
 
 def test_an_attempt_ended_outside_the_flow_is_caught_by_replay(services):
