@@ -253,15 +253,17 @@ class SearchWorker:
 
         def run() -> None:
             try:
-                answer.put((look_up(), None))
+                outcome: tuple[MatchOutcome | None, BaseException | None] = (look_up(), None)
             except BaseException as error:  # handed over to the worker's thread
-                answer.put((None, error))
-            finally:
-                self._lookups.release()
+                outcome = (None, error)
+            # Free before answering: the worker's next search may start the moment it has
+            # the answer, and must find this look-up's place free.
+            self._lookups.release()
+            answer.put(outcome)
 
         try:
             threading.Thread(target=run, name="eploz-search", daemon=True).start()
-        except BaseException:
+        except RuntimeError:  # "can't start new thread": the look-up never ran
             self._lookups.release()
             raise
         try:
