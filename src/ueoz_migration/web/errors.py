@@ -6,13 +6,13 @@ import logging
 import sqlite3
 
 import structlog
-from flask import Flask, g, render_template, request
+from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .sessions import SESSION_ERROR, refuse_unreadable_session
+from .sessions import refuse_unreadable_session
 
 log = structlog.get_logger(__name__)
 
@@ -92,11 +92,8 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def _csrf(error: CSRFError) -> tuple[str, int]:
-        session_error = g.pop(SESSION_ERROR, None)
-        if session_error is not None:
-            # The form's token was in the session the database did not give (CSRF's check
-            # runs before refuse_unreadable_session): an outage, not an expired form.
-            return _server_error(session_error)
+        # (A session the database did not give never gets here: refuse_unreadable_session runs
+        # first, and create_app sets CSRF's check up after it.)
         # An old tab, an expired session or a forged form: refuse, and say how to go on.
         log.info("web.csrf_refused", path=_route(), reason=error.description)
         return render_template("errors/csrf.html"), 400
