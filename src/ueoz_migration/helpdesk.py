@@ -27,6 +27,7 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from .adapters.mail import latest_link_mail
 from .audit.log import (
     find_attempt,
     log_table,
@@ -41,7 +42,6 @@ from .db.models import (
     EPLOZ_REMOVED,
     Attempt,
     EplozAccount,
-    OutboxMessage,
     TransitionLogEntry,
     UeozAccount,
 )
@@ -183,13 +183,7 @@ def lookup(
 
 def _link_mail(session: Session, attempt: Attempt) -> LinkMail | None:
     """The latest verification e-mail of the attempt: a caller waiting for a link asks."""
-    message = session.scalars(
-        select(OutboxMessage)
-        .where(OutboxMessage.attempt_id == attempt.id)
-        .where(OutboxMessage.kind == "verification")
-        .order_by(OutboxMessage.id.desc())
-        .limit(1)
-    ).first()
+    message = latest_link_mail(session, attempt.id)
     if message is None:
         return None
     return LinkMail(

@@ -56,7 +56,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..backoff import wait_after_failures
 from ..config import ConfigError, Settings
 from ..db.engine import snapshot, transaction
-from ..db.models import OutboxMessage
+from ..db.models import LINK_MAIL, OutboxMessage
 from ..domain.privacy import mask_email
 
 log = structlog.get_logger(__name__)
@@ -339,6 +339,18 @@ def transport_for(settings: Settings) -> Transport:
 
 
 # -- reading the Maildir (development) -----------------------------------------------------
+
+
+def latest_link_mail(session: Session, attempt_id: str) -> OutboxMessage | None:
+    """The attempt's latest verification e-mail as the outbox holds it (sent, waiting,
+    withdrawn or failed), or None when none was written."""
+    return session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.attempt_id == attempt_id)
+        .where(OutboxMessage.kind == LINK_MAIL)
+        .order_by(OutboxMessage.id.desc())
+        .limit(1)
+    ).first()
 
 
 @dataclass(frozen=True)

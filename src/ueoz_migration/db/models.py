@@ -205,6 +205,10 @@ class VerificationLink(Base):
     retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
+#: The ``kind`` of the e-mail carrying a verification link (the only kind the journey writes).
+LINK_MAIL = "verification"
+
+
 class OutboxMessage(Base):
     """An e-mail written in a transition's transaction and delivered after it commits."""
 

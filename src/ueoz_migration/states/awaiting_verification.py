@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from ..db.models import Attempt, OutboxMessage, UeozAccount, VerificationLink
+from ..db.models import LINK_MAIL, Attempt, OutboxMessage, UeozAccount, VerificationLink
 from ..domain.language import LANGUAGES
 from ..domain.privacy import mask_email_for_audit
 from .base import Rejected, StateBehaviour
@@ -61,7 +61,7 @@ class AwaitingVerification(StateBehaviour):
         self.session.add(
             OutboxMessage(
                 attempt_id=attempt.id,
-                kind="verification",
+                kind=LINK_MAIL,
                 recipient=attempt.email,
                 subject=subject,
                 body=body,
@@ -163,7 +163,7 @@ class AwaitingVerification(StateBehaviour):
         self.session.connection().execute(
             update(OutboxMessage)
             .where(OutboxMessage.attempt_id == self.attempt.id)
-            .where(OutboxMessage.kind == "verification")
+            .where(OutboxMessage.kind == LINK_MAIL)
             .where(OutboxMessage.sent_at.is_(None))
             .where(OutboxMessage.failed_at.is_(None))
             .where(OutboxMessage.withdrawn_at.is_(None))

@@ -82,3 +82,8 @@ def start_again_args(system_id: str | None, return_url: str | None) -> dict[str,
         return {}
     assert system_id is not None
     return {"system": system_id, **({"return": return_url} if return_url else {})}
+
+
+def start_again_args_for(attempt: Attempt) -> dict[str, str]:
+    """:func:`start_again_args` for the domain system an attempt came from."""
+    return start_again_args(attempt.domain_system, return_url_for(attempt))

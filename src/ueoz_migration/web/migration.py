@@ -15,11 +15,11 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from ..adapters.mail import latest_link_mail
 from ..db.engine import snapshot
-from ..db.models import Attempt, EplozAccount, OutboxMessage
+from ..db.models import Attempt, EplozAccount
 from ..domain.privacy import mask_email
 from ..events import FIRED_BY, USER_EVENTS
 from ..flow import Flow
@@ -29,7 +29,7 @@ from .common import (
     attempt_in_session,
     return_url_for,
     services,
-    start_again_args,
+    start_again_args_for,
     state_in_session,
     user,
 )
@@ -110,7 +110,7 @@ def show() -> Response | str:
         session.pop(ATTEMPT_KEY, None)
         flash(_("Przerwano tworzenie konta w UEOZ."), "info")
         # A new login from there goes back to the system the person came from.
-        return redirect(url_for("pages.start", **_came_from(attempt)))
+        return redirect(url_for("pages.start", **start_again_args_for(attempt)))
     return render_state(attempt, email_form=_kept_form(attempt))
 
 
@@ -213,7 +213,7 @@ def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> st
     context: dict[str, object] = {
         "attempt": attempt,
         "return_url": return_url_for(attempt),
-        "again": _came_from(attempt),
+        "again": start_again_args_for(attempt),
     }
     if attempt.state == "email_entry":
         if email_form is None:
@@ -235,14 +235,8 @@ def _link_undeliverable(attempt: Attempt) -> bool:
     mistyped address, which they can change from this screen.
     """
     with snapshot(services().sessions) as db:
-        latest = db.execute(
-            select(OutboxMessage.failed_at)
-            .where(OutboxMessage.attempt_id == attempt.id)
-            .where(OutboxMessage.kind == "verification")
-            .order_by(OutboxMessage.id.desc())
-            .limit(1)
-        ).first()
-    return latest is not None and latest.failed_at is not None
+        latest = latest_link_mail(db, attempt.id)
+        return latest is not None and latest.failed_at is not None
 
 
 def _eploz_login(attempt: Attempt) -> str | None:
@@ -251,11 +245,6 @@ def _eploz_login(attempt: Attempt) -> str | None:
     with snapshot(services().sessions) as db:
         account = db.get(EplozAccount, attempt.eploz_account_id)
         return account.login if account else None
-
-
-def _came_from(attempt: Attempt) -> dict[str, str]:
-    """The start page's parameters that log in again for the same domain system."""
-    return start_again_args(attempt.domain_system, return_url_for(attempt))
 
 
 def _leave_to_domain_system(attempt: Attempt) -> Response:

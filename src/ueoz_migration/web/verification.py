@@ -9,7 +9,7 @@ from werkzeug.wrappers import Response
 from ..db.models import Attempt
 from ..domain.privacy import mask_email
 from ..journey import AttemptNotFound, EventRefused
-from .common import ATTEMPT_KEY, return_url_for, services, start_again_args, user
+from .common import ATTEMPT_KEY, return_url_for, services, start_again_args_for, user
 from .i18n import LANGUAGES, current_language
 
 log = structlog.get_logger(__name__)
@@ -70,7 +70,7 @@ def resend(token: str) -> str | tuple[str, int]:
 def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
     attempt = refused.attempt
     # A new login from these pages goes back to the system the person came from.
-    again = start_again_args(attempt.domain_system, return_url_for(attempt))
+    again = start_again_args_for(attempt)
     if attempt.state == "done":
         # Verified already (by this link or a newer one): nothing left to do.
         return render_template(
