@@ -35,7 +35,7 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple, cast
 
 import structlog
-from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy import bindparam, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from statemachine import StateChart
@@ -57,6 +57,12 @@ from .states.base import Policy
 log = structlog.get_logger(__name__)
 
 LOG = TransitionLogEntry.__table__
+
+# The statements every transition runs are built once, here and in the states: SQLAlchemy
+# takes longer to build a statement and derive its cache key than to run it from its cache
+# (docs/performance.md, "Statements built once").
+APPEND_LOG_ROW = insert(LOG)
+LOCK_ATTEMPT = select(Attempt).where(Attempt.id == bindparam("attempt_id")).with_for_update()
 
 START_EVENT = "start"
 
@@ -685,7 +691,7 @@ class Journey:
         return resumed
 
     def _lock(self, session: Session, attempt_id: str) -> Attempt:
-        attempt = session.get(Attempt, attempt_id, with_for_update=True)
+        attempt = session.scalars(LOCK_ATTEMPT, {"attempt_id": attempt_id}).one_or_none()
         if attempt is None:
             raise AttemptNotFound(attempt_id)
         return attempt
@@ -761,5 +767,5 @@ class Journey:
         # work and goes out as one plain INSERT.
         session.flush()
         session.connection().execute(
-            insert(LOG), {**fields, "prev_hash": prev_hash, "hash": digest}
+            APPEND_LOG_ROW, {**fields, "prev_hash": prev_hash, "hash": digest}
         )

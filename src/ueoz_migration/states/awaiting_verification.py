@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from ..db.models import LINK_MAIL, Attempt, OutboxMessage, UeozAccount, VerificationLink
 from ..domain.language import LANGUAGES
@@ -23,6 +23,37 @@ WITHDRAWN_BECAUSE = {
     "expire": "the attempt expired",
     "verify": "the address was verified",
 }
+
+
+# Built once (see journey.py, where the transition's own statements are).
+RETIRE_LIVE_LINKS = (
+    update(VerificationLink)
+    .where(VerificationLink.attempt_id == bindparam("attempt"))
+    .where(VerificationLink.used_at.is_(None))
+    .where(VerificationLink.retired_at.is_(None))
+    .values(retired_at=bindparam("now"))
+)
+WITHDRAW_WAITING_LINK_MAIL = (
+    update(OutboxMessage)
+    .where(OutboxMessage.attempt_id == bindparam("attempt"))
+    .where(OutboxMessage.kind == LINK_MAIL)
+    .where(OutboxMessage.sent_at.is_(None))
+    .where(OutboxMessage.failed_at.is_(None))
+    .where(OutboxMessage.withdrawn_at.is_(None))
+    # Emptied as a sent one is: the dead link and the person's name need not stay.
+    .values(withdrawn_at=bindparam("now"), last_error=bindparam("why"), body="")
+)
+ADDRESSES_OF_LINKS_SINCE = (
+    select(VerificationLink.email)
+    .join(Attempt, Attempt.id == VerificationLink.attempt_id)
+    .where(Attempt.pesel_hash == bindparam("pesel_hash"))
+    .where(VerificationLink.created_at > bindparam("since"))
+)
+ATTEMPTS_LINK = (
+    select(VerificationLink)
+    .where(VerificationLink.token_hash == bindparam("token_hash"))
+    .where(VerificationLink.attempt_id == bindparam("attempt_id"))
+)
 
 
 def token_hash(token: str) -> str:
@@ -96,10 +127,7 @@ class AwaitingVerification(StateBehaviour):
         # The hour's addresses (at most twice the limit of them) compared here, not in SQL:
         # SQLite's lower() and PostgreSQL's under the C collation fold ASCII letters only.
         sent = self.session.scalars(
-            select(VerificationLink.email)
-            .join(Attempt, Attempt.id == VerificationLink.attempt_id)
-            .where(Attempt.pesel_hash == self.attempt.pesel_hash)
-            .where(VerificationLink.created_at > since)
+            ADDRESSES_OF_LINKS_SINCE, {"pesel_hash": self.attempt.pesel_hash, "since": since}
         ).all()
         to_this = sum(each.casefold() == address.casefold() for each in sent)
         limit = self.context.policy.resend_limit_per_hour
@@ -142,11 +170,7 @@ class AwaitingVerification(StateBehaviour):
         # attempt is loaded in the session when a step retires them, so there is nothing
         # to keep in step.
         self.session.connection().execute(
-            update(VerificationLink)
-            .where(VerificationLink.attempt_id == self.attempt.id)
-            .where(VerificationLink.used_at.is_(None))
-            .where(VerificationLink.retired_at.is_(None))
-            .values(retired_at=self.context.now)
+            RETIRE_LIVE_LINKS, {"attempt": self.attempt.id, "now": self.context.now}
         )
         self._withdraw_waiting_mail(event)
 
@@ -161,19 +185,15 @@ class AwaitingVerification(StateBehaviour):
         """
         reason = WITHDRAWN_BECAUSE.get(event, f"its link was retired ({event or 'no event'})")
         self.session.connection().execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.attempt_id == self.attempt.id)
-            .where(OutboxMessage.kind == LINK_MAIL)
-            .where(OutboxMessage.sent_at.is_(None))
-            .where(OutboxMessage.failed_at.is_(None))
-            .where(OutboxMessage.withdrawn_at.is_(None))
-            # Emptied as a sent one is: the dead link and the person's name need not stay.
-            .values(withdrawn_at=self.context.now, last_error=f"withdrawn: {reason}", body="")
+            WITHDRAW_WAITING_LINK_MAIL,
+            {
+                "attempt": self.attempt.id,
+                "now": self.context.now,
+                "why": f"withdrawn: {reason}",
+            },
         )
 
     def _link(self, token: str) -> VerificationLink | None:
         return self.session.scalars(
-            select(VerificationLink)
-            .where(VerificationLink.token_hash == token_hash(token))
-            .where(VerificationLink.attempt_id == self.attempt.id)
+            ATTEMPTS_LINK, {"token_hash": token_hash(token), "attempt_id": self.attempt.id}
         ).one_or_none()

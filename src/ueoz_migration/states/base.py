@@ -6,11 +6,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ..db.models import EPLOZ_REMOVED, Attempt, EplozAccount
 from ..domain.matching import match_account
+
+# Built once (see journey.py, where the transition's own statements are).
+_UNDER_PESEL = (
+    select(EplozAccount)
+    .where(EplozAccount.pesel == bindparam("pesel"))
+    .where(EplozAccount.status != EPLOZ_REMOVED)
+)
+# In id order, as an import locks the rows it changes (adapters/eploz.py): two transactions
+# locking the same rows in different orders deadlock on PostgreSQL.
+LOCK_EPLOZ_ACCOUNTS_UNDER_PESEL = _UNDER_PESEL.order_by(EplozAccount.id).with_for_update(read=True)
+EPLOZ_ACCOUNTS_UNDER_PESEL = _UNDER_PESEL.execution_options(populate_existing=True)
 
 
 class Rejected(Exception):
@@ -84,20 +95,13 @@ class StateBehaviour:
         account refuses the event with the reason ``changed``.
         """
         attempt = self.attempt
-        under_pesel = (
-            select(EplozAccount)
-            .where(EplozAccount.pesel == attempt.pesel)
-            .where(EplozAccount.status != EPLOZ_REMOVED)
-        )
-        # In id order, as an import locks the rows it changes (adapters/eploz.py): two
-        # transactions locking the same rows in different orders deadlock on PostgreSQL.
-        self.session.execute(under_pesel.order_by(EplozAccount.id).with_for_update(read=True))
+        self.session.execute(LOCK_EPLOZ_ACCOUNTS_UNDER_PESEL, {"pesel": attempt.pesel})
         # Read again, in a statement of its own: on PostgreSQL (read committed) the locking
         # statement re-reads the rows it waited for, but not the rows the same import added
         # (a second account under the PESEL); this one sees them. (SQLite: one writer at a
         # time, and this transaction is it.)
         candidates = self.session.scalars(
-            under_pesel.execution_options(populate_existing=True)
+            EPLOZ_ACCOUNTS_UNDER_PESEL, {"pesel": attempt.pesel}
         ).all()
         outcome = match_account(candidates, attempt.given_names, attempt.family_name)
         if not isinstance(outcome.account, EplozAccount) or outcome.account.id != account_id:

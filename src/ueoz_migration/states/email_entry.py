@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from ..db.models import UeozAccount
 from ..domain.privacy import mask_email_for_audit
@@ -23,6 +23,9 @@ def normalized_email(value: str | None) -> str | None:
 # Only the ASCII letters: str.casefold() also folds "ß" into "ss" and "ς" into "σ", which
 # would make two different mailboxes one address.
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+# Built once (see journey.py, where the transition's own statements are).
+PERSONS_UEOZ_ACCOUNT = select(UeozAccount).where(UeozAccount.pesel_hash == bindparam("pesel_hash"))
 
 
 def _same_address(repeated: str | None, address: str) -> bool:
@@ -73,7 +76,7 @@ class EmailEntry(StateBehaviour):
             else None
         )
         account = self.session.scalars(
-            select(UeozAccount).where(UeozAccount.pesel_hash == attempt.pesel_hash)
+            PERSONS_UEOZ_ACCOUNT, {"pesel_hash": attempt.pesel_hash}
         ).one_or_none()
         if account is not None and account.email_verified_at is not None:
             raise Rejected("already_migrated")

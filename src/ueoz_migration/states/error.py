@@ -8,6 +8,9 @@ from ..db.models import EventNumber
 from ..domain.event_numbers import format_event_number
 from .base import StateBehaviour
 
+# Built once (see journey.py, where the transition's own statements are).
+MINT_EVENT_NUMBER = insert(EventNumber).returning(EventNumber.id)
+
 
 class Error(StateBehaviour):
     def mint_event_number(self) -> None:
@@ -19,9 +22,7 @@ class Error(StateBehaviour):
         # A plain INSERT … RETURNING on the transaction's connection: the key is all we need,
         # and it leaves the attempt's own changes to go out once, with its log row.
         minted = self.session.connection().scalar(
-            insert(EventNumber)
-            .values(attempt_id=self.attempt.id, minted_at=self.context.now)
-            .returning(EventNumber.id)
+            MINT_EVENT_NUMBER, {"attempt_id": self.attempt.id, "minted_at": self.context.now}
         )
         assert minted is not None
         self.attempt.event_number = format_event_number(minted)
