@@ -63,6 +63,12 @@ LOG = TransitionLogEntry.__table__
 # (docs/performance.md, "Statements built once").
 APPEND_LOG_ROW = insert(LOG)
 LOCK_ATTEMPT = select(Attempt).where(Attempt.id == bindparam("attempt_id")).with_for_update()
+OPEN_ATTEMPT = select(Attempt).where(Attempt.open_pesel_key == bindparam("key"))
+VERIFIED_ACCOUNT = (
+    select(UeozAccount.id)
+    .where(UeozAccount.pesel_hash == bindparam("key"))
+    .where(UeozAccount.email_verified_at.is_not(None))
+)
 
 START_EVENT = "start"
 
@@ -319,11 +325,7 @@ class Journey:
             context = self._context(session, attempt, now)
             self._machines.start(self.flow, context)
             self._append(session, attempt, START_EVENT, "", "applied", actor, now, context.notes)
-            verified = session.scalar(
-                select(UeozAccount.id)
-                .where(UeozAccount.pesel_hash == key)
-                .where(UeozAccount.email_verified_at.is_not(None))
-            )
+            verified = session.scalar(VERIFIED_ACCOUNT, {"key": key})
             skipped = (
                 self._apply(session, attempt, "skip", actor, now, {})
                 if verified is not None
@@ -661,9 +663,7 @@ class Journey:
 
     def _open_attempt(self, key: str) -> Attempt | None:
         with snapshot(self.sessions) as session:
-            return session.scalars(
-                select(Attempt).where(Attempt.open_pesel_key == key)
-            ).one_or_none()
+            return session.scalars(OPEN_ATTEMPT, {"key": key}).one_or_none()
 
     def _resume(
         self,

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from stdnum.exceptions import InvalidChecksum, InvalidComponent, InvalidLength, ValidationError
 from stdnum.pl import pesel as pesel_number
@@ -88,6 +88,20 @@ class Directory(Protocol):
         """Say whether a UEOZ account of another person already holds this e-PLOZ account."""
 
 
+# Built once: SQLAlchemy takes longer to build a statement than to run it from its cache.
+ACCOUNTS_UNDER_PESEL = (
+    select(EplozAccount)
+    .where(EplozAccount.pesel == bindparam("pesel"))
+    .where(EplozAccount.status != REMOVED)
+    .order_by(EplozAccount.id)
+)
+HOLDER_OTHER_THAN = (
+    select(UeozAccount.id)
+    .where(UeozAccount.eploz_account_id == bindparam("account"))
+    .where(UeozAccount.pesel_hash != bindparam("pesel_hash"))
+)
+
+
 class TableDirectory:
     """The directory as the ``eploz_accounts`` table, loaded by ``eploz import``."""
 
@@ -99,12 +113,7 @@ class TableDirectory:
     # import), until the search timed out and counted as a failed try of the directory.
     def accounts_by_pesel(self, pesel: str) -> list[EplozAccountView]:
         with snapshot(self.sessions) as session:
-            rows = session.scalars(
-                select(EplozAccount)
-                .where(EplozAccount.pesel == pesel)
-                .where(EplozAccount.status != REMOVED)
-                .order_by(EplozAccount.id)
-            ).all()
+            rows = session.scalars(ACCOUNTS_UNDER_PESEL, {"pesel": pesel}).all()
         return [_view(row) for row in rows]
 
     def is_migrated_elsewhere(self, account_id: int, pesel_hash: str) -> bool:
@@ -112,9 +121,7 @@ class TableDirectory:
         # the same PESEL hash and is not "elsewhere": they may finish the migration.
         with snapshot(self.sessions) as session:
             holder = session.scalar(
-                select(UeozAccount.id)
-                .where(UeozAccount.eploz_account_id == account_id)
-                .where(UeozAccount.pesel_hash != pesel_hash)
+                HOLDER_OTHER_THAN, {"account": account_id, "pesel_hash": pesel_hash}
             )
         return holder is not None
 

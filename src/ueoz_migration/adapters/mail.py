@@ -87,6 +87,33 @@ DUE = and_(
     OutboxMessage.due_at <= bindparam("now"),
     or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until <= bindparam("now")),
 )
+# Built once: SQLAlchemy takes longer to build a statement than to run it from its cache.
+ANY_DUE = select(OutboxMessage.id).where(DUE).limit(1)
+HOLD = (
+    update(OutboxMessage)
+    .where(OutboxMessage.id == bindparam("message"))
+    .where(OutboxMessage.lease_until == bindparam("held_until"))
+    .where(OutboxMessage.sent_at.is_(None))
+    .where(OutboxMessage.failed_at.is_(None))
+    .where(OutboxMessage.withdrawn_at.is_(None))
+    .values(lease_until=bindparam("renewed"))
+)
+MARK_SENT = (
+    update(OutboxMessage)
+    .where(OutboxMessage.id == bindparam("message"))
+    .values(
+        sent_at=bindparam("now"),
+        # It went. Should another sender have taken it over meanwhile (a delivery that
+        # outlasted its lease) and failed, that try does not undo this one.
+        failed_at=None,
+        tries=bindparam("tries_now"),
+        lease_until=None,
+        body="",  # the link and the name have no business here any more
+        # A message withdrawn while it went keeps saying why it was withdrawn.
+        last_error=case((OutboxMessage.withdrawn_at.is_(None), ""), else_=OutboxMessage.last_error),
+    )
+)
+WITHDRAWN_AT = select(OutboxMessage.withdrawn_at).where(OutboxMessage.id == bindparam("message"))
 
 # RFC 3463's enhanced status code, which a server that offers ENHANCEDSTATUSCODES puts first
 # in the text of its reply: class.subject.detail, digits only.
@@ -542,8 +569,7 @@ class OutboxSender:
         """
         now = self.clock()
         with snapshot(self.sessions) as session:
-            due = select(OutboxMessage.id).where(DUE).limit(1)
-            return session.execute(due, {"now": now}).first() is not None
+            return session.execute(ANY_DUE, {"now": now}).first() is not None
 
     def claim(self) -> list[OutboxMessage]:
         """Take a lease on up to one batch of due messages that nobody holds; commit at once."""
@@ -574,19 +600,11 @@ class OutboxSender:
         renewed = self.clock() + self.lease
         with transaction(self.sessions) as session:
             held = session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message.id)
-                .where(OutboxMessage.lease_until == message.lease_until)
-                .where(OutboxMessage.sent_at.is_(None))
-                .where(OutboxMessage.failed_at.is_(None))
-                .where(OutboxMessage.withdrawn_at.is_(None))
-                .values(lease_until=renewed)
+                HOLD,
+                {"message": message.id, "held_until": message.lease_until, "renewed": renewed},
             )
             withdrawn = held.rowcount != 1 and (  # type: ignore[attr-defined]
-                session.scalar(
-                    select(OutboxMessage.withdrawn_at).where(OutboxMessage.id == message.id)
-                )
-                is not None
+                session.scalar(WITHDRAWN_AT, {"message": message.id}) is not None
             )
         if held.rowcount != 1:  # type: ignore[attr-defined]
             event = "mail.withdrawn" if withdrawn else "mail.lease_lost"
@@ -649,21 +667,7 @@ class OutboxSender:
             )
         with transaction(self.sessions) as session:
             session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == message.id)
-                .values(
-                    sent_at=self.clock(),
-                    # It went. Should another sender have taken it over meanwhile (a delivery
-                    # that outlasted its lease) and failed, that try does not undo this one.
-                    failed_at=None,
-                    tries=tries,
-                    lease_until=None,
-                    body="",  # the link and the name have no business here any more
-                    # A message withdrawn while it went keeps saying why it was withdrawn.
-                    last_error=case(
-                        (OutboxMessage.withdrawn_at.is_(None), ""), else_=OutboxMessage.last_error
-                    ),
-                )
+                MARK_SENT, {"message": message.id, "now": self.clock(), "tries_now": tries}
             )
         log.info(
             "mail.sent",
@@ -709,10 +713,7 @@ class OutboxSender:
                 .values(**values)
             )
             lost = recorded.rowcount != 1 and (  # type: ignore[attr-defined]
-                session.scalar(
-                    select(OutboxMessage.withdrawn_at).where(OutboxMessage.id == message.id)
-                )
-                is None
+                session.scalar(WITHDRAWN_AT, {"message": message.id}) is None
             )
         fields = {
             "outbox_id": message.id,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db.engine import snapshot, transaction
@@ -24,6 +24,23 @@ PENDING_LOGIN_TTL = timedelta(minutes=15)
 
 #: The shape of the RelayState values handed out (``secrets.token_urlsafe(32)``: 43 chars).
 RELAY_STATE = re.compile(r"[A-Za-z0-9_-]{20,80}")
+
+# Built once: SQLAlchemy takes longer to build a statement than to run it from its cache.
+DELETE_EXPIRED = delete(PendingLogin).where(PendingLogin.expires_at <= bindparam("now"))
+TAKE = (
+    update(PendingLogin)
+    .where(PendingLogin.relay_state == bindparam("relay"))
+    .where(PendingLogin.consumed_at.is_(None))
+    .where(PendingLogin.expires_at > bindparam("now"))
+    .where(
+        or_(
+            PendingLogin.browser_key_hash == bindparam("browser"),
+            PendingLogin.browser_key_hash.is_(None),  # started before schema 0002: 15 min at most
+        )
+    )
+    .values(consumed_at=bindparam("now"))
+    .returning(PendingLogin)
+)
 
 
 class Standing(StrEnum):
@@ -62,7 +79,7 @@ class PendingLogins:
         """
         now = datetime.now(UTC)
         with transaction(self.sessions) as db:
-            db.execute(delete(PendingLogin).where(PendingLogin.expires_at <= now))
+            db.execute(DELETE_EXPIRED, {"now": now})
             db.add(
                 PendingLogin(
                     relay_state=relay_state,
@@ -83,20 +100,10 @@ class PendingLogins:
             # refuse the query outright.
             return None
         now = datetime.now(UTC)
-        started_here = or_(
-            PendingLogin.browser_key_hash == (browser_key_hash or ""),
-            PendingLogin.browser_key_hash.is_(None),  # started before schema 0002: 15 min at most
-        )
         with transaction(self.sessions) as db:
             # One statement marks it used and hands it back (SQLite ≥ 3.35 and PostgreSQL).
             return db.scalars(
-                update(PendingLogin)
-                .where(PendingLogin.relay_state == relay_state)
-                .where(PendingLogin.consumed_at.is_(None))
-                .where(PendingLogin.expires_at > now)
-                .where(started_here)
-                .values(consumed_at=now)
-                .returning(PendingLogin)
+                TAKE, {"relay": relay_state, "now": now, "browser": browser_key_hash or ""}
             ).one_or_none()
 
     def standing(self, relay_state: str) -> Standing:
