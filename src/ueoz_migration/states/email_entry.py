@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import string
 
 from email_validator import EmailNotValidError, validate_email
@@ -12,6 +13,9 @@ from ..domain.privacy import mask_email_for_audit
 from .base import Rejected, StateBehaviour
 
 
+# A submit checks its two addresses, saves one and counts links to it: four calls, with the
+# same one or two values, in one transaction. The validator is the costly part.
+@functools.lru_cache(maxsize=64)
 def normalized_email(value: str | None) -> str | None:
     """Return the address in its normal form, or None when it is not a valid address."""
     try:
