@@ -62,7 +62,8 @@ LOG = TransitionLogEntry.__table__
 # takes longer to build a statement and derive its cache key than to run it from its cache
 # (docs/performance.md, "Statements built once").
 APPEND_LOG_ROW = insert(LOG)
-LOCK_ATTEMPT = select(Attempt).where(Attempt.id == bindparam("attempt_id")).with_for_update()
+ATTEMPT = select(Attempt).where(Attempt.id == bindparam("attempt_id"))
+LOCK_ATTEMPT = ATTEMPT.with_for_update()
 OPEN_ATTEMPT = select(Attempt).where(Attempt.open_pesel_key == bindparam("key"))
 VERIFIED_ACCOUNT = (
     select(UeozAccount.id)
@@ -537,7 +538,7 @@ class Journey:
 
     def get(self, attempt_id: str) -> Attempt:
         with snapshot(self.sessions) as session:
-            attempt = session.get(Attempt, attempt_id)
+            attempt = session.scalars(ATTEMPT, {"attempt_id": attempt_id}).one_or_none()
             if attempt is None:
                 raise AttemptNotFound(attempt_id)
             return attempt
