@@ -86,6 +86,22 @@ def test_flows_check_passes_and_list_and_show_tell_the_versions_apart(services):
     assert flows_cli(services, "show", "f85d").exit_code == 2  # too short to name one
 
 
+def test_flows_list_and_check_agree_on_a_version_with_a_state_no_page_shows(services):
+    attempt = services.journey.start(ANNA, actor=user())
+    renamed = services.flow.source.replace("email_entry", "address_entry")  # a state renamed
+    version = put_on_flow_version(services, attempt.id, renamed)
+
+    listed = flows_cli(services, "list")
+    checked = flows_cli(services, "check")
+
+    row = next(line for line in listed.output.splitlines() if line.startswith(version[:12]))
+    assert row.endswith("cannot run: no screen for address_entry")
+    assert checked.exit_code == 1
+    assert f"{version[:12]} cannot run in this release: no screen for address_entry" in (
+        checked.output
+    )
+
+
 def test_the_sweep_names_why_it_could_not_expire_such_an_attempt(services):
     attempt = services.journey.start(ANNA, actor=user())
     version = put_on_flow_version(services, attempt.id, older_release_flow(services))
