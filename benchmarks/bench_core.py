@@ -4,7 +4,7 @@ Run it from the repository root (``make bench`` does):
 
     .venv/bin/python benchmarks/bench_core.py \
         --database-url sqlite --database-url postgresql://postgres@127.0.0.1:55433/postgres \
-        --transitions 3000 --processes 2 --rounds 3 --log-rows 100000
+        --transitions 1500 --processes 2 --rounds 3 --log-rows 100000
 
 ``sqlite`` means a fresh SQLite file in a temporary folder. For a PostgreSQL URL the script
 creates a throw-away database on that server, migrates it, and drops it at the end.
