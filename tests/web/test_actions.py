@@ -247,7 +247,7 @@ def test_after_a_refused_form_the_language_switch_leads_back_to_the_migration(
     assert "<h1>Complete your e-mail address</h1>" in english
 
 
-def test_the_domain_refusal_is_shown_beside_the_fields_too(browser, start_attempt, services):
+def test_email_form_add_domain_errors_puts_the_refusal_on_the_fields(browser):
     """The submission's rules are the journey's; its reasons stand beside the fields."""
     from ueoz_migration.web.forms import EmailForm
 

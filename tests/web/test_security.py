@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import html
 import mailbox
+import re
+from datetime import timedelta
 from email.message import EmailMessage
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from tests.conftest import make_settings
+from tests.factories import HERMEGILDA, add_eploz_account, link_token, submit, user
 from ueoz_migration.bootstrap import Services
-from ueoz_migration.db.models import PendingLogin, WebSession
+from ueoz_migration.db.engine import transaction
+from ueoz_migration.db.models import PendingLogin, VerificationLink, WebSession
+from ueoz_migration.journey import Actor, utcnow
 from ueoz_migration.web import create_app
+
+from .conftest import Browser
+
+RELAY_STATE = re.compile(r'name="RelayState" value="([^"]+)"')
 
 
 def text_of(response):
@@ -34,9 +43,115 @@ def test_every_response_carries_the_security_headers(client):
         assert "Strict-Transport-Security" not in headers
 
 
-def test_pages_carry_no_inline_script_or_style(client):
-    text = client.get("/").get_data(as_text=True)
-    assert "<script>" not in text and "<style" not in text and " style=" not in text
+def test_no_screen_carries_an_inline_script_or_style(app, start_attempt, services):
+    # The CSP allows scripts and styles from 'self' only: anything inline would not run, or
+    # not show, in the person's browser.
+    pages = list(_every_screen(app, start_attempt, services))
+
+    shown = {name for name, _, _ in pages}
+    states = set(services.journey.flow.states) - {"cancelled", "skipped"}  # sent on, no screen
+    assert states <= shown, f"journey states never shown: {sorted(states - shown)}"
+    for name, heading, response in pages:
+        text = response.get_data(as_text=True)
+        assert f"<h1>{heading}</h1>" in html.unescape(text), f"{name}: not the screen meant"
+        inline = [tag for tag in re.findall(r"<script\b[^>]*>", text) if "src=" not in tag]
+        assert inline == [], f"{name}: inline script {inline}"
+        assert "<style" not in text, f"{name}: a <style> element"
+        assert " style=" not in text, f"{name}: a style attribute"
+
+
+def _every_screen(app, start_attempt, services):
+    """Each page a person can reach, as (what it is, its heading, the response)."""
+    journey = services.journey
+
+    # Anna's migration, screen by screen, to its end through the e-mail's link.
+    anna = Browser(app.test_client(), services)
+    attempt = start_attempt("searching")
+    anna.hold(attempt.id)
+    yield "searching", "Wyszukiwanie Twojego konta", anna.get("/migracja")
+    eploz_id = add_eploz_account(services)
+    journey.fire(attempt.id, "account_found", actor=user(), eploz_account_id=eploz_id)
+    yield "found", "Migracja danych do UEOZ", anna.get("/migracja")
+    journey.fire(attempt.id, "create_account", actor=user())
+    yield "email_entry", "Uzupełnij adres e-mail", anna.get("/migracja")
+    refused = anna.post("/migracja/submit", {"email": "a@example.pl", "email_repeat": "b@x.pl"})
+    assert "Adresy e-mail różnią się" in text_of(refused)
+    yield "email_entry, refused", "Uzupełnij adres e-mail", refused
+    submit(services, attempt.id)
+    yield "awaiting_verification", "Weryfikacja adresu e-mail", anna.get("/migracja")
+    token = link_token(services, attempt.id)
+    yield "done, by the link", "Konto UEOZ gotowe", app.test_client().get(f"/weryfikacja/{token}")
+    yield "done", "Konto UEOZ gotowe", anna.get("/migracja")
+    yield "link used", "Link został już użyty", anna.get(f"/weryfikacja/{token}")
+    yield (
+        "link unknown",
+        "Nieprawidłowy link weryfikacyjny",
+        anna.get("/weryfikacja/not-a-real-token"),
+    )
+
+    # Hermegilda's: not found in e-PLOZ, her links retired and expired, then the migration.
+    hermegilda = Browser(app.test_client(), services)
+    attempt = start_attempt("error", person=HERMEGILDA)
+    hermegilda.hold(attempt.id)
+    yield "error", "Wystąpił błąd w trakcie weryfikacji konta", hermegilda.get("/migracja")
+    journey.fire(attempt.id, "continue_new", actor=user())
+    yield "email_entry, new account", "Uzupełnij adres e-mail", hermegilda.get("/migracja")
+    submit(services, attempt.id, "hermegilda@example.pl")
+    retired = link_token(services, attempt.id)
+    journey.fire(attempt.id, "resend", actor=user())
+    yield "link retired", "Ten link nie jest już ważny", hermegilda.get(f"/weryfikacja/{retired}")
+    with transaction(services.sessions) as session:
+        session.execute(update(VerificationLink).values(expires_at=utcnow() - timedelta(hours=1)))
+    token = link_token(services, attempt.id)
+    yield "link expired", "Link weryfikacyjny wygasł", hermegilda.get(f"/weryfikacja/{token}")
+    resent = hermegilda.post(f"/weryfikacja/{token}/resend", token=hermegilda.token())
+    yield "link resent", "Wysłaliśmy nowy link", resent
+    journey.fire(attempt.id, "expire", actor=Actor.system())
+    yield "expired", "Migracja wygasła", hermegilda.get("/migracja")
+
+    # The login's pages, and where it stops.
+    client = app.test_client()
+    yield "login refused: system", "Nie można rozpocząć logowania", client.get("/login?system=NOPE")
+    yield (
+        "login refused: return",
+        "Nie można rozpocząć logowania",
+        client.get("/login?system=P1&return=https://evil.example/"),
+    )
+    page = client.get("/login?system=P1")
+    yield "to the node", "Przekierowanie do login.gov.pl", page
+    relay_state = RELAY_STATE.search(page.get_data(as_text=True)).group(1)
+    node_post = app.test_client()  # the node's cross-site post comes without our cookie
+    yield (
+        "back from the node",
+        "Powrót z login.gov.pl",
+        node_post.post("/saml/acs", data={"RelayState": relay_state}),
+    )
+    yield (
+        "login failed: no artifact",
+        "Niepełne dane z Węzła Krajowego",
+        client.post("/saml/acs", data={"RelayState": relay_state}),
+    )
+    yield (
+        "login failed: unknown",
+        "Nie rozpoznajemy tego logowania",
+        client.get("/saml/acs?RelayState=nope"),
+    )
+
+    # The start page, the footer's pages, the error pages.
+    for url, heading in (
+        ("/", "Zaloguj się do Systemu"),
+        ("/czym-jest-ueoz", "Czym jest UEOZ?"),
+        ("/pomoc", "Pomoc"),
+        ("/warunki-korzystania", "Warunki korzystania z serwisu"),
+        ("/polityka-prywatnosci", "Polityka prywatności"),
+        ("/deklaracja-dostepnosci", "Deklaracja dostępności"),
+        ("/mapa-strony", "Mapa strony"),
+        ("/kontakt", "Skontaktuj się z nami"),
+        ("/logowanie-login-gov-pl", "Logowanie za pośrednictwem login.gov.pl"),
+        ("/no-such-page", "Nie znaleziono strony"),
+    ):
+        yield url, heading, client.get(url)
+    yield "no CSRF token", "Formularz wygasł", client.post("/logout")
 
 
 def test_the_session_lives_in_the_database_behind_an_httponly_lax_cookie(
@@ -56,12 +171,25 @@ def test_the_session_lives_in_the_database_behind_an_httponly_lax_cookie(
     assert b"Anna" not in stored.data  # only the attempt's id, never the person's data
 
 
-def test_a_forged_session_cookie_opens_nothing(browser, start_attempt):
-    browser.client.set_cookie("ueoz_session", "made-up-session-id")
+def test_a_forged_session_cookie_opens_nothing(app, browser, start_attempt, services):
+    attempt = start_attempt("found")
+    browser.hold(attempt.id)
+    assert "Odnaleźliśmy Twoje dane" in browser.text("/migracja")  # a live session to find
+    forger = app.test_client()
+    forger.set_cookie("ueoz_session", "made-up-session-id")
 
-    response = browser.get("/migracja")
+    response = forger.get("/migracja")
 
     assert response.status_code == 302 and response.headers["Location"] == "/"
+    start = text_of(forger.get("/migracja", follow_redirects=True))
+    assert "<h1>Zaloguj się do Systemu</h1>" in start
+    assert "Odnaleźliśmy" not in start and "Moje konto" not in start
+    with services.sessions() as session:
+        stored = dict(session.execute(select(WebSession.id, WebSession.data)).all())
+    assert "made-up-session-id" not in stored
+    decode = app.session_interface.serializer.decode
+    holding = [sid for sid, data in stored.items() if decode(data).get("attempt_id")]
+    assert holding == [browser.client.get_cookie("ueoz_session").value]
 
 
 def test_production_sets_hsts_a_secure_cookie_and_hides_the_development_pages(

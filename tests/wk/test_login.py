@@ -23,7 +23,7 @@ from ueoz_migration.adapters.wk import (
 )
 from ueoz_migration.adapters.wk import messages as m
 from ueoz_migration.adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH, SSO_PATH
-from ueoz_migration.adapters.wk.xmlsig import NS, Verifier, parse
+from ueoz_migration.adapters.wk.xmlsig import NS, Verifier, parse, select_one
 from ueoz_migration.standin import DEMO_IDENTITIES, Failure
 from ueoz_migration.standin.node import Person
 
@@ -346,11 +346,49 @@ def test_a_higher_level_of_assurance_than_the_node_gives_is_refused(
     assert caught.value.reason == FailureReason.INSUFFICIENT_LOA
 
 
-def test_logout_ends_the_node_session(sp, browser):
+class Recording(httpx.BaseTransport):
+    """The back channel to the stand-in, keeping every SOAP exchange it carries."""
+
+    def __init__(self, app) -> None:
+        self._inner = httpx.WSGITransport(app=app)
+        self.exchanges: list[tuple[str, bytes, bytes]] = []  # (path, request, answer)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        sent = request.read()
+        response = self._inner.handle_request(request)
+        answer = response.read()
+        self.exchanges.append((request.url.path, sent, answer))
+        return httpx.Response(response.status_code, headers=response.headers, content=answer)
+
+    def at(self, path: str) -> list[tuple[bytes, bytes]]:
+        """The (request, answer) pairs the node's endpoint at ``path`` received."""
+        return [(sent, answer) for where, sent, answer in self.exchanges if where == path]
+
+
+def test_logout_ends_the_node_session(make_sp, standin_app, browser):
+    back_channel = Recording(standin_app)
+    sp = make_sp(back_channel)
     arrival = browser.login(sp, ANNA)
     identity = sp.resolve(arrival.artifact, arrival.request_id)
+    assert back_channel.at(LOGOUT_PATH) == []
 
-    sp.logout_request(identity.name_id, identity.session_index)  # no exception: logged out
+    sp.logout_request(identity.name_id, identity.session_index)
+
+    told = back_channel.at(LOGOUT_PATH)
+    assert len(told) == 1, f"the node's logout service was called {len(told)} times, not once"
+    [(sent, answer)] = told
+    logout = m.soap_body(parse(sent))
+    assert logout.tag == m.q("saml2p", "LogoutRequest")
+    Verifier(sp.settings.sp_signing.cert_pem).verify(logout)
+    assert logout.get("Destination") == sp.settings.logout_url
+    assert m.text_of(select_one(logout, "saml2:Issuer")) == sp.settings.sp_entity_id
+    assert m.text_of(select_one(logout, "saml2:NameID")) == identity.name_id
+    assert m.text_of(select_one(logout, "saml2p:SessionIndex")) == identity.session_index
+    # The node took it: a LogoutResponse to this request, with Success.
+    logged_out = m.soap_body(parse(answer))
+    assert logged_out.tag == m.q("saml2p", "LogoutResponse")
+    assert logged_out.get("InResponseTo") == logout.get("ID")
+    assert m.status_codes(logged_out)[0] == m.STATUS_SUCCESS
 
 
 def test_a_refused_logout_is_reported(sp, browser, node):
