@@ -56,7 +56,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..backoff import wait_after_failures
 from ..config import ConfigError, Settings
 from ..db.engine import snapshot, transaction
-from ..db.models import LINK_MAIL, OutboxMessage
+from ..db.models import LINK_MAIL, OUTBOX_UNSENT, OutboxMessage
 from ..domain.privacy import mask_email
 
 log = structlog.get_logger(__name__)
@@ -81,9 +81,7 @@ LEASE_MARGIN = timedelta(seconds=30)
 # nobody's lease on it (none, or run out). :meth:`OutboxSender.has_due` and
 # :meth:`OutboxSender.claim` both ask this.
 DUE = and_(
-    OutboxMessage.sent_at.is_(None),
-    OutboxMessage.failed_at.is_(None),
-    OutboxMessage.withdrawn_at.is_(None),
+    OUTBOX_UNSENT,
     OutboxMessage.due_at <= bindparam("now"),
     or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until <= bindparam("now")),
 )
@@ -93,9 +91,7 @@ HOLD = (
     update(OutboxMessage)
     .where(OutboxMessage.id == bindparam("message"))
     .where(OutboxMessage.lease_until == bindparam("held_until"))
-    .where(OutboxMessage.sent_at.is_(None))
-    .where(OutboxMessage.failed_at.is_(None))
-    .where(OutboxMessage.withdrawn_at.is_(None))
+    .where(OUTBOX_UNSENT)
     .values(lease_until=bindparam("renewed"))
 )
 MARK_SENT = (

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -235,6 +236,14 @@ class OutboxMessage(Base):
     # The senders' "due" question (adapters/mail.py, DUE) reads this index; withdrawn rows
     # stay out of its NULL prefix, however many of them pile up.
     __table_args__ = (Index("ix_outbox_pending", "sent_at", "failed_at", "withdrawn_at", "due_at"),)
+
+
+#: An outbox message still to go out: neither sent, failed for good, nor withdrawn.
+OUTBOX_UNSENT = and_(
+    OutboxMessage.sent_at.is_(None),
+    OutboxMessage.failed_at.is_(None),
+    OutboxMessage.withdrawn_at.is_(None),
+)
 
 
 class SamlOnce(Base):

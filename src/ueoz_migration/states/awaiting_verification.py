@@ -8,7 +8,14 @@ from datetime import timedelta
 
 from sqlalchemy import bindparam, select, update
 
-from ..db.models import LINK_MAIL, Attempt, OutboxMessage, UeozAccount, VerificationLink
+from ..db.models import (
+    LINK_MAIL,
+    OUTBOX_UNSENT,
+    Attempt,
+    OutboxMessage,
+    UeozAccount,
+    VerificationLink,
+)
 from ..domain.language import LANGUAGES
 from ..domain.privacy import mask_email_for_audit
 from .base import Rejected, StateBehaviour
@@ -37,9 +44,7 @@ WITHDRAW_WAITING_LINK_MAIL = (
     update(OutboxMessage)
     .where(OutboxMessage.attempt_id == bindparam("attempt"))
     .where(OutboxMessage.kind == LINK_MAIL)
-    .where(OutboxMessage.sent_at.is_(None))
-    .where(OutboxMessage.failed_at.is_(None))
-    .where(OutboxMessage.withdrawn_at.is_(None))
+    .where(OUTBOX_UNSENT)
     # Emptied as a sent one is: the dead link and the person's name need not stay.
     .values(withdrawn_at=bindparam("now"), last_error=bindparam("why"), body="")
 )
