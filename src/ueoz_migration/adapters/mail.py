@@ -86,6 +86,10 @@ DUE = and_(
     or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until <= bindparam("now")),
 )
 # Built once: SQLAlchemy takes longer to build a statement than to run it from its cache.
+# An UPDATE built so, run through a session, must not have the session bring its loaded
+# objects into line (synchronize_session=False): SQLAlchemy would evaluate the WHERE clause
+# in Python, see a bound parameter as None, match nothing and leave them stale. The ones
+# here run first in their transaction, with nothing loaded to update.
 ANY_DUE = select(OutboxMessage.id).where(DUE).limit(1)
 HOLD = (
     update(OutboxMessage)
@@ -93,6 +97,7 @@ HOLD = (
     .where(OutboxMessage.lease_until == bindparam("held_until"))
     .where(OUTBOX_UNSENT)
     .values(lease_until=bindparam("renewed"))
+    .execution_options(synchronize_session=False)
 )
 MARK_SENT = (
     update(OutboxMessage)
@@ -108,6 +113,7 @@ MARK_SENT = (
         # A message withdrawn while it went keeps saying why it was withdrawn.
         last_error=case((OutboxMessage.withdrawn_at.is_(None), ""), else_=OutboxMessage.last_error),
     )
+    .execution_options(synchronize_session=False)
 )
 WITHDRAWN_AT = select(OutboxMessage.withdrawn_at).where(OutboxMessage.id == bindparam("message"))
 

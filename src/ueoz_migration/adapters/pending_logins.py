@@ -26,7 +26,14 @@ PENDING_LOGIN_TTL = timedelta(minutes=15)
 RELAY_STATE = re.compile(r"[A-Za-z0-9_-]{20,80}")
 
 # Built once: SQLAlchemy takes longer to build a statement than to run it from its cache.
-DELETE_EXPIRED = delete(PendingLogin).where(PendingLogin.expires_at <= bindparam("now"))
+# Run through a session, with synchronize_session=False: SQLAlchemy would otherwise evaluate
+# the WHERE clause against loaded objects in Python, where a bound parameter reads as None
+# (there are none loaded: each runs first in its transaction).
+DELETE_EXPIRED = (
+    delete(PendingLogin)
+    .where(PendingLogin.expires_at <= bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
 TAKE = (
     update(PendingLogin)
     .where(PendingLogin.relay_state == bindparam("relay"))
@@ -40,6 +47,7 @@ TAKE = (
     )
     .values(consumed_at=bindparam("now"))
     .returning(PendingLogin)
+    .execution_options(synchronize_session=False)
 )
 
 

@@ -13,7 +13,12 @@ from ..db.engine import transaction
 from ..db.models import SamlOnce
 
 # Built once: SQLAlchemy takes longer to build a statement than to run it from its cache.
-DELETE_EXPIRED = delete(SamlOnce).where(SamlOnce.expires_at <= bindparam("now"))
+# synchronize_session=False: see adapters/pending_logins.py.
+DELETE_EXPIRED = (
+    delete(SamlOnce)
+    .where(SamlOnce.expires_at <= bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
 
 
 class DbReplayStore:
