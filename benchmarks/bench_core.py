@@ -26,8 +26,7 @@ creates a throw-away database on that server, migrates it, and drops it at the e
   (``audit.chain.link_hash``) along paths of the flow's own transition table, with refused
   and rejected events among them; then ``replay_log`` and ``verify_chain`` read it all.
   ``verify_chain`` runs in one process and split over one process a CPU; the table marks the
-  split the CLI chooses (``default_processes``: one a CPU, half of them when the PostgreSQL
-  server runs on this machine too).
+  split the CLI chooses (``default_processes``: one a CPU).
 
 Every figure is the median of ``--rounds`` rounds. Only the Markdown table goes to stdout
 (``make bench`` puts it into docs/performance.md); progress goes to stderr.

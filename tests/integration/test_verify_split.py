@@ -97,7 +97,7 @@ def test_problems_in_every_range_are_reported_in_the_order_of_attempts(services)
     assert split.first is not None and "tail was cut off" in split.first.problem
 
 
-def test_a_long_log_is_split_one_process_a_cpu_sharing_them_with_a_local_server():
+def test_a_long_log_is_split_one_process_a_cpu():
     cpus = min(len(os.sched_getaffinity(0)), MAX_PROCESSES)
     on_disk = make_url("sqlite:////var/lib/ueoz/ueoz.sqlite3")
 
@@ -105,9 +105,7 @@ def test_a_long_log_is_split_one_process_a_cpu_sharing_them_with_a_local_server(
     assert default_processes(on_disk, PARALLEL_FROM) == cpus
     assert default_processes(make_url("sqlite://"), PARALLEL_FROM) == 1  # children cannot see it
     assert default_processes(make_url("postgresql://db.example/ueoz"), PARALLEL_FROM) == cpus
-    assert default_processes(make_url("postgresql://127.0.0.1/ueoz"), PARALLEL_FROM) == max(
-        cpus // 2, 1
-    )
+    assert default_processes(make_url("postgresql://127.0.0.1/ueoz"), PARALLEL_FROM) == cpus
 
 
 def killed_like_by_the_oom_killer(url, key, bounds):
