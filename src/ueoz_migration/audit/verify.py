@@ -177,10 +177,9 @@ def _with_iso_at(row: tuple[Any, ...]) -> tuple[Any, ...]:
 def default_processes(url: URL, rows: int) -> int:
     """Return how many processes verify a whole log of ``rows`` rows in ``url``'s database.
 
-    One a CPU for a long log, one for a short one; a PostgreSQL server on the same CPUs too:
-    there two processes took 0.60–0.82 s over 100,000 rows where one took 0.93–1.48 s, in
-    three runs on 2 CPUs (docs/performance.md), as the server's sending and the verifiers'
-    hashing overlap.
+    One a CPU for a long log, one for a short one, with a PostgreSQL server on the same CPUs
+    too: beside one, two processes took 0.60–0.93 s over 100,000 rows where one took
+    0.93–1.56 s, in four runs on 2 CPUs (docs/performance.md).
     """
     if rows < PARALLEL_FROM or not _can_fork(url):
         return 1
