@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import EplozAccount, OutboxMessage, TransitionLogEntry
@@ -100,3 +102,35 @@ def put_on_flow_version(services, attempt_id, source: str) -> str:
             )
         session.get(Attempt, attempt_id).flow_version = version
     return version
+
+
+class CountedStop:
+    """A stop event for a loop that returns from each wait at once and notes how long.
+
+    Set once the loop has waited ``waits`` times: the test counts waits, no clock runs.
+    """
+
+    def __init__(self, waits: int) -> None:
+        self.limit = waits
+        self.waits: list[float] = []
+
+    def is_set(self) -> bool:
+        return len(self.waits) >= self.limit
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def down_first(times: int, look: Callable[[], bool], statement: str) -> Callable[[], bool]:
+    """``look`` with the database refusing connections for its first ``times`` calls."""
+    calls = 0
+
+    def down_then_back() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls <= times:
+            raise OperationalError(statement, {}, Exception("connection refused"))
+        return look()
+
+    return down_then_back

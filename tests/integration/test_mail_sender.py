@@ -32,9 +32,8 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import make_settings
-from tests.factories import ANNA, submit, user
+from tests.factories import ANNA, CountedStop, down_first, submit, user
 from tests.integration.test_journey import to_email_entry
-from tests.integration.test_search_worker import CountedStop
 from tests.ports import free_port
 from ueoz_migration.adapters.mail import (
     DeliveryError,
@@ -1229,15 +1228,7 @@ def test_the_sender_backs_off_while_the_database_stays_down_and_logs_each_step(s
         services.sessions,
         transport=MaildirTransport(services.settings.maildir_path),
     )
-    real_has_due, looks = sender.has_due, []
-
-    def has_due_while_the_database_is_down() -> bool:
-        looks.append(len(looks))
-        if len(looks) <= 6:
-            raise OperationalError("SELECT outbox …", {}, Exception("connection refused"))
-        return real_has_due()
-
-    sender.has_due = has_due_while_the_database_is_down
+    sender.has_due = down_first(6, sender.has_due, "SELECT outbox …")
     with structlog.testing.capture_logs() as logs:
         sender.run(stop, interval=0.2)
 

@@ -18,7 +18,15 @@ from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
 from tests.conftest import TEST_KEY, make_settings
-from tests.factories import ANNA, HERMEGILDA, add_eploz_account, log_of, user
+from tests.factories import (
+    ANNA,
+    HERMEGILDA,
+    CountedStop,
+    add_eploz_account,
+    down_first,
+    log_of,
+    user,
+)
 from ueoz_migration.adapters.eploz import DirectoryUnavailable, TableDirectory
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.db.engine import make_engine, make_sessionmaker, transaction
@@ -512,24 +520,6 @@ def test_the_loop_rides_out_a_database_error_and_searches_on(services):
     assert events[-1] == "worker.stopped"
 
 
-class CountedStop:
-    """A stop event for the loop that returns from each wait at once and notes how long.
-
-    Set once the loop has waited ``waits`` times: the test counts waits, no clock runs.
-    """
-
-    def __init__(self, waits: int) -> None:
-        self.limit = waits
-        self.waits: list[float] = []
-
-    def is_set(self) -> bool:
-        return len(self.waits) >= self.limit
-
-    def wait(self, timeout: float) -> bool:
-        self.waits.append(timeout)
-        return self.is_set()
-
-
 def test_the_loop_backs_off_while_the_database_stays_down_and_logs_each_step(services):
     # The database is down for 8 passes, then back. Looking every 0.2 s throughout would log
     # a line five times a second; the loop waits longer each time instead, up to 5 s, logs
@@ -537,15 +527,7 @@ def test_the_loop_backs_off_while_the_database_stays_down_and_logs_each_step(ser
     stop = CountedStop(waits=10)
     with capture_logs() as logs:
         worker = SearchWorker(services)
-        real_has_due, looks = worker.has_due, []
-
-        def has_due_while_the_database_is_down() -> bool:
-            looks.append(len(looks))
-            if len(looks) <= 8:
-                raise OperationalError("SELECT attempts …", {}, Exception("connection refused"))
-            return real_has_due()
-
-        worker.has_due = has_due_while_the_database_is_down
+        worker.has_due = down_first(8, worker.has_due, "SELECT attempts …")
         worker.run_forever(stop, poll_interval=0.2)
 
     assert stop.waits == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0, 0.2, 0.2]
