@@ -520,7 +520,7 @@ def flows_list(services: Services) -> None:
 
     from .db.models import Attempt, FlowVersion
     from .journey import FlowNotRunnable, load_runnable
-    from .web.migration import states_without_screen
+    from .web.migration import check_served
 
     with _database(services), snapshot(services.sessions) as session:
         versions = session.execute(
@@ -546,11 +546,8 @@ def flows_list(services: Services) -> None:
     for version, source, first_used in versions:
         total, open_ = counts.get(version, (0, 0))
         try:
-            unshown = states_without_screen(load_runnable(version, source))
-            if unshown:
-                here = f"cannot run: no screen for {', '.join(unshown)}"
-            else:
-                here = "runs" + (" (this release's own)" if version == current else "")
+            check_served(load_runnable(version, source))
+            here = "runs" + (" (this release's own)" if version == current else "")
         except FlowNotRunnable as problem:
             here = f"cannot run: {problem.reason}"
         click.echo(

@@ -23,7 +23,7 @@ from ..db.models import Attempt, EplozAccount
 from ..domain.privacy import mask_email
 from ..events import FIRED_BY, USER_EVENTS
 from ..flow import Flow
-from ..journey import AttemptNotFound, EventRefused, Journey
+from ..journey import AttemptNotFound, EventRefused, FlowNotRunnable, Journey
 from .common import (
     ATTEMPT_KEY,
     attempt_in_session,
@@ -82,6 +82,14 @@ def states_without_screen(flow: Flow) -> list[str]:
     return sorted(set(flow.states) - STATE_TEMPLATES.keys() - SENT_ON_STATES)
 
 
+def check_served(flow: Flow) -> Flow:
+    """Return ``flow``, or raise :class:`FlowNotRunnable` if these pages lack a screen for it."""
+    states = states_without_screen(flow)
+    if states:
+        raise FlowNotRunnable(flow.version, "no screen for " + ", ".join(states))
+    return flow
+
+
 def flows_not_served(journey: Journey) -> list[str]:
     """Why this release cannot serve some open attempts' flow versions, one line each.
 
@@ -89,12 +97,12 @@ def flows_not_served(journey: Journey) -> list[str]:
     release's code (docs/operations.md, "Changing the flow").
     """
     flows, problems = journey.open_flows()
-    return [str(problem) for problem in problems] + [
-        f"flow version {flow.version[:12]} cannot run in this release: "
-        f"no screen for {', '.join(states)}"
-        for flow in flows
-        if (states := states_without_screen(flow))
-    ]
+    for flow in flows:
+        try:
+            check_served(flow)
+        except FlowNotRunnable as problem:
+            problems.append(problem)
+    return [str(problem) for problem in problems]
 
 
 @blueprint.get("/migracja")
