@@ -82,12 +82,11 @@ def states_without_screen(flow: Flow) -> list[str]:
     return sorted(set(flow.states) - STATE_TEMPLATES.keys() - SENT_ON_STATES)
 
 
-def check_served(flow: Flow) -> Flow:
-    """Return ``flow``, or raise :class:`FlowNotRunnable` if these pages lack a screen for it."""
+def check_served(flow: Flow) -> None:
+    """Raise :class:`FlowNotRunnable` if these pages lack a screen for a state of ``flow``."""
     states = states_without_screen(flow)
     if states:
         raise FlowNotRunnable(flow.version, "no screen for " + ", ".join(states))
-    return flow
 
 
 def flows_not_served(journey: Journey) -> list[str]:
