@@ -116,6 +116,13 @@ MARK_SENT = (
     .execution_options(synchronize_session=False)
 )
 WITHDRAWN_AT = select(OutboxMessage.withdrawn_at).where(OutboxMessage.id == bindparam("message"))
+LATEST_LINK_MAIL = (
+    select(OutboxMessage)
+    .where(OutboxMessage.attempt_id == bindparam("attempt"))
+    .where(OutboxMessage.kind == LINK_MAIL)
+    .order_by(OutboxMessage.id.desc())
+    .limit(1)
+)
 
 # RFC 3463's enhanced status code, which a server that offers ENHANCEDSTATUSCODES puts first
 # in the text of its reply: class.subject.detail, digits only.
@@ -373,13 +380,7 @@ def transport_for(settings: Settings) -> Transport:
 def latest_link_mail(session: Session, attempt_id: str) -> OutboxMessage | None:
     """The attempt's latest verification e-mail as the outbox holds it (sent, waiting,
     withdrawn or failed), or None when none was written."""
-    return session.scalars(
-        select(OutboxMessage)
-        .where(OutboxMessage.attempt_id == attempt_id)
-        .where(OutboxMessage.kind == LINK_MAIL)
-        .order_by(OutboxMessage.id.desc())
-        .limit(1)
-    ).first()
+    return session.scalars(LATEST_LINK_MAIL, {"attempt": attempt_id}).first()
 
 
 @dataclass(frozen=True)
