@@ -159,6 +159,25 @@ def _form_fields(page: str, form_id: str | None) -> dict[str, str]:
     }
 
 
+class Recording(httpx.BaseTransport):
+    """The back channel to the stand-in, keeping every SOAP exchange it carries."""
+
+    def __init__(self, app) -> None:
+        self._inner = httpx.WSGITransport(app=app)
+        self.exchanges: list[tuple[str, bytes, bytes]] = []  # (path, request, answer)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        sent = request.read()
+        response = self._inner.handle_request(request)
+        answer = response.read()
+        self.exchanges.append((request.url.path, sent, answer))
+        return httpx.Response(response.status_code, headers=response.headers, content=answer)
+
+    def at(self, path: str) -> list[tuple[bytes, bytes]]:
+        """The (request, answer) pairs the node's endpoint at ``path`` received."""
+        return [(sent, answer) for where, sent, answer in self.exchanges if where == path]
+
+
 @pytest.fixture
 def browser(standin_app) -> Browser:
     return Browser(standin_app)

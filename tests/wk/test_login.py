@@ -27,7 +27,7 @@ from ueoz_migration.adapters.wk.xmlsig import NS, Verifier, parse, select_one
 from ueoz_migration.standin import DEMO_IDENTITIES, Failure
 from ueoz_migration.standin.node import Person
 
-from .conftest import ANNA, Browser
+from .conftest import ANNA, Browser, Recording
 
 
 def test_a_login_returns_the_person_the_node_vouches_for(sp, browser):
@@ -344,25 +344,6 @@ def test_a_higher_level_of_assurance_than_the_node_gives_is_refused(
         asks_high.resolve(arrival.artifact, arrival.request_id)
 
     assert caught.value.reason == FailureReason.INSUFFICIENT_LOA
-
-
-class Recording(httpx.BaseTransport):
-    """The back channel to the stand-in, keeping every SOAP exchange it carries."""
-
-    def __init__(self, app) -> None:
-        self._inner = httpx.WSGITransport(app=app)
-        self.exchanges: list[tuple[str, bytes, bytes]] = []  # (path, request, answer)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        sent = request.read()
-        response = self._inner.handle_request(request)
-        answer = response.read()
-        self.exchanges.append((request.url.path, sent, answer))
-        return httpx.Response(response.status_code, headers=response.headers, content=answer)
-
-    def at(self, path: str) -> list[tuple[bytes, bytes]]:
-        """The (request, answer) pairs the node's endpoint at ``path`` received."""
-        return [(sent, answer) for where, sent, answer in self.exchanges if where == path]
 
 
 def test_logout_ends_the_node_session(make_sp, standin_app, browser):

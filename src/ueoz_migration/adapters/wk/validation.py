@@ -16,13 +16,14 @@ signatures. Two things keep it from taking the node's Response as it comes:
 
 Which check is done where, for one login:
 
-- `ServiceProvider` (with libxmlsec1, through `xmlsig.Verifier`): the signatures of
-  the ArtifactResponse and of the Response in place in the SOAP envelope, each against
-  the node's configured key only, in the profile's one shape, with a document-unique
-  ID; their Version, Issuer, InResponseTo and IssueInstant; the status codes; one
-  EncryptedAssertion and no plaintext one; the assertion's own signature, if any;
-  then an audience naming this service (python3-saml checks the audience only when
-  there is one), LoA, attributes, PESEL, and replay of artifact and assertion ID.
+- `ServiceProvider` (through `xmlsig.Verifier`, held to libxmlsec1's verdict by the
+  tests): the signatures of the ArtifactResponse and of the Response in place in the
+  SOAP envelope, each against the node's configured key only, in the profile's one
+  shape, with a document-unique ID; their Version, Issuer, InResponseTo and
+  IssueInstant; the status codes; one EncryptedAssertion and no plaintext one; the
+  assertion's own signature, if any; then an audience naming this service (python3-saml
+  checks the audience only when there is one), LoA, attributes, PESEL, and replay of
+  artifact and assertion ID.
 - python3-saml (`is_valid`): the schema (of both documents), the status, the number of
   assertions, which elements are signed and how (references, algorithms), InResponseTo,
   Destination, audience, issuers, conditions and times, subject confirmation, and the
