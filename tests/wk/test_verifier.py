@@ -375,7 +375,7 @@ OTHER_SHAPES = {
 
 
 def _signed_by_libxmlsec1(
-    message: Message, shape: Shape, *, indent: bool, last: bool
+    message: Message, shape: Shape, *, indent: bool, position: int
 ) -> etree._Element:
     """The message's signed element, signed afresh by libxmlsec1 in `shape`."""
     root = parse(message.data)
@@ -392,12 +392,17 @@ def _signed_by_libxmlsec1(
         if transform == xmlsec.Transform.EXCL_C14N and shape.prefixes is not None:
             xmlsec.template.transform_add_c14n_inclusive_namespaces(added, shape.prefixes)
     xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(signature))
-    if last:
+    # The indentation before the first child and after the last, as etree.indent left it.
+    inner, closing = element.text, element[-1].tail
+    if position < 0:
         element.append(signature)
     else:
-        element.insert(1, signature)  # after the Issuer, as SAML has it
-    if indent:
-        signature.tail = element[0].tail  # the indentation around it, as a pretty printer would
+        element.insert(position, signature)
+    if indent:  # the signature indented like its siblings, as a pretty printer would
+        if position < 0:
+            signature.getprevious().tail, signature.tail = inner, closing
+        else:
+            signature.tail = inner
     context = xmlsec.SignatureContext()
     context.key = xmlsec.Key.from_memory(message.signer.key_pem, xmlsec.KeyFormat.PEM)
     context.register_id(element, "ID")
@@ -406,9 +411,10 @@ def _signed_by_libxmlsec1(
 
 
 LAYOUTS = {
-    "compact, after the Issuer": dict(indent=False, last=False),
-    "indented, after the Issuer": dict(indent=True, last=False),
-    "indented, last": dict(indent=True, last=True),
+    "compact, after the Issuer": dict(indent=False, position=1),
+    "indented, after the Issuer": dict(indent=True, position=1),
+    "indented, first": dict(indent=True, position=0),
+    "indented, last": dict(indent=True, position=-1),
 }
 
 
@@ -431,8 +437,25 @@ def test_profile_shapes_signed_by_libxmlsec1_are_accepted(messages, kind, layout
 @pytest.mark.parametrize("shape", OTHER_SHAPES)
 def test_shapes_outside_the_profile_are_refused_though_libxmlsec1_takes_them(messages, shape):
     message = messages["Response"]
-    signed = _signed_by_libxmlsec1(message, OTHER_SHAPES[shape], indent=False, last=False)
+    signed = _signed_by_libxmlsec1(message, OTHER_SHAPES[shape], indent=False, position=1)
 
     assert libxmlsec1_accepts(signed, message.signer.cert_pem)
     with pytest.raises(SignatureError):
         Verifier(message.signer.cert_pem).verify(signed)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_verifying_leaves_the_message_as_it_came(messages, layout):
+    # The signature is taken out while the digest is computed; whatever reads the message
+    # next (python3-saml, the identity) must find it exactly as it arrived.
+    message = messages["Response"]
+    signed = _signed_by_libxmlsec1(message, Shape(), **LAYOUTS[layout])
+    arrived = etree.tostring(signed.getroottree())
+    Verifier(message.signer.cert_pem).verify(signed)
+    assert etree.tostring(signed.getroottree()) == arrived
+
+    signed.set("Destination", "https://elsewhere.example/")
+    changed = etree.tostring(signed.getroottree())
+    with pytest.raises(SignatureError):
+        Verifier(message.signer.cert_pem).verify(signed)
+    assert etree.tostring(signed.getroottree()) == changed
