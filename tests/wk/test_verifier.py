@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import base64
 import copy
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import pytest
 import xmlsec
 from lxml import etree
 
 from ueoz_migration.adapters.wk import messages as m
+from ueoz_migration.adapters.wk import xmlsig
 from ueoz_migration.adapters.wk.ecdh import decrypt_assertion
 from ueoz_migration.adapters.wk.keys import KeyPair, dev_pair
 from ueoz_migration.adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH
@@ -26,6 +30,7 @@ from ueoz_migration.adapters.wk.xmlsig import (
     DS_SIGNATURE,
     NS,
     SignatureError,
+    Signer,
     Verifier,
     parse,
     select,
@@ -141,40 +146,73 @@ def test_each_message_is_refused_by_both_against_the_other_partys_certificate(me
     assert not ours_accepts(message.signed_element(), message.stranger.cert_pem)
 
 
-# Changes made to a freshly parsed message, each by its own function: (what, change).
-Change = tuple[str, Callable[[etree._Element], None]]
+class Change(NamedTuple):
+    """A change made to a freshly parsed message, through its signed element."""
+
+    what: str
+    apply: Callable[[etree._Element], None]
+    # Comments do not survive our parser: a change adding one is checked on the tree it
+    # was made in (as when something else builds it), the rest as they arrive over the wire.
+    in_memory: bool = False
+    # XML-DSig lets it pass and the profile does not: another element claiming the signed
+    # ID (ambiguous to whatever looks elements up by ID, python3-saml included), or a
+    # comment among the parts of the signature it reads, whose shape is pinned child by
+    # child (our parser drops comments: only a tree built otherwise could have one).
+    only_ours_refuse: bool = False
 
 
 def _changes(signed: etree._Element, stranger_cert_pem: bytes) -> Iterator[Change]:
-    """Every change of one node of the signed element, and some of the whole signature.
+    """Every change of one node of the signed element, and some around it.
 
     Each change finds its node again by position, so that it applies to a fresh parse.
     """
+    signature = _signature_of(signed)
+    key_info = select_one(signature, "ds:KeyInfo")
     for path, node in _positions(signed):
         name = f"{etree.QName(node).localname} at {path}"
+        around = [node, *node.iterancestors()]
+        pinned = signature in around and key_info not in around  # KeyInfo is never read
         if node.text and node.text.strip():
-            yield f"text of {name} extended", _at(path, _extend_text)
-            yield f"text of {name} rewrapped", _at(path, _rewrap_text)
+            yield Change(f"text of {name} extended", _at(path, _extend_text))
+            yield Change(f"text of {name} rewrapped", _at(path, _rewrap_text))
+            yield Change(f"no-break space in the text of {name}", _at(path, _no_break_space))
         for attribute in node.attrib:
-            yield f"@{attribute} of {name} changed", _at(path, _change_attribute(attribute))
-        yield f"attribute added to {name}", _at(path, _add_attribute)
-        yield f"unused namespace declared on {name}", _at(path, _declare("extra", "urn:extra"))
-        yield f"xenc declared on {name}", _at(path, _declare("xenc", NS["xenc"]))
-        yield f"comment added in {name}", _at(path, _add_comment)
+            yield Change(f"@{attribute} of {name} changed", _at(path, _change_attribute(attribute)))
+        yield Change(f"attribute added to {name}", _at(path, _add_attribute))
+        yield Change(f"unused namespace declared on {name}", _at(path, _declare("extra", "urn:x")))
+        yield Change(f"listed prefix rebound on {name}", _at(path, _declare("xenc", "urn:x")))
+        yield Change(
+            f"comment added in {name}",
+            _at(path, _add_comment),
+            in_memory=True,
+            only_ours_refuse=pinned,
+        )
         if path:
-            yield f"{name} removed", _at(path, _remove)
-            yield f"whitespace after {name}", _at(path, _add_tail)
-            yield f"{name} repeated", _at(path, _repeat)
-    yield "signature moved to the end", _move_signature(-1)
-    yield "signature moved to the start", _move_signature(0)
-    yield "signature moved into the first child", _signature_into_child
-    yield "another element given the signed ID", _duplicate_id("ID")
-    yield (
-        "another element given the signed ID as xml:id",
-        _duplicate_id("{http://www.w3.org/XML/1998/namespace}id"),
+            yield Change(f"{name} removed", _at(path, _remove))
+            yield Change(f"whitespace after {name}", _at(path, _add_tail))
+            yield Change(f"{name} repeated", _at(path, _repeat))
+    for depth, ancestor in enumerate(signed.iterancestors(), start=1):
+        name = f"{etree.QName(ancestor).localname}, {depth} up"
+        yield Change(f"xml:space on {name}", _up(depth, _set(f"{{{XML_NS}}}space", "preserve")))
+        yield Change(f"xml:lang on {name}", _up(depth, _set(f"{{{XML_NS}}}lang", "pl")))
+        yield Change(f"unused namespace declared on {name}", _up(depth, _declare("extra", "urn:x")))
+        yield Change(f"listed prefix rebound on {name}", _up(depth, _declare("xenc", "urn:x")))
+    yield Change("signature moved to the end", _move_signature(-1))
+    yield Change("signature moved to the start", _move_signature(0))
+    yield Change("signature moved into the first child", _signature_into_child)
+    yield Change("another element given the signed ID", _duplicate_id("ID"), only_ours_refuse=True)
+    yield Change("another element given the signed ID as xml:id", _duplicate_id(f"{{{XML_NS}}}id"))
+    yield Change(
+        "an element in KeyInfo given the signed ID", _id_in_key_info("ID"), only_ours_refuse=True
     )
-    yield "certificate in the message replaced", _replace_certificate(stranger_cert_pem)
-    yield "KeyInfo removed", _remove_key_info
+    yield Change(
+        "an element in KeyInfo given the signed ID as xml:id", _id_in_key_info(f"{{{XML_NS}}}id")
+    )
+    yield Change("certificate in the message replaced", _replace_certificate(stranger_cert_pem))
+    yield Change("KeyInfo removed", _remove_key_info)
+
+
+XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 
 def _positions(root: etree._Element, path: tuple[int, ...] = ()) -> Iterator:
@@ -191,6 +229,35 @@ def _at(path: tuple[int, ...], change: Callable[[etree._Element], None]):
         change(node)
 
     return apply
+
+
+def _up(depth: int, change: Callable[[etree._Element], None]):
+    def apply(signed: etree._Element) -> None:
+        node = signed
+        for _ in range(depth):
+            node = node.getparent()
+        change(node)
+
+    return apply
+
+
+def _set(attribute: str, value: str):
+    def change(node: etree._Element) -> None:
+        node.set(attribute, value)
+
+    return change
+
+
+def _no_break_space(node: etree._Element) -> None:
+    node.text = node.text[:4] + "\u00a0" + node.text[4:]
+
+
+def _id_in_key_info(attribute: str):
+    def change(signed: etree._Element) -> None:
+        decoy = etree.SubElement(select_one(_signature_of(signed), "ds:KeyInfo"), "Decoy")
+        decoy.set(attribute, signed.get("ID"))
+
+    return change
 
 
 def _extend_text(node: etree._Element) -> None:
@@ -215,15 +282,12 @@ def _add_attribute(node: etree._Element) -> None:
 def _declare(prefix: str, uri: str):
     # lxml cannot add a declaration to an element in place: rebuild the element with it.
     def change(node: etree._Element) -> None:
-        if prefix in node.nsmap:
-            node.set("Extra", "1")  # already declared here: change it some other way
-            return
+        parent = node.getparent()
+        if node.nsmap.get(prefix) == uri or parent is None:
+            raise _Unchangeable
         clone = etree.Element(node.tag, attrib=dict(node.attrib), nsmap={prefix: uri})
         clone.text, clone.tail = node.text, node.tail
         clone.extend(list(node))
-        parent = node.getparent()
-        if parent is None:
-            raise _Unchangeable
         parent.replace(node, clone)
 
     return change
@@ -307,37 +371,36 @@ def _remove_key_info(signed: etree._Element) -> None:
     signature.remove(select_one(signature, "ds:KeyInfo"))
 
 
-# XML-DSig lets these pass and the profile does not: another element claiming the
-# signed ID is ambiguous to whatever looks elements up by ID, python3-saml included.
-ONLY_OURS_REFUSE = {"another element given the signed ID"}
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_both_give_the_same_verdict_on_every_change(messages, kind):
     message = messages[kind]
-    verdicts = {}
-    for what, change in _changes(message.signed_element(), message.stranger.cert_pem):
+    verdicts, only_ours_refuse = {}, set()
+    for change in _changes(message.signed_element(), message.stranger.cert_pem):
         theirs_root, ours_root = (parse(message.data) for _ in range(2))
         try:
-            change(message.locate(theirs_root))
-            change(message.locate(ours_root))
+            change.apply(message.locate(theirs_root))
+            change.apply(message.locate(ours_root))
         except _Unchangeable:
             continue
-        # Re-read from text, as the change would arrive over the wire.
-        theirs = message.locate(parse(etree.tostring(theirs_root)))
-        ours = message.locate(parse(etree.tostring(ours_root)))
-        verdicts[what] = (
+        if change.in_memory:
+            theirs, ours = message.locate(theirs_root), message.locate(ours_root)
+        else:  # re-read from text, as the change would arrive over the wire
+            theirs = message.locate(parse(etree.tostring(theirs_root)))
+            ours = message.locate(parse(etree.tostring(ours_root)))
+        verdicts[change.what] = (
             libxmlsec1_accepts(theirs, message.signer.cert_pem),
             ours_accepts(ours, message.signer.cert_pem),
         )
+        if change.only_ours_refuse:
+            only_ours_refuse.add(change.what)
 
     disagreements = {
         what: verdict
         for what, verdict in verdicts.items()
-        if verdict[0] != verdict[1] and not (what in ONLY_OURS_REFUSE and verdict == (True, False))
+        if verdict[0] != verdict[1] and what not in only_ours_refuse
     }
     assert disagreements == {}, "(libxmlsec1, ours) differ"
-    assert not any(verdicts.get(what, (False, False))[1] for what in ONLY_OURS_REFUSE)
+    assert not [what for what in only_ours_refuse if verdicts[what][1]], "ours let these pass"
     refused = [what for what, (_, accepted) in verdicts.items() if not accepted]
     # Most changes break the signature; those that must not (rewrapped base64, the
     # message's own certificate, whitespace outside, an unused namespace) pass both.
@@ -459,3 +522,86 @@ def test_verifying_leaves_the_message_as_it_came(messages, layout):
     with pytest.raises(SignatureError):
         Verifier(message.signer.cert_pem).verify(signed)
     assert etree.tostring(signed.getroottree()) == changed
+
+
+def _on_a_new_thread(work: Callable[[], Any]) -> Any:
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(work()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def test_a_tree_parsed_on_one_thread_verifies_on_another_as_on_its_own(node_pair):
+    # lxml hands libxml2 only the PrefixList prefixes its dictionaries know, and for an
+    # element below the root that is the dictionary of the thread doing the c14n (which
+    # also sees what the main thread met). A listed prefix that only another thread has
+    # met, rebound on a descendant, must still change the digest.
+    prefix = f"p{uuid.uuid4().hex}"  # met by no thread yet
+    legit = (
+        f'<r><{prefix}:X xmlns:{prefix}="urn:a" ID="ID-x"><{prefix}:I>node</{prefix}:I>'
+        f"<c>t</c></{prefix}:X></r>"
+    )
+
+    def signed_and_tampered() -> tuple[bytes, bytes]:
+        root = parse(legit.encode())
+        element = root[0]
+        signature = xmlsec.template.create(
+            element, xmlsec.Transform.EXCL_C14N, xmlsec.Transform.ECDSA_SHA256, ns="ds"
+        )
+        reference = xmlsec.template.add_reference(signature, xmlsec.Transform.SHA256, uri="#ID-x")
+        xmlsec.template.add_transform(reference, xmlsec.Transform.ENVELOPED)
+        xmlsec.template.transform_add_c14n_inclusive_namespaces(
+            xmlsec.template.add_transform(reference, xmlsec.Transform.EXCL_C14N), [prefix]
+        )
+        element.insert(1, signature)
+        context = xmlsec.SignatureContext()
+        context.key = xmlsec.Key.from_memory(node_pair.key_pem, xmlsec.KeyFormat.PEM)
+        context.register_id(element, "ID")
+        context.sign(signature)
+        signed = etree.tostring(root)
+        return signed, signed.replace(b"<c>", f'<c xmlns:{prefix}="urn:evil">'.encode())
+
+    signed, tampered = _on_a_new_thread(signed_and_tampered)
+    trees = _on_a_new_thread(lambda: (parse(signed), parse(tampered)))
+
+    def verified_here(tree: etree._Element) -> bool:
+        parse(b"<other/>")  # this thread has a dictionary of its own, without the prefix
+        return ours_accepts(tree[0], node_pair.cert_pem)
+
+    assert not libxmlsec1_accepts(parse(tampered)[0], node_pair.cert_pem)
+    assert _on_a_new_thread(lambda: verified_here(trees[0]))
+    assert not _on_a_new_thread(lambda: verified_here(trees[1]))
+
+
+def test_a_tree_built_in_code_on_a_new_thread_is_signed_as_libxmlsec1_reads_it(node_pair):
+    # lxml interns no prefix declared by code: the signer must not lose one listed in the
+    # PrefixList, on a thread that has met none of them.
+    def built_and_signed() -> bytes:
+        parse(b"<other/>")
+        prefix = f"p{uuid.uuid4().hex}"
+        root = etree.Element(
+            f"{{{NS['saml2p']}}}X", nsmap={prefix: "urn:a", "saml2p": NS["saml2p"]}
+        )
+        root.set("ID", "ID-code")
+        etree.SubElement(root, f"{{{NS['saml2']}}}Issuer").text = "node"
+        Signer(node_pair.key_pem, node_pair.cert_pem).sign(root, inclusive_prefixes=prefix)
+        return etree.tostring(root)
+
+    signed = _on_a_new_thread(built_and_signed)
+
+    assert libxmlsec1_accepts(parse(signed), node_pair.cert_pem)
+
+
+def test_a_failure_while_the_signature_is_out_still_puts_it_back(messages, monkeypatch):
+    message = messages["Response"]
+    signed = _signed_by_libxmlsec1(message, Shape(), **LAYOUTS["indented, after the Issuer"])
+    arrived = etree.tostring(signed.getroottree())
+
+    def broken(element, prefixes):
+        raise MemoryError("c14n failed")
+
+    monkeypatch.setattr(xmlsig, "_exc_c14n", broken)
+    with pytest.raises(MemoryError):
+        Verifier(message.signer.cert_pem).verify(signed)
+    assert etree.tostring(signed.getroottree()) == arrived

@@ -12,11 +12,11 @@ ID, a reference to a different element, a transform that selects something else.
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import hashlib
 import hmac
 import re
+import threading
 from typing import NamedTuple
 from xml.sax.saxutils import escape
 
@@ -174,35 +174,39 @@ _INCLUSIVE_TEMPLATE = f""">
 def _exc_c14n(element: etree._Element, inclusive_prefixes: list[str] | None) -> bytes:
     # lxml canonicalizes a subtree with every namespace in scope at it, as the
     # node set of a same-document reference would have it; comments never count.
-    canonical = etree.tostring(
+    if inclusive_prefixes:
+        _known_on_this_thread(inclusive_prefixes)
+    return etree.tostring(
         element,
         method="c14n",
         exclusive=True,
         with_comments=False,
         inclusive_ns_prefixes=inclusive_prefixes,
     )
-    if not inclusive_prefixes:
-        return canonical
-    # lxml passes libxml2 only the listed prefixes already interned in the document's
-    # dictionary, which a tree built in code may lack: xmlns:ds would silently go
-    # missing. The result stands only if every listed prefix in scope here is
-    # declared on the apex (then all were passed on; one not in scope is output by
-    # neither way); otherwise canonicalize a parsed copy, which has every prefix it
-    # declares interned (tostring() keeps every namespace in scope at a subtree).
-    head = canonical[: canonical.index(b">")]
-    in_scope = element.nsmap
-    if all(
-        prefix not in in_scope or f' xmlns:{prefix}="'.encode() in head
-        for prefix in inclusive_prefixes
-    ):
-        return canonical
-    return etree.tostring(
-        parse(etree.tostring(element)),
-        method="c14n",
-        exclusive=True,
-        with_comments=False,
-        inclusive_ns_prefixes=inclusive_prefixes,
-    )
+
+
+def _known_on_this_thread(prefixes: list[str]) -> None:
+    """Put `prefixes` into this thread's lxml dictionary, once.
+
+    lxml hands libxml2 only the InclusiveNamespaces prefixes already in the dictionary it
+    canonicalizes with and silently drops the others, so a digest would be computed as if
+    they were not listed. That dictionary is the document's for a root element and this
+    thread's for one below it (lxml copies the document's head onto a dictionary of the
+    thread): a document parsed or built on another thread, or a prefix declared only by
+    code (lxml does not intern those), could miss one. Parsing a declaration of each
+    prefix here interns it in this thread's dictionary, which every document this thread
+    builds or parses shares. Our documents are built or parsed on the thread that signs
+    or verifies them; `tests/wk/test_verifier.py` checks a tree verified on another one.
+    """
+    known: set[str] = _THREAD.__dict__.setdefault("prefixes", set())
+    missing = [prefix for prefix in prefixes if prefix not in known]
+    if missing:
+        declarations = " ".join(f'xmlns:{prefix}="urn:prefix"' for prefix in missing)
+        etree.fromstring(f"<prefixes {declarations}/>")
+        known.update(missing)
+
+
+_THREAD = threading.local()
 
 
 class Verifier:
@@ -329,11 +333,12 @@ def _prefix_list(transform: etree._Element) -> list[str] | None:
 def _base64(element: etree._Element, size: int, name: str) -> bytes:
     if len(element):
         raise SignatureError(f"{name} holds elements")
-    # Base64 in XML may be wrapped and indented; any other character is refused.
-    text = "".join((element.text or "").split())
+    # Base64 in XML may be wrapped and indented with XML's whitespace; anything else,
+    # a non-breaking space included, is refused as libxmlsec1 refuses it.
+    text = _XML_WHITESPACE.sub("", element.text or "")
     try:
         value = base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character outside ASCII
         raise SignatureError(f"{name} is not base64") from None
     if len(value) != size:
         raise SignatureError(f"{name} is {len(value)} bytes, not {size}")
@@ -388,6 +393,7 @@ _TRANSFORM = f"{{{NS['ds']}}}Transform"
 _DIGEST_METHOD = f"{{{NS['ds']}}}DigestMethod"
 _DIGEST_VALUE = f"{{{NS['ds']}}}DigestValue"
 _INCLUSIVE_NAMESPACES = f"{{{EXC_C14N}}}InclusiveNamespaces"
+_XML_WHITESPACE = re.compile(r"[ \t\r\n]+")
 _NCNAME = re.compile(r"[A-Za-z_][\w.\-]*")
 
 
