@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import pytest
 import xmlsec
+from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
 from ueoz_migration.adapters.wk import messages as m
@@ -106,7 +107,8 @@ def messages(make_standin, make_sp, sp_settings, node_pair) -> dict[str, Message
     [(resolve, answer)] = channel.at(ARTIFACT_RESOLUTION_PATH)
     [(logout, logged_out)] = channel.at(LOGOUT_PATH)
     encrypted = select_one(m.soap_body(parse(answer)), "saml2p:Response/saml2:EncryptedAssertion")
-    assertion = decrypt_assertion(encrypted, sp._decryption_key)
+    decryption_key = serialization.load_pem_private_key(sp_settings.sp_encryption.key_pem, None)
+    assertion = decrypt_assertion(encrypted, decryption_key)
 
     def itself(root: etree._Element) -> etree._Element:
         return root

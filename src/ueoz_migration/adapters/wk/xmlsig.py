@@ -203,6 +203,8 @@ def _known_on_this_thread(prefixes: list[str]) -> None:
     if missing:
         declarations = " ".join(f'xmlns:{prefix}="urn:prefix"' for prefix in missing)
         etree.fromstring(f"<prefixes {declarations}/>")
+        if len(known) > 64:  # a message names its own prefixes: remember a few, not all
+            known.clear()
         known.update(missing)
 
 
