@@ -370,11 +370,30 @@ def audit() -> None:
 @audit.command("verify")
 @click.argument("reference", required=False, metavar="[MIGRATION_…|ATTEMPT]", callback=_text)
 @click.option("--all", "all_", is_flag=True, help="Every attempt (the default).")
+@click.option(
+    "--export",
+    type=click.File("r", encoding="utf-8"),
+    help="Check the chain inside this audit export file instead, without the database.",
+)
 @_services(reading_the_log=True)
-def audit_verify(services: Services, reference: str | None, all_: bool) -> None:
+def audit_verify(
+    services: Services, reference: str | None, all_: bool, export: TextIO | None
+) -> None:
     """Check the log's hash chain; name the first broken link (exit 1) or summarise (exit 0)."""
-    from .audit.verify import VerifyAborted, verify_chain
+    from .audit.export import ExportUnreadable
+    from .audit.verify import VerifyAborted, verify_chain, verify_export
 
+    if export is not None:
+        if reference is not None or all_:
+            raise click.UsageError("--export checks the whole file: name no attempt, no --all")
+        try:
+            report = verify_export(export, services.settings.audit_key)
+        except ExportUnreadable as unreadable:
+            raise click.ClickException(f"{export.name}: {unreadable}") from None
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{export.name} is not UTF-8 text") from None
+        _print_report(report)
+        return
     with _database(services):
         scope = _attempt_scope(services, reference, all_)
         with snapshot(services.sessions) as session:
@@ -466,7 +485,8 @@ def audit_export(services: Services, reference: str | None, output: str | None) 
 @_services(reading_the_log=True)
 def audit_compare(services: Services, export: TextIO) -> None:
     """Check that every row of an earlier export is still in the log, unchanged."""
-    from .audit.compare import ExportUnreadable, compare_with_export
+    from .audit.compare import compare_with_export
+    from .audit.export import ExportUnreadable
 
     with _database(services), snapshot(services.sessions) as session:
         try:

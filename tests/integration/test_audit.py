@@ -286,6 +286,106 @@ def test_compare_refuses_a_file_that_is_not_an_export(services, tmp_path, edit, 
     assert "Traceback" not in compared.output and len(compared.output.splitlines()) == 1
 
 
+def verify_offline(services, export, *args):
+    """`audit verify --export` where no database can be reached: only the key comes along."""
+    env = {
+        "AUDIT_KEY": services.settings.raw["AUDIT_KEY"],
+        "DATABASE_URL": "sqlite:////nonexistent/no-database-here.sqlite3",
+    }
+    return CliRunner().invoke(main, ["audit", "verify", "--export", str(export), *args], env=env)
+
+
+EXPORT_LIMITS = (
+    "an export alone cannot show rows cut off or attempts left out before it was written, "
+    "nor its attempts' heads: audit verify and audit compare, against the database, can"
+)
+
+
+def test_an_export_verifies_with_the_key_alone(services, tmp_path):
+    logged_journey(services)
+    services.journey.start(ANNA, actor=user())
+    export = export_now(services, tmp_path / "log.jsonl")
+
+    checked = verify_offline(services, export)
+
+    assert checked.exit_code == 0, checked.output
+    assert output_lines(checked) == [EXPORT_LIMITS, "verify: OK; 2 attempt(s), 7 row(s) in … s"]
+
+
+def _rewrite(export, change):
+    records = [json.loads(line) for line in export.read_text().splitlines()]
+    export.write_text("".join(json.dumps(r) + "\n" for r in change(records)))
+    return records[0]["attempt_id"]
+
+
+@pytest.mark.parametrize(
+    ("change", "finding"),
+    [
+        (
+            lambda rows: [*rows[:1], {**rows[1], "actor": "helpdesk"}, *rows[2:]],
+            "seq 2: hash does not recompute from the row's fields (the row was changed)",
+        ),
+        (
+            lambda rows: [*rows[:2], *rows[3:]],
+            "seq 3: row 3 is missing (the export goes from seq 2 to 4)",
+        ),
+        (lambda rows: rows[1:], "seq 1: row 1 is missing (the export starts at seq 2)"),
+        (
+            lambda rows: [*rows[:2], {**rows[3], "seq": 3}, *rows[4:]],
+            "seq 3: prev_hash does not match the hash of row 2 (rows were removed, added or "
+            "reordered)",
+        ),
+    ],
+    ids=["edited", "removed", "head-removed", "renumbered"],
+)
+def test_an_export_edited_without_the_key_names_its_first_broken_link(
+    services, tmp_path, change, finding
+):
+    logged_journey(services)
+    export = export_now(services, tmp_path / "log.jsonl")
+    attempt_id = _rewrite(export, change)
+
+    checked = verify_offline(services, export)
+
+    assert checked.exit_code == 1
+    assert output_lines(checked) == [
+        f"FIRST BROKEN LINK: attempt {attempt_id}, {finding}",
+        EXPORT_LIMITS,
+        "verify: 1 attempt(s) with a problem; 1 attempt(s), "
+        f"{len(export.read_text().splitlines())} row(s) in … s",
+    ]
+
+
+def test_an_export_checked_with_another_key_says_the_key_looks_wrong(services, tmp_path):
+    logged_journey(services)
+    services.journey.start(ANNA, actor=user())
+    export = export_now(services, tmp_path / "log.jsonl")
+    env = {"AUDIT_KEY": "another key of at least thirty-two characters, not this log's"}
+
+    checked = CliRunner().invoke(main, ["audit", "verify", "--export", str(export)], env=env)
+
+    assert checked.exit_code == 1
+    assert (
+        "every attempt fails at its first row: is AUDIT_KEY the key that wrote the exported "
+        "log?" in output_lines(checked)
+    )
+
+
+def test_verify_refuses_a_file_that_is_not_an_export_and_an_attempt_with_it(services, tmp_path):
+    logged_journey(services)
+    export = export_now(services, tmp_path / "log.jsonl")
+    lines = export.read_text().splitlines()
+    export.write_text(f"{lines[0]}\nnot json\n")
+
+    checked = verify_offline(services, export)
+    named = verify_offline(services, export, "--all")
+
+    assert checked.exit_code == 1
+    assert checked.output == f"Error: {export}: line 2 is not a row of an audit export\n"
+    assert named.exit_code == 2
+    assert "--export checks the whole file: name no attempt, no --all" in named.output
+
+
 def test_an_attempt_ended_outside_the_flow_is_caught_by_replay(services):
     attempt = logged_journey(services)  # awaiting_verification, open
     tamper(services, "UPDATE attempts SET open_pesel_key = NULL WHERE id = :a", a=attempt.id)

@@ -1,4 +1,4 @@
-"""Write the transition log as JSON lines (``ueoz-migration audit export``).
+"""Write the transition log as JSON lines (``ueoz-migration audit export``), and read it back.
 
 One object per row, with every chained field exactly as it was hashed (times in ISO 8601
 UTC), the row's ``prev_hash`` and ``hash``, so that anyone holding the audit key can verify
@@ -10,7 +10,7 @@ auditor cannot try every PESEL against it), an e-mail address only as ``a***@k**
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -39,3 +39,70 @@ def export_record(row: Sequence[Any]) -> dict[str, Any]:
     if isinstance(at, datetime):
         record["at"] = at.isoformat(timespec="microseconds")
     return record
+
+
+class ExportUnreadable(ValueError):
+    """The file is not an ``audit export``: a line is not one of its rows, or out of order."""
+
+
+def read_export(lines: Iterable[str]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Each attempt of an export with its rows, as ``export_log`` wrote them.
+
+    One attempt is held at a time, so memory stays flat whatever the file's length.
+    ExportUnreadable at the first line that is not a row, or that breaks the order
+    ``export_log`` writes in (each attempt's rows together, by rising seq); also for a
+    file with no row at all.
+    """
+    seen: set[str] = set()
+    attempt_id: str | None = None
+    rows: list[dict[str, Any]] = []
+    for number, record in _rows(lines):
+        if record["attempt_id"] != attempt_id:
+            if attempt_id is not None:
+                yield attempt_id, rows
+            attempt_id, rows = record["attempt_id"], []
+            if attempt_id in seen:
+                raise ExportUnreadable(
+                    f"line {number}: attempt {attempt_id}'s rows are not together, "
+                    "as audit export writes them"
+                )
+            seen.add(attempt_id)
+        if rows and record["seq"] <= rows[-1]["seq"]:
+            raise ExportUnreadable(
+                f"line {number}: seq {record['seq']} of attempt {attempt_id} comes after seq "
+                f"{rows[-1]['seq']}, not in the order audit export writes"
+            )
+        rows.append(record)
+    if attempt_id is None:
+        raise ExportUnreadable("the file holds no row of an audit export")
+    yield attempt_id, rows
+
+
+def _rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each row of the file with its line number; ExportUnreadable at the first that is not."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not _is_row(record):
+            raise ExportUnreadable(f"line {number} is not a row of an audit export")
+        yield number, record
+
+
+def _is_row(record: Any) -> bool:
+    if not isinstance(record, dict) or set(record) != set(EXPORT_COLUMNS):
+        return False
+    attempt_id, seq = record["attempt_id"], record["seq"]
+    return (
+        # An attempt id is printable ASCII (it is printed back in the findings).
+        isinstance(attempt_id, str)
+        and attempt_id.isascii()
+        and attempt_id.isprintable()
+        and bool(attempt_id)
+        # A sequence number is a whole number from 1 (JSON's true is not one).
+        and type(seq) is int
+        and seq >= 1
+    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -32,6 +32,7 @@ from ..db.engine import READ_ONLY, make_engine
 from ..db.models import Attempt, FlowVersion
 from ..flow import flow_version
 from .chain import CHAINED_FIELDS, GENESIS, RowHasher
+from .export import read_export
 from .log import BATCH, LOG, iso_at, log_columns
 from .report import MAX_FINDINGS, AuditReport, Finding
 
@@ -417,3 +418,62 @@ def _check_tail(
         )
     elif last_hash != head_hash:
         report.add(Finding(attempt_id, last_seq, "the last row's hash is not the attempt's head"))
+
+
+# What an export cannot show, said after every check of one.
+EXPORT_LIMITS = (
+    "an export alone cannot show rows cut off or attempts left out before it was written, "
+    "nor its attempts' heads: audit verify and audit compare, against the database, can"
+)
+
+
+def verify_export(lines: Iterable[str], key: bytes) -> AuditReport:
+    """Verify the chain inside an ``audit export`` file, with no database.
+
+    Each attempt's rows must run from seq 1 without a gap, each ``prev_hash`` must be the
+    hash of the row before (the chain's start for seq 1), and each hash must recompute from
+    its row with the key; the first link that fails is reported for the attempt.
+    ExportUnreadable when the file is not an export.
+    """
+    started = perf_counter()
+    report = AuditReport("verify")
+    hasher = RowHasher(key)
+    for attempt_id, records in read_export(lines):
+        report.attempts += 1
+        report.rows += len(records)
+        expected, prev = 1, GENESIS
+        for record in records:
+            seq = record["seq"]
+            problem = None
+            if seq != expected:  # the reader keeps seq rising, so a row is missing
+                gap = (
+                    f"the export starts at seq {seq}"
+                    if expected == 1
+                    else f"the export goes from seq {expected - 1} to {seq}"
+                )
+                problem = f"row {expected} is missing ({gap})"
+            elif record["prev_hash"] != prev:
+                before = "the chain's start" if seq == 1 else f"row {seq - 1}"
+                problem = (
+                    f"prev_hash does not match the hash of {before} "
+                    "(rows were removed, added or reordered)"
+                )
+            elif hasher(prev, _as_row(record)) != record["hash"]:
+                problem = CHANGED
+                if seq == 1:
+                    report.first_rows_changed += 1
+            if problem is not None:
+                report.add(Finding(attempt_id, expected, problem))
+                break
+            prev, expected = record["hash"], seq + 1
+    if report.attempts > 1 and report.first_rows_changed == report.attempts:
+        report.notes.append(WRONG_KEY_HINT.replace("this log", "the exported log"))
+    report.notes.append(EXPORT_LIMITS)
+    report.seconds = perf_counter() - started
+    return report
+
+
+def _as_row(record: dict[str, Any]) -> tuple[Any, ...]:
+    # RowHasher reads a row as the database gives it: the chained fields in order, ``at``
+    # already in its ISO form, which is how the export writes it.
+    return tuple(record[name] for name in CHAINED_FIELDS)
