@@ -339,6 +339,18 @@ def _attempt_scope(services: Services, reference: str | None, all_: bool) -> lis
     return [attempt_id]
 
 
+def _from_export(export: TextIO, check: Callable[[TextIO], Any]) -> Any:
+    """Run an offline check over an export file; a file that is not one is a one-line error."""
+    from .audit.export import ExportUnreadable
+
+    try:
+        return check(export)
+    except ExportUnreadable as unreadable:
+        raise click.ClickException(f"{export.name}: {unreadable}") from None
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{export.name} is not UTF-8 text") from None
+
+
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     """Print an audit report; exit 1 when it found a problem."""
     if not report.ok:
@@ -380,19 +392,13 @@ def audit_verify(
     services: Services, reference: str | None, all_: bool, export: TextIO | None
 ) -> None:
     """Check the log's hash chain; name the first broken link (exit 1) or summarise (exit 0)."""
-    from .audit.export import ExportUnreadable
     from .audit.verify import VerifyAborted, verify_chain, verify_export
 
     if export is not None:
         if reference is not None or all_:
             raise click.UsageError("--export checks the whole file: name no attempt, no --all")
-        try:
-            report = verify_export(export, services.settings.audit_key)
-        except ExportUnreadable as unreadable:
-            raise click.ClickException(f"{export.name}: {unreadable}") from None
-        except UnicodeDecodeError:
-            raise click.ClickException(f"{export.name} is not UTF-8 text") from None
-        _print_report(report)
+        key = services.settings.audit_key
+        _print_report(_from_export(export, lambda lines: verify_export(lines, key)))
         return
     with _database(services):
         scope = _attempt_scope(services, reference, all_)
@@ -407,11 +413,23 @@ def audit_verify(
 @audit.command("replay")
 @click.argument("reference", required=False, metavar="MIGRATION_…|ATTEMPT", callback=_text)
 @click.option("--all", "all_", is_flag=True, help="Every attempt.")
+@click.option(
+    "--export",
+    type=click.File("r", encoding="utf-8"),
+    help="Replay the attempts of this audit export file instead, without the database.",
+)
 @_services(reading_the_log=True)
-def audit_replay(services: Services, reference: str | None, all_: bool) -> None:
+def audit_replay(
+    services: Services, reference: str | None, all_: bool, export: TextIO | None
+) -> None:
     """Re-run the logged events through the flow version in force; report the first divergence."""
-    from .audit.replay import replay_log
+    from .audit.replay import replay_export, replay_log
 
+    if export is not None:
+        if reference is not None or all_:
+            raise click.UsageError("--export checks the whole file: name no attempt, no --all")
+        _print_report(_from_export(export, replay_export))
+        return
     if reference is None and not all_:
         raise click.UsageError("name an attempt (its id or MIGRATION_ number) or give --all")
     with _database(services):
@@ -486,15 +504,9 @@ def audit_export(services: Services, reference: str | None, output: str | None) 
 def audit_compare(services: Services, export: TextIO) -> None:
     """Check that every row of an earlier export is still in the log, unchanged."""
     from .audit.compare import compare_with_export
-    from .audit.export import ExportUnreadable
 
     with _database(services), snapshot(services.sessions) as session:
-        try:
-            report = compare_with_export(session, export)
-        except ExportUnreadable as unreadable:
-            raise click.ClickException(f"{export.name}: {unreadable}") from None
-        except UnicodeDecodeError:
-            raise click.ClickException(f"{export.name} is not UTF-8 text") from None
+        report = _from_export(export, lambda lines: compare_with_export(session, lines))
     _print_report(report)
 
 

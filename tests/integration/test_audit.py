@@ -386,6 +386,80 @@ def test_verify_refuses_a_file_that_is_not_an_export_and_an_attempt_with_it(serv
     assert "--export checks the whole file: name no attempt, no --all" in named.output
 
 
+def replay_offline(services, export, *args):
+    """`audit replay --export` where no database can be reached."""
+    env = {
+        "AUDIT_KEY": services.settings.raw["AUDIT_KEY"],
+        "DATABASE_URL": "sqlite:////nonexistent/no-database-here.sqlite3",
+    }
+    return CliRunner().invoke(main, ["audit", "replay", "--export", str(export), *args], env=env)
+
+
+REPLAY_LIMITS = (
+    "an export alone cannot show where its attempts stand now (their state, open place and "
+    "event number are in the database): audit replay there can"
+)
+
+
+def test_an_export_replays_against_the_flow_versions_the_release_keeps(services, tmp_path):
+    logged_journey(services)  # applied, refused and rejected rows
+    services.journey.start(ANNA, actor=user())
+    export = export_now(services, tmp_path / "log.jsonl")
+
+    replayed = replay_offline(services, export)
+
+    assert replayed.exit_code == 0, replayed.output
+    assert output_lines(replayed) == [REPLAY_LIMITS, "replay: OK; 2 attempt(s), 7 row(s) in … s"]
+
+
+@pytest.mark.parametrize(
+    ("change", "finding"),
+    [
+        (
+            lambda rows: [*rows[:3], {**rows[3], "target": "done"}, *rows[4:]],
+            "seq 4: expected 'continue_new' to lead from 'error' to 'email_entry', logged 'done'",
+        ),
+        (
+            lambda rows: [*rows[:2], {**rows[2], "outcome": "applied"}, *rows[3:]],
+            "seq 3: expected 'verify' to be refused in 'error', logged it applied",
+        ),
+        (
+            lambda rows: [{**rows[0], "flow_version": "f" * 64}, *rows[1:]],
+            f"seq 1: flow version {'f' * 12}… is not among those this release keeps",
+        ),
+    ],
+    ids=["target", "outcome", "unknown-version"],
+)
+def test_an_export_that_departs_from_the_flow_names_where(services, tmp_path, change, finding):
+    logged_journey(services)
+    export = export_now(services, tmp_path / "log.jsonl")
+    attempt_id = _rewrite(export, change)
+
+    replayed = replay_offline(services, export)
+
+    assert replayed.exit_code == 1
+    assert output_lines(replayed)[0].startswith(
+        f"FIRST BROKEN LINK: attempt {attempt_id}, {finding}"
+    )
+    assert output_lines(replayed)[1:] == [
+        REPLAY_LIMITS,
+        "replay: 1 attempt(s) with a problem; 1 attempt(s), 6 row(s) in … s",
+    ]
+
+
+def test_replay_refuses_a_file_that_is_not_an_export_and_an_attempt_with_it(services, tmp_path):
+    export = tmp_path / "log.jsonl"
+    export.write_text("")
+
+    empty = replay_offline(services, export)
+    named = replay_offline(services, export, "MIGRATION_000000000001")
+
+    assert empty.exit_code == 1
+    assert empty.output == f"Error: {export}: the file holds no row of an audit export\n"
+    assert named.exit_code == 2
+    assert "--export checks the whole file: name no attempt, no --all" in named.output
+
+
 def test_an_attempt_ended_outside_the_flow_is_caught_by_replay(services):
     attempt = logged_journey(services)  # awaiting_verification, open
     tamper(services, "UPDATE attempts SET open_pesel_key = NULL WHERE id = :a", a=attempt.id)

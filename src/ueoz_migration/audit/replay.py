@@ -10,6 +10,10 @@ logged events are run again from the initial state:
 - the replayed state at the end is the attempt's state, and the last event number and code
   the log minted are the attempt's.
 
+``replay_export`` does the same for the attempts of an ``audit export`` file, with no
+database: the flow versions come from the release's ``flows/history/``, and the last check
+(where the attempt stands now) is left to the database.
+
 The flow is flat and has no guards, so its transition table *is* the machine's semantics
 (tests/unit/test_flow.py proves it); replay walks the table rather than building machines,
 which keeps a log of a hundred thousand transitions to a second or two.
@@ -17,7 +21,8 @@ which keeps a log of a hundred thousand transitions to a second or two.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
+from pathlib import Path
 from time import perf_counter
 
 from sqlalchemy import select
@@ -25,6 +30,8 @@ from sqlalchemy.orm import Session
 
 from ..db.models import Attempt, FlowVersion
 from ..flow import Flow, flow_version, parse_flow
+from ..resources import flows_dir
+from .export import read_export
 from .log import stream_rows
 from .report import AuditReport, Finding
 
@@ -238,3 +245,72 @@ def _finish(report: AuditReport, attempt: _Attempt) -> None:
                 f"the attempt shows {attempt.event_number} code {attempt.event_code}",
             )
         )
+
+
+class _HistoryFlows:
+    """The flow versions this release keeps in ``flows/history/``, rebuilt on first use."""
+
+    def __init__(self, history: Path) -> None:
+        self.history = history
+        self.built: dict[str, Flow | str] = {}
+
+    def get(self, version: str) -> Flow | str:
+        """Return the flow, or why this release cannot rebuild it."""
+        if version not in self.built:
+            path = self.history / f"{version[:12]}.yaml"
+            source = path.read_text(encoding="utf-8") if path.is_file() else None
+            if source is None or flow_version(source) != version:
+                self.built[version] = (
+                    f"flow version {version[:12]}… is not among those this release keeps "
+                    f"({self.history}): replay it against the database (audit replay), "
+                    "which stores every version it ran"
+                )
+            else:
+                self.built[version] = parse_flow(source)
+        return self.built[version]
+
+
+# What an export cannot show, said after every replay of one.
+EXPORT_LIMITS = (
+    "an export alone cannot show where its attempts stand now (their state, open place and "
+    "event number are in the database): audit replay there can"
+)
+
+
+def replay_export(lines: Iterable[str], history: Path | None = None) -> AuditReport:
+    """Replay the attempts of an ``audit export`` file, with no database.
+
+    Each attempt's events are run again through the flow version its first row names, as
+    this release keeps it in ``flows/history/``: every row must agree with the flow, as
+    ``replay_log`` checks it; what the attempt's row would add (where it stands now) is not
+    in the file. ExportUnreadable when the file is not an export.
+    """
+    started = perf_counter()
+    report = AuditReport("replay")
+    flows = _HistoryFlows(history or flows_dir() / "history")
+    for attempt_id, records in read_export(lines):
+        report.attempts += 1
+        report.rows += len(records)
+        first = records[0]
+        attempt = _Attempt((attempt_id, None, first["flow_version"], None, None, None))
+        flow = flows.get(attempt.version)
+        if isinstance(flow, str):
+            report.add(Finding(attempt_id, first["seq"], flow))
+            continue
+        attempt.flow = flow
+        for record in records:
+            problem = _step(
+                attempt,
+                record["seq"],
+                record["event"],
+                record["source"],
+                record["target"],
+                record["outcome"],
+                record["flow_version"],
+            )
+            if problem is not None:
+                report.add(Finding(attempt_id, record["seq"], problem))
+                break
+    report.notes.append(EXPORT_LIMITS)
+    report.seconds = perf_counter() - started
+    return report
