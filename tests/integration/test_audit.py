@@ -19,6 +19,7 @@ from ueoz_migration.audit.replay import replay_log
 from ueoz_migration.audit.verify import verify_chain
 from ueoz_migration.cli import main
 from ueoz_migration.domain.privacy import pesel_hash
+from ueoz_migration.flow import load_flow_file
 from ueoz_migration.journey import EventRefused
 
 
@@ -256,6 +257,20 @@ def _row(line: str, **changes) -> str:
         (lambda big, small: [*big[1:3], big[0], *big[3:]], "line 3: seq 1 of attempt"),
         (lambda big, small: [big[0], *small, *big[1:]], "line 3: attempt"),  # not together
         (lambda big, small: [], "the file holds no row of an audit export"),
+        (lambda big, small: [_row(big[0], event_code="5"), *big[1:]], "line 1 is not a row"),
+        (lambda big, small: [_row(big[0], event_code=True), *big[1:]], "line 1 is not a row"),
+        (lambda big, small: [_row(big[0], actor=None), *big[1:]], "line 1 is not a row"),
+        (lambda big, small: [_row(big[0], hash=7), *big[1:]], "line 1 is not a row"),
+        (
+            lambda big, small: [_row(big[0], flow_version="../../../etc/passwd"), *big[1:]],
+            "line 1 is not a row",
+        ),
+        (
+            lambda big, small: [_row(big[0], event="\u001b]0;pwned\u0007"), *big[1:]],
+            "line 1 is not a row",
+        ),
+        (lambda big, small: [big[0], "[" * 100_000, *big[1:]], "line 2 is not a row"),
+        (lambda big, small: [big[0].replace('"seq":1', '"seq":1' + "0" * 5000)], "line 1 is"),
     ],
     ids=[
         "columns",
@@ -268,6 +283,14 @@ def _row(line: str, **changes) -> str:
         "out-of-order",
         "attempt-split",
         "empty",
+        "code-text",
+        "code-true",
+        "actor-null",
+        "hash-number",
+        "version-path",
+        "control-sequence",
+        "deep-nesting",
+        "huge-number",
     ],
 )
 def test_compare_refuses_a_file_that_is_not_an_export(services, tmp_path, edit, reason):
@@ -386,6 +409,11 @@ def test_verify_refuses_a_file_that_is_not_an_export_and_an_attempt_with_it(serv
     assert "--export checks the whole file: name no attempt, no --all" in named.output
 
 
+def rows_version() -> str:
+    """The version of the flow the journeys of these tests run."""
+    return load_flow_file().version
+
+
 def replay_offline(services, export, *args):
     """`audit replay --export` where no database can be reached."""
     env = {
@@ -427,8 +455,13 @@ def test_an_export_replays_against_the_flow_versions_the_release_keeps(services,
             lambda rows: [{**rows[0], "flow_version": "f" * 64}, *rows[1:]],
             f"seq 1: flow version {'f' * 12}… is not among those this release keeps",
         ),
+        (
+            lambda rows: [*rows[:4], {**rows[4], "flow_version": "e" * 64}, *rows[5:]],
+            f"seq 5: expected flow version {rows_version()[:12]}… (the attempt's first row's), "
+            f"logged {'e' * 12}…",
+        ),
     ],
-    ids=["target", "outcome", "unknown-version"],
+    ids=["target", "outcome", "unknown-version", "version-changes"],
 )
 def test_an_export_that_departs_from_the_flow_names_where(services, tmp_path, change, finding):
     logged_journey(services)

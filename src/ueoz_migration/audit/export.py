@@ -10,6 +10,7 @@ auditor cannot try every PESEL against it), an e-mail address only as ``a***@k**
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TextIO
@@ -85,24 +86,37 @@ def _rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, a number too long, nesting too deep
             record = None
         if not _is_row(record):
             raise ExportUnreadable(f"line {number} is not a row of an audit export")
         yield number, record
 
 
+# The fields export_log writes as text, and those the checks print back (kept printable, as
+# the attempt id is, so that a crafted file cannot send control sequences to a terminal).
+_TEXT = ("at", "actor", "request_id", "pesel_hash", "detail", "prev_hash", "hash")
+_PRINTED = ("attempt_id", "event", "source", "target", "outcome")
+_FLOW_VERSION = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_row(record: Any) -> bool:
+    """Whether ``record`` has the fields, and the types, that ``export_log`` writes."""
     if not isinstance(record, dict) or set(record) != set(EXPORT_COLUMNS):
         return False
-    attempt_id, seq = record["attempt_id"], record["seq"]
+    number, code, version = record["event_number"], record["event_code"], record["flow_version"]
     return (
-        # An attempt id is printable ASCII (it is printed back in the findings).
-        isinstance(attempt_id, str)
-        and attempt_id.isascii()
-        and attempt_id.isprintable()
-        and bool(attempt_id)
+        all(isinstance(record[name], str) for name in _TEXT)
+        # Printed back in findings: printable ASCII for the id, printable text for the rest.
+        and all(isinstance(record[name], str) and record[name].isprintable() for name in _PRINTED)
+        and record["attempt_id"].isascii()
+        and bool(record["attempt_id"])
         # A sequence number is a whole number from 1 (JSON's true is not one).
-        and type(seq) is int
-        and seq >= 1
+        and type(record["seq"]) is int
+        and record["seq"] >= 1
+        and (number is None or (isinstance(number, str) and number.isprintable()))
+        and (code is None or type(code) is int)
+        # A flow version names a file of the release's flow history: a SHA-256 in hex only.
+        and isinstance(version, str)
+        and _FLOW_VERSION.fullmatch(version) is not None
     )

@@ -257,8 +257,11 @@ class _HistoryFlows:
     def get(self, version: str) -> Flow | str:
         """Return the flow, or why this release cannot rebuild it."""
         if version not in self.built:
-            path = self.history / f"{version[:12]}.yaml"
-            source = path.read_text(encoding="utf-8") if path.is_file() else None
+            path = self.history / f"{version[:12]}.yaml"  # the reader let only hex through
+            try:
+                source: str | None = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                source = None
             if source is None or flow_version(source) != version:
                 self.built[version] = (
                     f"flow version {version[:12]}… is not among those this release keeps "
@@ -299,15 +302,24 @@ def replay_export(lines: Iterable[str], history: Path | None = None) -> AuditRep
             continue
         attempt.flow = flow
         for record in records:
-            problem = _step(
-                attempt,
-                record["seq"],
-                record["event"],
-                record["source"],
-                record["target"],
-                record["outcome"],
-                record["flow_version"],
-            )
+            version = record["flow_version"]
+            if version != attempt.version:
+                # The attempt's row, which names its version, is not in the file: its first
+                # row is.
+                problem = (
+                    f"expected flow version {attempt.version[:12]}… (the attempt's first "
+                    f"row's), logged {version[:12]}…"
+                )
+            else:
+                problem = _step(
+                    attempt,
+                    record["seq"],
+                    record["event"],
+                    record["source"],
+                    record["target"],
+                    record["outcome"],
+                    version,
+                )
             if problem is not None:
                 report.add(Finding(attempt_id, record["seq"], problem))
                 break
