@@ -432,6 +432,7 @@ PROFILE_SHAPES = {
 # Valid XML-DSig that libxmlsec1 accepts, outside the profile: only ours refuses.
 OTHER_SHAPES = {
     "#default in the PrefixList": Shape(prefixes="#default saml2"),
+    "xmlns in the PrefixList": Shape(prefixes="xmlns saml2"),
     "enveloped transform only": Shape(transforms=(xmlsec.Transform.ENVELOPED,)),
     "inclusive c14n of SignedInfo": Shape(c14n=xmlsec.Transform.C14N),
     "SHA-512 digest": Shape(digest=xmlsec.Transform.SHA512),

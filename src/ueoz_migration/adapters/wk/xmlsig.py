@@ -202,7 +202,10 @@ def _known_on_this_thread(prefixes: list[str]) -> None:
     missing = [prefix for prefix in prefixes if prefix not in known]
     if missing:
         declarations = " ".join(f'xmlns:{prefix}="urn:prefix"' for prefix in missing)
-        etree.fromstring(f"<prefixes {declarations}/>")
+        try:
+            etree.fromstring(f"<prefixes {declarations}/>")
+        except etree.XMLSyntaxError:  # "xml" or "xmlns", which no document may declare
+            raise SignatureError("InclusiveNamespaces lists a reserved prefix") from None
         if len(known) > 64:  # a message names its own prefixes: remember a few, not all
             known.clear()
         known.update(missing)
