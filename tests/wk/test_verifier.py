@@ -1,10 +1,11 @@
 """The signature verifier, held to libxmlsec1's verdict.
 
 `xmlsig.Verifier` checks the profile's one signature shape with lxml's c14n and
-`cryptography`'s ECDSA. Here every kind of signed message of a login is checked by it
-and by libxmlsec1 (python-xmlsec, as python3-saml uses it), untouched and after each of
-a few hundred changes an attacker or a careless peer could make. The two must agree,
-except on shapes XML-DSig allows and the profile does not: those only ours refuses.
+`cryptography`'s ECDSA. Here every kind of signed message of a login and a logout is
+checked by it and by libxmlsec1 (python-xmlsec, as python3-saml uses it), untouched and
+after each of some two thousand changes an attacker or a careless peer could make. The
+two must agree, except on shapes XML-DSig allows and the profile does not: those only ours
+refuses.
 """
 
 from __future__ import annotations

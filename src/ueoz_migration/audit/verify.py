@@ -422,8 +422,9 @@ def _check_tail(
 
 # What an export cannot show, said after every check of one.
 EXPORT_LIMITS = (
-    "an export alone cannot show rows cut off or attempts left out before it was written, "
-    "nor its attempts' heads: audit verify and audit compare, against the database, can"
+    "an export alone cannot show rows or attempts left out, from the log before it was "
+    "written or from the file since, nor its attempts' heads: audit verify and audit "
+    "compare, against the database, can"
 )
 
 

@@ -2,7 +2,8 @@
 
 The profile fixes one signature shape: enveloped, exclusive c14n, ecdsa-sha256 on
 P-256, SHA-256 digests, the certificate in `X509Data`. Verification accepts only that
-shape, only the configured certificate (never the one inside the message), and only a
+shape (KeyInfo, which may be absent, is never read), only the configured certificate
+(never the one inside the message), and only a
 signature that is a direct child of the element it is asked about and whose single
 Reference points at that element's own, document-unique ID. Together these refuse the
 signature wrapping tricks: a signature moved elsewhere, a second element with the same
