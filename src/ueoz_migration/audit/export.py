@@ -49,11 +49,10 @@ class ExportUnreadable(ValueError):
 def read_export(lines: Iterable[str]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Each attempt of an export with its rows, as ``export_log`` wrote them.
 
-    One attempt's rows are held at a time (and the ids of those already read), so memory
-    stays flat whatever the file's length.
-    ExportUnreadable at the first line that is not a row, or that breaks the order
-    ``export_log`` writes in (each attempt's rows together, by rising seq); also for a
-    file with no row at all.
+    One attempt's rows are held at a time, so memory grows by no more than an id per
+    attempt whatever the file's length. ExportUnreadable at the first line that is not a
+    row, or that breaks the order ``export_log`` writes in (each attempt's rows together,
+    by rising seq); also for a file with no row at all.
     """
     seen: set[str] = set()
     attempt_id: str | None = None
