@@ -379,14 +379,27 @@ def audit() -> None:
     """The transition log, for auditors: show, replay, verify, export, compare."""
 
 
+def _export_option(what: str) -> Callable[[Callable[..., Any]], Any]:
+    return click.option(
+        "--export",
+        type=click.File("r", encoding="utf-8"),
+        help=f"{what} this audit export file instead, without the database.",
+    )
+
+
+def _check_export(
+    export: TextIO, reference: str | None, all_: bool, check: Callable[[TextIO], Any]
+) -> None:
+    """Run an offline check over the whole of an export file and print its report."""
+    if reference is not None or all_:
+        raise click.UsageError("--export checks the whole file: name no attempt, no --all")
+    _print_report(_from_export(export, check))
+
+
 @audit.command("verify")
 @click.argument("reference", required=False, metavar="[MIGRATION_…|ATTEMPT]", callback=_text)
 @click.option("--all", "all_", is_flag=True, help="Every attempt (the default).")
-@click.option(
-    "--export",
-    type=click.File("r", encoding="utf-8"),
-    help="Check the chain inside this audit export file instead, without the database.",
-)
+@_export_option("Check the chain inside")
 @_services(reading_the_log=True)
 def audit_verify(
     services: Services, reference: str | None, all_: bool, export: TextIO | None
@@ -395,10 +408,8 @@ def audit_verify(
     from .audit.verify import VerifyAborted, verify_chain, verify_export
 
     if export is not None:
-        if reference is not None or all_:
-            raise click.UsageError("--export checks the whole file: name no attempt, no --all")
         key = services.settings.audit_key
-        _print_report(_from_export(export, lambda lines: verify_export(lines, key)))
+        _check_export(export, reference, all_, lambda lines: verify_export(lines, key))
         return
     with _database(services):
         scope = _attempt_scope(services, reference, all_)
@@ -413,11 +424,7 @@ def audit_verify(
 @audit.command("replay")
 @click.argument("reference", required=False, metavar="MIGRATION_…|ATTEMPT", callback=_text)
 @click.option("--all", "all_", is_flag=True, help="Every attempt.")
-@click.option(
-    "--export",
-    type=click.File("r", encoding="utf-8"),
-    help="Replay the attempts of this audit export file instead, without the database.",
-)
+@_export_option("Replay the attempts of")
 @_services(reading_the_log=True)
 def audit_replay(
     services: Services, reference: str | None, all_: bool, export: TextIO | None
@@ -426,9 +433,7 @@ def audit_replay(
     from .audit.replay import replay_export, replay_log
 
     if export is not None:
-        if reference is not None or all_:
-            raise click.UsageError("--export checks the whole file: name no attempt, no --all")
-        _print_report(_from_export(export, replay_export))
+        _check_export(export, reference, all_, replay_export)
         return
     if reference is None and not all_:
         raise click.UsageError("name an attempt (its id or MIGRATION_ number) or give --all")

@@ -309,13 +309,21 @@ def test_compare_refuses_a_file_that_is_not_an_export(services, tmp_path, edit, 
     assert "Traceback" not in compared.output and len(compared.output.splitlines()) == 1
 
 
-def verify_offline(services, export, *args):
-    """`audit verify --export` where no database can be reached: only the key comes along."""
+def offline(services, command, export, *args):
+    """`audit COMMAND --export` where no database can be reached: only the key comes along."""
     env = {
         "AUDIT_KEY": services.settings.raw["AUDIT_KEY"],
         "DATABASE_URL": "sqlite:////nonexistent/no-database-here.sqlite3",
     }
-    return CliRunner().invoke(main, ["audit", "verify", "--export", str(export), *args], env=env)
+    return CliRunner().invoke(main, ["audit", command, "--export", str(export), *args], env=env)
+
+
+def verify_offline(services, export, *args):
+    return offline(services, "verify", export, *args)
+
+
+def replay_offline(services, export, *args):
+    return offline(services, "replay", export, *args)
 
 
 EXPORT_LIMITS = (
@@ -395,33 +403,9 @@ def test_an_export_checked_with_another_key_says_the_key_looks_wrong(services, t
     )
 
 
-def test_verify_refuses_a_file_that_is_not_an_export_and_an_attempt_with_it(services, tmp_path):
-    logged_journey(services)
-    export = export_now(services, tmp_path / "log.jsonl")
-    lines = export.read_text().splitlines()
-    export.write_text(f"{lines[0]}\nnot json\n")
-
-    checked = verify_offline(services, export)
-    named = verify_offline(services, export, "--all")
-
-    assert checked.exit_code == 1
-    assert checked.output == f"Error: {export}: line 2 is not a row of an audit export\n"
-    assert named.exit_code == 2
-    assert "--export checks the whole file: name no attempt, no --all" in named.output
-
-
 def rows_version() -> str:
     """The version of the flow the journeys of these tests run."""
     return load_flow_file().version
-
-
-def replay_offline(services, export, *args):
-    """`audit replay --export` where no database can be reached."""
-    env = {
-        "AUDIT_KEY": services.settings.raw["AUDIT_KEY"],
-        "DATABASE_URL": "sqlite:////nonexistent/no-database-here.sqlite3",
-    }
-    return CliRunner().invoke(main, ["audit", "replay", "--export", str(export), *args], env=env)
 
 
 REPLAY_LIMITS = (
@@ -481,17 +465,28 @@ def test_an_export_that_departs_from_the_flow_names_where(services, tmp_path, ch
     ]
 
 
-def test_replay_refuses_a_file_that_is_not_an_export_and_an_attempt_with_it(services, tmp_path):
-    export = tmp_path / "log.jsonl"
-    export.write_text("")
+@pytest.mark.parametrize("command", ["verify", "replay"])
+def test_an_offline_check_refuses_a_file_that_is_not_an_export_or_an_attempt_named(
+    services, tmp_path, command
+):
+    logged_journey(services)
+    export = export_now(services, tmp_path / "log.jsonl")
+    export.write_text(f"{export.read_text().splitlines()[0]}\nnot json\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
 
-    empty = replay_offline(services, export)
-    named = replay_offline(services, export, "MIGRATION_000000000001")
+    broken = offline(services, command, export)
+    nothing = offline(services, command, empty)
+    named = offline(services, command, export, "MIGRATION_000000000001")
+    everything = offline(services, command, export, "--all")
 
-    assert empty.exit_code == 1
-    assert empty.output == f"Error: {export}: the file holds no row of an audit export\n"
-    assert named.exit_code == 2
-    assert "--export checks the whole file: name no attempt, no --all" in named.output
+    assert broken.exit_code == 1
+    assert broken.output == f"Error: {export}: line 2 is not a row of an audit export\n"
+    assert nothing.exit_code == 1
+    assert nothing.output == f"Error: {empty}: the file holds no row of an audit export\n"
+    for refused in (named, everything):
+        assert refused.exit_code == 2
+        assert "--export checks the whole file: name no attempt, no --all" in refused.output
 
 
 def test_an_attempt_ended_outside_the_flow_is_caught_by_replay(services):

@@ -52,26 +52,29 @@ ROW_COLUMNS = (
 class _Flows:
     """The flow versions stored in the database, rebuilt on first use."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session | None) -> None:
         self.session = session
         self.built: dict[str, Flow | str] = {}
 
     def get(self, version: str) -> Flow | str:
         """Return the flow, or why it cannot be rebuilt."""
         if version not in self.built:
-            source = self.session.scalar(
-                select(FlowVersion.source).where(FlowVersion.version == version)
-            )
-            if source is None:
-                self.built[version] = f"flow version {version[:12]}… is not stored"
-            elif flow_version(source) != version:
-                self.built[version] = (
-                    f"the stored definition of flow version {version[:12]}… no longer hashes "
-                    "to it, so the flow in force cannot be rebuilt"
-                )
-            else:
-                self.built[version] = parse_flow(source)
+            self.built[version] = self._build(version)
         return self.built[version]
+
+    def _build(self, version: str) -> Flow | str:
+        assert self.session is not None
+        source = self.session.scalar(
+            select(FlowVersion.source).where(FlowVersion.version == version)
+        )
+        if source is None:
+            return f"flow version {version[:12]}… is not stored"
+        if flow_version(source) != version:
+            return (
+                f"the stored definition of flow version {version[:12]}… no longer hashes "
+                "to it, so the flow in force cannot be rebuilt"
+            )
+        return parse_flow(source)
 
 
 class _Attempt:
@@ -247,30 +250,26 @@ def _finish(report: AuditReport, attempt: _Attempt) -> None:
         )
 
 
-class _HistoryFlows:
+class _HistoryFlows(_Flows):
     """The flow versions this release keeps in ``flows/history/``, rebuilt on first use."""
 
     def __init__(self, history: Path) -> None:
+        super().__init__(None)
         self.history = history
-        self.built: dict[str, Flow | str] = {}
 
-    def get(self, version: str) -> Flow | str:
-        """Return the flow, or why this release cannot rebuild it."""
-        if version not in self.built:
-            path = self.history / f"{version[:12]}.yaml"  # the reader let only hex through
-            try:
-                source: str | None = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                source = None
-            if source is None or flow_version(source) != version:
-                self.built[version] = (
-                    f"flow version {version[:12]}… is not among those this release keeps "
-                    f"({self.history}): replay it against the database (audit replay), "
-                    "which stores every version it ran"
-                )
-            else:
-                self.built[version] = parse_flow(source)
-        return self.built[version]
+    def _build(self, version: str) -> Flow | str:
+        path = self.history / f"{version[:12]}.yaml"  # the reader let only hex through
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            source = None
+        if source is None or flow_version(source) != version:
+            return (
+                f"flow version {version[:12]}… is not among those this release keeps "
+                f"({self.history}): replay it against the database (audit replay), "
+                "which stores every version it ran"
+            )
+        return parse_flow(source)
 
 
 # What an export cannot show, said after every replay of one.
