@@ -49,11 +49,10 @@ ROW_COLUMNS = (
 )
 
 
-class _Flows:
-    """The flow versions stored in the database, rebuilt on first use."""
+class _FlowCache:
+    """Flow versions rebuilt on first use; ``_build`` says from where."""
 
-    def __init__(self, session: Session | None) -> None:
-        self.session = session
+    def __init__(self) -> None:
         self.built: dict[str, Flow | str] = {}
 
     def get(self, version: str) -> Flow | str:
@@ -63,7 +62,17 @@ class _Flows:
         return self.built[version]
 
     def _build(self, version: str) -> Flow | str:
-        assert self.session is not None
+        raise NotImplementedError
+
+
+class _Flows(_FlowCache):
+    """The flow versions stored in the database."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
+
+    def _build(self, version: str) -> Flow | str:
         source = self.session.scalar(
             select(FlowVersion.source).where(FlowVersion.version == version)
         )
@@ -250,11 +259,11 @@ def _finish(report: AuditReport, attempt: _Attempt) -> None:
         )
 
 
-class _HistoryFlows(_Flows):
-    """The flow versions this release keeps in ``flows/history/``, rebuilt on first use."""
+class _HistoryFlows(_FlowCache):
+    """The flow versions this release keeps in ``flows/history/``."""
 
     def __init__(self, history: Path) -> None:
-        super().__init__(None)
+        super().__init__()
         self.history = history
 
     def _build(self, version: str) -> Flow | str:
