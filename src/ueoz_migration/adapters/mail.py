@@ -377,12 +377,6 @@ def transport_for(settings: Settings) -> Transport:
 # -- reading the Maildir (development) -----------------------------------------------------
 
 
-def latest_link_mail(session: Session, attempt_id: str) -> OutboxMessage | None:
-    """The attempt's latest verification e-mail as the outbox holds it (sent, waiting,
-    withdrawn or failed), or None when none was written."""
-    return session.scalars(LATEST_LINK_MAIL, {"attempt": attempt_id}).first()
-
-
 @dataclass(frozen=True)
 class DeliveredMail:
     """A message as its recipient reads it."""
@@ -438,6 +432,15 @@ def mailbox_message(raw: bytes) -> EmailMessage:
     parsed = message_from_bytes(raw, policy=policy.default)
     assert isinstance(parsed, EmailMessage)
     return parsed
+
+
+# -- the outbox, as the waiting page and the helpdesk read it -----------------------------
+
+
+def latest_link_mail(session: Session, attempt_id: str) -> OutboxMessage | None:
+    """The attempt's latest verification e-mail as the outbox holds it (sent, waiting,
+    withdrawn or failed), or None when none was written."""
+    return session.scalars(LATEST_LINK_MAIL, {"attempt": attempt_id}).first()
 
 
 # -- the sender ----------------------------------------------------------------------------
