@@ -792,6 +792,17 @@ def test_maildir_delivery_is_readable_as_the_mail_page_shows_it(services, tmp_pa
     assert "Centrum e-Zdrowia" in mail.body
 
 
+def test_a_maildir_still_being_created_reads_as_empty(tmp_path):
+    # The sender makes the folder, then tmp, new and cur: the mail page (or a test) reading
+    # in between finds no message rather than an error.
+    folder = tmp_path / "mail"
+    (folder / "tmp").mkdir(parents=True)
+    (folder / "new").mkdir()
+
+    assert maildir_messages(folder) == []
+    assert maildir_messages(tmp_path / "none") == []
+
+
 def test_the_development_mail_page_lists_the_newest_message_first(tmp_path):
     # Two messages within one second: Maildir's names then differ in unpadded microseconds.
     folder = tmp_path / "mail"

@@ -392,7 +392,9 @@ class DeliveredMail:
 
 def maildir_messages(path: Path) -> list[DeliveredMail]:
     """Return the messages in a Maildir folder, newest first (for the development mail page)."""
-    if not path.exists():
+    # The sender creates the folder and then its three subfolders: read while it does, a
+    # Maildir not wholly there yet holds no message (mailbox would fail on the missing one).
+    if not all((path / sub).is_dir() for sub in ("tmp", "new", "cur")):
         return []
     folder = mailbox.Maildir(path, factory=None, create=False)
     messages = []
