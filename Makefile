@@ -5,7 +5,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-PYTHON ?= python3
+# Debian's python3 is built with profile-guided and link-time optimisation and linked
+# statically; the pyenv build these machines also carry is a shared-library build without
+# either, and costs a login ~15 % more CPU (docs/performance.md, "The interpreter"). Any other
+# interpreter: `make PYTHON=/path/to/python3 …`.
+PYTHON ?= $(shell /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null && echo /usr/bin/python3 || echo python3)
 PGPORT ?= 55432
 export TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:$(PGPORT)/postgres
 
@@ -13,7 +17,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
 	@touch $@
