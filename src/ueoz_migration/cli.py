@@ -21,7 +21,9 @@ def main() -> None:
     """UEOZ migration service: e-PLOZ accounts into UEOZ at first login through login.gov.pl."""
 
 
-def _services(*, reading_the_log: bool = False) -> Callable[[Callable[..., Any]], Any]:
+def _services(
+    *, reading_the_log: bool = False, unless: str | None = None
+) -> Callable[[Callable[..., Any]], Any]:
     """Hand the command its Services, read from the environment when it runs.
 
     Not in the group: click runs a group's callback before it parses the subcommand's
@@ -30,11 +32,16 @@ def _services(*, reading_the_log: bool = False) -> Callable[[Callable[..., Any]]
 
     ``reading_the_log``: the auditors' and helpdesk's commands read a log already written,
     never with a development audit key made up on the spot.
+
+    ``unless``: an option that, given, makes the command need no configuration at all; it
+    then gets None for its Services and reads nothing from the environment.
     """
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
         def run(*args: Any, **kwargs: Any) -> Any:
+            if unless is not None and kwargs.get(unless) is not None:
+                return command(None, *args, **kwargs)
             try:
                 services = Services.from_env(existing_audit_key=reading_the_log)
             except ConfigError as error:
@@ -425,9 +432,9 @@ def audit_verify(
 @click.argument("reference", required=False, metavar="MIGRATION_…|ATTEMPT", callback=_text)
 @click.option("--all", "all_", is_flag=True, help="Every attempt.")
 @_export_option("Replay the attempts of")
-@_services(reading_the_log=True)
+@_services(reading_the_log=True, unless="export")  # an export replays with no key, no database
 def audit_replay(
-    services: Services, reference: str | None, all_: bool, export: TextIO | None
+    services: Services | None, reference: str | None, all_: bool, export: TextIO | None
 ) -> None:
     """Re-run the logged events through the flow version in force; report the first divergence."""
     from .audit.replay import replay_export, replay_log
@@ -435,6 +442,7 @@ def audit_replay(
     if export is not None:
         _check_export(export, reference, all_, replay_export)
         return
+    assert services is not None  # given whenever --export is not
     if reference is None and not all_:
         raise click.UsageError("name an attempt (its id or MIGRATION_ number) or give --all")
     with _database(services):

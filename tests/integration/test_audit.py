@@ -425,6 +425,30 @@ def test_an_export_replays_against_the_flow_versions_the_release_keeps(services,
     assert output_lines(replayed) == [REPLAY_LIMITS, "replay: OK; 2 attempt(s), 7 row(s) in … s"]
 
 
+@pytest.mark.parametrize("app_env", [None, "production"])
+def test_an_export_replays_with_no_configuration_at_all(services, tmp_path, monkeypatch, app_env):
+    logged_journey(services)
+    export = export_now(services, tmp_path / "log.jsonl")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)  # no var/audit_key to fall back on
+    unset = ("AUDIT_KEY", "DATABASE_URL", "INSTANCE_DIR", "PESEL_HASH_KEY", "SECRET_KEY")
+
+    replayed = CliRunner().invoke(
+        main,
+        ["audit", "replay", "--export", str(export)],
+        env={"APP_ENV": app_env, **dict.fromkeys(unset)},
+    )
+
+    assert replayed.exit_code == 0, replayed.output
+    rows = len(export.read_text().splitlines())
+    assert output_lines(replayed) == [
+        REPLAY_LIMITS,
+        f"replay: OK; 1 attempt(s), {rows} row(s) in … s",
+    ]
+    assert list(empty.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("change", "finding"),
     [
