@@ -5,11 +5,12 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-# Debian's python3 is built with profile-guided and link-time optimisation and linked
-# statically; the pyenv build these machines also carry is a shared-library build without
-# either, and costs a login ~20 % more CPU (docs/performance.md, "Fourth round"). Any other
-# interpreter: `rm -r .venv && make PYTHON=/path/to/python3 install`.
-PYTHON ?= $(shell /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null && echo /usr/bin/python3 || echo python3)
+# Debian's python3 (used when it is 3.11 or later and can make a venv) is built with
+# profile-guided and link-time optimisation and linked statically; the pyenv build these
+# machines also carry is a shared-library build without either, and costs a login ~20 %
+# more CPU (docs/performance.md, "Fourth round"). Any other interpreter:
+# `rm -r .venv && make PYTHON=/path/to/python3 install`.
+PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, ensurepip, venv; assert sys.version_info >= (3, 11)' 2>/dev/null && echo /usr/bin/python3 || echo python3)
 PGPORT ?= 55432
 export TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:$(PGPORT)/postgres
 
