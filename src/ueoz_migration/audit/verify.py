@@ -345,31 +345,13 @@ def _verify_part(
         if broken:
             continue
         seq = row[_SEQ]
-        problem = None
         if expected > head_seq:
             # Every row up to the head checked out, and here is one more: whatever its hash
             # (wrong, from someone without the key), it was added outside the service.
             problem = f"the log goes on past the attempt's head at seq {head_seq} (rows were added)"
-        elif seq > expected:
-            gap = (
-                f"the log starts at seq {seq}"
-                if expected == 1
-                else f"the log goes from seq {expected - 1} to {seq}"
-            )
-            problem = f"row {expected} is missing ({gap})"
-        elif seq != expected:
-            problem = f"seq {seq} where {expected} was expected"
-        elif row[_PREV] != prev:
-            before = "the chain's start" if expected == 1 else f"row {expected - 1}"
-            problem = (
-                f"prev_hash does not match the hash of {before} "
-                "(rows were removed, added or reordered)"
-            )
-        elif hasher(prev, row) != row[_HASH]:
-            problem = CHANGED
-            if seq == 1:
-                report.first_rows_changed += 1
         else:
+            problem = _broken_link(report, hasher, "log", expected, prev, row)
+        if problem is None:
             version = row[_FLOW]
             if version not in flows:
                 problem = f"flow version {version[:12]}… is not stored in flow_versions"
@@ -390,6 +372,42 @@ def _verify_part(
             Finding(attempt_id, 1, f"the log is empty but the attempt's head is at seq {log_seq}")
         )
     return report, empty
+
+
+def _broken_link(
+    report: AuditReport,
+    hasher: RowHasher,
+    holder: str,
+    expected: int,
+    prev: str,
+    row: tuple[Any, ...],
+) -> str | None:
+    """What breaks the chain at ``row`` (``ROW_COLUMNS``), where seq ``expected`` was due.
+
+    None when the row links on from ``prev``. ``holder`` names what holds the rows in the
+    messages: the log, or an export of it. A changed first row is counted, for the wrong-key
+    hint.
+    """
+    seq = row[_SEQ]
+    if seq > expected:
+        gap = (
+            f"the {holder} starts at seq {seq}"
+            if expected == 1
+            else f"the {holder} goes from seq {expected - 1} to {seq}"
+        )
+        return f"row {expected} is missing ({gap})"
+    if seq != expected:
+        return f"seq {seq} where {expected} was expected"
+    if row[_PREV] != prev:
+        before = "the chain's start" if expected == 1 else f"row {expected - 1}"
+        return (
+            f"prev_hash does not match the hash of {before} (rows were removed, added or reordered)"
+        )
+    if hasher(prev, row) != row[_HASH]:
+        if seq == 1:
+            report.first_rows_changed += 1
+        return CHANGED
+    return None
 
 
 def _check_tail(
@@ -444,29 +462,12 @@ def verify_export(lines: Iterable[str], key: bytes) -> AuditReport:
         report.rows += len(records)
         expected, prev = 1, GENESIS
         for record in records:
-            seq = record["seq"]
-            problem = None
-            if seq != expected:  # the reader keeps seq rising, so a row is missing
-                gap = (
-                    f"the export starts at seq {seq}"
-                    if expected == 1
-                    else f"the export goes from seq {expected - 1} to {seq}"
-                )
-                problem = f"row {expected} is missing ({gap})"
-            elif record["prev_hash"] != prev:
-                before = "the chain's start" if seq == 1 else f"row {seq - 1}"
-                problem = (
-                    f"prev_hash does not match the hash of {before} "
-                    "(rows were removed, added or reordered)"
-                )
-            elif hasher(prev, _as_row(record)) != record["hash"]:
-                problem = CHANGED
-                if seq == 1:
-                    report.first_rows_changed += 1
+            # The reader keeps seq rising, so a seq past the one expected is a missing row.
+            problem = _broken_link(report, hasher, "export", expected, prev, _as_row(record))
             if problem is not None:
                 report.add(Finding(attempt_id, expected, problem))
                 break
-            prev, expected = record["hash"], seq + 1
+            prev, expected = record["hash"], record["seq"] + 1
     if report.attempts > 1 and report.first_rows_changed == report.attempts:
         report.notes.append(WRONG_KEY_HINT.replace("this log", "the exported log"))
     report.notes.append(EXPORT_LIMITS)
@@ -475,6 +476,6 @@ def verify_export(lines: Iterable[str], key: bytes) -> AuditReport:
 
 
 def _as_row(record: dict[str, Any]) -> tuple[Any, ...]:
-    # RowHasher reads a row as the database gives it: the chained fields in order, ``at``
-    # already in its ISO form, which is how the export writes it.
-    return tuple(record[name] for name in CHAINED_FIELDS)
+    # A row as verify reads it from the database (``ROW_COLUMNS``): the chained fields in
+    # order, ``at`` already in its ISO form, which is how the export writes it.
+    return tuple(record[name] for name in ROW_COLUMNS)
