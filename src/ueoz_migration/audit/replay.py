@@ -100,6 +100,7 @@ class _Attempt:
         "state",
         "stored_state",
         "version",
+        "version_from",
     )
 
     def __init__(self, row: tuple) -> None:  # type: ignore[type-arg]
@@ -115,6 +116,8 @@ class _Attempt:
         self.number: str | None = None
         self.code: int | None = None
         self.flow: Flow | None = None
+        # Whose flow version every row must name, as the divergence says it.
+        self.version_from = "the attempt's"
 
 
 def replay_log(session: Session, attempt_ids: Collection[str] | None = None) -> AuditReport:
@@ -189,7 +192,8 @@ def _step(
     assert flow is not None
     if version != attempt.version:
         return (
-            f"expected flow version {attempt.version[:12]}… (the attempt's), logged {version[:12]}…"
+            f"expected flow version {attempt.version[:12]}… ({attempt.version_from}), "
+            f"logged {version[:12]}…"
         )
     state = attempt.state
     if state is None:  # the first row
@@ -304,30 +308,23 @@ def replay_export(lines: Iterable[str], history: Path | None = None) -> AuditRep
         report.rows += len(records)
         first = records[0]
         attempt = _Attempt((attempt_id, None, first["flow_version"], None, None, None))
+        # The attempt's row, which names its version, is not in the file: its first row is.
+        attempt.version_from = "the attempt's first row's"
         flow = flows.get(attempt.version)
         if isinstance(flow, str):
             report.add(Finding(attempt_id, first["seq"], flow))
             continue
         attempt.flow = flow
         for record in records:
-            version = record["flow_version"]
-            if version != attempt.version:
-                # The attempt's row, which names its version, is not in the file: its first
-                # row is.
-                problem = (
-                    f"expected flow version {attempt.version[:12]}… (the attempt's first "
-                    f"row's), logged {version[:12]}…"
-                )
-            else:
-                problem = _step(
-                    attempt,
-                    record["seq"],
-                    record["event"],
-                    record["source"],
-                    record["target"],
-                    record["outcome"],
-                    version,
-                )
+            problem = _step(
+                attempt,
+                record["seq"],
+                record["event"],
+                record["source"],
+                record["target"],
+                record["outcome"],
+                record["flow_version"],
+            )
             if problem is not None:
                 report.add(Finding(attempt_id, record["seq"], problem))
                 break
