@@ -90,7 +90,7 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: str) -> Settin
         "SECRET_KEY": "test-secret",
         "AUDIT_KEY": TEST_KEY,
         "PESEL_HASH_KEY": TEST_PESEL_KEY,
-        "BASE_URL": "http://ueoz.test",
+        "BASE_URL": "http://localhost",
         "MAILDIR_PATH": str(tmp_path / "maildir"),
         **overrides,
     }

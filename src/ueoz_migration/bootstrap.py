@@ -16,6 +16,13 @@ from .config import Settings
 from .db.engine import make_engine, make_sessionmaker
 from .flow import Flow, load_flow_file
 from .journey import Journey
+from .oidc.authorizations import Authorizations
+from .oidc.clients import ClientRegistry
+from .oidc.codes import Codes
+from .oidc.keys import SigningKeys
+from .oidc.provider import Provider
+from .oidc.server import OidcServer
+from .oidc.sso import SsoSessions
 from .states.base import Policy
 
 
@@ -79,4 +86,40 @@ class Services:
                 helpdesk_phone=self.settings.helpdesk_phone,
                 helpdesk_email=self.settings.helpdesk_email,
             ),
+        )
+
+    # -- the OpenID Provider for the domain systems ---------------------------------------
+
+    @cached_property
+    def clients(self) -> ClientRegistry:
+        return ClientRegistry(self.sessions, production=self.settings.production)
+
+    @cached_property
+    def signing_keys(self) -> SigningKeys:
+        """The ID token signing keys; the embedded default makes its first one."""
+        return SigningKeys.open(self.settings.oidc_keys_dir, create=not self.settings.production)
+
+    @cached_property
+    def provider(self) -> Provider:
+        settings = self.settings
+        codes = Codes(self.sessions, code_ttl=settings.oidc_code_ttl)
+        server = OidcServer(
+            issuer=settings.base_url,
+            registry=self.clients,
+            keys=self.signing_keys,
+            codes=codes,
+            subject_key=settings.oidc_subject_key,
+            token_ttl=settings.oidc_token_ttl,
+            replay_store=DbReplayStore(self.sessions),
+        )
+        return Provider(
+            self.sessions,
+            issuer=settings.base_url,
+            registry=self.clients,
+            keys=self.signing_keys,
+            sso=SsoSessions(self.sessions, ttl=settings.sso_session_ttl),
+            authorizations=Authorizations(self.sessions, ttl=settings.oidc_authorization_ttl),
+            codes=codes,
+            server=server,
+            subject_key=settings.oidc_subject_key,
         )

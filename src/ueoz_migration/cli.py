@@ -546,10 +546,9 @@ def helpdesk_lookup(services: Services, event_number: str, pesel_last3: str) -> 
     if view is None:
         click.echo(NO_MATCH, err=True)
         sys.exit(1)
-    # Without DOMAIN_SYSTEMS the settings hold the demo systems, which would put a demo
-    # name on a real attempt: the recorded id alone is then what is known.
-    configured = "DOMAIN_SYSTEMS" in services.settings.raw
-    click.echo(describe(view, services.settings.domain_systems if configured else {}))
+    with _database(services):
+        names = {client.id: client.name for client in services.clients.all()}
+    click.echo(describe(view, names))
 
 
 @main.group()
@@ -706,6 +705,242 @@ def diagram(fmt: str, output: str | None, flow_file: str | None) -> None:
         except OSError as error:
             raise _cannot_write(output, error) from None
         click.echo(f"wrote {output} ({fmt})")
+
+
+# -- the OpenID Provider: domain systems, signing keys, logout delivery ------------------
+
+
+@main.group()
+def clients() -> None:
+    """The domain systems that sign in through UEOZ (OpenID Connect clients)."""
+
+
+@clients.command("add")
+@click.argument("client_id", metavar="ID")
+@click.option("--name", required=True, help="The domain system's name, as people know it.")
+@click.option(
+    "--redirect-uri", "redirect_uris", multiple=True, required=True, help="Exact address; repeat."
+)
+@click.option("--post-logout-redirect-uri", "post_logout_redirect_uris", multiple=True)
+@click.option("--backchannel-logout-uri", help="Where logout tokens are posted.")
+@click.option("--initiate-login-uri", help="Where the domain system starts a sign-in.")
+@click.option("--jwks-uri", help="Its public keys (private_key_jwt), fetched from here.")
+@click.option(
+    "--jwks-file",
+    type=click.File("r", encoding="utf-8"),
+    help="Its public keys (private_key_jwt), as a JWKS file.",
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="A scope it may ask for (openid, profile, email, roles, pesel); repeat. "
+    "Default: openid profile email roles.",
+)
+@click.option(
+    "--public-subject",
+    is_flag=True,
+    help="Give it the same sub as the other public-subject clients (default: pairwise).",
+)
+@_services()
+def clients_add(
+    services: Services,
+    client_id: str,
+    name: str,
+    redirect_uris: tuple[str, ...],
+    post_logout_redirect_uris: tuple[str, ...],
+    backchannel_logout_uri: str | None,
+    initiate_login_uri: str | None,
+    jwks_uri: str | None,
+    jwks_file: TextIO | None,
+    scopes: tuple[str, ...],
+    public_subject: bool,
+) -> None:
+    """Register a domain system; print its client_secret once (none for private_key_jwt)."""
+    import json
+
+    from .oidc.clients import DEFAULT_SCOPES, ClientError, Registration
+
+    try:
+        jwks = json.load(jwks_file) if jwks_file is not None else None
+    except ValueError as error:
+        raise click.ClickException(f"{jwks_file.name} is not JSON: {error}") from None
+    registration = Registration(
+        id=client_id,
+        name=name,
+        redirect_uris=redirect_uris,
+        post_logout_redirect_uris=post_logout_redirect_uris,
+        backchannel_logout_uri=backchannel_logout_uri,
+        initiate_login_uri=initiate_login_uri,
+        jwks=jwks,
+        jwks_uri=jwks_uri,
+        scopes=scopes or DEFAULT_SCOPES,
+        public_subject=public_subject,
+    )
+    try:
+        with _database(services, doing="write"):
+            secret = services.clients.add(registration)
+    except ClientError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"client_id: {client_id}")
+    if secret is not None:
+        click.echo(f"client_secret: {secret}")
+        click.echo("(shown this once: only its hash is kept)", err=True)
+
+
+@clients.command("list")
+@_services()
+def clients_list(services: Services) -> None:
+    """List the registered domain systems."""
+    with _database(services):
+        registered = services.clients.all()
+    for client in registered:
+        click.echo(
+            f"{client.id}\t{client.name}\t{client.auth_method}\t{client.subject_type}\t"
+            f"scopes: {' '.join(client.scopes)}\tredirect: {' '.join(client.redirect_uris)}"
+        )
+    if not registered:
+        click.echo("no domain system is registered (ueoz-migration clients add)", err=True)
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id", metavar="ID")
+@_services()
+def clients_rotate_secret(services: Services, client_id: str) -> None:
+    """Give a domain system a new client_secret; the old one stops working at once."""
+    from .oidc.clients import ClientError
+
+    try:
+        with _database(services, doing="write"):
+            secret = services.clients.rotate_secret(client_id)
+    except ClientError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"client_id: {client_id}")
+    click.echo(f"client_secret: {secret}")
+    click.echo("(shown this once: only its hash is kept)", err=True)
+
+
+@clients.command("remove")
+@click.argument("client_id", metavar="ID")
+@_services()
+def clients_remove(services: Services, client_id: str) -> None:
+    """Remove a domain system: its sign-ins, codes and tokens stop working at once."""
+    from .oidc.clients import ClientError
+
+    try:
+        with _database(services, doing="write"):
+            services.clients.remove(client_id)
+    except ClientError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"removed {client_id}")
+
+
+@main.group()
+def keys() -> None:
+    """The ID token signing keys (ES256) in OIDC_KEYS_DIR."""
+
+
+@keys.command("list")
+@_services()
+def keys_list(services: Services) -> None:
+    """List the keys: which signs now, which waits to, until when the others are published."""
+    from datetime import UTC, datetime
+
+    from .oidc.keys import SigningKeys
+
+    signing = SigningKeys(services.settings.oidc_keys_dir)
+    entries = signing.entries()
+    now = datetime.now(UTC)
+    current = max(
+        (entry for entry in entries if entry.signs_from <= now),
+        key=lambda entry: entry.signs_from,
+        default=None,
+    )
+    for entry in entries:
+        if entry is current:
+            state = "signs now"
+        elif entry.signs_from > now:
+            state = f"published, signs from {entry.signs_from:%Y-%m-%d %H:%M:%S} UTC"
+        elif entry.published(now):
+            state = f"published until {entry.published_until:%Y-%m-%d %H:%M:%S} UTC"
+        else:
+            state = "retired"
+        click.echo(f"{entry.kid}\tcreated {entry.created_at:%Y-%m-%d %H:%M:%S} UTC\t{state}")
+    if not entries:
+        raise click.ClickException(
+            f"{services.settings.oidc_keys_dir} holds no signing key (ueoz-migration keys rotate)"
+        )
+
+
+@keys.command("rotate")
+@click.option(
+    "--publish-ahead-minutes",
+    type=click.FloatRange(min=0, max=24 * 60),
+    default=10.0,
+    show_default=True,
+    help="How long the new key is published before it signs (every instance and domain "
+    "system must have seen it by then).",
+)
+@click.option(
+    "--overlap-hours",
+    type=click.FloatRange(min=0, max=24 * 30),
+    default=24.0,
+    show_default=True,
+    help="How long the key it replaces stays published after that.",
+)
+@_services()
+def keys_rotate(services: Services, publish_ahead_minutes: float, overlap_hours: float) -> None:
+    """Make a new signing key (the first one too); the old one stays published a while."""
+    from datetime import timedelta
+
+    from .oidc.keys import SigningKeys
+
+    folder = services.settings.oidc_keys_dir
+    try:
+        entry = SigningKeys(folder).rotate(
+            publish_ahead=timedelta(minutes=publish_ahead_minutes),
+            overlap=timedelta(hours=overlap_hours),
+        )
+    except OSError as error:
+        raise _cannot_write(folder, error) from None
+    click.echo(
+        f"new key {entry.kid}: published now, signs from "
+        f"{entry.signs_from:%Y-%m-%d %H:%M:%S} UTC ({folder})"
+    )
+
+
+@main.command("logout-sender")
+@click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
+@_IDLE_INTERVAL
+@_services()
+def logout_sender(services: Services, once: bool, interval: float) -> None:
+    """Deliver back-channel logouts to the domain systems when a UEOZ session ends."""
+    from .oidc.logout import LogoutSender
+    from .signals import stop_on_signals
+
+    settings = services.settings
+    sender = LogoutSender(
+        services.sessions,
+        keys=services.signing_keys,
+        registry=services.clients,
+        issuer=settings.base_url,
+        timeout=settings.backchannel_timeout.total_seconds(),
+    )
+    if once:
+        with _database(services, doing="use"):
+            report = sender.send_due()
+        click.echo(f"sent {report.sent}, to retry {report.retried}, failed {report.failed}")
+        if report.failed:
+            raise click.ClickException(
+                f"{report.failed} logout(s) failed for good; see the log "
+                "(oidc.backchannel_logout_failed)"
+            )
+        return
+    try:
+        with stop_on_signals() as stop:
+            sender.run(stop, interval=interval)
+    finally:
+        services.engine.dispose()
 
 
 # -- mail and the development stack -------------------------------------------------------

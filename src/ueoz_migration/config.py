@@ -68,7 +68,7 @@ def _whole(
 
 
 def _duration(env: Mapping[str, str], name: str, default: float, unit: str) -> timedelta:
-    """A positive number of ``unit`` (``seconds`` or ``hours``), fractions allowed."""
+    """A positive number of ``unit`` (``seconds``, ``minutes``, ``hours``), fractions allowed."""
     raw = env.get(name, "").strip()
     if not raw:
         return timedelta(**{unit: default})
@@ -125,42 +125,6 @@ def _ca_file(path: str) -> str:
     return path
 
 
-def _systems(value: str) -> dict[str, DomainSystem]:
-    """Parse ``ID|Name|https://return/1,https://return/2;ID2|...``."""
-    systems = {}
-    for entry in filter(None, (part.strip() for part in value.split(";"))):
-        try:
-            system_id, name, returns = entry.split("|", 2)
-        except ValueError as error:
-            raise ConfigError(
-                f"DOMAIN_SYSTEMS entry {entry!r} is not ID|Name|return-url[,return-url...]"
-            ) from error
-        urls = tuple(url.strip() for url in returns.split(",") if url.strip())
-        systems[system_id.strip()] = DomainSystem(system_id.strip(), name.strip(), urls)
-    return systems
-
-
-@dataclass(frozen=True)
-class DomainSystem:
-    """A system a user logs in to; after migration the user goes back to one of its addresses."""
-
-    id: str
-    name: str
-    return_urls: tuple[str, ...]
-
-    @property
-    def default_return_url(self) -> str:
-        return self.return_urls[0]
-
-
-def demo_systems(base_url: str) -> str:
-    """The embedded default's two domain systems: pages of the service itself (``/demo/…``)."""
-    return (
-        f"P1|Platforma P1 (demo)|{base_url}/demo/system/P1;"
-        f"GABINET|gabinet.gov.pl (demo)|{base_url}/demo/system/GABINET"
-    )
-
-
 #: ``production``; the others are the embedded default, the test suite and the benchmarks.
 APP_ENVS = ("production", "development", "test", "bench")
 
@@ -197,8 +161,15 @@ class Settings:
     mail_retry_base: timedelta
     helpdesk_phone: str
     helpdesk_email: str
-    domain_systems: dict[str, DomainSystem]
+    oidc_keys_dir: Path
+    oidc_subject_key: bytes
+    oidc_code_ttl: timedelta
+    oidc_token_ttl: timedelta
+    oidc_authorization_ttl: timedelta
+    sso_session_ttl: timedelta
+    backchannel_timeout: timedelta
     standin_url: str
+    demo_systems_url: str
     log_json: bool
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
 
@@ -244,13 +215,21 @@ class Settings:
                 "PESEL_HASH_KEY",
                 "DATABASE_URL",
                 "BASE_URL",
-                "DOMAIN_SYSTEMS",
+                "OIDC_KEYS_DIR",
+                "OIDC_SUBJECT_KEY",
             )
         )
         missing = [name for name in needed if production and not get(name)]
         if missing:
             raise ConfigError(
                 "APP_ENV=production needs " + ", ".join(missing) + "; refusing to start."
+            )
+        if get("DOMAIN_SYSTEMS"):
+            # Its systems and return addresses would be silently ignored: every domain system
+            # is now a registered OpenID Connect client.
+            raise ConfigError(
+                "DOMAIN_SYSTEMS is no longer read: register each domain system with "
+                "`ueoz-migration clients add` (docs/integration.md) and unset it."
             )
         if production and get("MAIL_BACKEND", "smtp") != "smtp":
             raise ConfigError("APP_ENV=production sends e-mail over SMTP only (MAIL_BACKEND).")
@@ -271,16 +250,19 @@ class Settings:
         base_url = get("BASE_URL", "http://127.0.0.1:5000").rstrip("/")
         if reading:
             pesel_key, secret_key = get("PESEL_HASH_KEY") or "", get("SECRET_KEY") or ""
+            subject_key = get("OIDC_SUBJECT_KEY") or ""
         else:
             # Before the audit key: a development audit key on disk without a PESEL key
             # means an instance from before the keys were split (see _dev_pesel_key).
             pesel_key = get("PESEL_HASH_KEY") or _dev_pesel_key(instance_dir, get("AUDIT_KEY"))
-            secret_key = get("SECRET_KEY") or _dev_secret(instance_dir, "secret_key")
+            secret_key = get("SECRET_KEY") or dev_secret(instance_dir, "secret_key")
+            # Never to change: every domain system would see new people (oidc/claims.py).
+            subject_key = get("OIDC_SUBJECT_KEY") or dev_secret(instance_dir, "oidc_subject_key")
         return cls(
             env=app_env,
             database_url=database_url,
             secret_key=secret_key,
-            audit_key=(get("AUDIT_KEY") or _dev_secret(instance_dir, "audit_key")).encode(),
+            audit_key=(get("AUDIT_KEY") or dev_secret(instance_dir, "audit_key")).encode(),
             pesel_key=pesel_key.encode(),
             instance_dir=instance_dir,
             base_url=base_url,
@@ -310,8 +292,19 @@ class Settings:
             mail_retry_base=_duration(env, "MAIL_RETRY_BASE_SECONDS", 30, "seconds"),
             helpdesk_phone=get("HELPDESK_PHONE", "19239"),
             helpdesk_email=get("HELPDESK_EMAIL", "logowanie@cez.gov.pl"),
-            domain_systems=_systems(get("DOMAIN_SYSTEMS") or demo_systems(base_url)),
+            # The ID token signing keys and their manifest (oidc/keys.py), outside the database.
+            oidc_keys_dir=Path(get("OIDC_KEYS_DIR", str(instance_dir / "oidc-keys"))).absolute(),
+            oidc_subject_key=subject_key.encode(),
+            oidc_code_ttl=_duration(env, "OIDC_CODE_TTL_SECONDS", 60, "seconds"),
+            oidc_token_ttl=_duration(env, "OIDC_TOKEN_TTL_SECONDS", 300, "seconds"),
+            # How long a domain system's request waits for the person: the node login and
+            # the migration's screens; the browser session ends sooner when left alone.
+            oidc_authorization_ttl=_duration(env, "OIDC_AUTHORIZATION_TTL_MINUTES", 120, "minutes"),
+            sso_session_ttl=_duration(env, "SSO_SESSION_HOURS", 10, "hours"),
+            backchannel_timeout=_duration(env, "BACKCHANNEL_LOGOUT_TIMEOUT_SECONDS", 5, "seconds"),
             standin_url=get("STANDIN_URL", "http://127.0.0.1:5001").rstrip("/"),
+            # The demo domain systems of the embedded default (demo_systems/), never production.
+            demo_systems_url=get("DEMO_SYSTEMS_URL", "http://127.0.0.1:5002").rstrip("/"),
             log_json=_flag(env, "LOG_JSON", production),
             raw=env,
         )
@@ -329,10 +322,10 @@ def _dev_pesel_key(instance_dir: Path, audit_key: str | None) -> str:
     legacy = audit_key or None
     if legacy is None and (instance_dir / "audit_key").exists():
         legacy = (instance_dir / "audit_key").read_text().strip()
-    return _dev_secret(instance_dir, "pesel_key", first_value=legacy)
+    return dev_secret(instance_dir, "pesel_key", first_value=legacy)
 
 
-def _dev_secret(instance_dir: Path, name: str, *, first_value: str | None = None) -> str:
+def dev_secret(instance_dir: Path, name: str, *, first_value: str | None = None) -> str:
     """Return a development secret, written once into the instance folder.
 
     Only reached outside production; kept on disk so sessions and the audit chain's keyed

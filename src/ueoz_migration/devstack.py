@@ -5,8 +5,11 @@ of the service as a child process of this one:
 
 - the web service (gunicorn, ``ueoz_migration.web:create_app()``) at ``BASE_URL``;
 - the stand-in login node (``python -m ueoz_migration.standin``) at ``STANDIN_URL``;
+- the demo domain systems (``python -m ueoz_migration.demo_systems``) at ``DEMO_SYSTEMS_URL``,
+  registered as OpenID Connect clients;
 - the search worker (``ueoz-migration worker``);
-- the mail sender (``ueoz-migration mail-sender``), delivering into the Maildir.
+- the mail sender (``ueoz-migration mail-sender``), delivering into the Maildir;
+- the logout sender (``ueoz-migration logout-sender``), telling the demo systems of logouts.
 
 Each child leads a process group of its own, so a stop reaches gunicorn's workers too, and
 the terminal's Ctrl-C reaches this runner only: it then stops the children in order instead
@@ -94,6 +97,7 @@ def plan(settings: Settings) -> list[Child]:
         "INSTANCE_DIR": str(settings.instance_dir),
         "BASE_URL": settings.base_url,
         "STANDIN_URL": settings.standin_url,
+        "DEMO_SYSTEMS_URL": settings.demo_systems_url,
         "PYTHONUNBUFFERED": "1",
     }
     env.setdefault("WK_NODE_URL", settings.standin_url)
@@ -122,8 +126,10 @@ def plan(settings: Settings) -> list[Child]:
     return [
         Child("web service", gunicorn, env),
         Child("stand-in login node", [sys.executable, "-m", "ueoz_migration.standin"], node_env),
+        Child("demo domain systems", [sys.executable, "-m", "ueoz_migration.demo_systems"], env),
         Child("search worker", cli("worker"), env),
         Child("mail sender", cli("mail-sender"), env),
+        Child("logout sender", cli("logout-sender"), env),
     ]
 
 
@@ -134,14 +140,23 @@ def prepare(settings: Settings, out: Callable[[str], None]) -> None:
     from .db.engine import make_engine, make_sessionmaker, shown_url
     from .db.schema import upgrade
     from .demo import seed_demo
+    from .demo_systems import register_demo_systems
+    from .oidc.clients import ClientRegistry
 
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     try:
         upgrade(engine)
         out(f"database at head: {shown_url(engine)}")
-        report = seed_demo(make_sessionmaker(engine), pesel_key=settings.pesel_key)
+        sessions = make_sessionmaker(engine)
+        report = seed_demo(sessions, pesel_key=settings.pesel_key)
         out(f"demo people in place (UEOZ accounts added now: {report.ueoz_added})")
+        register_demo_systems(
+            ClientRegistry(sessions, production=False),
+            settings.instance_dir,
+            settings.demo_systems_url,
+        )
+        out(f"demo domain systems registered at {settings.demo_systems_url}")
     except SQLAlchemyError as error:
         # Its message may quote a row or the server's words; the class says enough here.
         raise DevStackError(
@@ -154,7 +169,11 @@ def prepare(settings: Settings, out: Callable[[str], None]) -> None:
 
 def check_ports_free(settings: Settings) -> None:
     """Refuse to start when something already listens where the stack would."""
-    for name, url in (("BASE_URL", settings.base_url), ("STANDIN_URL", settings.standin_url)):
+    for name, url in (
+        ("BASE_URL", settings.base_url),
+        ("STANDIN_URL", settings.standin_url),
+        ("DEMO_SYSTEMS_URL", settings.demo_systems_url),
+    ):
         host, port = host_and_port(url)
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -268,7 +287,8 @@ def _signal_group(child: Child, number: int) -> None:
 def banner(settings: Settings) -> str:
     return (
         f"UEOZ migration is running: open {settings.base_url}/  "
-        f"(stand-in login node: {settings.standin_url}, mail: {settings.base_url}/dev/mail). "
+        f"(demo domain systems, which sign in through it: {settings.demo_systems_url}/; "
+        f"stand-in login node: {settings.standin_url}; mail: {settings.base_url}/dev/mail). "
         "Ctrl-C stops everything."
     )
 
@@ -292,6 +312,7 @@ def run_stack(settings: Settings, out: Callable[[str], None] | None = None) -> i
             urls = {
                 "web service": f"{settings.base_url}/healthz",
                 "stand-in login node": f"{settings.standin_url}/healthz",
+                "demo domain systems": f"{settings.demo_systems_url}/healthz",
             }
             dead = None
             if stack.wait_until_answering(urls, stop):

@@ -25,6 +25,7 @@ FIRED_BY: Mapping[str, str] = {
     "search_failed": "the search worker",
     "skip": "the login (a person already migrated)",
     "expire": "the expiry sweep",
+    "hand_off": "the sign-in provider (Przejdź do systemu dziedzinowego)",
 }
 
 #: The events a person may fire from a page; the worker's and the system's are not among them.

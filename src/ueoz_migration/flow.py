@@ -13,6 +13,9 @@ from statemachine.io import load
 
 from .resources import default_flow_path
 
+#: The behaviour with which a state ends the attempt's hold on the PESEL (states/finals.py).
+CLOSE_ATTEMPT = "close_attempt"
+
 
 class FlowVersionUnknown(LookupError):
     """A log names a flow version whose definition is nowhere to be found."""
@@ -29,6 +32,10 @@ class Flow:
     transitions: Mapping[tuple[str, str], str] = field(repr=False)
     initial: str
     finals: frozenset[str]
+    #: The states in which the attempt is no longer open: the final ones, and those that
+    #: close it as they are entered yet still take an event (``done`` and ``skipped`` wait
+    #: for the hand-off to the domain system).
+    closed: frozenset[str]
 
     @property
     def states(self) -> list[str]:
@@ -73,6 +80,12 @@ def parse_flow(source: str) -> Flow:
     }
     initial = machine_class.initial_state
     assert initial is not None
+    finals = frozenset(state.id for state in machine_class.final_states)
+    closing = {
+        state.id
+        for state in machine_class.states
+        if any(spec.attr_name == CLOSE_ATTEMPT for spec in state.enter)
+    }
     return Flow(
         version=flow_version(source),
         name=machine_class.name,
@@ -80,7 +93,8 @@ def parse_flow(source: str) -> Flow:
         machine_class=machine_class,
         transitions=transitions,
         initial=initial.id,
-        finals=frozenset(state.id for state in machine_class.final_states),
+        finals=finals,
+        closed=finals | closing,
     )
 
 

@@ -36,7 +36,6 @@ from .audit.log import (
     text_table,
 )
 from .audit.log import format_time as format_utc
-from .config import DomainSystem
 from .db.engine import snapshot
 from .db.models import (
     EPLOZ_REMOVED,
@@ -60,7 +59,7 @@ WIDTH = 96  # the output wraps here, to read from a terminal during a call
 #: The callers' clock: what they remember and are told is Polish time; the log's is UTC.
 POLISH_TIME = ZoneInfo("Europe/Warsaw")
 #: Where an attempt is once the person chose Dalej on the error screen (states/error.py).
-AFTER_DALEJ = frozenset({"email_entry", "awaiting_verification", "done"})
+AFTER_DALEJ = frozenset({"email_entry", "awaiting_verification", "done", "handed_off"})
 
 
 class LookupInputError(ValueError):
@@ -272,10 +271,13 @@ def _later_attempts(session: Session, attempt: Attempt) -> tuple[list[LaterAttem
 # -- what the helpdesk reads ----------------------------------------------------------------
 
 
-def describe(view: HelpdeskView, systems: dict[str, DomainSystem]) -> str:
-    """Render the attempt for the helpdesk: why, what to do, where it stands, who, and its log."""
+def describe(view: HelpdeskView, systems: dict[str, str]) -> str:
+    """Render the attempt for the helpdesk: why, what to do, where it stands, who, and its log.
+
+    ``systems``: the domain systems' names by their ids (the registered clients).
+    """
     attempt = view.attempt
-    system = systems.get(attempt.domain_system or "")
+    system = systems.get(attempt.domain_system or "")  # its name
     facts = [
         ("event number", attempt.event_number or "-"),
         ("event code", _code(attempt.event_code)),
@@ -289,7 +291,7 @@ def describe(view: HelpdeskView, systems: dict[str, DomainSystem]) -> str:
         ("link e-mail", _link_mail_fact(view.link_mail)),
         (
             "domain system",
-            f"{system.name} ({system.id})" if system else (attempt.domain_system or "-"),
+            f"{system} ({attempt.domain_system})" if system else (attempt.domain_system or "-"),
         ),
         ("attempt", attempt.id),
     ]
@@ -349,7 +351,7 @@ def _what_to_do(view: HelpdeskView) -> str:
     when = "" if code is EventCode.DIRECTORY_UNAVAILABLE else " once e-PLOZ is corrected"
     even = when.replace(" once", ", even once")
     chose = "The caller chose Dalej: a new UEOZ account, made without e-PLOZ data"
-    if attempt.state == "done":
+    if attempt.state in ("done", "handed_off"):
         advice = (
             f"{chose}, with its e-mail address verified. Every login now skips the migration: "
             f"logging in again will not bring {account}{even}; "

@@ -263,7 +263,6 @@ class Journey:
         *,
         actor: Actor,
         domain_system: str | None = None,
-        return_url: str | None = None,
         language: str = "pl",
     ) -> Attempt:
         """Resume the person's open attempt, or start a new one.
@@ -277,11 +276,11 @@ class Journey:
         key = pesel_hash(self.pesel_key, person.pesel)
         open_attempt = self._open_attempt(key)
         if open_attempt is not None:
-            resumed = self._resume(open_attempt.id, actor, domain_system, return_url, language)
+            resumed = self._resume(open_attempt.id, actor, domain_system, language)
             if resumed is not None:
                 return resumed
         try:
-            return self._create(person, key, actor, domain_system, return_url, language)
+            return self._create(person, key, actor, domain_system, language)
         except IntegrityError:
             # Another request for the same person (a second tab, a double login) created
             # the open attempt between our look-up and our insert: resume that one.
@@ -296,7 +295,6 @@ class Journey:
         key: str,
         actor: Actor,
         domain_system: str | None,
-        return_url: str | None,
         language: str,
     ) -> Attempt:
         now = self.clock()
@@ -312,7 +310,6 @@ class Journey:
                 date_of_birth=person.date_of_birth,
                 open_pesel_key=key,
                 domain_system=domain_system,
-                return_url=return_url,
                 language=language,
                 created_at=now,
                 updated_at=now,
@@ -415,7 +412,7 @@ class Journey:
             raise
         if attempt.state in flow.finals:
             self._machines.discard(flow)
-        else:
+        if attempt.state not in flow.closed:
             attempt.expires_at = now + self.policy.attempt_ttl
         attempt.updated_at = now
         minted = attempt.event_number != number_before
@@ -671,7 +668,6 @@ class Journey:
         attempt_id: str,
         actor: Actor,
         domain_system: str | None,
-        return_url: str | None,
         language: str,
     ) -> Attempt | None:
         """The person's open attempt, under its lock, told where they came from this time.
@@ -685,7 +681,7 @@ class Journey:
             resumed = attempt if attempt.open_pesel_key is not None else None
             if resumed is not None and domain_system is not None:
                 # A person who comes back from another system returns to that one at the end.
-                attempt.domain_system, attempt.return_url = domain_system, return_url
+                attempt.domain_system = domain_system
                 attempt.language = language
         for line in lines:
             log.info("attempt.transition", **line)

@@ -201,7 +201,7 @@ def test_submit_creates_an_unverified_account_and_one_email(services):
     )
     assert account.roles == "P1:LEKARZ;GABINET:ADMIN"
     assert mail.recipient == "anna@example.pl"
-    assert "http://ueoz.test/weryfikacja/" in mail.body
+    assert "http://localhost/weryfikacja/" in mail.body
     assert '"email": "a***@e***.pl"' in log_of(services, attempt.id)[-1].detail
 
 

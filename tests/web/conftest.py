@@ -9,11 +9,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.factories import ANNA, add_eploz_account, submit, user
+from tests.web.nodelogin import BackChannel
+from ueoz_migration.adapters.wk import ServiceProvider, WkSettings
+from ueoz_migration.adapters.wk.keys import dev_pair
+from ueoz_migration.adapters.wk_replay import DbReplayStore
+from ueoz_migration.standin import StandinSettings, create_standin_app
 from ueoz_migration.web import create_app
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -96,3 +102,43 @@ def start_attempt(services):
         return submit(services, attempt.id)
 
     return start
+
+
+# -- the stand-in node in process (tests/web/nodelogin.py plays the browser) ---------------
+
+
+@pytest.fixture
+def wk(services) -> WkSettings:
+    settings = services.settings
+    return WkSettings.from_env(
+        settings.raw,
+        base_url=settings.base_url,
+        instance_dir=settings.instance_dir,
+        production=False,
+    )
+
+
+@pytest.fixture
+def standin(services, wk):
+    signing = dev_pair(services.settings.instance_dir / "wk", "standin-signing", "WK stand-in node")
+    return create_standin_app(
+        StandinSettings.for_service(wk, base_url="http://127.0.0.1:5001", signing=signing)
+    )
+
+
+@pytest.fixture
+def back_channel(standin) -> BackChannel:
+    return BackChannel(standin)
+
+
+@pytest.fixture
+def node(services, wk, standin, back_channel):
+    http = httpx.Client(transport=httpx.WSGITransport(app=back_channel))
+    services.service_provider = ServiceProvider(wk, DbReplayStore(services.sessions), http)
+    yield standin.test_client()
+    services.service_provider.close()
+
+
+@pytest.fixture
+def web(services, node):
+    return create_app(services=services).test_client()

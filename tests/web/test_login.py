@@ -7,12 +7,9 @@ reaches its SOAP endpoint through httpx's WSGI transport.
 from __future__ import annotations
 
 import dataclasses
-import html
-import io
 import re
 from datetime import timedelta
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from lxml import html as lxml_html
@@ -20,113 +17,15 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from tests.factories import count
-from ueoz_migration.adapters.wk import ServiceProvider, WkSettings
+from tests.web.nodelogin import ANNA, fields, log_in, text_of
 from ueoz_migration.adapters.wk import messages as m
 from ueoz_migration.adapters.wk.ecdh import decrypt_assertion
-from ueoz_migration.adapters.wk.keys import dev_pair
 from ueoz_migration.adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH
 from ueoz_migration.adapters.wk.xmlsig import Verifier, parse, select_one
-from ueoz_migration.adapters.wk_replay import DbReplayStore
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import Attempt, PendingLogin, WebSession
-from ueoz_migration.standin import Failure, StandinSettings, create_standin_app
+from ueoz_migration.standin import Failure
 from ueoz_migration.web import create_app
-
-ANNA = {
-    "first_name": "Anna Maria",
-    "last_name": "Mickiewicz-Sokołowska",
-    "pesel": "87042712342",
-    "date_of_birth": "1987-04-27",
-}
-
-
-class BackChannel:
-    """The stand-in's WSGI app, keeping every SOAP exchange the service has with it."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.exchanges: list[tuple[str, bytes, bytes]] = []  # (path, request, answer)
-
-    def __call__(self, environ, start_response):
-        body = environ["wsgi.input"].read()
-        environ["wsgi.input"] = io.BytesIO(body)
-        result = self.app(environ, start_response)
-        try:
-            answer = b"".join(result)
-        finally:
-            getattr(result, "close", lambda: None)()
-        self.exchanges.append((environ["PATH_INFO"], body, answer))
-        return [answer]
-
-    def at(self, path: str) -> list[tuple[bytes, bytes]]:
-        """The (request, answer) pairs the node's endpoint at ``path`` received."""
-        return [(sent, answer) for where, sent, answer in self.exchanges if where == path]
-
-
-@pytest.fixture
-def wk(services) -> WkSettings:
-    settings = services.settings
-    return WkSettings.from_env(
-        settings.raw,
-        base_url=settings.base_url,
-        instance_dir=settings.instance_dir,
-        production=False,
-    )
-
-
-@pytest.fixture
-def standin(services, wk):
-    signing = dev_pair(services.settings.instance_dir / "wk", "standin-signing", "WK stand-in node")
-    return create_standin_app(
-        StandinSettings.for_service(wk, base_url="http://127.0.0.1:5001", signing=signing)
-    )
-
-
-@pytest.fixture
-def back_channel(standin) -> BackChannel:
-    return BackChannel(standin)
-
-
-@pytest.fixture
-def node(services, wk, standin, back_channel):
-    http = httpx.Client(transport=httpx.WSGITransport(app=back_channel))
-    services.service_provider = ServiceProvider(wk, DbReplayStore(services.sessions), http)
-    yield standin.test_client()
-    services.service_provider.close()
-
-
-@pytest.fixture
-def web(services, node):
-    return create_app(services=services).test_client()
-
-
-def fields(page: str, form_id: str | None = None) -> tuple[str, dict[str, str]]:
-    document = lxml_html.fromstring(page)
-    form = document.get_element_by_id(form_id) if form_id else document.forms[0]
-    hidden = {
-        field.name: field.value or ""
-        for field in form.inputs
-        if field.name and getattr(field, "type", "") == "hidden"
-    }
-    return form.action, hidden
-
-
-def log_in(web, node, person=ANNA, *, action="login", query="?system=P1"):
-    """Play the browser: our login page, the node's form, the node's post back to the ACS."""
-    page = web.get("/login" + query).get_data(as_text=True)
-    url, data = fields(page, "to-node")
-    assert url == "http://127.0.0.1:5001/login/SingleSignOnService"
-    node_page = node.post("/login/SingleSignOnService", data=data).get_data(as_text=True)
-    _, login = fields(node_page, "login")
-    login.update(person, action=action)
-    back = node.post("/login/standin/submit", data=login).get_data(as_text=True)
-    acs, post_back = fields(back)
-    assert acs == "http://ueoz.test/saml/acs"
-    return web.post("/saml/acs", data=post_back), post_back
-
-
-def text_of(response):
-    return html.unescape(response.get_data(as_text=True))
 
 
 def test_login_starts_the_attempt_and_shows_the_search(web, node, services):

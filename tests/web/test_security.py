@@ -416,14 +416,14 @@ def test_dev_mail_lists_the_maildir_newest_first_with_masked_recipients(client, 
         message["Subject"] = "UEOZ – potwierdź adres e-mail"
         message["To"] = who
         message["Date"] = f"Mon, 0{day} Jun 2026 10:00:00 +0000"
-        message.set_content(f"Link: http://ueoz.test/weryfikacja/{token}\n")
+        message.set_content(f"Link: http://localhost/weryfikacja/{token}\n")
         box.add(message)
 
     text = text_of(client.get("/dev/mail"))
 
     assert text.index("j***@example.pl") < text.index("a***@example.pl")
     assert "anna@example.pl" not in text and "jan@example.pl" not in text
-    assert 'href="http://ueoz.test/weryfikacja/second"' in text
+    assert 'href="http://localhost/weryfikacja/second"' in text
     assert "UEOZ – potwierdź adres e-mail" in text
 
 

@@ -64,8 +64,9 @@ class Destination:
     """Where the person goes once the migration is over, and in which language."""
 
     domain_system: str | None
-    return_url: str | None
     language: str
+    # The domain system's authorization request the login serves (oidc/authorizations.py).
+    authorization_id: str | None = None
 
 
 class PendingLogins:
@@ -93,11 +94,11 @@ class PendingLogins:
                     relay_state=relay_state,
                     request_id=request_id,
                     domain_system=destination.domain_system,
-                    return_url=destination.return_url,
                     language=destination.language,
                     created_at=now,
                     expires_at=now + PENDING_LOGIN_TTL,
                     browser_key_hash=browser_key_hash,
+                    authorization_id=destination.authorization_id,
                 )
             )
 

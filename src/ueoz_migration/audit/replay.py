@@ -235,11 +235,11 @@ def _finish(report: AuditReport, attempt: _Attempt) -> None:
                 f"replay ends in '{attempt.state}', the attempt is in '{attempt.stored_state}'",
             )
         )
-    elif attempt.flow is not None and (attempt.state not in attempt.flow.finals) != bool(
+    elif attempt.flow is not None and (attempt.state not in attempt.flow.closed) != bool(
         attempt.is_open
     ):
         # An attempt holds the person's one open place (open_pesel_key) from its start until
-        # a final state; anything else was changed outside the flow.
+        # a state that closes it; anything else was changed outside the flow.
         report.add(
             Finding(
                 attempt.id,
@@ -249,6 +249,8 @@ def _finish(report: AuditReport, attempt: _Attempt) -> None:
                     "which is open, but the attempt is marked ended (its open_pesel_key is empty)"
                     if not attempt.is_open
                     else "which is final, but the attempt is still marked open (open_pesel_key)"
+                    if attempt.state in attempt.flow.finals
+                    else "which closes it, but the attempt is still marked open (open_pesel_key)"
                 ),
             )
         )

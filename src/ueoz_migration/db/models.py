@@ -80,7 +80,10 @@ class Attempt(Base):
     ueoz_account_id: Mapped[int | None] = mapped_column(ForeignKey("ueoz_accounts.id"))
     event_number: Mapped[str | None] = mapped_column(String(22), unique=True)
     event_code: Mapped[int | None] = mapped_column(Integer)
+    # The registered domain system (oidc_clients) the person came from, if any.
     domain_system: Mapped[str | None] = mapped_column(String(64))
+    # Unused since schema 0004 (the domain systems' OpenID Connect replaced return addresses);
+    # dropped in a later release, as docs/operations.md ("Releasing") says.
     return_url: Mapped[str | None] = mapped_column(String(2000))
     language: Mapped[str] = mapped_column(String(5), default="pl")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -263,6 +266,7 @@ class PendingLogin(Base):
     relay_state: Mapped[str] = mapped_column(String(64), primary_key=True)
     request_id: Mapped[str] = mapped_column(String(100), unique=True)
     domain_system: Mapped[str | None] = mapped_column(String(64))
+    # Unused since schema 0004, as attempts.return_url.
     return_url: Mapped[str | None] = mapped_column(String(2000))
     language: Mapped[str] = mapped_column(String(5), default="pl")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -271,6 +275,8 @@ class PendingLogin(Base):
     # The SHA-256 of the key kept in the session of the browser that started the login: the
     # node's answer is taken only in that browser (no login CSRF). NULL: started before 0002.
     browser_key_hash: Mapped[str | None] = mapped_column(String(64))
+    # The domain system's authorization request this login serves (oidc_authorizations).
+    authorization_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class WebSession(Base):
@@ -281,3 +287,150 @@ class WebSession(Base):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+# -- the OpenID Provider for the domain systems (oidc/, web/oidc.py) ------------------------
+
+
+class OidcClient(Base):
+    """A domain system registered as a relying party (``ueoz-migration clients add``)."""
+
+    __tablename__ = "oidc_clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the client_id
+    name: Mapped[str] = mapped_column(String(200))
+    # client_secret_basic or private_key_jwt.
+    auth_method: Mapped[str] = mapped_column(String(40))
+    # SHA-256 of the secret (client_secret_basic); NULL for a private_key_jwt client.
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    # JSON lists of exact addresses.
+    redirect_uris: Mapped[str] = mapped_column(Text)
+    post_logout_redirect_uris: Mapped[str] = mapped_column(Text, default="[]")
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    # Where the domain system starts a sign-in (OpenID Connect Core 4): the way back to it
+    # from a browser that holds no authorization request (the link opened in another one).
+    initiate_login_uri: Mapped[str | None] = mapped_column(String(2000))
+    # A private_key_jwt client's public keys: a JWKS (JSON), or where to fetch it.
+    jwks: Mapped[str | None] = mapped_column(Text)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    scopes: Mapped[str] = mapped_column(Text)  # the scopes it may ask for, space-separated
+    subject_type: Mapped[str] = mapped_column(String(10))  # pairwise | public
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class OidcAuthorization(Base):
+    """An authorization request waiting for the person: the node login, then the journey.
+
+    Its id is kept in the session of the browser that made the request, and in the pending
+    login sent to the node; it is completed (a code, or an error for the domain system) once.
+    """
+
+    __tablename__ = "oidc_authorizations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    query: Mapped[str] = mapped_column(Text)  # the request's parameters, as it was validated
+    attempt_id: Mapped[str | None] = mapped_column(String(32))  # set once the node logged in
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class SsoSession(Base):
+    """A person's single sign-on session at UEOZ, from one node login, shared by instances."""
+
+    __tablename__ = "sso_sessions"
+
+    # Secret: the browser's web session holds it.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Public: the ``sid`` of its ID tokens and back-channel logout tokens.
+    sid: Mapped[str] = mapped_column(String(64), unique=True)
+    pesel_hash: Mapped[str] = mapped_column(String(64), index=True)
+    acr: Mapped[str] = mapped_column(String(100))  # the node's level of assurance
+    auth_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The node's session, ended by the SOAP logout when this one ends.
+    name_id: Mapped[str] = mapped_column(String(200))
+    session_index: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class SsoSessionClient(Base):
+    """A domain system signed in to through an SSO session: told when the session ends."""
+
+    __tablename__ = "sso_session_clients"
+
+    sso_session_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sso_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("ueoz_accounts.id"))
+    first_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class OidcCode(Base):
+    """An authorization code: single-use, short-lived, bound to client, redirect and PKCE."""
+
+    __tablename__ = "oidc_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    scope: Mapped[str] = mapped_column(Text)
+    nonce: Mapped[str | None] = mapped_column(String(255))
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(10))
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("ueoz_accounts.id"))
+    sso_session_id: Mapped[str] = mapped_column(String(64))
+    auth_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    acr: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Set when the code came back after it was used: the tokens it gave are revoked.
+    reused_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_oidc_codes_client_nonce", "client_id", "nonce"),)
+
+
+class OidcToken(Base):
+    """An access token for the userinfo endpoint; only its hash is kept."""
+
+    __tablename__ = "oidc_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("ueoz_accounts.id"))
+    scope: Mapped[str] = mapped_column(Text)
+    sso_session_id: Mapped[str] = mapped_column(String(64), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), index=True)  # the code it came from
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class BackchannelLogout(Base):
+    """A logout token to deliver to a domain system (OpenID Connect Back-Channel Logout).
+
+    Written in the transaction that ends the SSO session, delivered afterwards by the logout
+    sender, as the outbox's e-mail is; the token itself is signed at delivery, not stored.
+    """
+
+    __tablename__ = "backchannel_logouts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    sid: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(64))  # the client's ``sub`` for the person
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    failed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_backchannel_logouts_pending", "sent_at", "failed_at", "due_at"),)

@@ -13,10 +13,11 @@ from .email_entry import EmailEntry
 from .error import Error
 from .finals import Finals
 from .found import Found
+from .handed_off import HandedOff
 from .searching import Searching
 
 
-class AttemptModel(Searching, Found, Error, EmailEntry, AwaitingVerification, Finals):
+class AttemptModel(Searching, Found, Error, EmailEntry, AwaitingVerification, Finals, HandedOff):
     """The model a flow machine runs on: one attempt, in one transaction."""
 
 

@@ -1,4 +1,4 @@
-"""The final states: ``done``, ``cancelled``, ``expired``, ``skipped``."""
+"""The states that end the attempt: ``done``, ``cancelled``, ``expired``, ``skipped``."""
 
 from __future__ import annotations
 

@@ -58,11 +58,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         PREFERRED_URL_SCHEME="https" if settings.production else "http",
     )
     app.extensions["ueoz.services"] = services
+    services.signing_keys  # noqa: B018 - a missing key fails the start, not a sign-in
     app.session_interface = DatabaseSessionInterface(app, services.engine)
     Babel(app, locale_selector=current_language)
     PageCatalogs(PACKAGE_DIR / "translations").install(app)
 
-    from . import auth, errors, migration, pages, verification
+    from . import auth, errors, migration, oidc, pages, verification
 
     login = auth.LoginThroughNode.build(services)
     app.extensions["ueoz.login"] = login
@@ -78,5 +79,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     # session the database did not give fails as the outage it is, not as a stale form.
     CSRFProtect(app)
     login.register(app)  # the ACS, exempt from CSRF (the node posts it)
+    oidc.install(app)  # the domain systems' endpoints, exempt from CSRF (they post them)
     app.context_processor(pages.layout_context)
     return app

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import structlog
 from flask import (
@@ -37,11 +37,22 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response
 
 from ..adapters.pending_logins import Destination, Standing
-from ..adapters.wk import FailureReason, LoginFailed, ServiceProvider, WkSettings
+from ..adapters.wk import FailureReason, Identity, LoginFailed, ServiceProvider, WkSettings
 from ..bootstrap import Services
 from ..domain.identity import Person
 from ..domain.privacy import mask_pesel
-from .common import ATTEMPT_KEY, services, start_again_args, user
+from ..oidc.authorizations import Waiting
+from ..oidc.claims import asked_level, rank
+from ..oidc.provider import LogInFirst
+from .common import (
+    ATTEMPT_KEY,
+    AUTHORIZATION_KEY,
+    SSO_KEY,
+    clear_session,
+    services,
+    user,
+    waiting_client,
+)
 from .i18n import current_language
 
 log = structlog.get_logger(__name__)
@@ -101,39 +112,43 @@ def _login() -> LoginThroughNode:
 
 
 @blueprint.get("/login")
-def login() -> str | tuple[str, int]:
-    """Check the domain system and its return address, then send the browser to the node.
+def login() -> str:
+    """Send the browser to the node; for the domain system waiting for the person, if any.
 
-    Without ``system`` (the service's own start page, opened directly) the migration has
-    nowhere to send the person back to: it ends on its own done screen, rather than in
-    whichever system happens to be configured first.
+    Without one (the service's own start page, opened directly) the migration has no domain
+    system to send the person back to: it ends on its own done screen.
     """
-    system_id = request.args.get("system") or None
-    return_url = request.args.get("return") or None
-    system = None
-    if system_id is not None or return_url is not None:
-        system = services().settings.domain_systems.get(system_id or "")
-        if system is None:
-            log.info("login.refused", reason="unknown_system", system=system_id)
-            return render_template("login/refused.html", reason="system"), 400
-        return_url = return_url or system.default_return_url
-        if return_url not in system.return_urls:
-            log.info("login.refused", reason="unregistered_return_url", system=system.id)
-            return render_template("login/refused.html", reason="return_url", system=system), 400
+    provider = services().provider
+    waiting = provider.authorizations.get(session.get(AUTHORIZATION_KEY))
+    client = provider.client_of(waiting)
+    if waiting is None or client is None:
+        session.pop(AUTHORIZATION_KEY, None)
+        return send_to_node(None)
+    return send_to_node(LogInFirst(waiting.id, client, _asked_level(waiting), None))
 
+
+def send_to_node(login_for: LogInFirst | None) -> str:
+    """Record a pending login and post the signed AuthnRequest to the node.
+
+    ``login_for``: the domain system's request the login serves (web/oidc.py), if any.
+    """
     logins = services().pending_logins
     relay_state = logins.new_relay_state()
-    form = _login().provider.authn_request(relay_state)
+    form = _login().provider.authn_request(
+        relay_state, loa_uri=login_for.level if login_for else None
+    )
     destination = Destination(
-        domain_system=system.id if system else None,
-        return_url=return_url,
+        domain_system=login_for.client.id if login_for else None,
         language=current_language(),
+        authorization_id=login_for.authorization_id if login_for else None,
     )
     logins.open(
         relay_state, form.request_id, destination, browser_key_hash=_browser_key_hash(create=True)
     )
     log.info(
-        "login.sent_to_node", system=system.id if system else None, saml_request_id=form.request_id
+        "login.sent_to_node",
+        client=destination.domain_system,
+        saml_request_id=form.request_id,
     )
     return render_template("login/to_node.html", form=form)
 
@@ -166,15 +181,21 @@ def acs() -> Response | tuple[str, int]:
         return render_template("login/failed.html", kind="stale"), 400
     if pending.language:
         session["language"] = pending.language
-    again = start_again_args(pending.domain_system, pending.return_url)
     if not artifact:
         log.info("login.failed", reason="no_artifact")
-        return _failure_page("data", again)
+        return _failure_page("data")
     try:
         identity = _login().provider.resolve(artifact, pending.request_id)
     except LoginFailed as failure:
         log.info("login.failed", reason=str(failure.reason), detail=failure.detail)
-        return _failure_page(FAILURE_PAGES.get(failure.reason, "technical"), again)
+        return _failure_page(FAILURE_PAGES.get(failure.reason, "technical"))
+    provider = services().provider
+    waiting = provider.authorizations.get(pending.authorization_id)
+    asked = _asked_level(waiting)
+    if asked is not None and rank(identity.loa) < rank(asked):
+        # The node was asked for this level at least (send_to_node): it answered less.
+        log.info("login.failed", reason="insufficient_loa_for_domain_system", loa=identity.loa)
+        return _failure_page("loa")
 
     person = Person(
         given_names=identity.given_names,
@@ -182,21 +203,58 @@ def acs() -> Response | tuple[str, int]:
         date_of_birth=identity.date_of_birth,
         pesel=identity.pesel,
     )
+    language = pending.language or current_language()
     attempt = services().journey.start(
-        person,
-        actor=user(),
-        domain_system=pending.domain_system,
-        return_url=pending.return_url,
-        language=pending.language or current_language(),
+        person, actor=user(), domain_system=pending.domain_system, language=language
     )
-    # A new session id at the moment of login: a session fixed before it is worth nothing.
+    sso_id = _single_sign_on(attempt.pesel_hash, identity)
+    if waiting is not None:
+        provider.authorizations.attach(waiting.id, attempt.id)
+    # A new session at the moment of login, with nothing of the old one but the language: a
+    # session fixed before it, and any CSRF token minted in it, are worth nothing.
     current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
+    session.clear()
+    session["language"] = language
     session[ATTEMPT_KEY] = attempt.id
-    session["name_id"] = identity.name_id
-    session["session_index"] = identity.session_index
-    session["language"] = pending.language or current_language()
+    session[SSO_KEY] = sso_id
+    if waiting is not None:
+        session[AUTHORIZATION_KEY] = waiting.id
     log.info("login.succeeded", attempt=attempt.id, pesel=mask_pesel(identity.pesel))
+    if attempt.state == "skipped" and waiting is not None:
+        # Migrated already: straight back to the domain system, signed in.
+        return redirect(url_for("oidc.to_domain_system"), 303)
     return redirect(url_for("migration.show"), 303)
+
+
+def _single_sign_on(pesel_hash: str, identity: Identity) -> str:
+    """The browser's SSO session after this login: its own again if the same person logged
+    in anew (prompt=login, max_age), so the domain systems signed in stay one session; else
+    a new one, the old one (someone else's) ended and its domain systems told."""
+    provider = services().provider
+    current = provider.sso.live(session.get(SSO_KEY))
+    if current is not None and current.pesel_hash == pesel_hash:
+        provider.sso.renew(
+            current.id,
+            acr=identity.loa,
+            name_id=identity.name_id,
+            session_index=identity.session_index,
+        )
+        return current.id
+    if current is not None:
+        end_single_sign_on(current.id)
+    return provider.sso.open(
+        pesel_hash=pesel_hash,
+        acr=identity.loa,
+        name_id=identity.name_id,
+        session_index=identity.session_index,
+    )
+
+
+def _asked_level(waiting: Waiting | None) -> str | None:
+    """The level of assurance the waiting request asked for (``acr_values``), if any."""
+    if waiting is None:
+        return None
+    return asked_level(parse_qs(waiting.query).get("acr_values", [None])[0])
 
 
 def metadata() -> Response:
@@ -206,20 +264,31 @@ def metadata() -> Response:
 
 @blueprint.post("/logout")
 def logout() -> Response:
-    """End the session at the node (when there is one) and here, then back to the start."""
-    name_id, session_index = session.get("name_id"), session.get("session_index")
-    if name_id and session_index:
-        try:
-            _login().provider.logout_request(name_id, session_index)
-        except LoginFailed as failure:
-            # The local session ends anyway; the node's expires on its own.
-            log.info("logout.node_refused", reason=str(failure.reason), detail=failure.detail)
+    """End the UEOZ session (every domain system is told) and the node's, then back home."""
+    sso_id = session.get(SSO_KEY)
+    if sso_id:
+        end_single_sign_on(sso_id)
     # A new id for what is left (the language, the message): the old row goes, and a request
     # of the old session still running can only update a row that is no longer there.
     current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
-    _keep_only_language()
+    language = session.get("language")
+    session.clear()
+    if language:
+        session["language"] = language
     flash(_("Wylogowano."), "info")
     return redirect(url_for("pages.start"), 303)
+
+
+def end_single_sign_on(sso_id: str, *, initiator: str | None = None) -> None:
+    """End an SSO session here (its domain systems but ``initiator`` are told) and at the node."""
+    ended = services().provider.end_session(sso_id, initiator=initiator)
+    if ended is None:
+        return
+    try:
+        _login().provider.logout_request(ended.name_id, ended.session_index)
+    except LoginFailed as failure:
+        # The session here is over anyway; the node's expires on its own.
+        log.info("logout.node_refused", reason=str(failure.reason), detail=failure.detail)
 
 
 def _browser_key_hash(*, create: bool) -> str | None:
@@ -229,18 +298,7 @@ def _browser_key_hash(*, create: bool) -> str | None:
     return hashlib.sha256(key.encode()).hexdigest() if key else None
 
 
-def _failure_page(kind: str, again: dict[str, str]) -> tuple[str, int]:
-    """Show why the login failed; leave no half-made session behind.
-
-    ``again``: the start page's parameters for the domain system the login was for.
-    """
-    _keep_only_language()
-    return render_template("login/failed.html", kind=kind, again=again), 403
-
-
-def _keep_only_language() -> None:
-    """Empty the session but for the pages' language: the person still reads their own."""
-    language = session.get("language")
-    session.clear()
-    if language:
-        session["language"] = language
+def _failure_page(kind: str) -> tuple[str, int]:
+    """Show why the login failed; leave no half-made session behind."""
+    clear_session()
+    return render_template("login/failed.html", kind=kind, returning_to=waiting_client()), 403

@@ -1,4 +1,4 @@
-"""What every blueprint needs: the services, the acting user, the attempt in the session."""
+"""What every blueprint needs: the services, the acting user, what the session holds."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ from flask import current_app, session
 from sqlalchemy import bindparam, select
 
 from ..bootstrap import Services
-from ..config import DomainSystem
 from ..db.engine import READ_ONLY
 from ..db.models import Attempt
 from ..journey import Actor, AttemptNotFound
+from ..oidc.clients import Client
 from .security import current_request_id
 
+# What a browser's session holds: the attempt it works on, its UEOZ single sign-on session
+# (oidc/sso.py), and the domain system's authorization request waiting for the person.
 ATTEMPT_KEY = "attempt_id"
+SSO_KEY = "sso_session"
+AUTHORIZATION_KEY = "authorization"
 
 
 def services() -> Services:
@@ -52,38 +56,23 @@ def state_in_session() -> str | None:
 STATE = select(Attempt.state).where(Attempt.id == bindparam("id"))
 
 
-def domain_system(system_id: str | None) -> DomainSystem | None:
-    if not system_id:
-        return None
-    return services().settings.domain_systems.get(system_id)
+def domain_system_of(attempt: Attempt) -> Client | None:
+    """The registered domain system the person came to the attempt from, if any."""
+    return services().clients.get(attempt.domain_system) if attempt.domain_system else None
 
 
-def return_url_for(attempt: Attempt) -> str | None:
-    """Where the person goes after the migration: the address they came from, if registered.
+def waiting_client() -> Client | None:
+    """The domain system whose sign-in this browser is in the middle of, if any."""
+    provider = services().provider
+    return provider.client_of(provider.authorizations.get(session.get(AUTHORIZATION_KEY)))
 
-    The address was checked against the system's list at login; it is checked again here so
-    that a configuration change never turns an old attempt into an open redirect.
+
+def clear_session() -> None:
+    """Empty the session but for the pages' language and the domain system's waiting request.
+
+    The person still reads their own language, and can still go back to the domain system
+    (or log in again for it) from the page they are shown.
     """
-    system = domain_system(attempt.domain_system)
-    if system is None:
-        return None
-    if attempt.return_url in system.return_urls:
-        return attempt.return_url
-    return system.default_return_url
-
-
-def start_again_args(system_id: str | None, return_url: str | None) -> dict[str, str]:
-    """The start page's parameters that log in again for the same domain system, if any.
-
-    Whoever has to log in again (a login cancelled at the node, an attempt ended, a link too
-    old) goes back to the system they came from afterwards, as on the first try.
-    """
-    if domain_system(system_id) is None:
-        return {}
-    assert system_id is not None
-    return {"system": system_id, **({"return": return_url} if return_url else {})}
-
-
-def start_again_args_for(attempt: Attempt) -> dict[str, str]:
-    """:func:`start_again_args` for the domain system an attempt came from."""
-    return start_again_args(attempt.domain_system, return_url_for(attempt))
+    kept = {key: session[key] for key in ("language", AUTHORIZATION_KEY) if key in session}
+    session.clear()
+    session.update(kept)

@@ -26,10 +26,10 @@ from ..flow import Flow
 from ..journey import AttemptNotFound, EventRefused, FlowNotRunnable, Journey
 from .common import (
     ATTEMPT_KEY,
+    AUTHORIZATION_KEY,
     attempt_in_session,
-    return_url_for,
+    domain_system_of,
     services,
-    start_again_args_for,
     state_in_session,
     user,
 )
@@ -71,6 +71,8 @@ STATE_TEMPLATES = {
     "email_entry": "migration/email_entry.html",
     "awaiting_verification": "migration/awaiting_verification.html",
     "done": "migration/done.html",
+    # Back at the domain system; a tab left open shows the account ready, as done did.
+    "handed_off": "migration/done.html",
     "expired": "migration/expired.html",
 }
 # States with no screen of their own: show() sends the person on from them.
@@ -112,12 +114,12 @@ def show() -> Response | str:
         flash(_("Zaloguj się, aby rozpocząć lub kontynuować migrację konta."), "info")
         return redirect(url_for("pages.start"))
     if attempt.state == "skipped":
-        return _leave_to_domain_system(attempt)
+        return _leave_to_domain_system()
     if attempt.state == "cancelled":
         session.pop(ATTEMPT_KEY, None)
         flash(_("Przerwano tworzenie konta w UEOZ."), "info")
-        # A new login from there goes back to the system the person came from.
-        return redirect(url_for("pages.start", **start_again_args_for(attempt)))
+        # The start page offers the way back to the domain system, and a new login for it.
+        return redirect(url_for("pages.start"))
     return render_state(attempt, email_form=_kept_form(attempt))
 
 
@@ -217,11 +219,7 @@ def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> st
     template = STATE_TEMPLATES.get(attempt.state)
     if template is None:  # a state this version of the pages does not know
         abort(500)
-    context: dict[str, object] = {
-        "attempt": attempt,
-        "return_url": return_url_for(attempt),
-        "again": start_again_args_for(attempt),
-    }
+    context: dict[str, object] = {"attempt": attempt, "domain_system": domain_system_of(attempt)}
     if attempt.state == "email_entry":
         if email_form is None:
             # Back to correct the address: the one given last, not e-PLOZ's again.
@@ -254,14 +252,13 @@ def _eploz_login(attempt: Attempt) -> str | None:
         return account.login if account else None
 
 
-def _leave_to_domain_system(attempt: Attempt) -> Response:
-    """The person is already migrated: straight on to the system they came from."""
-    target = return_url_for(attempt)
+def _leave_to_domain_system() -> Response:
+    """The person is already migrated: straight on to the domain system they came from."""
+    if session.get(AUTHORIZATION_KEY):
+        return redirect(url_for("oidc.to_domain_system"))
     session.pop(ATTEMPT_KEY, None)
-    if target is None:
-        flash(
-            _("Masz już konto UEOZ. Możesz logować się do systemów CeZ przez login.gov.pl."),
-            "info",
-        )
-        return redirect(url_for("pages.start"))
-    return redirect(target)
+    flash(
+        _("Masz już konto UEOZ. Możesz logować się do systemów CeZ przez login.gov.pl."),
+        "info",
+    )
+    return redirect(url_for("pages.start"))

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 from ..adapters.mail import maildir_messages
 from ..db.schema import alembic_config
 from ..domain.privacy import mask_email
-from .common import ATTEMPT_KEY, attempt_in_session, domain_system, services
+from .common import ATTEMPT_KEY, SSO_KEY, attempt_in_session, services, waiting_client
 from .i18n import LANGUAGES, current_language, safe_next
 from .migration import flows_not_served
 
@@ -29,7 +29,7 @@ def layout_context() -> dict[str, Any]:
     settings = services().settings
     return {
         "current_language": current_language(),
-        "logged_in": bool(session.get("name_id") or session.get(ATTEMPT_KEY)),
+        "logged_in": bool(session.get(SSO_KEY) or session.get(ATTEMPT_KEY)),
         # "Migracja konta" only leads somewhere while the session holds an attempt (not after
         # Anuluj, nor for a person already migrated, who was sent on).
         "has_attempt": bool(session.get(ATTEMPT_KEY)),
@@ -40,14 +40,10 @@ def layout_context() -> dict[str, Any]:
 
 @blueprint.get("/")
 def start() -> str:
-    """The start screen: log in through login.gov.pl."""
-    system_id = request.args.get("system") or None
-    return_url = request.args.get("return") or None
+    """The start screen: log in through login.gov.pl (for the domain system waiting, if any)."""
     attempt = attempt_in_session()
-    migrating = attempt is not None and attempt.state not in services().journey.flow.finals
-    return render_template(
-        "start.html", system=system_id, return_url=return_url, migrating=migrating
-    )
+    migrating = attempt is not None and attempt.open_pesel_key is not None
+    return render_template("start.html", migrating=migrating, returning_to=waiting_client())
 
 
 @blueprint.get("/jezyk/<language>")
@@ -150,15 +146,6 @@ def readyz() -> tuple[Response, int]:
 # -- development only (never registered in production) -------------------------------------
 
 LINK = re.compile(r"https?://\S+/weryfikacja/\S+")
-
-
-@development.get("/demo/system/<system_id>")
-def demo_system(system_id: str) -> str:
-    """Stand in for a domain system: the person has arrived there."""
-    system = domain_system(system_id)
-    if system is None:
-        abort(404)
-    return render_template("dev/system.html", system=system)
 
 
 @development.get("/dev/mail")

@@ -9,12 +9,14 @@ from werkzeug.wrappers import Response
 from ..db.models import Attempt
 from ..domain.privacy import mask_email
 from ..journey import AttemptNotFound, EventRefused
-from .common import ATTEMPT_KEY, return_url_for, services, start_again_args_for, user
+from .common import ATTEMPT_KEY, domain_system_of, services, user
 from .i18n import LANGUAGES, current_language
 
 log = structlog.get_logger(__name__)
 blueprint = Blueprint("verification", __name__)
 
+#: The states of an attempt whose address is verified: the account is ready.
+VERIFIED_STATES = frozenset({"done", "handed_off"})
 # The refusals of ``verify``, each with its own page.
 LINK_PAGES = {
     "link_expired": "verification/expired.html",
@@ -40,7 +42,7 @@ def verify(token: str) -> str | tuple[str, int] | Response:
     _remember(attempt_id)
     _speak_as(attempt)
     return render_template(
-        "migration/done.html", attempt=attempt, return_url=return_url_for(attempt)
+        "migration/done.html", attempt=attempt, domain_system=domain_system_of(attempt)
     )
 
 
@@ -69,21 +71,17 @@ def resend(token: str) -> str | tuple[str, int]:
 
 def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
     attempt = refused.attempt
-    # A new login from these pages goes back to the system the person came from.
-    again = start_again_args_for(attempt)
-    if attempt.state == "done":
+    if attempt.state in VERIFIED_STATES:
         # Verified already (by this link or a newer one): nothing left to do.
         return render_template(
-            "verification/used.html", done=True, return_url=return_url_for(attempt)
+            "verification/used.html", done=True, domain_system=domain_system_of(attempt)
         ), 410
     if refused.reason == "not_allowed":
         # The attempt moved on without this link: address changed, cancelled or expired.
         reason = "link_retired" if attempt.state == "email_entry" else "link_unknown"
-        ended = attempt.state in services().journey.flow.finals
         return render_template(
             LINK_PAGES[reason],
-            ended=ended,
-            again=again,
+            ended=attempt.open_pesel_key is None,
             # "Zmień adres e-mail" was chosen: the link died then, and no new one is sent
             # until the form is completed.
             changing_address=attempt.state == "email_entry",
@@ -99,9 +97,7 @@ def _refused(token: str, refused: EventRefused) -> tuple[str, int]:
             and services().journey.link_is_for_current_address(token)
         )
     )
-    return render_template(
-        template, token=token, can_resend=can_resend, done=False, again=again
-    ), 410
+    return render_template(template, token=token, can_resend=can_resend, done=False), 410
 
 
 def _speak_as(attempt: Attempt) -> None:

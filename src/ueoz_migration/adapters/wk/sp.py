@@ -210,19 +210,26 @@ class ServiceProvider:
 
     # -- login -------------------------------------------------------------------
 
-    def authn_request(self, relay_state: str) -> AuthnRequestForm:
-        """Build the signed AuthnRequest and the form that carries it to the node."""
+    def authn_request(self, relay_state: str, *, loa_uri: str | None = None) -> AuthnRequestForm:
+        """Build the signed AuthnRequest and the form that carries it to the node.
+
+        ``loa_uri``: a level of assurance a domain system asked for; the node is asked for it
+        when it is higher than the configured one (``WK_LOA``), never for less.
+        """
         if len(relay_state.encode()) > 80:
             raise ValueError("RelayState must not exceed 80 bytes (SAML bindings, 3.4.3)")
         request_id = m.new_id()
         issued_at = self._now()
+        level = self.settings.loa_uri
+        if loa_uri is not None and m.LOA_ORDER.get(loa_uri, -1) > m.LOA_ORDER[level]:
+            level = loa_uri
         request = m.authn_request(
             request_id=request_id,
             issued_at=issued_at,
             issuer=self.settings.sp_entity_id,
             destination=self.settings.sso_url,
             acs_url=self.settings.acs_url,
-            loa_uri=self.settings.loa_uri,
+            loa_uri=level,
         )
         self._signer.sign(request)
         return AuthnRequestForm(
