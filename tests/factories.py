@@ -56,6 +56,17 @@ def add_eploz_account(services, **fields) -> int:
         return account.id
 
 
+def migrate(services, attempt_id, email="anna@example.pl"):
+    """Walk a searching attempt to ``done``, as the worker and the person would: Anna's
+    e-PLOZ account found, the account created, the address given and verified."""
+    journey = services.journey
+    eploz_id = add_eploz_account(services)
+    journey.fire(attempt_id, "account_found", actor=user(), eploz_account_id=eploz_id)
+    journey.fire(attempt_id, "create_account", actor=user())
+    submit(services, attempt_id, email)
+    return journey.fire(attempt_id, "verify", actor=user(), token=link_token(services, attempt_id))
+
+
 def log_of(services, attempt_id) -> list[TransitionLogEntry]:
     """The attempt's transition log, in order."""
     with services.sessions() as session:

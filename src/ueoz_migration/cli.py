@@ -742,6 +742,13 @@ def clients() -> None:
     is_flag=True,
     help="Give it the same sub as the other public-subject clients (default: pairwise).",
 )
+@click.option(
+    "--id-token-signing-alg",
+    type=click.Choice(["ES256", "RS256"]),
+    default="ES256",
+    show_default=True,
+    help="How its ID tokens are signed.",
+)
 @_services()
 def clients_add(
     services: Services,
@@ -755,6 +762,7 @@ def clients_add(
     jwks_file: TextIO | None,
     scopes: tuple[str, ...],
     public_subject: bool,
+    id_token_signing_alg: str,
 ) -> None:
     """Register a domain system; print its client_secret once (none for private_key_jwt)."""
     import json
@@ -776,6 +784,7 @@ def clients_add(
         jwks_uri=jwks_uri,
         scopes=scopes or DEFAULT_SCOPES,
         public_subject=public_subject,
+        id_token_alg=id_token_signing_alg,
     )
     try:
         with _database(services, doing="write"):
@@ -851,13 +860,12 @@ def keys_list(services: Services) -> None:
     signing = SigningKeys(services.settings.oidc_keys_dir)
     entries = signing.entries()
     now = datetime.now(UTC)
-    current = max(
-        (entry for entry in entries if entry.signs_from <= now),
-        key=lambda entry: entry.signs_from,
-        default=None,
-    )
+    current = {
+        signing.signing_key(alg).kid
+        for alg in {entry.alg for entry in entries if entry.signs_from <= now}
+    }
     for entry in entries:
-        if entry is current:
+        if entry.kid in current:
             state = "signs now"
         elif entry.signs_from > now:
             state = f"published, signs from {entry.signs_from:%Y-%m-%d %H:%M:%S} UTC"
@@ -865,7 +873,9 @@ def keys_list(services: Services) -> None:
             state = f"published until {entry.published_until:%Y-%m-%d %H:%M:%S} UTC"
         else:
             state = "retired"
-        click.echo(f"{entry.kid}\tcreated {entry.created_at:%Y-%m-%d %H:%M:%S} UTC\t{state}")
+        click.echo(
+            f"{entry.kid}\t{entry.alg}\tcreated {entry.created_at:%Y-%m-%d %H:%M:%S} UTC\t{state}"
+        )
     if not entries:
         raise click.ClickException(
             f"{services.settings.oidc_keys_dir} holds no signing key (ueoz-migration keys rotate)"
@@ -897,16 +907,17 @@ def keys_rotate(services: Services, publish_ahead_minutes: float, overlap_hours:
 
     folder = services.settings.oidc_keys_dir
     try:
-        entry = SigningKeys(folder).rotate(
+        entries = SigningKeys(folder).rotate(
             publish_ahead=timedelta(minutes=publish_ahead_minutes),
             overlap=timedelta(hours=overlap_hours),
         )
     except OSError as error:
         raise _cannot_write(folder, error) from None
-    click.echo(
-        f"new key {entry.kid}: published now, signs from "
-        f"{entry.signs_from:%Y-%m-%d %H:%M:%S} UTC ({folder})"
-    )
+    for entry in entries:
+        click.echo(
+            f"new {entry.alg} key {entry.kid}: published now, signs from "
+            f"{entry.signs_from:%Y-%m-%d %H:%M:%S} UTC ({folder})"
+        )
 
 
 @main.command("logout-sender")

@@ -79,7 +79,15 @@ def state_diagram_page(flow: Flow) -> str:
     """Return the text of docs/state-diagram.md for this flow."""
     rows = []
     for state in flow.states:
-        kind = "initial" if state == flow.initial else "final" if state in flow.finals else ""
+        kind = (
+            "initial"
+            if state == flow.initial
+            else "final"
+            if state in flow.finals
+            else "closes the attempt"
+            if state in flow.closed
+            else ""
+        )
         events = ", ".join(
             f"`{event}` → `{flow.transitions[(state, event)]}`"
             for event in flow.allowed_events(state)
@@ -93,6 +101,8 @@ def state_diagram_page(flow: Flow) -> str:
             "`flows/migration.yaml` by `ueoz-migration diagram` (`make diagram`); do not edit",
             "this file by hand: a test fails when it differs from what the command writes.",
             "An event that a state does not list below is refused and logged, never applied.",
+            "A state that closes the attempt frees the person's PESEL for a new one, as the",
+            "final ones do; it still waits for the hand-off to the domain system.",
             "",
             f"Flow `{flow.name}`, version `{flow.version}`",
             "(the SHA-256 of the flow file; every log row names the version it ran on).",

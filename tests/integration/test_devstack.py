@@ -29,7 +29,9 @@ def embedded_environment(tmp_path: Path, **overrides: str) -> dict[str, str]:
     environ = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("APP_", "DATABASE_", "MAIL", "SMTP_", "STANDIN_", "WK_"))
+        if not name.startswith(
+            ("APP_", "DATABASE_", "MAIL", "SMTP_", "STANDIN_", "WK_", "OIDC_", "DEMO_")
+        )
         and name not in {"BASE_URL", "SECRET_KEY", "AUDIT_KEY", "PESEL_HASH_KEY", "INSTANCE_DIR"}
     }
     return environ | {"INSTANCE_DIR": str(tmp_path / "instance"), **overrides}
@@ -41,7 +43,10 @@ class RunningStack:
     def __init__(self, tmp_path: Path) -> None:
         self.web = f"http://127.0.0.1:{free_port()}"
         self.node = f"http://127.0.0.1:{free_port()}"
-        environ = embedded_environment(tmp_path, BASE_URL=self.web, STANDIN_URL=self.node)
+        self.systems = f"http://127.0.0.1:{free_port()}"
+        environ = embedded_environment(
+            tmp_path, BASE_URL=self.web, STANDIN_URL=self.node, DEMO_SYSTEMS_URL=self.systems
+        )
         self.process = subprocess.Popen(
             [CLI, "dev"],
             env=environ,
@@ -131,7 +136,8 @@ def test_one_command_runs_the_service_and_ctrl_c_stops_every_child(stack):
     banner = stack.wait_for(BANNER)
 
     assert banner == (
-        f"UEOZ migration is running: open {stack.web}/  (stand-in login node: {stack.node}, "
+        f"UEOZ migration is running: open {stack.web}/  (demo domain systems, which sign in "
+        f"through it: {stack.systems}/; stand-in login node: {stack.node}; "
         f"mail: {stack.web}/dev/mail). Ctrl-C stops everything."
     )
     status, body = get(f"{stack.web}/healthz")
@@ -140,8 +146,17 @@ def test_one_command_runs_the_service_and_ctrl_c_stops_every_child(stack):
     assert (status, json.loads(body)["status"]) == (200, "ok")
     assert get(f"{stack.node}/healthz")[0] == 200
     assert get(f"{stack.web}/dev/mail")[0] == 200
+    status, page = get(f"{stack.systems}/P1/")
+    assert status == 200 and "Zaloguj się przez UEOZ" in page.decode()
     children = stack.child_pids()
-    assert set(children) == {"web service", "stand-in login node", "search worker", "mail sender"}
+    assert set(children) == {
+        "web service",
+        "stand-in login node",
+        "demo domain systems",
+        "search worker",
+        "mail sender",
+        "logout sender",
+    }
 
     stack.process.send_signal(signal.SIGINT)
 
@@ -174,7 +189,8 @@ def test_production_configuration_is_refused(tmp_path):
         PESEL_HASH_KEY="p",
         DATABASE_URL=f"sqlite:///{tmp_path / 'prod.sqlite3'}",
         BASE_URL="https://ueoz.example",
-        DOMAIN_SYSTEMS="P1|Platforma P1|https://p1.example/start",
+        OIDC_KEYS_DIR=str(tmp_path / "oidc-keys"),
+        OIDC_SUBJECT_KEY="o",
     )
 
     result = CliRunner().invoke(main, ["dev"], env=environ)

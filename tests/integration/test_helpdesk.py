@@ -17,6 +17,7 @@ from ueoz_migration.domain.codes import GUIDE, EventCode
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
 from ueoz_migration.helpdesk import NO_MATCH, describe, format_utc_and_polish, lookup
+from ueoz_migration.oidc.clients import Registration
 from ueoz_migration.search import SearchWorker
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "event-codes.md"
@@ -281,7 +282,7 @@ def test_an_open_attempt_past_its_time_is_shown_as_over(services):
 
     view = lookup(services.sessions, attempt.event_number, "247", clock=lambda: after)
 
-    facts = header(describe(view, services.settings.domain_systems))
+    facts = header(describe(view, {}))
     assert facts["open"] == (
         f"no: its time ran out {format_utc_and_polish(attempt.expires_at)} (not yet recorded as "
         "expired); a new login starts a new attempt, which searches e-PLOZ again."
@@ -379,14 +380,15 @@ def test_the_answer_alone_goes_to_standard_output(services):
     assert '"event": "helpdesk.lookup"' in result.stderr
 
 
-def test_a_configured_domain_system_is_shown_by_its_name(services):
+def test_a_registered_domain_system_is_shown_by_its_name(services):
     attempt = failed_search(services)
+    assert header(shown(services, attempt, "247"))["domain system"] == "P1"  # not registered
 
-    output = shown(
-        services, attempt, "247", DOMAIN_SYSTEMS="P1|Platforma P1|https://p1.example/start"
+    services.clients.add(
+        Registration("P1", "Platforma P1", redirect_uris=("https://p1.example/callback",))
     )
 
-    assert header(output)["domain system"] == "Platforma P1 (P1)"
+    assert header(shown(services, attempt, "247"))["domain system"] == "Platforma P1 (P1)"
 
 
 def test_times_are_given_in_utc_and_in_polish_time():

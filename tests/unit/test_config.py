@@ -21,7 +21,8 @@ PRODUCTION = {
     "PESEL_HASH_KEY": "p",
     "DATABASE_URL": "postgresql://db/ueoz",
     "BASE_URL": "https://ueoz.example",
-    "DOMAIN_SYSTEMS": "P1|Platforma P1|https://p1.example/start",
+    "OIDC_KEYS_DIR": "/etc/ueoz/oidc-keys",
+    "OIDC_SUBJECT_KEY": "o",
 }
 
 
@@ -34,15 +35,8 @@ def test_the_embedded_default_needs_no_variables(tmp_path):
 
     assert settings.database_url == f"sqlite:///{tmp_path / 'ueoz.sqlite3'}"
     assert settings.mail_backend == "maildir"
-    assert settings.domain_systems["P1"].return_urls == ("http://127.0.0.1:5000/demo/system/P1",)
-
-
-def test_the_demo_systems_return_to_the_service_where_it_runs(tmp_path):
-    settings = Settings.from_env({"INSTANCE_DIR": str(tmp_path), "BASE_URL": "http://h:8000/"})
-
-    assert settings.domain_systems["GABINET"].default_return_url == (
-        "http://h:8000/demo/system/GABINET"
-    )
+    assert settings.oidc_keys_dir == tmp_path / "oidc-keys"
+    assert settings.demo_systems_url == "http://127.0.0.1:5002"
 
 
 def test_development_secrets_are_made_once_and_kept(tmp_path):
@@ -57,34 +51,28 @@ def test_production_without_secrets_refuses_to_start(tmp_path):
     with pytest.raises(ConfigError) as error:
         Settings.from_env({"APP_ENV": "production", "INSTANCE_DIR": str(tmp_path)})
 
-    assert "SECRET_KEY, AUDIT_KEY, PESEL_HASH_KEY, DATABASE_URL, BASE_URL, DOMAIN_SYSTEMS" in str(
-        error.value
+    assert (
+        "SECRET_KEY, AUDIT_KEY, PESEL_HASH_KEY, DATABASE_URL, BASE_URL, OIDC_KEYS_DIR, "
+        "OIDC_SUBJECT_KEY; refusing to start"
+    ) in str(error.value)
+
+
+def test_production_keeps_its_signing_keys_and_subject_key_outside_the_database(tmp_path):
+    # Made up on the spot, the subject key would give every domain system new people.
+    for name in ("OIDC_KEYS_DIR", "OIDC_SUBJECT_KEY"):
+        with pytest.raises(ConfigError, match=f"needs {name}; refusing to start"):
+            Settings.from_env(without(PRODUCTION, name))
+
+
+def test_domain_systems_in_the_environment_are_refused_with_where_they_went(tmp_path):
+    # Its systems and return addresses would otherwise be ignored without a word.
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path), "DOMAIN_SYSTEMS": "P1|P1|https://p1"})
+
+    assert str(error.value) == (
+        "DOMAIN_SYSTEMS is no longer read: register each domain system with "
+        "`ueoz-migration clients add` (docs/integration.md) and unset it."
     )
-
-
-def test_production_has_no_demo_systems_to_fall_back_on(tmp_path):
-    # Without its domain systems, production would refuse every login as "unknown system".
-    environ = without(PRODUCTION, "DOMAIN_SYSTEMS")
-    with pytest.raises(ConfigError, match="needs DOMAIN_SYSTEMS; refusing to start"):
-        Settings.from_env(environ)
-
-
-def test_domain_systems_are_read_with_their_return_addresses(tmp_path):
-    settings = Settings.from_env(
-        {
-            "INSTANCE_DIR": str(tmp_path),
-            "DOMAIN_SYSTEMS": "P1|Platforma P1|https://p1.example/a, https://p1.example/b",
-        }
-    )
-
-    system = settings.domain_systems["P1"]
-    assert system.return_urls == ("https://p1.example/a", "https://p1.example/b")
-    assert system.default_return_url == "https://p1.example/a"
-
-
-def test_a_malformed_domain_system_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="nonsense"):
-        Settings.from_env({"INSTANCE_DIR": str(tmp_path), "DOMAIN_SYSTEMS": "nonsense"})
 
 
 def test_an_app_env_that_is_nearly_production_is_refused(tmp_path):
@@ -191,7 +179,10 @@ BLANK_SETTINGS = (
     "HELPDESK_PHONE",
     "HELPDESK_EMAIL",
     "STANDIN_URL",
+    "DEMO_SYSTEMS_URL",
     "DOMAIN_SYSTEMS",
+    "OIDC_KEYS_DIR",
+    "OIDC_SUBJECT_KEY",
     "SMTP_PORT",
     "LOG_JSON",
 )
@@ -215,7 +206,7 @@ def test_a_blank_variable_is_unset_whatever_the_setting(tmp_path, monkeypatch, b
     assert settings.database_url == f"sqlite:///{instance / 'ueoz.sqlite3'}"
     assert (settings.mail_from, settings.smtp_host) == ("UEOZ <no-reply@ueoz.example>", "127.0.0.1")
     assert settings.base_url == "http://127.0.0.1:5000"
-    assert set(settings.domain_systems) == {"P1", "GABINET"}
+    assert settings.oidc_keys_dir == instance / "oidc-keys"
 
 
 @pytest.mark.parametrize(
@@ -306,7 +297,7 @@ def test_a_resend_limit_of_zero_is_refused(tmp_path):
 def test_development_keys_are_readable_by_their_owner_only(tmp_path):
     Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
 
-    for name in ("secret_key", "audit_key", "pesel_key"):
+    for name in ("secret_key", "audit_key", "pesel_key", "oidc_subject_key"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
 
 

@@ -32,15 +32,17 @@ def test_mermaid_shows_every_transition_with_its_event_and_the_initial_and_final
     assert "    [*] --> searching\n" in text
     for (source, event), target in FLOW.transitions.items():
         assert f"    {source} --> {target} : {event}\n" in text
-    for final in ("done", "cancelled", "expired", "skipped"):
+    for final in ("handed_off", "cancelled", "expired"):
         assert f"    {final} --> [*]\n" in text
+    assert "    done --> [*]\n" not in text  # it waits for the hand-off
 
 
 def test_dot_draws_final_states_with_a_double_border_and_labels_every_edge():
     text = dot(FLOW)
 
     assert text.startswith('digraph "migration" {')
-    assert '"done" [label="done", peripheries=2];' in text
+    assert '"handed_off" [label="handed_off", peripheries=2];' in text
+    assert '"done" [label="done"];' in text
     assert '"searching" [label="searching"];' in text
     assert '"__initial" -> "searching";' in text
     for (source, event), target in FLOW.transitions.items():
@@ -52,7 +54,8 @@ def test_the_page_names_the_flow_version_and_lists_each_state():
 
     assert f"version `{FLOW.version}`" in page
     assert "| `searching` | initial | `account_found` → `found`" in page
-    assert "| `done` | final | — |" in page
+    assert "| `done` | closes the attempt | `hand_off` → `handed_off` |" in page
+    assert "| `handed_off` | final | — |" in page
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:

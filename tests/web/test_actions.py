@@ -6,16 +6,17 @@ import html
 import json
 import re
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select, update
 
+from tests.domain_systems import DomainSystem
 from tests.factories import HERMEGILDA, count, log_of, user
 from ueoz_migration.audit.replay import replay_log
 from ueoz_migration.db.models import (
     Attempt,
     EplozAccount,
     OutboxMessage,
+    PendingLogin,
     TransitionLogEntry,
     UeozAccount,
 )
@@ -88,7 +89,7 @@ def test_cancel_returns_to_the_start_screen_with_a_notice(browser, start_attempt
 def test_after_cancel_the_account_menu_offers_no_migration_to_go_back_to(browser, start_attempt):
     browser.hold(start_attempt("found").id)
     with browser.client.session_transaction() as session:
-        session["name_id"] = "logged-in-at-the-node"  # still logged in: Wyloguj stays
+        session["sso_session"] = "logged-in-at-the-node"  # still logged in: Wyloguj stays
     assert ">Migracja konta</a>" in text_of(browser.get("/migracja"))
 
     browser.post("/migracja/cancel")
@@ -101,18 +102,19 @@ def test_after_cancel_the_account_menu_offers_no_migration_to_go_back_to(browser
 def test_after_cancel_a_new_login_goes_back_to_the_same_domain_system(
     browser, start_attempt, services
 ):
-    system = next(iter(services.settings.domain_systems.values()))
-    attempt = start_attempt("found", domain_system=system.id, return_url=system.default_return_url)
+    p1 = DomainSystem.register(services, "P1", name="Platforma P1")
+    browser.get(p1.authorize_url())  # as the domain system sent the person here
+    attempt = start_attempt("found", domain_system="P1")
     browser.hold(attempt.id)
 
     text = text_of(browser.post("/migracja/cancel"))
 
     assert "Przerwano tworzenie konta w UEOZ." in text
-    login = urlsplit(re.search(r'href="(/login\?[^"]+)"', text).group(1))
-    assert parse_qs(login.query) == {
-        "system": [system.id],
-        "return": [system.default_return_url],
-    }
+    assert '<a href="/przejdz-do-systemu">Wróć do systemu Platforma P1 bez logowania</a>' in text
+    browser.get("/login")  # Zaloguj się przez login.gov.pl
+    with services.sessions() as db:
+        first, again = db.scalars(select(PendingLogin).order_by(PendingLogin.created_at)).all()
+    assert (again.domain_system, again.authorization_id) == ("P1", first.authorization_id)
 
 
 def test_the_start_page_leads_back_to_a_migration_under_way(browser, start_attempt):

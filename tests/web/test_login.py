@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from tests.factories import count
-from tests.web.nodelogin import ANNA, fields, log_in, text_of
+from tests.web.nodelogin import ANNA, at_node, fields, log_in, text_of
 from ueoz_migration.adapters.wk import messages as m
 from ueoz_migration.adapters.wk.ecdh import decrypt_assertion
 from ueoz_migration.adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH
@@ -37,10 +37,7 @@ def test_login_starts_the_attempt_and_shows_the_search(web, node, services):
     with services.sessions() as session:
         attempt = session.scalars(select(Attempt)).one()
         pending = session.scalars(select(PendingLogin)).one()
-    assert (attempt.domain_system, attempt.return_url) == (
-        "P1",
-        "http://ueoz.test/demo/system/P1",
-    )
+    assert attempt.domain_system is None  # the start page's own login: no domain system
     assert attempt.given_names == "Anna Maria" and attempt.pesel == "87042712342"
     assert pending.consumed_at is not None
 
@@ -61,12 +58,7 @@ def test_login_gives_the_browser_a_new_session_id(web, node, services):
 
 def node_post_back(web, node, person=ANNA, *, action="login") -> dict[str, str]:
     """Log in at the node in ``web``'s name, and stop before the node posts back."""
-    page = web.get("/login?system=P1").get_data(as_text=True)
-    _, data = fields(page, "to-node")
-    _, login = fields(node.post("/login/SingleSignOnService", data=data).get_data(as_text=True))
-    login.update(person, action=action)
-    _, post_back = fields(node.post("/login/standin/submit", data=login).get_data(as_text=True))
-    return post_back
+    return at_node(web, node, web.get("/login"), person, action=action)
 
 
 def test_a_post_back_that_came_without_our_cookie_goes_once_more_from_this_site(
@@ -124,8 +116,7 @@ def test_cancelling_at_the_node_shows_its_own_page_and_leaves_no_session(web, no
 
     text = text_of(response)
     assert "<h1>Logowanie zostało przerwane</h1>" in text
-    # Trying again is a login for the same domain system, as the first one was.
-    assert re.search(r'href="/\?system=P1[&"][^>]*>Zaloguj się ponownie</a>', text)
+    assert re.search(r'href="/"[^>]*>Zaloguj się ponownie</a>', text)
     # One line for the operator, with the node's status in it.
     (failed,) = [line for line in logs if line["event"] == "login.failed"]
     assert failed["reason"] == "authn_failed" and "AuthnFailed" in failed["detail"]
@@ -134,18 +125,21 @@ def test_cancelling_at_the_node_shows_its_own_page_and_leaves_no_session(web, no
         assert session.scalar(select(func.count()).select_from(Attempt)) == 0
 
 
-def test_an_already_migrated_person_goes_straight_to_the_domain_system(web, node, services):
+def test_an_already_migrated_person_logging_in_here_is_told_so_and_goes_nowhere(
+    web, node, services
+):
     log_in(web, node)
     with services.sessions() as session:
         attempt = session.scalars(select(Attempt)).one()
     _verify_account(services, attempt.id)
 
     web2 = create_app(services=services).test_client()
-    response, _ = log_in(web2, node, query="?system=GABINET")
-    response = web2.get(response.headers["Location"])
+    response, _ = log_in(web2, node)
+    start = web2.get(response.headers["Location"], follow_redirects=True)
 
-    assert response.status_code == 302
-    assert response.headers["Location"] == "http://ueoz.test/demo/system/GABINET"
+    text = text_of(start)
+    assert "<h1>Zaloguj się do Systemu</h1>" in text
+    assert "Masz już konto UEOZ. Możesz logować się do systemów CeZ przez login.gov.pl." in text
 
 
 def what_the_node_vouched(back_channel, wk) -> tuple[str, str]:
@@ -385,17 +379,16 @@ def test_each_failed_login_shows_the_person_what_happened_and_logs_no_one_in(
     again = lxml_html.fromstring(response.get_data(as_text=True)).xpath(
         "//main//a[normalize-space()='Zaloguj się ponownie']/@href"
     )
-    # Logging in again is for the domain system this login was for (?system=P1).
-    assert again == ["/?system=P1&return=http://ueoz.test/demo/system/P1"]
+    assert again == ["/"]
     assert web.get("/migracja").headers["Location"] == "/"
 
 
 def test_logins_never_brought_back_are_cleared_when_the_next_one_starts(web, services):
-    web.get("/login?system=P1")
+    web.get("/login")
     with transaction(services.sessions) as session:
         (pending,) = session.scalars(select(PendingLogin)).all()
         pending.expires_at -= timedelta(hours=1)
 
-    web.get("/login?system=P1")
+    web.get("/login")
 
     assert count(services, PendingLogin) == 1  # the stale one is gone, the new one waits

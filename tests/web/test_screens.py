@@ -8,6 +8,7 @@ import pytest
 from lxml import html as lxml_html
 from sqlalchemy import select, update
 
+from tests.domain_systems import DomainSystem
 from tests.factories import HERMEGILDA, user
 from ueoz_migration.db.models import OutboxMessage
 from ueoz_migration.journey import utcnow
@@ -42,10 +43,16 @@ def test_start_screen_offers_login_through_login_gov_pl(browser):
     assert "Elektroniczna Platforma Logowania Ochrony Zdrowia (e-PLOZ)" in text
 
 
-def test_start_screen_passes_the_domain_system_on_to_the_login(browser):
-    _, text = page(browser, "/?system=GABINET")
+def test_start_screen_logs_in_for_the_domain_system_waiting_and_offers_the_way_back(
+    browser, services
+):
+    p1 = DomainSystem.register(services, "GABINET", name="gabinet.gov.pl")
+    browser.get(p1.authorize_url())  # the domain system's request waits for the person
 
-    assert 'href="/login?system=GABINET"' in text
+    _, text = page(browser, "/")
+
+    assert 'href="/login">Zaloguj się przez login.gov.pl</a>' in text
+    assert '<a href="/przejdz-do-systemu">Wróć do systemu gabinet.gov.pl bez logowania</a>' in text
 
 
 def test_the_language_switch_turns_every_page_english_and_back(browser):
@@ -255,9 +262,7 @@ def test_awaiting_verification_says_when_the_link_could_not_be_delivered(
     assert "Nie udało się dostarczyć" not in text
 
 
-def test_expired_attempt_says_to_log_in_again_for_the_system_it_was_for(
-    browser, start_attempt, services
-):
+def test_expired_attempt_says_to_log_in_again(browser, start_attempt, services):
     attempt = start_attempt("found", domain_system="GABINET")
     services.journey.fire(attempt.id, "expire", actor=_system())
     browser.hold(attempt.id)
@@ -265,11 +270,8 @@ def test_expired_attempt_says_to_log_in_again_for_the_system_it_was_for(
     _, text = page(browser)
 
     assert "<h1>Migracja wygasła</h1>" in text
-    assert (
-        '<a class="button button-primary" '
-        'href="/?system=GABINET&return=http://ueoz.test/demo/system/GABINET">'
-        "Zaloguj się ponownie</a>"
-    ) in text
+    # The start page logs in for the domain system's request, if it still waits.
+    assert '<a class="button button-primary" href="/">Zaloguj się ponownie</a>' in text
 
 
 def test_without_an_attempt_the_migration_page_sends_to_the_start(browser):

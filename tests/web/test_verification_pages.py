@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from tests.domain_systems import DomainSystem
 from tests.factories import link_token, log_of, submit
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import OutboxMessage, UeozAccount, VerificationLink
@@ -19,11 +20,8 @@ def text_of(response):
 
 
 def test_the_link_completes_the_migration_in_a_fresh_browser(client, start_attempt, services):
-    attempt = start_attempt(
-        "awaiting_verification",
-        domain_system="P1",
-        return_url="http://ueoz.test/demo/system/P1",
-    )
+    DomainSystem.register(services, "P1")
+    attempt = start_attempt("awaiting_verification", domain_system="P1")
     token = link_token(services, attempt.id)
 
     response = client.get(f"/weryfikacja/{token}")
@@ -34,7 +32,7 @@ def test_the_link_completes_the_migration_in_a_fresh_browser(client, start_attem
         "Twoje konto UEOZ zostało utworzone, a adres e-mail zweryfikowany. Od tej pory możesz "
         "logować się do systemu dziedzinowego wyłącznie za pomocą Węzła Krajowego." in text
     )
-    assert 'href="http://ueoz.test/demo/system/P1"' in text
+    assert 'href="/przejdz-do-systemu">Przejdź do systemu dziedzinowego</a>' in text
     assert services.journey.get(attempt.id).state == "done"
     with services.sessions() as session:
         assert session.scalar(select(UeozAccount.email_verified_at)) is not None
@@ -74,6 +72,7 @@ def test_a_language_chosen_in_the_browser_wins_over_the_migrations(client, start
 
 
 def test_a_used_link_says_so_and_lets_the_person_continue(client, start_attempt, services):
+    DomainSystem.register(services, "P1")
     attempt = start_attempt("awaiting_verification", domain_system="P1")
     token = link_token(services, attempt.id)
     client.get(f"/weryfikacja/{token}")
@@ -84,7 +83,7 @@ def test_a_used_link_says_so_and_lets_the_person_continue(client, start_attempt,
     assert response.status_code == 410
     assert "<h1>Link został już użyty</h1>" in text
     assert "Twój adres e-mail jest już zweryfikowany" in text
-    assert 'href="http://ueoz.test/demo/system/P1"' in text
+    assert 'href="/przejdz-do-systemu">Przejdź do systemu dziedzinowego</a>' in text
 
 
 def test_an_expired_link_offers_a_one_click_resend(client, start_attempt, services):
@@ -240,10 +239,7 @@ def test_the_link_of_a_cancelled_migration_says_it_ended(client, start_attempt, 
     text = text_of(client.get(f"/weryfikacja/{token}"))
 
     assert "została zakończona (anulowana albo wygasła)" in text
-    # Logging in again leads back to the system the migration was for.
-    assert (
-        '<a href="/?system=P1&return=http://ueoz.test/demo/system/P1">Przejdź do strony głównej</a>'
-    ) in text
+    assert '<a href="/">Przejdź do strony głównej</a>' in text
 
 
 def _user():

@@ -315,6 +315,7 @@ class OidcClient(Base):
     jwks_uri: Mapped[str | None] = mapped_column(String(2000))
     scopes: Mapped[str] = mapped_column(Text)  # the scopes it may ask for, space-separated
     subject_type: Mapped[str] = mapped_column(String(10))  # pairwise | public
+    id_token_alg: Mapped[str] = mapped_column(String(10), default="ES256")  # or RS256
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..db.engine import snapshot, transaction
 from ..db.models import OidcClient
+from .keys import ALGORITHMS
 
 SECRET_BASIC = "client_secret_basic"  # noqa: S105 - a method's name, not a secret
 PRIVATE_KEY_JWT = "private_key_jwt"
@@ -61,6 +62,7 @@ class Client(ClientMixin):  # type: ignore[misc]
     jwks_uri: str | None
     scopes: tuple[str, ...]
     subject_type: str
+    id_token_alg: str
 
     @classmethod
     def from_row(cls, row: OidcClient) -> Client:
@@ -77,6 +79,7 @@ class Client(ClientMixin):  # type: ignore[misc]
             jwks_uri=row.jwks_uri,
             scopes=tuple(row.scopes.split()),
             subject_type=row.subject_type,
+            id_token_alg=row.id_token_alg,
         )
 
     # -- Authlib's ClientMixin -------------------------------------------------------------
@@ -131,6 +134,7 @@ class Registration:
     jwks_uri: str | None = None
     scopes: Sequence[str] = DEFAULT_SCOPES
     public_subject: bool = False
+    id_token_alg: str = "ES256"  # noqa: S105 - an algorithm's name
 
 
 class ClientRegistry:
@@ -213,6 +217,8 @@ class ClientRegistry:
         jwks = None
         if registration.jwks is not None:
             jwks = json.dumps(public_jwks(registration.jwks), sort_keys=True)
+        if registration.id_token_alg not in ALGORITHMS:
+            raise ClientError(f"ID tokens are signed with {' or '.join(ALGORITHMS)}")
         unknown = sorted(set(registration.scopes) - set(SCOPES))
         if unknown:
             raise ClientError(
@@ -235,6 +241,7 @@ class ClientRegistry:
             jwks_uri=registration.jwks_uri,
             scopes=" ".join(dict.fromkeys(("openid", *registration.scopes))),
             subject_type=PUBLIC if registration.public_subject else PAIRWISE,
+            id_token_alg=registration.id_token_alg,
             created_at=now,
             updated_at=now,
         )

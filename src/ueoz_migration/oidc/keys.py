@@ -1,4 +1,4 @@
-"""The provider's signing keys: ES256, in a folder outside the database, rotated with overlap.
+"""The provider's signing keys: ES256 (and RS256), in a folder outside the database, rotated.
 
 docs/integration.md ("Signing keys") and docs/operations.md ("Rotating the signing keys") say
 how an operator rotates them. The folder (``OIDC_KEYS_DIR``) holds one PEM file per key and a
@@ -23,11 +23,17 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from ..config import ConfigError
 
+Key = ECKey | RSAKey
+
 ALGORITHM = "ES256"
+#: Every algorithm a key is kept for. ES256 signs everything by default; RS256 only the ID
+#: tokens of a client registered for it (OpenID Connect Core 15.1: every provider must be
+#: able to), so both are made at each rotation.
+ALGORITHMS = ("ES256", "RS256")
 MANIFEST = "keys.json"
 #: How long a new key is published before it signs (longer than RELOAD_EVERY, and than the
 #: JWKS answer may be cached: web/oidc.py's JWKS_MAX_AGE).
@@ -45,9 +51,10 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class KeyEntry:
-    """One key of the manifest: its id, and when it signs and is published."""
+    """One key of the manifest: its id and algorithm, and when it signs and is published."""
 
     kid: str
+    alg: str
     created_at: datetime
     signs_from: datetime
     # None while no newer key has replaced it.
@@ -70,7 +77,8 @@ class KeyEntry:
 
         created_at, signs_from = when("created_at"), when("signs_from")
         assert created_at is not None and signs_from is not None
-        return cls(str(data["kid"]), created_at, signs_from, when("published_until"))
+        alg = str(data["alg"])
+        return cls(str(data["kid"]), alg, created_at, signs_from, when("published_until"))
 
 
 class SigningKeys:
@@ -83,7 +91,7 @@ class SigningKeys:
         self._mtime: int | None = None
         self._checked = -RELOAD_EVERY
         self._entries: list[KeyEntry] = []
-        self._keys: dict[str, ECKey] = {}
+        self._keys: dict[str, Key] = {}
 
     @classmethod
     def open(cls, folder: Path, *, create: bool, **options: object) -> SigningKeys:
@@ -95,7 +103,7 @@ class SigningKeys:
         if create and not (folder / MANIFEST).exists():
             with keys._manifest_lock():  # several processes of the stack start at once
                 if not (folder / MANIFEST).exists():
-                    keys._add_key(publish_ahead=timedelta(0), overlap=OVERLAP)
+                    keys._add_keys(publish_ahead=timedelta(0), overlap=OVERLAP)
         keys.signing_key()  # fails now, not at the first sign-in
         return keys
 
@@ -105,13 +113,13 @@ class SigningKeys:
         self._reload_if_changed()
         return list(self._entries)
 
-    def signing_key(self) -> ECKey:
-        """The newest key whose time to sign has come."""
+    def signing_key(self, alg: str = ALGORITHM) -> Key:
+        """The newest key for ``alg`` whose time to sign has come."""
         now = self.clock()
-        ready = [entry for entry in self.entries() if entry.signs_from <= now]
+        ready = [entry for entry in self.entries() if entry.alg == alg and entry.signs_from <= now]
         if not ready:
             raise ConfigError(
-                f"{self.folder} holds no key to sign ID tokens with: "
+                f"{self.folder} holds no {alg} key to sign with: "
                 "run `ueoz-migration keys rotate` (docs/operations.md)"
             )
         return self._keys[max(ready, key=lambda entry: entry.signs_from).kid]
@@ -123,7 +131,7 @@ class SigningKeys:
     def public_key_set(self) -> KeySet:
         now = self.clock()
         published = [self._keys[entry.kid] for entry in self.entries() if entry.published(now)]
-        return KeySet([ECKey.import_key(key.as_dict(private=False)) for key in published])
+        return KeySet.import_key_set({"keys": [key.as_dict(private=False) for key in published]})
 
     def _reload_if_changed(self) -> None:
         with self._lock:
@@ -137,7 +145,7 @@ class SigningKeys:
             if mtime == self._mtime:
                 return
             entries = self._read_manifest()
-            self._keys = {entry.kid: self._read_key(entry.kid) for entry in entries}
+            self._keys = {entry.kid: self._read_key(entry) for entry in entries}
             self._entries, self._mtime = entries, mtime
 
     def _read_manifest(self) -> list[KeyEntry]:
@@ -149,10 +157,13 @@ class SigningKeys:
             raise ConfigError(f"{self.folder / MANIFEST} cannot be read: {error}") from None
         return [KeyEntry.from_json(entry) for entry in data["keys"]]
 
-    def _read_key(self, kid: str) -> ECKey:
-        path = self.folder / f"{kid}.pem"
+    def _read_key(self, entry: KeyEntry) -> Key:
+        path = self.folder / f"{entry.kid}.pem"
+        kind = ECKey if entry.alg.startswith("ES") else RSAKey
         try:
-            return ECKey.import_key(path.read_bytes(), {"kid": kid, "use": "sig", "alg": ALGORITHM})
+            return kind.import_key(
+                path.read_bytes(), {"kid": entry.kid, "use": "sig", "alg": entry.alg}
+            )
         except (OSError, ValueError) as error:
             raise ConfigError(f"signing key {path} cannot be read: {error}") from None
 
@@ -160,32 +171,39 @@ class SigningKeys:
 
     def rotate(
         self, *, publish_ahead: timedelta = PUBLISH_AHEAD, overlap: timedelta = OVERLAP
-    ) -> KeyEntry:
-        """Make a new key: published now, signing ``publish_ahead`` from now.
+    ) -> list[KeyEntry]:
+        """Make new keys, one per algorithm: published now, signing ``publish_ahead`` from now.
 
-        The key it replaces stays published until ``overlap`` after that; keys no longer
+        The keys they replace stay published until ``overlap`` after that; keys no longer
         published leave the manifest, and their files are deleted.
         """
         with self._manifest_lock():
-            return self._add_key(publish_ahead=publish_ahead, overlap=overlap)
+            return self._add_keys(publish_ahead=publish_ahead, overlap=overlap)
 
-    def _add_key(self, *, publish_ahead: timedelta, overlap: timedelta) -> KeyEntry:
+    def _add_keys(self, *, publish_ahead: timedelta, overlap: timedelta) -> list[KeyEntry]:
         """:meth:`rotate`, under the manifest's lock."""
         now = self.clock()
-        entries = [entry for entry in self._read_manifest() if entry.published(now)]
-        key = ECKey.generate_key("P-256", {"use": "sig", "alg": ALGORITHM}, private=True)
-        kid = key.thumbprint()
-        new = KeyEntry(kid, now, now + publish_ahead)
-        # Every key still unreplaced is replaced once the new one signs.
+        signs_from = now + publish_ahead
+        # Every key still unreplaced is replaced once the new ones sign.
         entries = [
             entry
             if entry.published_until is not None
-            else replace(entry, published_until=new.signs_from + overlap)
-            for entry in entries
+            else replace(entry, published_until=signs_from + overlap)
+            for entry in self._read_manifest()
+            if entry.published(now)
         ]
-        _write_private(self.folder / f"{kid}.pem", key.as_pem(private=True))
-        self._write_manifest([*entries, new])
-        kept = {f"{entry.kid}.pem" for entry in [*entries, new]}
+        new = []
+        for alg in ALGORITHMS:
+            key: Key = (
+                ECKey.generate_key("P-256", private=True)
+                if alg == "ES256"
+                else RSAKey.generate_key(2048, private=True)
+            )
+            kid = key.thumbprint()
+            _write_private(self.folder / f"{kid}.pem", key.as_pem(private=True))
+            new.append(KeyEntry(kid, alg, now, signs_from))
+        self._write_manifest([*entries, *new])
+        kept = {f"{entry.kid}.pem" for entry in [*entries, *new]}
         for path in self.folder.glob("*.pem"):
             if path.name not in kept:
                 path.unlink()

@@ -33,7 +33,7 @@ from .authorizations import Authorizations, Waiting
 from .claims import LEVELS, SignedIn, asked_level, rank, subject
 from .clients import Client, ClientRegistry
 from .codes import Codes
-from .keys import ALGORITHM, SigningKeys
+from .keys import ALGORITHMS, SigningKeys
 from .server import (
     AUTHORIZE_PATH,
     END_SESSION_PATH,
@@ -251,8 +251,7 @@ class Provider:
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code"],
             "subject_types_supported": ["pairwise", "public"],
-            "id_token_signing_alg_values_supported": [ALGORITHM],
-            "userinfo_signing_alg_values_supported": [ALGORITHM],
+            "id_token_signing_alg_values_supported": list(ALGORITHMS),
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": [
                 "ES256",

@@ -43,7 +43,7 @@ from joserfc.jwk import KeySet
 from .claims import SignedIn, user_info
 from .clients import PRIVATE_KEY_JWT, SECRET_BASIC, Client, ClientRegistry
 from .codes import Codes, Grantee, IssuedCode
-from .keys import ALGORITHM, SigningKeys
+from .keys import ALGORITHMS, SigningKeys
 
 # The paths of the endpoints (web/oidc.py serves them; discovery names them).
 AUTHORIZE_PATH = "/oidc/authorize"
@@ -180,6 +180,7 @@ class OidcServer(AuthorizationServer):  # type: ignore[misc]
         person: SignedIn = request.user
         client: Client = request.client
         now = int(time.time())
+        alg = client.id_token_alg
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": client.id,
@@ -188,16 +189,16 @@ class OidcServer(AuthorizationServer):  # type: ignore[misc]
             "auth_time": code.get_auth_time(),
             "acr": code.acr,
             "sid": person.sid,
-            "at_hash": create_half_hash(token["access_token"], ALGORITHM).decode(),
+            "at_hash": create_half_hash(token["access_token"], alg).decode(),
         }
         if code.nonce:
             claims["nonce"] = code.nonce
         claims.update(user_info(self.subject_key, person, client, code.scope))
         # One key read for the header's kid and the signature: a rotation's switch-over
         # between two reads would name one key and sign with the other.
-        key = self.keys.signing_key()
-        header = {"alg": ALGORITHM, "kid": key.kid, "typ": "JWT"}
-        return jwt.encode(header, claims, key, [ALGORITHM])
+        key = self.keys.signing_key(alg)
+        header = {"alg": alg, "kid": key.kid, "typ": "JWT"}
+        return jwt.encode(header, claims, key, [alg])
 
 
 class PublicRequest(FlaskOAuth2Request):  # type: ignore[misc]
@@ -354,7 +355,7 @@ class EndSession(EndSessionEndpoint):  # type: ignore[misc]
         return self.server.keys.public_key_set()
 
     def get_algorithms(self) -> list[str]:
-        return [ALGORITHM]
+        return list(ALGORITHMS)
 
     def end_session(self, end_session_request: Any) -> None:
         pass  # the caller ends the SSO session (provider.end_session) once this validated

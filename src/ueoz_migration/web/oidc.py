@@ -31,7 +31,6 @@ from ..oidc.provider import Answered, Refused
 from ..oidc.server import AUTHORIZE_PATH, END_SESSION_PATH, JWKS_PATH, TOKEN_PATH, USERINFO_PATH
 from . import auth
 from .common import (
-    ATTEMPT_KEY,
     AUTHORIZATION_KEY,
     SSO_KEY,
     attempt_in_session,
@@ -167,7 +166,8 @@ def to_domain_system() -> Response | str | tuple[str, int]:
         return render_template("login/refused.html", reason=refused.reason), 400
     if answered.outcome == "code" and attempt is not None and attempt.state in HAND_OFF_STATES:
         _hand_off(attempt, answered.client_id)
-    session.pop(ATTEMPT_KEY, None)
+    # The session keeps the attempt: another click here, or a tab left open, leads to the
+    # domain system's own sign-in start.
     return answered.response
 
 

@@ -71,6 +71,7 @@ def upgrade() -> None:
         sa.Column("jwks_uri", sa.String(length=2000), nullable=True),
         sa.Column("scopes", sa.Text(), nullable=False),
         sa.Column("subject_type", sa.String(length=10), nullable=False),
+        sa.Column("id_token_alg", sa.String(length=10), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_oidc_clients")),
