@@ -141,9 +141,7 @@ class Tree:
         return [*self._subproof(m - k, start + k, end, False), self.hash(start, start + k)]
 
 
-def verify_consistency(
-    m: int, n: int, first: bytes, second: bytes, proof: Sequence[bytes]
-) -> bool:
+def verify_consistency(m: int, n: int, first: bytes, second: bytes, proof: Sequence[bytes]) -> bool:
     """Whether ``proof`` shows the tree of ``m`` leaves (root ``first``) is a prefix of the
     tree of ``n`` (root ``second``): RFC 9162 §2.1.4.2, step by step."""
     if m > n:
