@@ -13,6 +13,8 @@ import json
 import re
 import shutil
 import stat
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +27,7 @@ from sqlalchemy import create_engine, text
 from tests.conftest import make_settings, postgres_url
 from tests.factories import ANNA, HERMEGILDA, submit, user
 from tests.integration.test_audit import export_now, logged_journey, tamper
+from ueoz_migration.anchors.every import AnchorWriter
 from ueoz_migration.anchors.keys import key_id, public_pem, signing_key
 from ueoz_migration.anchors.take import take_anchor
 from ueoz_migration.audit.chain import link_hash
@@ -43,7 +46,14 @@ def anchor_now(services, folder: Path) -> str:
     """`audit anchor --output FOLDER`; return the name of the file it wrote."""
     result = cli(services, "audit", "anchor", "--output", str(folder))
     assert result.exit_code == 0, result.output
-    (path,) = re.findall(r" in (\S+) \(root ", result.output)
+    # One line: what it covers, where it went, the root and key it was signed with.
+    (size, path, hashed) = re.fullmatch(
+        r"anchored (\d+) row\(s\) in (\S+) \(root [0-9a-f]{16}…, key [0-9a-f]{16}…; "
+        r"(\d+) row\(s\) hashed anew in \d+\.\d{3} s\)\n",
+        result.stdout,  # the answer; log lines (a development key made) go to stderr
+    ).groups()
+    assert Path(path).parent == folder and Path(path).name.endswith(f"-{size}.json")
+    assert int(hashed) <= int(size)
     return Path(path).name
 
 
@@ -482,3 +492,27 @@ def test_the_worker_anchors_once_a_period(services, folder):
     assert first.exit_code == second.exit_code == 0, first.output + second.output
     assert len(list(folder.iterdir())) == 1  # the second found the first one recent enough
     assert verify_anchored(services, folder).exit_code == 0
+
+
+def test_a_worker_given_a_folder_anchors_in_the_background_until_it_stops(services, folder):
+    logged_journey(services)
+    writer = AnchorWriter(
+        services.engine,
+        services.sessions,
+        signing_key(services.settings),
+        folder,
+        timedelta(minutes=15),
+        utcnow,
+    )
+    stop = threading.Event()
+
+    thread = writer.start(stop)
+    deadline = time.monotonic() + 10
+    while not list(folder.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(timeout=10)
+
+    assert not thread.is_alive()
+    (written,) = folder.iterdir()
+    assert written.name.endswith("-6.json")
