@@ -182,12 +182,17 @@ def test_a_compact_range_goes_on_from_where_it_stopped():
     leaves = [leaf_hash(f"row {index}".encode()) for index in range(100)]
     tree = Tree(leaves)
     for size in range(101):
-        kept = CompactRange()
+        kept, one_by_one = CompactRange(), CompactRange()
         kept.extend(leaves[:size])
-        resumed = CompactRange(kept.size, kept.hashes)
-        resumed.extend(leaves[size:])
-        assert kept.root() == tree.root(size)
-        assert resumed.root() == tree.root()
+        for leaf in leaves[:size]:
+            one_by_one.append(leaf)
+        for step in (1, 3, 64):  # on from there, in parts of several sizes
+            resumed = CompactRange(kept.size, kept.hashes)
+            for start in range(size, 100, step):
+                resumed.extend(leaves[start : start + step])
+            assert resumed.root() == tree.root()
+        assert kept.root() == one_by_one.root() == tree.root(size)
+        assert kept.hashes == one_by_one.hashes
         # Each kept hash is the root of the perfect subtree over its range.
         assert [tree.hash(start, end) for start, end in kept.ranges()] == kept.hashes
 

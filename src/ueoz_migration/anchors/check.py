@@ -95,7 +95,7 @@ def _time(anchor: Anchor) -> str:
 
 def check_log(session: Session, directory: Path, key: Ed25519PublicKey) -> AnchorReport:
     """Check the anchors in ``directory`` against the log in the database."""
-    return _check(directory, key, lambda: [leaf for _, leaf in log_leaves(session)])
+    return _check(directory, key, lambda: list(log_leaves(session)))
 
 
 def check_export(lines: Iterable[str], directory: Path, key: Ed25519PublicKey) -> AnchorReport:

@@ -72,19 +72,15 @@ def settled_end(engine: Engine) -> int | None:
         raise
 
 
-def log_leaves(
-    session: Session, after: int = 0, up_to: int | None = None
-) -> Iterator[tuple[int, bytes]]:
-    """Each row's id and leaf hash, in id order, for rows with ``after < id ≤ up_to``."""
+def log_leaves(session: Session, after: int = 0, up_to: int | None = None) -> Iterator[bytes]:
+    """The leaf hash of each row with ``after < id ≤ up_to``, in id order."""
     statement = (
-        select(LOG.c.id, LOG.c.attempt_id, LOG.c.seq, LOG.c.hash)
-        .where(LOG.c.id > after)
-        .order_by(LOG.c.id)
+        select(LOG.c.attempt_id, LOG.c.seq, LOG.c.hash).where(LOG.c.id > after).order_by(LOG.c.id)
     )
     if up_to is not None:
         statement = statement.where(LOG.c.id <= up_to)
-    for row_id, attempt_id, seq, chain_hash in plain_rows(session, statement, "ueoz_leaves"):
-        yield row_id, leaf_hash(attempt_id, seq, chain_hash)
+    for attempt_id, seq, chain_hash in plain_rows(session, statement, "ueoz_leaves"):
+        yield leaf_hash(attempt_id, seq, chain_hash)
 
 
 class NoRowIds(ValueError):

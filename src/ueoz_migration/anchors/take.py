@@ -74,12 +74,10 @@ def take_anchor(
     with snapshot(sessions) as session:
         if end is None:  # SQLite: the snapshot's own end is settled
             end = session.scalar(select(func.coalesce(func.max(LOG.c.id), 0))) or 0
-        hashed = 0
-        for _, leaf in log_leaves(session, after=last_id, up_to=end):
-            compact.append(leaf)
-            if first_row is None:
-                first_row = leaf
-            hashed += 1
+        leaves = list(log_leaves(session, after=last_id, up_to=end))
+    compact.extend(leaves)
+    if first_row is None and leaves:
+        first_row = leaves[0]
     anchor = Anchor(
         taken_at=now.replace(microsecond=0),
         size=compact.size,
@@ -101,7 +99,7 @@ def take_anchor(
                 document=document,
             )
         )
-    return Taken(anchor, path, hashed, perf_counter() - started)
+    return Taken(anchor, path, len(leaves), perf_counter() - started)
 
 
 def _last_signed(session: Session, public) -> Anchor | None:  # type: ignore[no-untyped-def]
