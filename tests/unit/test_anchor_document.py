@@ -17,7 +17,7 @@ KEY = Ed25519PrivateKey.generate()
 
 def an_anchor(size=5, key=KEY):
     compact = CompactRange()
-    compact.extend(leaf_hash(f"row {index}".encode()) for index in range(size))
+    compact.extend([leaf_hash(f"row {index}".encode()) for index in range(size)])
     return Anchor(
         taken_at=datetime(2026, 12, 8, 10, 15, tzinfo=UTC),
         size=size,
