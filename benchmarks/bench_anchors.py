@@ -130,7 +130,9 @@ def bench(services: Services, folder: Path, args: argparse.Namespace) -> list[tu
         (f"anchor the whole log ({written:,} rows), no kept head", results["whole"], 10.0),
         (f"check {written:,}+ rows against {count} anchors", results["check"], 10.0),
         (
-            f"anchor the rows added since the last anchor ({min(added)}–{max(added)} rows)",
+            "anchor the rows added since the last anchor ("
+            + (f"{min(added)}" if min(added) == max(added) else f"{min(added)}–{max(added)}")
+            + " rows)",
             results["new"],
             None,
         ),

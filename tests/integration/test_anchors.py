@@ -16,15 +16,15 @@ import stat
 import threading
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import create_engine, text
 
-from tests.conftest import make_settings, postgres_url
+from tests.conftest import make_settings, migrated_postgres_database
 from tests.factories import ANNA, HERMEGILDA, submit, user
 from tests.integration.test_audit import export_now, logged_journey, tamper
 from ueoz_migration.anchors.every import AnchorWriter
@@ -33,8 +33,6 @@ from ueoz_migration.anchors.take import take_anchor
 from ueoz_migration.audit.chain import link_hash
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.cli import main
-from ueoz_migration.db.engine import make_engine
-from ueoz_migration.db.schema import upgrade
 from ueoz_migration.journey import EventRefused, utcnow
 
 
@@ -282,37 +280,20 @@ def test_a_forged_anchor_is_refused(services, folder):
 @pytest.fixture
 def other_services(request, tmp_path, services):
     """A second database of the same kind, with the same keys as ``services``."""
-    drop = None
-    if services.engine.dialect.name == "sqlite":
-        path = tmp_path / "other.sqlite3"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        url = f"sqlite:///{path}"
-    else:
-        server = postgres_url()
-        name = f"ueoz_other_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(
-            server.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    with ExitStack() as stack:
+        if services.engine.dialect.name == "sqlite":
+            path = tmp_path / "other.sqlite3"
+            shutil.copy(request.getfixturevalue("sqlite_template"), path)
+            url = f"sqlite:///{path}"
+        else:
+            name = f"ueoz_other_{uuid.uuid4().hex[:8]}"
+            url = stack.enter_context(migrated_postgres_database(name))
+        signing_key(services.settings)  # made in the first instance folder, shared
+        other = Services(
+            make_settings(tmp_path / "other", url, ANCHOR_KEY=str(services.settings.anchor_key))
         )
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        url = server.rsplit("/", 1)[0] + "/" + name
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-
-        def drop():
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-    signing_key(services.settings)  # made in the first instance folder, shared
-    other = Services(
-        make_settings(tmp_path / "other", url, ANCHOR_KEY=str(services.settings.anchor_key))
-    )
-    yield other
-    other.engine.dispose()
-    if drop is not None:
-        drop()
+        stack.callback(other.engine.dispose)
+        yield other
 
 
 def test_an_anchor_of_another_database_is_named_as_such(services, other_services, folder, tmp_path):
