@@ -276,9 +276,10 @@ def worker(
         # The loop itself rides out the database going away (it logs, waits and goes on).
         try:
             with stop_on_signals() as stop:
-                if anchors is not None:
-                    anchors.start(stop)
+                anchoring = anchors.start(stop) if anchors is not None else None
                 search.run_forever(stop, poll_interval=interval)
+                if anchoring is not None:
+                    anchoring.join()  # an anchor in hand is finished: never half a file
         finally:
             services.engine.dispose()
         return
