@@ -50,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
-from sqlalchemy import bindparam, create_engine, insert, select, text, update
+from sqlalchemy import bindparam, create_engine, func, insert, select, text, update
 
 from ueoz_migration.audit.chain import GENESIS, link_hash
 from ueoz_migration.audit.replay import replay_log
@@ -326,7 +326,9 @@ def write_bulk_log(services: Services, rows_wanted: int) -> int:
     flow: Flow = services.flow
     key = services.settings.audit_key
     now = datetime.now(UTC)
-    number = 10**11
+    with services.sessions() as session:  # written in parts: go on from the last number
+        highest = session.scalar(select(func.max(Attempt.event_number)))
+    number = int(highest.removeprefix("MIGRATION_")) if highest else 10**11
     attempts: list[dict] = []
     rows: list[dict] = []
     written = 0

@@ -17,6 +17,9 @@ run() {  # run NAME COMMAND…: keep the output, put its Markdown into the docs
 
 run core $py benchmarks/bench_core.py --database-url sqlite --database-url "$pg_url" \
   --transitions 1500 --processes 2 --rounds 3 --log-rows 100000
+# Anchors over a log of 1,000,000 rows: anchoring it whole, checking it against 100 anchors.
+run anchors $py benchmarks/bench_anchors.py --database-url sqlite --database-url "$pg_url" \
+  --log-rows 1000000 --anchors 100 --rounds 3
 # Logins per second per core: CPU time of the process, steadier than wall time on a shared machine.
 run login $py benchmarks/bench_login.py --rounds 7 --clock cpu
 run http-sqlite $py benchmarks/bench_http.py --database sqlite --markdown

@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,10 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
+@contextmanager
+def migrated_postgres_database(name: str) -> Iterator[str]:
+    """A new database ``name`` on the test server, at the current schema; dropped after."""
     server = postgres_url()
-    worker_id = getattr(request.config, "workerinput", {}).get("workerid", "main")
-    name = f"ueoz_test_{worker_id}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(
         server.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
     )
@@ -60,10 +60,19 @@ def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    worker_id = getattr(request.config, "workerinput", {}).get("workerid", "main")
+    with migrated_postgres_database(f"ueoz_test_{worker_id}_{uuid.uuid4().hex[:8]}") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

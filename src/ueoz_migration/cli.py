@@ -6,6 +6,7 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TextIO
 
 import click
@@ -242,24 +243,51 @@ _IDLE_INTERVAL = click.option(
 @click.option("--once", is_flag=True, help="Search what is due now, expire stale attempts, exit.")
 @click.option("--worker-id", help="Name in the logs (default: random).")
 @_IDLE_INTERVAL
+@click.option(
+    "--anchors",
+    "anchor_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Also anchor the log into this folder (audit anchor) every --anchor-every minutes.",
+)
+@click.option(
+    "--anchor-every",
+    type=click.FloatRange(min=1, max=24 * 60),
+    callback=_finite,
+    default=15,
+    show_default=True,
+    help="Minutes between anchors (with --anchors; one a period among all workers).",
+)
 @_services()
-def worker(services: Services, once: bool, worker_id: str | None, interval: float) -> None:
+def worker(
+    services: Services,
+    once: bool,
+    worker_id: str | None,
+    interval: float,
+    anchor_dir: Path | None,
+    anchor_every: float,
+) -> None:
     """Run the search worker: find each new attempt's e-PLOZ account."""
     from .search import SearchWorker
     from .signals import stop_on_signals
 
     search = SearchWorker(services, worker_id=worker_id)
+    anchors = _anchor_writer(services, anchor_dir, anchor_every)
     if not once:
         # The loop itself rides out the database going away (it logs, waits and goes on).
         try:
             with stop_on_signals() as stop:
+                anchoring = anchors.start(stop) if anchors is not None else None
                 search.run_forever(stop, poll_interval=interval)
+                if anchoring is not None:
+                    anchoring.join()  # an anchor in hand is finished: never half a file
         finally:
             services.engine.dispose()
         return
     with _database(services):
         sweep = services.journey.expire_stale()
         report = search.run_once()
+        if anchors is not None:
+            anchors.anchor_if_due()
     codes = ", ".join(f"code {code}: {n}" for code, n in sorted(report.failed.items()))
     failed = f"{sum(report.failed.values())}" + (f" ({codes})" if codes else "")
     click.echo(
@@ -276,6 +304,29 @@ def worker(services: Services, once: bool, worker_id: str | None, interval: floa
     ]
     if stuck:
         raise click.ClickException("; ".join(stuck) + "; see the log")
+
+
+def _anchor_writer(services: Services, directory: Path | None, minutes: float):  # type: ignore[no-untyped-def]
+    """The worker's anchoring, when it is given a folder; its key is loaded before it starts."""
+    from datetime import timedelta
+
+    from .anchors.every import AnchorWriter
+    from .journey import utcnow
+
+    if directory is None:
+        return None
+    key = _anchor_signing_key(services)
+    period = timedelta(minutes=minutes)
+    return AnchorWriter(services.engine, services.sessions, key, directory, period, utcnow)
+
+
+def _anchor_signing_key(services: Services):  # type: ignore[no-untyped-def]
+    from .anchors.keys import signing_key
+
+    try:
+        return signing_key(services.settings)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
 
 
 # -- auditors, helpdesk and developers (audit, flows, helpdesk, diagram) --
@@ -358,8 +409,8 @@ def _from_export(export: TextIO, check: Callable[[TextIO], Any]) -> Any:
         raise click.ClickException(f"{export.name} is not UTF-8 text") from None
 
 
-def _print_report(report) -> None:  # type: ignore[no-untyped-def]
-    """Print an audit report; exit 1 when it found a problem."""
+def _print_report(report, *, then_exit: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """Print an audit report; exit 1 when it found a problem (unless more is to be printed)."""
     if not report.ok:
         click.echo(f"FIRST BROKEN LINK: {report.first}")
         for finding in report.findings[1:20]:
@@ -369,7 +420,7 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     for note in report.notes:
         click.echo(note)
     click.echo(report.summary())
-    if not report.ok:
+    if then_exit and not report.ok:
         sys.exit(1)
 
 
@@ -383,7 +434,7 @@ def _text(_context: click.Context, _param: click.Parameter, value: str | None) -
 
 @main.group()
 def audit() -> None:
-    """The transition log, for auditors: show, replay, verify, export, compare."""
+    """The transition log, for auditors: show, replay, verify, export, compare, anchor."""
 
 
 def _export_option(what: str) -> Callable[[Callable[..., Any]], Any]:
@@ -407,16 +458,35 @@ def _check_export(
 @click.argument("reference", required=False, metavar="[MIGRATION_…|ATTEMPT]", callback=_text)
 @click.option("--all", "all_", is_flag=True, help="Every attempt (the default).")
 @_export_option("Check the chain inside")
+@click.option(
+    "--anchors",
+    "anchor_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Also check that the log still extends every anchor in this folder (audit anchor).",
+)
 @_services(reading_the_log=True)
 def audit_verify(
-    services: Services, reference: str | None, all_: bool, export: TextIO | None
+    services: Services,
+    reference: str | None,
+    all_: bool,
+    export: TextIO | None,
+    anchor_dir: Path | None,
 ) -> None:
     """Check the log's hash chain; name the first broken link (exit 1) or summarise (exit 0)."""
     from .audit.verify import VerifyAborted, verify_chain, verify_export
 
+    if anchor_dir is not None and reference is not None:
+        raise click.UsageError("--anchors checks the whole log: name no attempt")
+    public = _anchor_public_key(services, anchor_dir) if anchor_dir is not None else None
     if export is not None:
         key = services.settings.audit_key
-        _check_export(export, reference, all_, lambda lines: verify_export(lines, key))
+        if anchor_dir is None:
+            _check_export(export, reference, all_, lambda lines: verify_export(lines, key))
+            return
+        if reference is not None or all_:
+            raise click.UsageError("--export checks the whole file: name no attempt, no --all")
+        report = _from_export(export, lambda lines: verify_export(lines, key, anchored=True))
+        _print_both(report, _anchors_of_export(export, anchor_dir, public))
         return
     with _database(services):
         scope = _attempt_scope(services, reference, all_)
@@ -425,7 +495,53 @@ def audit_verify(
                 report = verify_chain(session, services.settings.audit_key, scope)
             except VerifyAborted as aborted:
                 raise click.ClickException(str(aborted)) from None
-    _print_report(report)
+        if anchor_dir is None:
+            _print_report(report)
+            return
+        from .anchors.check import NoAnchors, check_log
+
+        with snapshot(services.sessions) as session:
+            try:
+                anchored = check_log(session, anchor_dir, public)
+            except NoAnchors as none:
+                raise click.ClickException(str(none)) from None
+    _print_both(report, anchored)
+
+
+def _print_both(report, anchored) -> None:  # type: ignore[no-untyped-def]
+    """Print the chain's report and the anchors'; exit 1 when either found a problem."""
+    _print_report(report, then_exit=False)
+    for line in anchored.lines():
+        click.echo(line)
+    if not (report.ok and anchored.ok):
+        sys.exit(1)
+
+
+def _anchor_public_key(services: Services, directory: Path):  # type: ignore[no-untyped-def]
+    """The key anchors are checked with; refused before the log is read when there are none."""
+    from .anchors.document import FILE_PATTERN
+    from .anchors.keys import verifying_key
+
+    if not any(directory.glob(FILE_PATTERN)):
+        raise click.ClickException(f"{directory} holds no anchor ({FILE_PATTERN})")
+    try:
+        return verifying_key(services.settings)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _anchors_of_export(export: TextIO, directory: Path, public):  # type: ignore[no-untyped-def]
+    """Check the anchors against the export file the chain check has read (read again)."""
+    from .anchors.check import NoAnchors, check_export
+    from .anchors.leaves import NoRowIds
+
+    if not export.seekable():
+        raise click.UsageError("--export with --anchors reads the file twice: give a file")
+    export.seek(0)
+    try:
+        return _from_export(export, lambda lines: check_export(lines, directory, public))
+    except (NoAnchors, NoRowIds) as problem:
+        raise click.ClickException(f"{export.name}: {problem}") from None
 
 
 @audit.command("replay")
@@ -521,6 +637,42 @@ def audit_compare(services: Services, export: TextIO) -> None:
     with _database(services), snapshot(services.sessions) as session:
         report = _from_export(export, lambda lines: compare_with_export(session, lines))
     _print_report(report)
+
+
+@audit.command("anchor")
+@click.option(
+    "--output",
+    "directory",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder to write the anchor into: append-only, out of the database's reach.",
+)
+@_services(reading_the_log=True)
+def audit_anchor(services: Services, directory: Path) -> None:
+    """Sign the log's head and write it into a new file in the folder, named by time and size."""
+    from .anchors.leaves import LogBusy
+    from .anchors.take import take_anchor
+    from .journey import utcnow
+
+    key = _anchor_signing_key(services)
+    with _database(services, doing="write"):
+        try:
+            taken = take_anchor(services.engine, services.sessions, key, directory, utcnow())
+        except LogBusy as busy:
+            raise click.ClickException(str(busy)) from None
+        except FileExistsError as exists:
+            raise click.ClickException(
+                f"{exists.filename} already exists: an anchor is never written over another; "
+                "run it again in a second"
+            ) from None
+        except OSError as error:
+            raise _cannot_write(error.filename or directory, error) from None
+    assert taken is not None  # taken whenever no recent one is asked to be skipped
+    anchor = taken.anchor
+    click.echo(
+        f"anchored {anchor.size} row(s) in {taken.path} (root {anchor.root.hex()[:16]}…, key "
+        f"{anchor.key[:16]}…; {taken.hashed} row(s) hashed anew in {taken.seconds:.3f} s)"
+    )
 
 
 @main.group()

@@ -171,6 +171,10 @@ class Settings:
     standin_url: str
     demo_systems_url: str
     log_json: bool
+    # The anchors' Ed25519 signing key (PEM), None in production when ANCHOR_KEY is unset; and
+    # the public key that checks them, for auditors who hold no signing key.
+    anchor_key: Path | None
+    anchor_public_key: Path | None
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @property
@@ -306,8 +310,17 @@ class Settings:
             # The demo domain systems of the embedded default (demo_systems/), never production.
             demo_systems_url=get("DEMO_SYSTEMS_URL", "http://127.0.0.1:5002").rstrip("/"),
             log_json=_flag(env, "LOG_JSON", production),
+            anchor_key=_file(
+                get("ANCHOR_KEY"), None if production else instance_dir / "anchor_key.pem"
+            ),
+            anchor_public_key=_file(get("ANCHOR_PUBLIC_KEY"), None),
             raw=env,
         )
+
+
+def _file(value: str | None, default: Path | None) -> Path | None:
+    """A file setting as an absolute path, or ``default`` when it is unset."""
+    return Path(value).absolute() if value else default
 
 
 def _dev_pesel_key(instance_dir: Path, audit_key: str | None) -> str:

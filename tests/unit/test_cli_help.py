@@ -20,6 +20,7 @@ PRODUCTION_WITHOUT_SECRETS = {"APP_ENV": "production"}
         ["--help"],
         ["audit", "--help"],
         ["audit", "verify", "--help"],
+        ["audit", "anchor", "--help"],
         ["helpdesk", "lookup", "--help"],
         ["db", "upgrade", "--help"],
         ["eploz", "import", "--help"],

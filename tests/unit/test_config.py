@@ -348,3 +348,17 @@ def test_a_killed_mail_sender_leaves_its_message_for_5_minutes_10_by_default(tmp
 
     assert settings.smtp_data_timeout == timedelta(minutes=2)
     assert sender.lease == timedelta(minutes=5, seconds=10)
+
+
+def test_the_anchor_key_is_a_file_in_the_instance_folder_but_in_production(tmp_path):
+    development = Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
+    production = Settings.from_env(PRODUCTION | {"INSTANCE_DIR": str(tmp_path)})
+    given = Settings.from_env(
+        PRODUCTION | {"ANCHOR_KEY": "/etc/ueoz/anchor.pem", "ANCHOR_PUBLIC_KEY": "anchor.pub"}
+    )
+
+    assert development.anchor_key == tmp_path / "anchor_key.pem"
+    assert not development.anchor_key.exists()  # made only where an anchor is written
+    assert (production.anchor_key, production.anchor_public_key) == (None, None)
+    assert given.anchor_key == Path("/etc/ueoz/anchor.pem")
+    assert given.anchor_public_key == Path("anchor.pub").absolute()

@@ -63,7 +63,11 @@ def _compare(session: Session, batch: dict[str, list[dict[str, Any]]], report: A
 def _difference(exported: dict[str, Any], logged: dict[str, Any] | None) -> str | None:
     if logged is None:
         return "in the export, no longer in the log (cut off or deleted since)"
-    changed = [column for column in EXPORT_COLUMNS if logged[column] != exported[column]]
+    changed = [
+        column
+        for column in EXPORT_COLUMNS
+        if column in exported and logged[column] != exported[column]
+    ]
     if changed:
         # The columns' names only: their values may be a masked address or a PESEL's hash.
         return "changed since the export: " + ", ".join(changed)

@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session
 from .chain import CHAINED_FIELDS
 from .log import stream_rows
 
-EXPORT_COLUMNS = (*CHAINED_FIELDS, "prev_hash", "hash")
+# ``id`` gives the log's global order, in which anchors hash its rows (anchors/leaves.py);
+# exports written before anchors lack it, and are read all the same.
+EXPORT_COLUMNS = ("id", *CHAINED_FIELDS, "prev_hash", "hash")
 
 
 def export_log(session: Session, out: TextIO, attempt_ids: Collection[str] | None = None) -> int:
@@ -102,7 +104,9 @@ _FLOW_VERSION = re.compile(r"[0-9a-f]{64}")
 
 def _is_row(record: Any) -> bool:
     """Whether ``record`` has the fields, and the types, that ``export_log`` writes."""
-    if not isinstance(record, dict) or set(record) != set(EXPORT_COLUMNS):
+    if not isinstance(record, dict) or set(record) - {"id"} != set(EXPORT_COLUMNS) - {"id"}:
+        return False
+    if "id" in record and (type(record["id"]) is not int or record["id"] < 1):
         return False
     number, code, version = record["event_number"], record["event_code"], record["flow_version"]
     return (

@@ -33,7 +33,7 @@ from ..db.models import Attempt, FlowVersion
 from ..flow import flow_version
 from .chain import CHAINED_FIELDS, GENESIS, RowHasher
 from .export import read_export
-from .log import BATCH, LOG, iso_at, log_columns
+from .log import LOG, iso_at, log_columns, plain_rows
 from .report import MAX_FINDINGS, AuditReport, Finding
 
 ROW_COLUMNS = (*CHAINED_FIELDS, "prev_hash", "hash")
@@ -272,43 +272,12 @@ def _stream(
     attempt_ids: Collection[str] | None,
     bounds: Bounds,
 ) -> Iterator[Any]:
-    """Yield the log's rows of the range, ordered by attempt and sequence number, in batches.
-
-    The rows come as the driver's plain tuples: every column is text or a number as stored
-    (``at`` formatted by the database), so SQLAlchemy's result rows would only add their cost
-    (about a third of a pass over the log). On PostgreSQL a server-side cursor keeps memory
-    flat on a log of any length.
-    """
+    """Yield the log's rows of the range, ordered by attempt and sequence number, in batches."""
     statement = select(*log_columns(*columns)).order_by(LOG.c.attempt_id, LOG.c.seq)
     if attempt_ids is not None:
         statement = statement.where(LOG.c.attempt_id.in_(list(attempt_ids)))
     statement = _within(statement, LOG.c.attempt_id, bounds)
-    connection = session.connection()
-    if connection.dialect.name not in ("sqlite", "postgresql"):  # drivers we know the rows of
-        for batch in connection.execute(statement.execution_options(yield_per=BATCH)).partitions():
-            yield from batch
-        return
-    compiled = statement.compile(
-        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
-    )
-    values = compiled.construct_params()
-    params = (
-        tuple(values[name] for name in compiled.positiontup or ())
-        if compiled.positional
-        else values
-    )
-    dbapi_connection = connection.connection.dbapi_connection
-    assert dbapi_connection is not None
-    if connection.dialect.name == "postgresql":
-        cursor = dbapi_connection.cursor(name="ueoz_verify")
-    else:
-        cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(compiled.string, params)
-        while batch := cursor.fetchmany(BATCH):
-            yield from batch
-    finally:
-        cursor.close()
+    return plain_rows(session, statement, "ueoz_verify")
 
 
 def _verify_part(
@@ -446,7 +415,14 @@ EXPORT_LIMITS = (
 )
 
 
-def verify_export(lines: Iterable[str], key: bytes) -> AuditReport:
+# Said instead when the export is checked against anchors too.
+EXPORT_LIMITS_ANCHORED = (
+    "an export cannot show rows left out of it or of the log after its latest anchor, nor "
+    "its attempts' heads: audit verify against the database can"
+)
+
+
+def verify_export(lines: Iterable[str], key: bytes, *, anchored: bool = False) -> AuditReport:
     """Verify the chain inside an ``audit export`` file, with no database.
 
     Each attempt's rows must run from seq 1 without a gap, each ``prev_hash`` must be the
@@ -470,7 +446,7 @@ def verify_export(lines: Iterable[str], key: bytes) -> AuditReport:
             prev, expected = record["hash"], record["seq"] + 1
     if report.attempts > 1 and report.first_rows_changed == report.attempts:
         report.notes.append(WRONG_KEY_HINT.replace("this log", "the exported log"))
-    report.notes.append(EXPORT_LIMITS)
+    report.notes.append(EXPORT_LIMITS_ANCHORED if anchored else EXPORT_LIMITS)
     report.seconds = perf_counter() - started
     return report
 

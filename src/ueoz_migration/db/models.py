@@ -129,6 +129,24 @@ class TransitionLogEntry(Base):
     )
 
 
+class LogAnchor(Base):
+    """A signed head of the whole log that ``audit anchor`` wrote out: where the next one goes on.
+
+    The copy that counts is the file outside the database (anchors/); this one only spares
+    the next anchor a pass over the rows it already covered, and is trusted only when its
+    signature holds.
+    """
+
+    __tablename__ = "log_anchors"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    taken_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    size: Mapped[int] = mapped_column(BigInteger, index=True)
+    # The highest transition_log.id it covers: the next anchor reads the rows above it.
+    last_log_id: Mapped[int] = mapped_column(BigInteger)
+    document: Mapped[str] = mapped_column(Text)
+
+
 class FlowVersion(Base):
     """Every flow definition that ever ran, by the hash of its file, so old logs replay."""
 
