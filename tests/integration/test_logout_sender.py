@@ -7,7 +7,7 @@ checked against the provider's published keys.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -23,6 +23,7 @@ from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import BackchannelLogout, UeozAccount
 from ueoz_migration.oidc.claims import subject
 from ueoz_migration.oidc.logout import EVENT, GIVE_UP_AFTER, LogoutSender
+from ueoz_migration.oidc.sso import remember_client
 
 
 class Receiver:
@@ -70,8 +71,9 @@ def ended_session(services):
         name_id="name-id",
         session_index="index",
     )
-    for system in (p1, gabinet):
-        provider.sso.remember_client(sso_id, system.client_id, account_id)
+    with transaction(services.sessions) as db:  # as handing each a code does (codes.py)
+        for system in (p1, gabinet):
+            remember_client(db, sso_id, system.client_id, account_id, datetime.now(UTC))
     ended = provider.end_session(sso_id, initiator="P1")
     return ended, account_id
 

@@ -65,8 +65,10 @@ class Destination:
 
     domain_system: str | None
     language: str
-    # The domain system's authorization request the login serves (oidc/authorizations.py).
+    # The domain system's authorization request the login serves (oidc/authorizations.py),
+    # and the level of assurance it asked for (an eIDAS URI), if any.
     authorization_id: str | None = None
+    loa: str | None = None
 
 
 class PendingLogins:
@@ -99,6 +101,7 @@ class PendingLogins:
                     expires_at=now + PENDING_LOGIN_TTL,
                     browser_key_hash=browser_key_hash,
                     authorization_id=destination.authorization_id,
+                    loa=destination.loa,
                 )
             )
 

@@ -293,8 +293,10 @@ class PendingLogin(Base):
     # The SHA-256 of the key kept in the session of the browser that started the login: the
     # node's answer is taken only in that browser (no login CSRF). NULL: started before 0002.
     browser_key_hash: Mapped[str | None] = mapped_column(String(64))
-    # The domain system's authorization request this login serves (oidc_authorizations).
+    # The domain system's authorization request this login serves (oidc_authorizations), and
+    # the level of assurance it asked the node for (eIDAS URI), when higher than WK_LOA.
     authorization_id: Mapped[str | None] = mapped_column(String(64))
+    loa: Mapped[str | None] = mapped_column(String(100))
 
 
 class WebSession(Base):
@@ -350,7 +352,6 @@ class OidcAuthorization(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64))
     query: Mapped[str] = mapped_column(Text)  # the request's parameters, as it was validated
-    attempt_id: Mapped[str | None] = mapped_column(String(32))  # set once the node logged in
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

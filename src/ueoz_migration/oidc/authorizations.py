@@ -41,12 +41,11 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class Waiting:
-    """A request waiting for the person: which domain system, its parameters, the attempt."""
+    """A request waiting for the person: which domain system, and its parameters."""
 
     id: str
     client_id: str
     query: str
-    attempt_id: str | None
 
 
 class Authorizations:
@@ -90,15 +89,6 @@ class Authorizations:
                 return None
             return _waiting(row)
 
-    def attach(self, authorization_id: str, attempt_id: str) -> None:
-        """Tie the request to the attempt the node login started or resumed."""
-        with transaction(self.sessions) as session:
-            session.execute(
-                update(OidcAuthorization)
-                .where(OidcAuthorization.id == authorization_id)
-                .values(attempt_id=attempt_id)
-            )
-
     def take(self, authorization_id: str) -> Waiting | None:
         """Mark the request completed and return it; None if it was taken, or is too old.
 
@@ -113,4 +103,4 @@ class Authorizations:
 
 
 def _waiting(row: OidcAuthorization) -> Waiting:
-    return Waiting(row.id, row.client_id, row.query, row.attempt_id)
+    return Waiting(row.id, row.client_id, row.query)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from authlib.oauth2.rfc6749 import InvalidGrantError, TokenMixin
 from authlib.oidc.core import AuthorizationCodeMixin
@@ -22,7 +23,7 @@ from ..db.engine import snapshot, transaction
 from ..db.models import OidcCode, OidcToken, SsoSession, UeozAccount
 from .claims import SignedIn
 from .clients import Client
-from .sso import person
+from .sso import person, remember_client
 
 
 def utcnow() -> datetime:
@@ -87,6 +88,7 @@ class IssuedCode(AuthorizationCodeMixin):  # type: ignore[misc]
     sso_session_id: str
     auth_time: datetime
     acr: str
+    person: SignedIn | None  # None once their session ended
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -164,9 +166,10 @@ class Codes:
     # -- codes -----------------------------------------------------------------------------
 
     def save(
-        self, code: str, *, person: SignedIn, client_id: str, request_data, scope: str
-    ) -> None:  # type: ignore[no-untyped-def]
-        """Keep a code handed out for ``person``, bound to the request's redirect and PKCE."""
+        self, code: str, *, person: SignedIn, client_id: str, request_data: Any, scope: str
+    ) -> None:
+        """Keep a code handed out for ``person``, bound to the request's redirect and PKCE,
+        and note the domain system in the person's SSO session (it hears of its end)."""
         now = self.clock()
         with transaction(self.sessions) as session:
             session.add(
@@ -186,11 +189,13 @@ class Codes:
                     expires_at=now + self.code_ttl,
                 )
             )
+            remember_client(session, person.sso_session_id, client_id, person.account_id, now)
 
     def take(self, code: str, client: Client) -> IssuedCode | None:
-        """The client's code, marked used; None if unknown, too old, or used before.
+        """The client's code, marked used, with its person; None if unknown, too old, or
+        used before (then it is marked reused, and the tokens it gave are revoked).
 
-        A code used before is marked reused, and the tokens it gave are revoked.
+        Its person is None when their session ended since the code was given.
         """
         now, hashed = self.clock(), token_hash(code)
         with transaction(self.sessions) as session:
@@ -198,23 +203,16 @@ class Codes:
                 TAKE, {"hash": hashed, "client": client.id, "now": now}
             ).one_or_none()
             if row is not None:
-                return _issued(row)
+                found = session.execute(
+                    PERSON, {"sso": row.sso_session_id, "account": row.account_id}
+                ).one_or_none()
+                return _issued(row, _as_logged_in(person(*found), row) if found else None)
             used = session.scalars(LOCK_CODE, {"hash": hashed}).one_or_none()
             if used is None or used.client_id != client.id or used.used_at is None:
                 return None  # not this client's, or not issued at all, or expired unused
             used.reused_at = used.reused_at or now
             session.execute(REVOKE_FROM_CODE, {"hash": hashed, "now": now})
             return None
-
-    def reused(self, code: IssuedCode) -> bool:
-        """Whether the code was used again since it was taken (:meth:`take`)."""
-        with snapshot(self.sessions) as session:
-            return (
-                session.scalar(
-                    select(OidcCode.reused_at).where(OidcCode.code_hash == code.code_hash)
-                )
-                is not None
-            )
 
     def nonce_seen(self, client_id: str, nonce: str) -> bool:
         """Whether the client sent this nonce before: a replayed request (Core 3.1.2.1)."""
@@ -228,18 +226,6 @@ class Codes:
                 )
                 is not None
             )
-
-    def person(self, code: IssuedCode) -> SignedIn | None:
-        """The person the code is for; None if their session ended since."""
-        with snapshot(self.sessions) as session:
-            found = session.execute(
-                PERSON, {"sso": code.sso_session_id, "account": code.account_id}
-            ).one_or_none()
-        if found is None:
-            return None
-        # The level and time of the login the code came from, as the ID token must say.
-        signed_in = person(*found)
-        return SignedIn(**{**signed_in.__dict__, "acr": code.acr, "auth_time": code.auth_time})
 
     # -- tokens ----------------------------------------------------------------------------
 
@@ -291,7 +277,13 @@ class Codes:
         session.execute(REVOKE_OF_SESSION, {"sso": sso_id, "now": now})
 
 
-def _issued(row: OidcCode) -> IssuedCode:
+def _as_logged_in(signed_in: SignedIn, code: OidcCode) -> SignedIn:
+    """The person as the login the code came from found them: its level and time (the ID
+    token must say those, not a later login's)."""
+    return replace(signed_in, acr=code.acr, auth_time=code.auth_time)
+
+
+def _issued(row: OidcCode, signed_in: SignedIn | None) -> IssuedCode:
     return IssuedCode(
         code_hash=row.code_hash,
         client_id=row.client_id,
@@ -304,4 +296,5 @@ def _issued(row: OidcCode) -> IssuedCode:
         sso_session_id=row.sso_session_id,
         auth_time=row.auth_time,
         acr=row.acr,
+        person=signed_in,
     )

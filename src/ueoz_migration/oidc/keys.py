@@ -92,6 +92,7 @@ class SigningKeys:
         self._checked = -RELOAD_EVERY
         self._entries: list[KeyEntry] = []
         self._keys: dict[str, Key] = {}
+        self._public: dict[str, dict[str, str]] = {}  # each key's public JWK, made once
 
     @classmethod
     def open(cls, folder: Path, *, create: bool, **options: object) -> SigningKeys:
@@ -126,12 +127,12 @@ class SigningKeys:
 
     def public_jwks(self) -> dict[str, list[dict[str, str]]]:
         """The JWKS to publish: every key that signs, will sign, or signed tokens still shown."""
-        return self.public_key_set().as_dict(private=False)  # type: ignore[return-value]
+        now = self.clock()
+        published = [entry.kid for entry in self.entries() if entry.published(now)]
+        return {"keys": [self._public[kid] for kid in published]}
 
     def public_key_set(self) -> KeySet:
-        now = self.clock()
-        published = [self._keys[entry.kid] for entry in self.entries() if entry.published(now)]
-        return KeySet.import_key_set({"keys": [key.as_dict(private=False) for key in published]})
+        return KeySet.import_key_set(self.public_jwks())
 
     def _reload_if_changed(self) -> None:
         with self._lock:
@@ -146,6 +147,7 @@ class SigningKeys:
                 return
             entries = self._read_manifest()
             self._keys = {entry.kid: self._read_key(entry) for entry in entries}
+            self._public = {kid: key.as_dict(private=False) for kid, key in self._keys.items()}
             self._entries, self._mtime = entries, mtime
 
     def _read_manifest(self) -> list[KeyEntry]:

@@ -147,7 +147,7 @@ class Provider:
             return self._error(request, error)
         client: Client = grant.client
         if ready is not None:
-            return self._code(request, grant, ready, how="sso")
+            return self._answer_with(grant, grant.redirect_uri, ready, how="sso")
         query = urlencode(list(params.items()))
         authorization_id = self.authorizations.keep(client.id, query)
         language = next(
@@ -165,27 +165,31 @@ class Provider:
         """
         request = self.server.stored_request(waiting.query)
         try:
-            grant = self.server.get_consent_grant(request=request, end_user=person)
+            grant = self.server.get_authorization_grant(request)
+            redirect_uri = grant.validate_authorization_request()
         except OAuth2Error as error:
             error.state = request.payload.state
             return self._error(request, error)
-        if person is None:
-            return self._answer(
-                self.server.create_authorization_response(request=request, grant=grant),
-                grant.client.id,
-                "access_denied",
-            )
-        return self._code(request, grant, person, how="login")
+        return self._answer_with(grant, redirect_uri, person, how="login")
 
     def client_of(self, waiting: Waiting | None) -> Client | None:
         return self.registry.get(waiting.client_id) if waiting is not None else None
 
-    def _code(self, request: OAuth2Request, grant: Any, person: SignedIn, *, how: str) -> Answered:
-        response = self.server.create_authorization_response(
-            request=request, grant_user=person, grant=grant
-        )
-        self.sso.remember_client(person.sso_session_id, grant.client.id, person.account_id)
-        log.info("oidc.code_issued", client=grant.client.id, via=how, sid=person.sid)
+    def _answer_with(
+        self, grant: Any, redirect_uri: str, person: SignedIn | None, *, how: str
+    ) -> Answered:
+        """The answer to a request already checked: a code for ``person``, else access_denied.
+
+        Authlib's ``create_authorization_response`` would check the request once more.
+        """
+        try:
+            response = self.server.handle_response(
+                *grant.create_authorization_response(redirect_uri, person)
+            )
+        except OAuth2Error as error:  # access_denied: no one signed in
+            error.state = grant.request.payload.state
+            return self._error(grant.request, error)
+        log.info("oidc.code_issued", client=grant.client.id, via=how, sid=person and person.sid)
         return self._answer(response, grant.client.id, "code")
 
     def _error(self, request: OAuth2Request, error: OAuth2Error) -> Answered:

@@ -36,6 +36,7 @@ from authlib.oidc.core import grants as oidc_grants
 from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from authlib.oidc.core.util import create_half_hash
 from authlib.oidc.rpinitiated import EndSessionEndpoint
+from flask import g
 from flask import request as flask_request
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -46,6 +47,7 @@ from .codes import Codes, Grantee, IssuedCode
 from .keys import ALGORITHMS, SigningKeys
 
 # The paths of the endpoints (web/oidc.py serves them; discovery names them).
+DISCOVERY_PATH = "/.well-known/openid-configuration"
 AUTHORIZE_PATH = "/oidc/authorize"
 TOKEN_PATH = "/oidc/token"  # noqa: S105 - a path, not a secret
 USERINFO_PATH = "/oidc/userinfo"
@@ -105,7 +107,11 @@ class OidcServer(AuthorizationServer):  # type: ignore[misc]
     # -- what AuthorizationServer asks -----------------------------------------------------
 
     def query_client(self, client_id: str) -> Client | None:
-        return self.registry.get(client_id)
+        """The registered client, read once per request (Authlib asks several times)."""
+        read = g.setdefault("oidc_clients", {})
+        if client_id not in read:
+            read[client_id] = self.registry.get(client_id)
+        return read[client_id]
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         self.codes.save_token(
@@ -149,9 +155,6 @@ class OidcServer(AuthorizationServer):  # type: ignore[misc]
             "expires_in": int(self.token_ttl.total_seconds()),
             "scope": scope or "",
         }
-
-    def person_for(self, code: IssuedCode) -> SignedIn | None:
-        return self.codes.person(code)
 
     def client_keys(self, client: Client) -> KeySet:
         """A private_key_jwt client's public keys: registered, or from its jwks_uri."""
@@ -273,7 +276,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         pass  # taken (marked used) when it was queried: a code is single-use from the start
 
     def authenticate_user(self, authorization_code: IssuedCode) -> SignedIn | None:
-        return self.server.person_for(authorization_code)
+        return authorization_code.person  # read as the code was taken
 
 
 class OpenIDCode(oidc_grants.OpenIDCode):  # type: ignore[misc]

@@ -55,6 +55,22 @@ def _remember(dialect):  # type: ignore[no-untyped-def]
 REMEMBER = {"postgresql": _remember(postgresql), "sqlite": _remember(sqlite)}
 
 
+def remember_client(
+    session: Session, sso_id: str, client_id: str, account_id: int, now: datetime
+) -> None:
+    """Note, in the caller's transaction, that a domain system signed in through the SSO
+    session: it is told when the session ends (logout.py)."""
+    statement = REMEMBER[session.get_bind().dialect.name]
+    values = {
+        "sso_session_id": sso_id,
+        "client_id": client_id,
+        "account_id": account_id,
+        "first_at": now,
+        "last_at": now,
+    }
+    session.execute(statement, values)
+
+
 @dataclass(frozen=True)
 class Live:
     """A live SSO session, whoever it belongs to (migrated or not)."""
@@ -150,19 +166,3 @@ class SsoSessions:
         """The session whose ID tokens carry ``sid`` (an ``id_token_hint`` at logout)."""
         with snapshot(self.sessions) as session:
             return session.scalar(select(SsoSession.id).where(SsoSession.sid == sid))
-
-    def remember_client(self, sso_id: str, client_id: str, account_id: int) -> None:
-        """Note that a domain system signed in through the session: it hears of its end."""
-        now = self.clock()
-        with transaction(self.sessions) as session:
-            statement = REMEMBER[session.get_bind().dialect.name]
-            session.execute(
-                statement,
-                {
-                    "sso_session_id": sso_id,
-                    "client_id": client_id,
-                    "account_id": account_id,
-                    "first_at": now,
-                    "last_at": now,
-                },
-            )

@@ -141,6 +141,7 @@ def send_to_node(login_for: LogInFirst | None) -> str:
         domain_system=login_for.client.id if login_for else None,
         language=current_language(),
         authorization_id=login_for.authorization_id if login_for else None,
+        loa=login_for.level if login_for else None,
     )
     logins.open(
         relay_state, form.request_id, destination, browser_key_hash=_browser_key_hash(create=True)
@@ -189,10 +190,7 @@ def acs() -> Response | tuple[str, int]:
     except LoginFailed as failure:
         log.info("login.failed", reason=str(failure.reason), detail=failure.detail)
         return _failure_page(FAILURE_PAGES.get(failure.reason, "technical"))
-    provider = services().provider
-    waiting = provider.authorizations.get(pending.authorization_id)
-    asked = _asked_level(waiting)
-    if asked is not None and rank(identity.loa) < rank(asked):
+    if pending.loa is not None and rank(identity.loa) < rank(pending.loa):
         # The node was asked for this level at least (send_to_node): it answered less.
         log.info("login.failed", reason="insufficient_loa_for_domain_system", loa=identity.loa)
         return _failure_page("loa")
@@ -208,8 +206,6 @@ def acs() -> Response | tuple[str, int]:
         person, actor=user(), domain_system=pending.domain_system, language=language
     )
     sso_id = _single_sign_on(attempt.pesel_hash, identity)
-    if waiting is not None:
-        provider.authorizations.attach(waiting.id, attempt.id)
     # A new session at the moment of login, with nothing of the old one but the language: a
     # session fixed before it, and any CSRF token minted in it, are worth nothing.
     current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
@@ -217,10 +213,10 @@ def acs() -> Response | tuple[str, int]:
     session["language"] = language
     session[ATTEMPT_KEY] = attempt.id
     session[SSO_KEY] = sso_id
-    if waiting is not None:
-        session[AUTHORIZATION_KEY] = waiting.id
+    if pending.authorization_id is not None:
+        session[AUTHORIZATION_KEY] = pending.authorization_id
     log.info("login.succeeded", attempt=attempt.id, pesel=mask_pesel(identity.pesel))
-    if attempt.state == "skipped" and waiting is not None:
+    if attempt.state == "skipped" and pending.authorization_id is not None:
         # Migrated already: straight back to the domain system, signed in.
         return redirect(url_for("oidc.to_domain_system"), 303)
     return redirect(url_for("migration.show"), 303)
@@ -250,10 +246,8 @@ def _single_sign_on(pesel_hash: str, identity: Identity) -> str:
     )
 
 
-def _asked_level(waiting: Waiting | None) -> str | None:
+def _asked_level(waiting: Waiting) -> str | None:
     """The level of assurance the waiting request asked for (``acr_values``), if any."""
-    if waiting is None:
-        return None
     return asked_level(parse_qs(waiting.query).get("acr_values", [None])[0])
 
 

@@ -28,7 +28,14 @@ from wtforms import ValidationError
 from ..db.models import Attempt
 from ..journey import EventRefused
 from ..oidc.provider import Answered, Refused
-from ..oidc.server import AUTHORIZE_PATH, END_SESSION_PATH, JWKS_PATH, TOKEN_PATH, USERINFO_PATH
+from ..oidc.server import (
+    AUTHORIZE_PATH,
+    DISCOVERY_PATH,
+    END_SESSION_PATH,
+    JWKS_PATH,
+    TOKEN_PATH,
+    USERINFO_PATH,
+)
 from . import auth
 from .common import (
     AUTHORIZATION_KEY,
@@ -57,7 +64,7 @@ def install(app: Flask) -> None:
         csrf.exempt(view)
 
 
-@blueprint.get("/.well-known/openid-configuration")
+@blueprint.get(DISCOVERY_PATH)
 def configuration() -> Response:
     return _public(jsonify(services().provider.metadata()), max_age=3600)
 
@@ -144,16 +151,11 @@ def to_domain_system() -> Response | str | tuple[str, int]:
     sign-in start, which comes back here and, through the node login, is answered at once.
     """
     provider = services().provider
-    waiting = provider.authorizations.get(session.get(AUTHORIZATION_KEY))
-    attempt = (
-        services().journey.get(waiting.attempt_id)
-        if waiting is not None and waiting.attempt_id
-        else attempt_in_session()
-    )
+    attempt = attempt_in_session()
     if attempt is not None and attempt.open_pesel_key is not None:
         return redirect(url_for("migration.show"))  # not there yet
-    taken = provider.authorizations.take(waiting.id) if waiting is not None else None
-    session.pop(AUTHORIZATION_KEY, None)
+    authorization_id = session.pop(AUTHORIZATION_KEY, None)
+    taken = provider.authorizations.take(authorization_id) if authorization_id else None
     if taken is None:
         return _start_at_domain_system(attempt)
     person = provider.sso.signed_in(session.get(SSO_KEY))

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..db.engine import READ_ONLY
 from ..db.models import WebSession
+from ..oidc.server import DISCOVERY_PATH, JWKS_PATH, TOKEN_PATH, USERINFO_PATH
 
 # Delete expired sessions on about one request in this many (the table has no TTL of its own).
 CLEANUP_EVERY_N_REQUESTS = 500
@@ -30,9 +31,21 @@ CLEANUP_EVERY_N_REQUESTS = 500
 REFRESH_AFTER = timedelta(minutes=1)
 # The health endpoints (pages.healthz, pages.readyz) neither read nor write a session: a
 # balancer's probe may carry a browser's cookie, and /healthz must answer while the
-# database is down, /readyz say so itself. Paths, because the session opens before the URL
-# is matched to its view.
-SESSIONLESS_PATHS = frozenset({"/healthz", "/readyz"})
+# database is down, /readyz say so itself. Nor do the provider's endpoints that domain
+# systems call server to server. Paths, because the session opens before the URL is
+# matched to its view.
+SESSIONLESS_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        # The domain systems' server-to-server calls and public documents: no browser, no
+        # session (a token request would otherwise make an empty one, every time).
+        TOKEN_PATH,
+        USERINFO_PATH,
+        JWKS_PATH,
+        DISCOVERY_PATH,
+    }
+)
 # Where open_session leaves the database's error for refuse_unreadable_session.
 SESSION_ERROR = "session_error"
 

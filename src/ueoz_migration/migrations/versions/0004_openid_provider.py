@@ -46,7 +46,6 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("client_id", sa.String(length=64), nullable=False),
         sa.Column("query", sa.Text(), nullable=False),
-        sa.Column("attempt_id", sa.String(length=32), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
@@ -180,10 +179,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("pending_logins", schema=None) as batch_op:
         batch_op.add_column(sa.Column("authorization_id", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("loa", sa.String(length=100), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("pending_logins", schema=None) as batch_op:
+        batch_op.drop_column("loa")
         batch_op.drop_column("authorization_id")
 
     op.drop_table("sso_session_clients")
