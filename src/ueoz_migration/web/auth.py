@@ -53,7 +53,8 @@ BROWSER_KEY = "login_browser_key"
 FAILURE_PAGES = {
     FailureReason.AUTHN_FAILED: "cancelled",
     FailureReason.REQUEST_DENIED: "denied",
-    FailureReason.UNKNOWN_PRINCIPAL: "denied",
+    FailureReason.UNKNOWN_PRINCIPAL: "unknown_principal",
+    FailureReason.REQUESTER: "requester",
     FailureReason.INSUFFICIENT_LOA: "loa",
     FailureReason.NODE_UNREACHABLE: "unavailable",
     FailureReason.NODE_ERROR: "unavailable",
