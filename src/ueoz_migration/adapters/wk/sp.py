@@ -603,7 +603,8 @@ class ServiceProvider:
         # identifier is no PESEL.
         if _EIDAS_IDENTIFIER.match(identifier) and not identifier.startswith(m.EIDAS_PL_PL):
             raise LoginFailed(
-                FailureReason.INVALID_PESEL, f"PersonIdentifier not {m.EIDAS_PL_PL}: another country's"
+                FailureReason.INVALID_PESEL,
+                f"PersonIdentifier not {m.EIDAS_PL_PL}: another country's",
             )
         try:
             pesel = pesel_number.validate(identifier.removeprefix(m.EIDAS_PL_PL))
