@@ -278,6 +278,23 @@ def worker(services: Services, once: bool, worker_id: str | None, interval: floa
         raise click.ClickException("; ".join(stuck) + "; see the log")
 
 
+@main.group()
+def retention() -> None:
+    """Personal data that expires (RETENTION_DAYS)."""
+
+
+@retention.command("purge")
+@_services()
+def retention_purge(services: Services) -> None:
+    """Empty the personal data of attempts that ended RETENTION_DAYS ago; safe to repeat."""
+    from .journey import utcnow
+    from .retention import purge
+
+    with _database(services, doing="write"):
+        report = purge(services.sessions, older_than=services.settings.retention, now=utcnow())
+    click.echo(report.summary())
+
+
 # -- auditors, helpdesk and developers (audit, flows, helpdesk, diagram) --
 
 

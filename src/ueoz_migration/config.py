@@ -68,7 +68,7 @@ def _whole(
 
 
 def _duration(env: Mapping[str, str], name: str, default: float, unit: str) -> timedelta:
-    """A positive number of ``unit`` (``seconds`` or ``hours``), fractions allowed."""
+    """A positive number of ``unit`` (``seconds``, ``hours`` or ``days``), fractions allowed."""
     raw = env.get(name, "").strip()
     if not raw:
         return timedelta(**{unit: default})
@@ -200,6 +200,8 @@ class Settings:
     domain_systems: dict[str, DomainSystem]
     standin_url: str
     log_json: bool
+    # How long an ended attempt's personal data is kept (retention.py).
+    retention: timedelta = timedelta(days=90)
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @property
@@ -313,6 +315,7 @@ class Settings:
             domain_systems=_systems(get("DOMAIN_SYSTEMS") or demo_systems(base_url)),
             standin_url=get("STANDIN_URL", "http://127.0.0.1:5001").rstrip("/"),
             log_json=_flag(env, "LOG_JSON", production),
+            retention=_duration(env, "RETENTION_DAYS", 90, "days"),
             raw=env,
         )
 

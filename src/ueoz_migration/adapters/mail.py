@@ -19,7 +19,9 @@ that any number of senders can run on any number of machines:
 
 A message sent, or failed for good, has its body emptied in the update that says so: the body
 holds the verification link, a bearer secret for as long as the link lives, and the person's
-name, and nothing needs them once the message is out of the sender's hands.
+name, and nothing needs them once the message is out of the sender's hands. A message sent
+also keeps its recipient masked only (``a***@csioz.pl``), as the helpdesk shows it; the rest
+of an ended attempt's mail goes with its personal data (:mod:`ueoz_migration.retention`).
 
 A message the journey withdrew (its link was retired: see
 :meth:`~ueoz_migration.states.awaiting_verification.AwaitingVerification.retire_verification_links`)
@@ -110,6 +112,8 @@ MARK_SENT = (
         tries=bindparam("tries_now"),
         lease_until=None,
         body="",  # the link and the name have no business here any more
+        # Nor the address: masked, as the helpdesk and the logs show it (a***@csioz.pl).
+        recipient=bindparam("masked_recipient"),
         # A message withdrawn while it went keeps saying why it was withdrawn.
         last_error=case((OutboxMessage.withdrawn_at.is_(None), ""), else_=OutboxMessage.last_error),
     )
@@ -675,7 +679,13 @@ class OutboxSender:
             )
         with transaction(self.sessions) as session:
             session.execute(
-                MARK_SENT, {"message": message.id, "now": self.clock(), "tries_now": tries}
+                MARK_SENT,
+                {
+                    "message": message.id,
+                    "now": self.clock(),
+                    "tries_now": tries,
+                    "masked_recipient": mask_email(message.recipient),
+                },
             )
         log.info(
             "mail.sent",

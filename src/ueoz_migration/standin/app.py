@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import logging
+import re
 from urllib.parse import urlencode
 
 from flask import Flask, Response, abort, redirect, request
