@@ -14,7 +14,7 @@ PGDATA_DIR=/tmp/ueoz-pg-bench scripts/postgres.sh start``) and a fresh database 
 dropped at the end.
 
 Then ``--users`` virtual users (threads, one httpx client and cookie jar each) migrate one
-generated person after another, as a browser would: ``GET /login?system=P1``, the
+generated person after another, as a browser would: ``GET /login``, the
 auto-submitting form to the node's SSO, the node's login form, the node's post back to the
 ACS, the searching screen, ``/migracja/status`` every ``--status-interval`` seconds until
 ``found``, the found screen, ``create_account``, the e-mail screen, ``submit``, the waiting
@@ -413,7 +413,7 @@ class VirtualUser(threading.Thread):
 
     def migrate(self, person: Person) -> None:
         began = time.monotonic()
-        page = self.request("GET /login", "GET", f"{self.web}/login?system=P1", 200).text
+        page = self.request("GET /login", "GET", f"{self.web}/login", 200).text
         sso, to_node = form_fields(page, "SAMLRequest")
         page = self.request("POST node SSO", "POST", sso, 200, data=to_node).text
         _, login = form_fields(page, 'name="ticket"')

@@ -238,18 +238,55 @@ _IDLE_INTERVAL = click.option(
 )
 
 
+def _bind(_context: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from .metrics import parse_bind
+
+    if value is not None:
+        try:
+            parse_bind(value)
+        except ValueError:
+            raise click.BadParameter("must be HOST:PORT or PORT, e.g. 127.0.0.1:9471") from None
+    return value
+
+
+#: Where a long-running worker serves its metrics (docs/operations.md, "Metrics").
+_METRICS_BIND = click.option(
+    "--metrics-bind",
+    metavar="HOST:PORT",
+    callback=_bind,
+    help="Serve Prometheus metrics here (not with --once).",
+)
+
+
+def _serve_metrics(worker: str, bind: str | None) -> None:
+    from .metrics import serve_worker
+
+    try:
+        serve_worker(worker, bind)
+    except OSError as error:
+        raise click.ClickException(f"cannot serve metrics on {bind}: {error.strerror}") from None
+
+
 @main.command("worker")
 @click.option("--once", is_flag=True, help="Search what is due now, expire stale attempts, exit.")
 @click.option("--worker-id", help="Name in the logs (default: random).")
 @_IDLE_INTERVAL
+@_METRICS_BIND
 @_services()
-def worker(services: Services, once: bool, worker_id: str | None, interval: float) -> None:
+def worker(
+    services: Services,
+    once: bool,
+    worker_id: str | None,
+    interval: float,
+    metrics_bind: str | None,
+) -> None:
     """Run the search worker: find each new attempt's e-PLOZ account."""
     from .search import SearchWorker
     from .signals import stop_on_signals
 
     search = SearchWorker(services, worker_id=worker_id)
     if not once:
+        _serve_metrics("search", metrics_bind)
         # The loop itself rides out the database going away (it logs, waits and goes on).
         try:
             with stop_on_signals() as stop:
@@ -731,8 +768,9 @@ def diagram(fmt: str, output: str | None, flow_file: str | None) -> None:
 @main.command("mail-sender")
 @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
 @_IDLE_INTERVAL
+@_METRICS_BIND
 @_services()
-def mail_sender(services: Services, once: bool, interval: float) -> None:
+def mail_sender(services: Services, once: bool, interval: float, metrics_bind: str | None) -> None:
     """Deliver the outbox's e-mail (SMTP, or the Maildir on the embedded default)."""
     from .adapters.mail import OutboxSender
     from .signals import stop_on_signals
@@ -750,6 +788,7 @@ def mail_sender(services: Services, once: bool, interval: float) -> None:
                 f"{report.failed} message(s) failed for good; see the log (mail.failed)"
             )
         return
+    _serve_metrics("mail", metrics_bind)
     # The loop itself rides out the database going away (it logs, waits and goes on).
     try:
         with stop_on_signals() as stop:

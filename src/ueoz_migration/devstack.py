@@ -115,6 +115,8 @@ def plan(settings: Settings) -> list[Child]:
         # gunicorn's own lines (boot, access log) through our log format and redaction: its
         # default logger stops them at its loggers (propagate=False); see gunicorn_logging.
         "--logger-class", "ueoz_migration.gunicorn_logging.GunicornLogger",
+        # The metrics' hooks: the workers' counts summed, METRICS_BIND (see gunicorn_config).
+        "--config", "python:ueoz_migration.gunicorn_config",
         # One control socket per home directory would make two stacks on a machine collide.
         "--no-control-socket",
         "ueoz_migration.web:create_app()",

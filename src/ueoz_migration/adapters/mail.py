@@ -60,6 +60,7 @@ from ..config import ConfigError, Settings
 from ..db.engine import snapshot, transaction
 from ..db.models import LINK_MAIL, OUTBOX_UNSENT, OutboxMessage
 from ..domain.privacy import mask_email
+from ..metrics import MAIL_DELIVERIES, mail_failure, worker_pass
 
 log = structlog.get_logger(__name__)
 
@@ -548,6 +549,7 @@ class OutboxSender:
                 except SQLAlchemyError:
                     self.release(claimed[index + 1 :])
                     raise
+                MAIL_DELIVERIES.labels(outcome).inc()
                 sent += outcome == "sent"
                 retried += outcome == "retry"
                 failed += outcome == "failed"
@@ -741,6 +743,7 @@ class OutboxSender:
             "tries": tries,
             "error": reason,
         }
+        mail_failure(reason, final=final)
         if lost:
             log.warning("mail.lease_lost", **fields)
             return "lease_lost"
@@ -813,6 +816,7 @@ class OutboxSender:
             except Exception:  # a bug: log it with its traceback, but keep sending the rest
                 log.exception("mail.sender_pass_failed")
             else:
+                worker_pass("mail")
                 if failures:
                     log.info("mail.database_recovered", failures=failures)
                     failures = 0

@@ -17,7 +17,7 @@ from ..bootstrap import Services
 from ..config import Settings
 from ..logs import configure_logging
 from ..resources import templates_dir
-from . import security
+from . import metrics, security
 from .i18n import DEFAULT_LANGUAGE, PageCatalogs, current_language
 from .sessions import DatabaseSessionInterface
 
@@ -78,5 +78,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     # session the database did not give fails as the outage it is, not as a stale form.
     CSRFProtect(app)
     login.register(app)  # the ACS, exempt from CSRF (the node posts it)
+    metrics.install(app)
     app.context_processor(pages.layout_context)
     return app

@@ -41,6 +41,7 @@ from ..adapters.wk import FailureReason, LoginFailed, ServiceProvider, WkSetting
 from ..bootstrap import Services
 from ..domain.identity import Person
 from ..domain.privacy import mask_pesel
+from ..metrics import LOGIN_FAILURES
 from .common import ATTEMPT_KEY, services, start_again_args, user
 from .i18n import current_language
 
@@ -149,7 +150,7 @@ def acs() -> Response | tuple[str, int]:
         standing = logins.standing(relay_state)
         if standing is Standing.EXPIRED:
             # Back after PENDING_LOGIN_TTL: too late for this request, whoever started it.
-            log.info("login.failed", reason="pending_login_expired")
+            _failed("pending_login_expired")
             return render_template("login/failed.html", kind="expired"), 400
         waiting = standing is Standing.WAITING
         if waiting and not values.get("from_this_site"):
@@ -163,18 +164,18 @@ def acs() -> Response | tuple[str, int]:
         # Started in another browser (login CSRF), or nothing waiting at all: a reload, an
         # old tab, another site sending the browser here. Nothing was started in this
         # session, so nothing is undone: a migration under way in it stays as it is.
-        log.info("login.failed", reason="other_browser" if waiting else "unknown_relay_state")
+        _failed("other_browser" if waiting else "unknown_relay_state")
         return render_template("login/failed.html", kind="stale"), 400
     if pending.language:
         session["language"] = pending.language
     again = start_again_args(pending.domain_system, pending.return_url)
     if not artifact:
-        log.info("login.failed", reason="no_artifact")
+        _failed("no_artifact")
         return _failure_page("data", again)
     try:
         identity = _login().provider.resolve(artifact, pending.request_id)
     except LoginFailed as failure:
-        log.info("login.failed", reason=str(failure.reason), detail=failure.detail)
+        _failed(str(failure.reason), detail=failure.detail)
         return _failure_page(FAILURE_PAGES.get(failure.reason, "technical"), again)
 
     person = Person(
@@ -221,6 +222,12 @@ def logout() -> Response:
     _keep_only_language()
     flash(_("Wylogowano."), "info")
     return redirect(url_for("pages.start"), 303)
+
+
+def _failed(reason: str, **fields: str) -> None:
+    """Log a login that ended without an identity, and count it by its reason."""
+    log.info("login.failed", reason=reason, **fields)
+    LOGIN_FAILURES.labels(reason).inc()
 
 
 def _browser_key_hash(*, create: bool) -> str | None:
