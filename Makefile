@@ -50,4 +50,7 @@ diagram: install ## Render the flow into docs/state-diagram.md
 bench: install system-deps ## Run the benchmarks and write docs/performance.md
 	scripts/bench.sh
 
-.PHONY: help install system-deps run test lint fmt diagram bench
+soak: install system-deps ## Run the production shape under load while its parts die (about 8 minutes)
+	$(PY) benchmarks/soak.py $(SOAK_ARGS)
+
+.PHONY: help install system-deps run test lint fmt diagram bench soak

@@ -622,7 +622,8 @@ def measure(args, stack, children, web, node, people, mail, instance, logs) -> N
     print(
         f"{args.database}: {args.users} virtual users, {window:.1f} s measured after "
         f"{window_start - began:.0f} s warm-up; gunicorn {args.gunicorn_workers} workers × "
-        f"{args.gunicorn_threads} threads (gthread); {args.search_workers} search worker(s) and "
+        f"{args.gunicorn_threads} threads (gthread, requests read whole); "
+        f"{args.search_workers} search worker(s) and "
         f"the mail sender looking every {args.poll_interval} s when idle; status asked every "
         f"{args.status_interval} s."
     )

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs: a PostgreSQL server (started on loopback by
-# scripts/postgres.sh), Chromium (driven by Playwright) and Graphviz (the SVG state diagram). Quick when they are already there.
+# scripts/postgres.sh), Chromium (driven by Playwright), Graphviz (the SVG state diagram) and
+# nginx (the production recipe's reverse proxy, deploy/nginx/, which the slow-client test and
+# `make soak` run in front of gunicorn). Quick when they are already there.
 set -euo pipefail
 need=()
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v dot >/dev/null || need+=(graphviz)
 fc-list 2>/dev/null | grep -qi dejavu || need+=(fonts-dejavu-core)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run this script as root to install them)" >&2
@@ -14,5 +17,11 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   echo "installing ${need[*]}…"
   apt-get update -qq
+  # Packages that bring a service (nginx) must not start it: the tests run their own, on
+  # their own ports. policy-rc.d answers 101 (action forbidden) to the packages' scripts.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi

@@ -239,6 +239,35 @@ _IDLE_INTERVAL = click.option(
 )
 
 
+def _bind(_context: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from .metrics import parse_bind
+
+    if value is not None:
+        try:
+            parse_bind(value)
+        except ValueError:
+            raise click.BadParameter("must be HOST:PORT or PORT, e.g. 127.0.0.1:9471") from None
+    return value
+
+
+#: Where a long-running worker serves its metrics (docs/operations.md, "Metrics").
+_METRICS_BIND = click.option(
+    "--metrics-bind",
+    metavar="HOST:PORT",
+    callback=_bind,
+    help="Serve Prometheus metrics here (not with --once).",
+)
+
+
+def _serve_metrics(worker: str, bind: str | None) -> None:
+    from .metrics import serve_worker
+
+    try:
+        serve_worker(worker, bind)
+    except OSError as error:
+        raise click.ClickException(f"cannot serve metrics on {bind}: {error.strerror}") from None
+
+
 @main.command("worker")
 @click.option("--once", is_flag=True, help="Search what is due now, expire stale attempts, exit.")
 @click.option("--worker-id", help="Name in the logs (default: random).")
@@ -257,6 +286,7 @@ _IDLE_INTERVAL = click.option(
     show_default=True,
     help="Minutes between anchors (with --anchors; one a period among all workers).",
 )
+@_METRICS_BIND
 @_services()
 def worker(
     services: Services,
@@ -265,6 +295,7 @@ def worker(
     interval: float,
     anchor_dir: Path | None,
     anchor_every: float,
+    metrics_bind: str | None,
 ) -> None:
     """Run the search worker: find each new attempt's e-PLOZ account."""
     from .search import SearchWorker
@@ -273,6 +304,7 @@ def worker(
     search = SearchWorker(services, worker_id=worker_id)
     anchors = _anchor_writer(services, anchor_dir, anchor_every)
     if not once:
+        _serve_metrics("search", metrics_bind)
         # The loop itself rides out the database going away (it logs, waits and goes on).
         try:
             with stop_on_signals() as stop:
@@ -327,6 +359,23 @@ def _anchor_signing_key(services: Services):  # type: ignore[no-untyped-def]
         return signing_key(services.settings)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+
+
+@main.group()
+def retention() -> None:
+    """Personal data that expires (RETENTION_DAYS)."""
+
+
+@retention.command("purge")
+@_services()
+def retention_purge(services: Services) -> None:
+    """Empty the personal data of attempts that ended RETENTION_DAYS ago; safe to repeat."""
+    from .journey import utcnow
+    from .retention import purge
+
+    with _database(services, doing="write"):
+        report = purge(services.sessions, older_than=services.settings.retention, now=utcnow())
+    click.echo(report.summary())
 
 
 # -- auditors, helpdesk and developers (audit, flows, helpdesk, diagram) --
@@ -1075,8 +1124,11 @@ def keys_rotate(services: Services, publish_ahead_minutes: float, overlap_hours:
 @main.command("logout-sender")
 @click.option("--once", is_flag=True, help="Deliver what is due now, then exit.")
 @_IDLE_INTERVAL
+@_METRICS_BIND
 @_services()
-def logout_sender(services: Services, once: bool, interval: float) -> None:
+def logout_sender(
+    services: Services, once: bool, interval: float, metrics_bind: str | None
+) -> None:
     """Deliver back-channel logouts to the domain systems when a UEOZ session ends."""
     from .oidc.logout import LogoutSender
     from .signals import stop_on_signals
@@ -1099,6 +1151,7 @@ def logout_sender(services: Services, once: bool, interval: float) -> None:
                 "(oidc.backchannel_logout_failed)"
             )
         return
+    _serve_metrics("logout", metrics_bind)
     try:
         with stop_on_signals() as stop:
             sender.run(stop, interval=interval)
@@ -1112,8 +1165,9 @@ def logout_sender(services: Services, once: bool, interval: float) -> None:
 @main.command("mail-sender")
 @click.option("--once", is_flag=True, help="Send what is due now, then exit.")
 @_IDLE_INTERVAL
+@_METRICS_BIND
 @_services()
-def mail_sender(services: Services, once: bool, interval: float) -> None:
+def mail_sender(services: Services, once: bool, interval: float, metrics_bind: str | None) -> None:
     """Deliver the outbox's e-mail (SMTP, or the Maildir on the embedded default)."""
     from .adapters.mail import OutboxSender
     from .signals import stop_on_signals
@@ -1131,6 +1185,7 @@ def mail_sender(services: Services, once: bool, interval: float) -> None:
                 f"{report.failed} message(s) failed for good; see the log (mail.failed)"
             )
         return
+    _serve_metrics("mail", metrics_bind)
     # The loop itself rides out the database going away (it logs, waits and goes on).
     try:
         with stop_on_signals() as stop:

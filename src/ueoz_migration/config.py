@@ -68,7 +68,8 @@ def _whole(
 
 
 def _duration(env: Mapping[str, str], name: str, default: float, unit: str) -> timedelta:
-    """A positive number of ``unit`` (``seconds``, ``minutes``, ``hours``), fractions allowed."""
+    """A positive number of ``unit`` (``seconds``, ``minutes``, ``hours`` or ``days``), fractions
+    allowed."""
     raw = env.get(name, "").strip()
     if not raw:
         return timedelta(**{unit: default})
@@ -175,6 +176,8 @@ class Settings:
     # the public key that checks them, for auditors who hold no signing key.
     anchor_key: Path | None
     anchor_public_key: Path | None
+    # How long an ended attempt's personal data is kept (retention.py).
+    retention: timedelta = timedelta(days=90)
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @property
@@ -314,6 +317,7 @@ class Settings:
                 get("ANCHOR_KEY"), None if production else instance_dir / "anchor_key.pem"
             ),
             anchor_public_key=_file(get("ANCHOR_PUBLIC_KEY"), None),
+            retention=_duration(env, "RETENTION_DAYS", 90, "days"),
             raw=env,
         )
 

@@ -50,6 +50,7 @@ PR_SET_PDEATHSIG = 1
 #: The web service's shape: gunicorn worker processes, and threads in each.
 GUNICORN_WORKERS = 3
 GUNICORN_THREADS = 2
+WORKER_CLASS = "ueoz_migration.gunicorn_worker.BufferingThreadWorker"
 
 
 class DevStackError(RuntimeError):
@@ -113,12 +114,16 @@ def plan(settings: Settings) -> list[Child]:
     gunicorn = [
         sys.executable, "-m", "gunicorn",
         "--bind", f"{web_host}:{web_port}",
-        "--workers", str(GUNICORN_WORKERS), "--worker-class", "gthread",
+        # gthread, but a request goes to a thread only once it came whole: slow clients hold
+        # no thread (gunicorn_worker; production has nginx in front for that).
+        "--workers", str(GUNICORN_WORKERS), "--worker-class", WORKER_CLASS,
         "--threads", str(GUNICORN_THREADS),
         "--graceful-timeout", "5",
         # gunicorn's own lines (boot, access log) through our log format and redaction: its
         # default logger stops them at its loggers (propagate=False); see gunicorn_logging.
         "--logger-class", "ueoz_migration.gunicorn_logging.GunicornLogger",
+        # The metrics' hooks: the workers' counts summed, METRICS_BIND (see gunicorn_config).
+        "--config", "python:ueoz_migration.gunicorn_config",
         # One control socket per home directory would make two stacks on a machine collide.
         "--no-control-socket",
         "ueoz_migration.web:create_app()",

@@ -54,6 +54,11 @@ log = structlog.get_logger(__name__)
 PESEL_LAST3 = re.compile(r"\d{3}")
 NO_MATCH = "No attempt matches this event number and these PESEL digits."
 REMOVED_NOTE = "removed from e-PLOZ by a full import"
+PURGED = (
+    "purged (RETENTION_DAYS after the attempt ended: names, date of birth, PESEL but its "
+    "last 3 digits, e-mail addresses; the log below is whole) at"
+)
+PURGED_PESEL = "the attempt's personal data was purged, its PESEL with it"
 LATER_SHOWN = 20  # later attempts listed; the rest are counted
 WIDTH = 96  # the output wraps here, to read from a terminal during a call
 #: The callers' clock: what they remember and are told is Polish time; the log's is UTC.
@@ -163,7 +168,8 @@ def lookup(
         view = HelpdeskView(
             attempt=attempt,
             log=read_log(session, attempt.id),
-            eploz=_eploz_accounts(session, attempt),
+            # A purged attempt's PESEL is gone but for its last digits: nothing to look up by.
+            eploz=[] if attempt.purged_at else _eploz_accounts(session, attempt),
             later=later,
             later_total=later_total,
             now=now,
@@ -199,7 +205,7 @@ def _link_mail(session: Session, attempt: Attempt) -> LinkMail | None:
 def _link_mail_fact(mail: LinkMail | None) -> str:
     if mail is None:
         return "-"
-    to = mask_email(mail.recipient)
+    to = mask_email(mail.recipient) if mail.recipient else "an address no longer kept"
     if mail.sent_at is not None:
         return f"sent to {to} at {format_utc_and_polish(mail.sent_at)}"
     if mail.failed_at is not None:
@@ -278,13 +284,18 @@ def describe(view: HelpdeskView, systems: dict[str, str]) -> str:
     """
     attempt = view.attempt
     system = systems.get(attempt.domain_system or "")  # its name
+    purged = attempt.purged_at
     facts = [
         ("event number", attempt.event_number or "-"),
         ("event code", _code(attempt.event_code)),
         ("what to do", _what_to_do(view)),
         ("state", attempt.state),
         ("open", _openness(attempt, view.now)),
-        ("name (node)", f"{attempt.given_names} {attempt.family_name}"),
+        *(
+            [("personal data", f"{PURGED} {format_utc_and_polish(purged)}")]
+            if purged
+            else [("name (node)", f"{attempt.given_names} {attempt.family_name}")]
+        ),
         ("PESEL", mask_pesel(attempt.pesel)),
         ("created", format_utc_and_polish(attempt.created_at)),
         ("updated", format_utc_and_polish(attempt.updated_at)),
@@ -299,7 +310,11 @@ def describe(view: HelpdeskView, systems: dict[str, str]) -> str:
         [
             *_labelled(facts),
             "",
-            *_eploz_section(view.eploz, attempt),
+            *(
+                [f"e-PLOZ accounts under this PESEL: not looked up ({PURGED_PESEL})"]
+                if purged
+                else _eploz_section(view.eploz, attempt)
+            ),
             "",
             *_later_section(view.later, view.later_total),
             "",

@@ -50,6 +50,7 @@ from .domain.identity import Person
 from .domain.privacy import mask_pesel, pesel_hash
 from .events import FIRED_BY
 from .flow import Flow, FlowVersionUnknown, parse_flow
+from .metrics import note_log_row
 from .states import AttemptContext, AttemptModel, MailComposer, Rejected
 from .states.awaiting_verification import token_hash
 from .states.base import Policy
@@ -766,3 +767,4 @@ class Journey:
         session.connection().execute(
             APPEND_LOG_ROW, {**fields, "prev_hash": prev_hash, "hash": digest}
         )
+        note_log_row(session, event, outcome, fields["event_code"])

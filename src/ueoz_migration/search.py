@@ -38,6 +38,7 @@ from .domain.codes import EventCode
 from .domain.matching import MatchOutcome, match_account
 from .domain.privacy import mask_pesel
 from .journey import Actor, EventRefused, FlowNotRunnable, utcnow
+from .metrics import SEARCHES, worker_pass
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +89,18 @@ class RunReport:
     def searched(self) -> int:
         return self.found + sum(self.failed.values()) + self.retried + self.superseded + self.broken
 
+    def count(self) -> None:
+        """Add this pass's outcomes to the process's ``ueoz_searches_total``."""
+        for outcome, number in (
+            ("found", self.found),
+            ("failed", sum(self.failed.values())),
+            ("retried", self.retried),
+            ("superseded", self.superseded),
+            ("broken", self.broken),
+        ):
+            if number:
+                SEARCHES.labels(outcome).inc(number)
+
 
 class SearchWorker:
     """Claims due searches and drives each attempt to ``found`` or ``error``."""
@@ -122,11 +135,14 @@ class SearchWorker:
     def run_once(self, *, stop: threading.Event | None = None) -> RunReport:
         """Search every attempt that is due now, then return what happened."""
         report = RunReport()
-        while stop is None or not stop.is_set():
-            claim = self.claim()
-            if claim is None:
-                break
-            self.process(claim, report)
+        try:
+            while stop is None or not stop.is_set():
+                claim = self.claim()
+                if claim is None:
+                    break
+                self.process(claim, report)
+        finally:
+            report.count()
         return report
 
     def has_due(self) -> bool:
@@ -366,6 +382,7 @@ class SearchWorker:
             except Exception as error:  # a bug: log it loudly, but keep searching for others
                 self.log.error("worker.pass_failed", error=type(error).__name__)
             else:
+                worker_pass("search")
                 if failures:
                     self.log.info("worker.database_recovered", failures=failures)
                     failures = 0

@@ -34,6 +34,7 @@ from ueoz_migration.audit.chain import link_hash
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.cli import main
 from ueoz_migration.journey import EventRefused, utcnow
+from ueoz_migration.retention import purge
 
 
 def cli(services, *args, env=None):
@@ -107,6 +108,22 @@ def test_a_log_that_only_grew_since_its_anchors_verifies(services, folder):
         f"anchors: OK; the log extends all 2 anchor(s) in {folder}, the latest {second} "
         f"(9 of its 11 row(s), taken {taken(folder, second)}); in … s",
     ]
+
+
+def test_the_anchors_still_verify_after_the_retention_purge(services, folder):
+    # The leaves are the log rows' own values, which the purge of personal data never touches.
+    attempt = logged_journey(services)
+    services.journey.fire(attempt.id, "expire", actor=user("req-expire"))  # ended
+    anchor_now(services, folder)
+
+    purged = purge(services.sessions, older_than=timedelta(0), now=utcnow() + timedelta(seconds=1))
+
+    assert purged.attempts == 1
+    result = verify_anchored(services, folder)
+    assert result.exit_code == 0, result.output
+    assert lines(result)[1].startswith("anchors: OK; the log extends all 1 anchor(s)")
+    replayed = cli(services, "audit", "replay", "--all")
+    assert replayed.exit_code == 0, replayed.output
 
 
 def hermegilda_to_row_5(services):

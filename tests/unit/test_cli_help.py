@@ -26,6 +26,7 @@ PRODUCTION_WITHOUT_SECRETS = {"APP_ENV": "production"}
         ["eploz", "import", "--help"],
         ["worker", "--help"],
         ["mail-sender", "--help"],
+        ["retention", "purge", "--help"],
         ["diagram", "--help"],
         ["dev", "--help"],
     ],
@@ -141,6 +142,7 @@ def test_the_standin_names_a_port_it_cannot_listen_on(tmp_path, port):
             "Error: STANDIN_FAILURE must be one of authn_failed, request_denied, "
             "unknown_principal, requester, bad_signature, slow, dead, soap_fault, key_128, "
             "expired, repeat_assertion_id, comment_in_nameid, other_audience, no_audience, "
+            "denied_in_response, "
             "got 'slowly'",
         ),
         (

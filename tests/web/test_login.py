@@ -42,6 +42,57 @@ def test_login_starts_the_attempt_and_shows_the_search(web, node, services):
     assert pending.consumed_at is not None
 
 
+def test_a_pesel_in_the_eidas_form_logs_the_person_in(
+    web, node, standin, back_channel, wk, services, monkeypatch
+):
+    node_state = standin.extensions["wk_standin"]
+    eidas = dataclasses.replace(node_state.settings, person_identifier="eidas")
+    monkeypatch.setattr(node_state, "settings", eidas)
+
+    response, _ = log_in(web, node)
+
+    assert response.status_code == 303 and response.headers["Location"] == "/migracja"
+    assert "<h1>Wyszukiwanie Twojego konta</h1>" in text_of(web.get("/migracja"))
+    # The node wrote PL/PL/<PESEL>; the attempt holds the PESEL, as from a bare one.
+    assert vouched_attribute(back_channel, wk, "PersonIdentifier") == "PL/PL/87042712342"
+    with services.sessions() as session:
+        assert session.scalars(select(Attempt.pesel)).one() == "87042712342"
+
+
+def test_another_countrys_eidas_identifier_is_bad_data_from_the_node(
+    web, node, standin, services, monkeypatch
+):
+    post_back = node_post_back(web, node, {**ANNA, "pesel": "DE/PL/87042712342"})
+
+    with capture_logs() as logs:
+        response = web.post("/saml/acs", data=post_back)
+
+    assert failure_page(response) == DATA
+    assert count(services, Attempt) == 0
+    [failed] = [line for line in logs if line["event"] == "login.failed"]
+    assert failed["reason"] == "invalid_pesel" and "87042712342" not in str(failed)
+
+
+def test_a_node_issuer_unlike_its_host_names_the_setting_to_set(
+    web, node, standin, services, monkeypatch
+):
+    # The node's issuer is not the host of WK_NODE_URL, and WK_NODE_ENTITY_ID is not set.
+    node_state = standin.extensions["wk_standin"]
+    renamed = dataclasses.replace(node_state.settings, entity_id="https://login.example.gov.pl")
+    monkeypatch.setattr(node_state, "settings", renamed)
+    provider = web.application.extensions["ueoz.login"].provider
+    assert not provider.settings.node_entity_id_set
+
+    with capture_logs() as logs:
+        response, _ = log_in(web, node)
+
+    assert failure_page(response) == TECHNICAL
+    [failed] = [line for line in logs if line["event"] == "login.failed"]
+    assert failed["reason"] == "mismatch"
+    assert "WK_NODE_ENTITY_ID is not set" in failed["detail"]
+    assert "set WK_NODE_ENTITY_ID to the node's issuer" in failed["detail"]
+
+
 def test_login_gives_the_browser_a_new_session_id(web, node, services):
     web.get("/jezyk/en")  # a session exists before the login
     before = web.get_cookie("ueoz_session").value
@@ -142,12 +193,25 @@ def test_an_already_migrated_person_logging_in_here_is_told_so_and_goes_nowhere(
     assert "Masz już konto UEOZ. Możesz logować się do systemów CeZ przez login.gov.pl." in text
 
 
-def what_the_node_vouched(back_channel, wk) -> tuple[str, str]:
-    """The NameID and SessionIndex of the last assertion the node sent, read as the SP would."""
+def last_assertion(back_channel, wk):
+    """The last assertion the node sent, decrypted as the SP would."""
     (_, answer) = back_channel.at(ARTIFACT_RESOLUTION_PATH)[-1]
     encrypted = select_one(m.soap_body(parse(answer)), "saml2p:Response/saml2:EncryptedAssertion")
     key = serialization.load_pem_private_key(wk.sp_encryption.key_pem, password=None)
-    assertion = parse(decrypt_assertion(encrypted, key))
+    return parse(decrypt_assertion(encrypted, key))
+
+
+def vouched_attribute(back_channel, wk, name: str) -> str:
+    """The value of the eIDAS attribute ``name`` in the last assertion the node sent."""
+    [value] = last_assertion(back_channel, wk).iterfind(
+        f".//{{*}}Attribute[@Name='{m.NATURAL_PERSON}{name}']/{{*}}AttributeValue"
+    )
+    return value.text
+
+
+def what_the_node_vouched(back_channel, wk) -> tuple[str, str]:
+    """The NameID and SessionIndex of the last assertion the node sent, read as the SP would."""
+    assertion = last_assertion(back_channel, wk)
     name_id = m.text_of(select_one(assertion, "saml2:Subject/saml2:NameID"))
     session_index = select_one(assertion, "saml2:AuthnStatement").get("SessionIndex")
     assert name_id and session_index
@@ -254,8 +318,19 @@ CANCELLED = (
 )
 DENIED = (
     "Węzeł Krajowy odmówił logowania",
+    "Węzeł Krajowy odmówił potwierdzenia Twojej tożsamości temu serwisowi. Zaloguj się "
+    "ponownie, a jeśli odmowa się powtórzy, skontaktuj się z infolinią CeZ.",
+)
+UNKNOWN_PRINCIPAL = (
+    "Węzeł Krajowy nie rozpoznał Twojego konta",
     "Węzeł Krajowy nie potwierdził Twojej tożsamości. Sprawdź, czy masz aktywny profil zaufany "
     "lub inny środek identyfikacji, i spróbuj ponownie.",
+)
+REQUESTER = (
+    "Nasz serwis wysłał błędne żądanie logowania",
+    "Węzeł Krajowy uznał żądanie logowania wysłane przez nasz serwis za nieprawidłowe. To błąd "
+    "po naszej stronie, nie Twój: spróbuj ponownie później, a jeśli błąd się powtórzy, "
+    "skontaktuj się z infolinią CeZ.",
 )
 LOA = (
     "Zbyt niski poziom uwierzytelnienia",
@@ -320,7 +395,9 @@ FAILURES = {
     "cancelled": Failing(CANCELLED, action="cancel"),
     "authn_failed": Failing(CANCELLED, Failure.AUTHN_FAILED),
     "request_denied": Failing(DENIED, Failure.REQUEST_DENIED),
-    "unknown_principal": Failing(DENIED, Failure.UNKNOWN_PRINCIPAL),
+    "unknown_principal": Failing(UNKNOWN_PRINCIPAL, Failure.UNKNOWN_PRINCIPAL),
+    # A denial inside a Response that answers none of our requests is still a denial.
+    "denied_in_response": Failing(DENIED, Failure.DENIED_IN_RESPONSE),
     "loa_too_low": Failing(LOA, service={"loa": "high"}),
     "slow": Failing(
         UNAVAILABLE,
@@ -335,7 +412,7 @@ FAILURES = {
         REPLAY, Failure.REPEAT_ASSERTION_ID, logged_in_elsewhere_first=True
     ),
     "invalid_pesel": Failing(DATA, person={"pesel": "87042787635"}),  # checksum fails
-    "requester": Failing(TECHNICAL, Failure.REQUESTER),
+    "requester": Failing(REQUESTER, Failure.REQUESTER),
     "bad_signature": Failing(TECHNICAL, Failure.BAD_SIGNATURE),
     "other_audience": Failing(TECHNICAL, Failure.OTHER_AUDIENCE),
     "no_audience": Failing(TECHNICAL, Failure.NO_AUDIENCE),

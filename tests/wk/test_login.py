@@ -316,6 +316,74 @@ def test_a_pesel_failing_its_checksum_is_refused(sp, browser):
     assert caught.value.reason == FailureReason.INVALID_PESEL
 
 
+@pytest.mark.parametrize("form", ["pesel", "eidas"])
+def test_the_pesel_is_taken_bare_or_in_the_eidas_form(make_standin, make_sp, form):
+    app = make_standin(person_identifier=form)
+    sp = make_sp(app)
+    arrival = Browser(app).login(sp, ANNA)
+
+    assert sp.resolve(arrival.artifact, arrival.request_id).pesel == ANNA.pesel
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    ["DE/PL/87042712342", "PL/DE/87042712342", "PL/PL/87042787635"],
+    ids=["issued-abroad", "for-another-country", "bad-checksum"],
+)
+def test_an_eidas_identifier_that_is_no_polish_pesel_is_refused(sp, browser, identifier):
+    arrival = browser.login(sp, dataclasses.replace(ANNA, pesel=identifier))
+
+    with pytest.raises(LoginFailed) as caught:
+        sp.resolve(arrival.artifact, arrival.request_id)
+
+    assert caught.value.reason == FailureReason.INVALID_PESEL
+    assert "87042" not in caught.value.detail  # the detail is logged: no PESEL in it
+
+
+def test_a_denial_in_a_response_to_no_request_is_a_denial(sp, browser, node):
+    # The inner Response answers none of our requests (no InResponseTo): its status, read
+    # first, says why.
+    node.failure = Failure.DENIED_IN_RESPONSE
+    arrival = browser.login(sp, ANNA)
+
+    with pytest.raises(LoginFailed) as caught:
+        sp.resolve(arrival.artifact, arrival.request_id)
+
+    assert caught.value.reason == FailureReason.REQUEST_DENIED
+
+
+def test_a_successful_response_to_another_request_is_still_a_mismatch(sp, browser):
+    arrival = browser.login(sp, ANNA)
+
+    with pytest.raises(LoginFailed) as caught:
+        sp.resolve(arrival.artifact, "ID-not-this-login")
+
+    assert caught.value.reason == FailureReason.MISMATCH
+    assert caught.value.detail == "InResponseTo is not our request"
+
+
+@pytest.mark.parametrize("configured", [False, True], ids=["unset", "set"])
+def test_a_login_failing_on_the_nodes_issuer_names_wk_node_entity_id(
+    make_standin, make_sp, sp_settings, configured
+):
+    app = make_standin(entity_id="https://login.example.gov.pl")
+    settings = dataclasses.replace(sp_settings, node_entity_id_set=configured)
+    sp = make_sp(app, settings=settings)
+    arrival = Browser(app).login(sp, ANNA)
+
+    with pytest.raises(LoginFailed) as caught:
+        sp.resolve(arrival.artifact, arrival.request_id)
+
+    # The artifact's SourceID is the first thing that names another node.
+    assert caught.value.reason == FailureReason.MISMATCH
+    if configured:
+        assert caught.value.detail.endswith("WK_NODE_ENTITY_ID is 'node.test'")
+    else:
+        assert "WK_NODE_ENTITY_ID is not set, so the host of WK_NODE_URL, 'node.test'" in (
+            caught.value.detail
+        )
+
+
 def test_a_128_bit_content_key_is_accepted(sp, browser, node):
     node.failure = Failure.KEY_128
     arrival = browser.login(sp, ANNA)

@@ -19,7 +19,9 @@ that any number of senders can run on any number of machines:
 
 A message sent, or failed for good, has its body emptied in the update that says so: the body
 holds the verification link, a bearer secret for as long as the link lives, and the person's
-name, and nothing needs them once the message is out of the sender's hands.
+name, and nothing needs them once the message is out of the sender's hands. A message sent
+also keeps its recipient masked only (``a***@csioz.pl``), as the helpdesk shows it; the rest
+of an ended attempt's mail goes with its personal data (:mod:`ueoz_migration.retention`).
 
 A message the journey withdrew (its link was retired: see
 :meth:`~ueoz_migration.states.awaiting_verification.AwaitingVerification.retire_verification_links`)
@@ -58,6 +60,7 @@ from ..config import ConfigError, Settings
 from ..db.engine import snapshot, transaction
 from ..db.models import LINK_MAIL, OUTBOX_UNSENT, OutboxMessage
 from ..domain.privacy import mask_email
+from ..metrics import MAIL_DELIVERIES, mail_failure, worker_pass
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +113,8 @@ MARK_SENT = (
         tries=bindparam("tries_now"),
         lease_until=None,
         body="",  # the link and the name have no business here any more
+        # Nor the address: masked, as the helpdesk and the logs show it (a***@csioz.pl).
+        recipient=bindparam("masked_recipient"),
         # A message withdrawn while it went keeps saying why it was withdrawn.
         last_error=case((OutboxMessage.withdrawn_at.is_(None), ""), else_=OutboxMessage.last_error),
     )
@@ -544,6 +549,7 @@ class OutboxSender:
                 except SQLAlchemyError:
                     self.release(claimed[index + 1 :])
                     raise
+                MAIL_DELIVERIES.labels(outcome).inc()
                 sent += outcome == "sent"
                 retried += outcome == "retry"
                 failed += outcome == "failed"
@@ -675,7 +681,13 @@ class OutboxSender:
             )
         with transaction(self.sessions) as session:
             session.execute(
-                MARK_SENT, {"message": message.id, "now": self.clock(), "tries_now": tries}
+                MARK_SENT,
+                {
+                    "message": message.id,
+                    "now": self.clock(),
+                    "tries_now": tries,
+                    "masked_recipient": mask_email(message.recipient),
+                },
             )
         log.info(
             "mail.sent",
@@ -731,6 +743,7 @@ class OutboxSender:
             "tries": tries,
             "error": reason,
         }
+        mail_failure(reason, final=final)
         if lost:
             log.warning("mail.lease_lost", **fields)
             return "lease_lost"
@@ -803,6 +816,7 @@ class OutboxSender:
             except Exception:  # a bug: log it with its traceback, but keep sending the rest
                 log.exception("mail.sender_pass_failed")
             else:
+                worker_pass("mail")
                 if failures:
                     log.info("mail.database_recovered", failures=failures)
                     failures = 0

@@ -96,8 +96,14 @@ class Attempt(Base):
     # The head of this attempt's log chain, so that a truncated log is caught too.
     log_seq: Mapped[int] = mapped_column(Integer, default=0)
     log_head: Mapped[str] = mapped_column(String(64), default="")
+    # When ``retention purge`` emptied the person's data of this ended attempt (retention.py).
+    purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
-    __table_args__ = (Index("ix_attempts_searching", "state", "search_due_at"),)
+    __table_args__ = (
+        Index("ix_attempts_searching", "state", "search_due_at"),
+        # The purge's question: not purged yet, ended before the cut-off.
+        Index("ix_attempts_purge", "purged_at", "updated_at"),
+    )
 
 
 class TransitionLogEntry(Base):

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..backoff import wait_after_failures
 from ..db.engine import snapshot, transaction
 from ..db.models import BackchannelLogout
+from ..metrics import worker_pass
 from .clients import ClientRegistry
 from .keys import ALGORITHM, SigningKeys
 
@@ -230,6 +231,7 @@ class LogoutSender:
             except Exception:  # a bug: log it with its traceback, and keep going
                 log.exception("oidc.logout_sender_pass_failed")
             else:
+                worker_pass("logout")
                 if failures:
                     log.info("oidc.logout_sender_database_recovered", failures=failures)
                     failures = 0

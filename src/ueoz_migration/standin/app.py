@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from urllib.parse import urlencode
 
 from flask import Flask, Response, abort, redirect, request
@@ -187,6 +188,7 @@ def create_standin_app(settings: StandinSettings) -> Flask:
 
 
 _FIELDS = ("first_name", "last_name", "pesel", "date_of_birth")
+_PERSON_IDENTIFIER = re.compile(r"([A-Z]{2}/[A-Z]{2}/)?[0-9]{11}")
 
 
 def _failure(value: str | None) -> Failure | None:
@@ -205,8 +207,10 @@ def _form_error(form: dict[str, str]) -> str:
         dt.date.fromisoformat(form["date_of_birth"])
     except ValueError:
         return "Data urodzenia musi mieć postać RRRR-MM-DD."
-    if not form["pesel"].isdigit() or len(form["pesel"]) != 11:
-        return "PESEL to 11 cyfr."
+    # 11 digits, or an eIDAS identifier (PL/PL/ and 11 digits; another country's too, for
+    # the tests), passed on as typed.
+    if not _PERSON_IDENTIFIER.fullmatch(form["pesel"]):
+        return "PESEL to 11 cyfr (albo identyfikator eIDAS: PL/PL/ i 11 cyfr)."
     # A PESEL failing its checksum is let through on purpose: a real node never sends
     # one, and the tests need to see the service refuse it cleanly.
     return ""

@@ -266,6 +266,12 @@ class StandinNode:
             },
         )
         etree.SubElement(outer, m.q("saml2", "Issuer")).text = self.settings.entity_id
+        if failure is Failure.DENIED_IN_RESPONSE:
+            # As if the artifact were unknown, denied the other way a node may deny it.
+            m.status(outer, m.STATUS_PREFIX + "RequestDenied", "unknown artifact")
+            self._signer.sign(self._denial(outer, now))
+            self._signer.sign(outer)
+            return 200, m.soap_envelope(outer)
         if issued is None or issued.expires < time.monotonic():
             # A used, unknown or stale artifact: a signed RequestDenied, no Response.
             m.status(outer, m.STATUS_PREFIX + "RequestDenied", "unknown artifact")
@@ -330,6 +336,22 @@ class StandinNode:
         response.append(self._encrypt(self._assertion(issued, person, now, failure), failure))
         return response
 
+    def _denial(self, outer: etree._Element, now: dt.datetime) -> etree._Element:
+        """Append a Response denying an artifact the node cannot tie to any request."""
+        response = etree.SubElement(
+            outer,
+            m.q("saml2p", "Response"),
+            {
+                "Destination": self.settings.sp_acs_url,
+                "ID": m.new_id(),
+                "IssueInstant": m.saml_time(now),
+                "Version": "2.0",
+            },
+        )
+        etree.SubElement(response, m.q("saml2", "Issuer")).text = self.settings.entity_id
+        m.status(response, m.STATUS_PREFIX + "RequestDenied", "unknown artifact")
+        return response
+
     def _assertion(
         self, issued: _Issued, person: Person, now: dt.datetime, failure: Failure | None
     ) -> bytes:
@@ -339,7 +361,12 @@ class StandinNode:
         )
         pseudonym = hashlib.sha256(f"{settings.sp_entity_id}|{person.pesel}".encode()).hexdigest()
         instant, later = m.saml_time(now), m.saml_time(now + dt.timedelta(minutes=5))
-        values = (person.first_name, person.last_name, person.date_of_birth, person.pesel)
+        identifier = (
+            m.EIDAS_PL_PL + person.pesel
+            if settings.person_identifier == "eidas" and person.pesel.isdigit()
+            else person.pesel
+        )
+        values = (person.first_name, person.last_name, person.date_of_birth, identifier)
         # Written as text, far cheaper than building the tree node by node and
         # serialising it, to the same bytes; tests/wk/test_standin_answer.py logs in
         # a person whose names need escaping.

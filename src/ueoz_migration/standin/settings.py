@@ -9,6 +9,7 @@
 | `STANDIN_ARTIFACT_BINDING` | how the browser goes back to the ACS: `post` (auto-submitting form) or `redirect` (GET) | `post` |
 | `STANDIN_FAILURE` | a failure mode applied to every login (see `Failure`) | none |
 | `STANDIN_SLOW_SECONDS` | how long the `slow` resolution service sleeps | `10` |
+| `STANDIN_PERSON_IDENTIFIER` | how the PESEL is written in `PersonIdentifier`: `pesel` (bare) or `eidas` (`PL/PL/<PESEL>`) | `pesel` |
 
 The service's side (entity id, ACS, signing and encryption certificates) is read from
 the same `WK_*` variables the service reads, through `WkSettings`.
@@ -61,6 +62,9 @@ class Failure(enum.StrEnum):
     COMMENT_IN_NAMEID = "comment_in_nameid"  # an XML comment inside the NameID
     OTHER_AUDIENCE = "other_audience"  # the assertion is restricted to another service
     NO_AUDIENCE = "no_audience"  # the assertion has no AudienceRestriction at all
+    # The artifact denied as unknown inside a signed Response (RequestDenied) that answers
+    # no request of the service: the Response's status must be read before its InResponseTo.
+    DENIED_IN_RESPONSE = "denied_in_response"
 
 
 STATUS_FAILURES = {
@@ -69,6 +73,10 @@ STATUS_FAILURES = {
     Failure.UNKNOWN_PRINCIPAL: "UnknownPrincipal",
     Failure.REQUESTER: "Requester",
 }
+
+
+#: How the stand-in writes the PESEL in ``PersonIdentifier``: as it is, or in eIDAS form.
+PERSON_IDENTIFIER_FORMS = ("pesel", "eidas")
 
 
 @dataclass(frozen=True)
@@ -88,11 +96,14 @@ class StandinSettings:
     failure: Failure | None = None
     slow_seconds: float = 10.0
     sign_assertion: bool = False
+    person_identifier: str = "pesel"
     app_env: str = "development"
 
     def __post_init__(self) -> None:
         if self.artifact_binding not in ("post", "redirect"):
             raise WkConfigError("STANDIN_ARTIFACT_BINDING must be post or redirect")
+        if self.person_identifier not in PERSON_IDENTIFIER_FORMS:
+            raise WkConfigError("STANDIN_PERSON_IDENTIFIER must be pesel or eidas")
 
     @classmethod
     def for_service(
@@ -143,6 +154,7 @@ class StandinSettings:
             artifact_binding=environ.get("STANDIN_ARTIFACT_BINDING", "post").strip() or "post",
             failure=_failure(environ.get("STANDIN_FAILURE", "").strip()),
             slow_seconds=positive_number(environ, "STANDIN_SLOW_SECONDS", 10.0, float),
+            person_identifier=environ.get("STANDIN_PERSON_IDENTIFIER", "").strip() or "pesel",
             app_env=app_env,
         )
 

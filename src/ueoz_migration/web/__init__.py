@@ -17,7 +17,7 @@ from ..bootstrap import Services
 from ..config import Settings
 from ..logs import configure_logging
 from ..resources import templates_dir
-from . import security
+from . import metrics, security
 from .i18n import DEFAULT_LANGUAGE, PageCatalogs, current_language
 from .sessions import DatabaseSessionInterface
 
@@ -80,5 +80,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     CSRFProtect(app)
     login.register(app)  # the ACS, exempt from CSRF (the node posts it)
     oidc.install(app)  # the domain systems' endpoints, exempt from CSRF (they post them)
+    metrics.install(app)
     app.context_processor(pages.layout_context)
     return app

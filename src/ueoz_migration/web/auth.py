@@ -41,6 +41,7 @@ from ..adapters.wk import FailureReason, Identity, LoginFailed, ServiceProvider,
 from ..bootstrap import Services
 from ..domain.identity import Person
 from ..domain.privacy import mask_pesel
+from ..metrics import LOGIN_FAILURES
 from ..oidc.authorizations import Waiting
 from ..oidc.claims import asked_level, rank
 from ..oidc.provider import LogInFirst
@@ -64,7 +65,8 @@ BROWSER_KEY = "login_browser_key"
 FAILURE_PAGES = {
     FailureReason.AUTHN_FAILED: "cancelled",
     FailureReason.REQUEST_DENIED: "denied",
-    FailureReason.UNKNOWN_PRINCIPAL: "denied",
+    FailureReason.UNKNOWN_PRINCIPAL: "unknown_principal",
+    FailureReason.REQUESTER: "requester",
     FailureReason.INSUFFICIENT_LOA: "loa",
     FailureReason.NODE_UNREACHABLE: "unavailable",
     FailureReason.NODE_ERROR: "unavailable",
@@ -164,7 +166,7 @@ def acs() -> Response | tuple[str, int]:
         standing = logins.standing(relay_state)
         if standing is Standing.EXPIRED:
             # Back after PENDING_LOGIN_TTL: too late for this request, whoever started it.
-            log.info("login.failed", reason="pending_login_expired")
+            _failed("pending_login_expired")
             return render_template("login/failed.html", kind="expired"), 400
         waiting = standing is Standing.WAITING
         if waiting and not values.get("from_this_site"):
@@ -178,21 +180,21 @@ def acs() -> Response | tuple[str, int]:
         # Started in another browser (login CSRF), or nothing waiting at all: a reload, an
         # old tab, another site sending the browser here. Nothing was started in this
         # session, so nothing is undone: a migration under way in it stays as it is.
-        log.info("login.failed", reason="other_browser" if waiting else "unknown_relay_state")
+        _failed("other_browser" if waiting else "unknown_relay_state")
         return render_template("login/failed.html", kind="stale"), 400
     if pending.language:
         session["language"] = pending.language
     if not artifact:
-        log.info("login.failed", reason="no_artifact")
+        _failed("no_artifact")
         return _failure_page("data")
     try:
         identity = _login().provider.resolve(artifact, pending.request_id)
     except LoginFailed as failure:
-        log.info("login.failed", reason=str(failure.reason), detail=failure.detail)
+        _failed(str(failure.reason), detail=failure.detail)
         return _failure_page(FAILURE_PAGES.get(failure.reason, "technical"))
     if pending.loa is not None and rank(identity.loa) < rank(pending.loa):
         # The node was asked for this level at least (send_to_node): it answered less.
-        log.info("login.failed", reason="insufficient_loa_for_domain_system", loa=identity.loa)
+        _failed("insufficient_loa_for_domain_system", loa=identity.loa)
         return _failure_page("loa")
 
     person = Person(
@@ -283,6 +285,12 @@ def end_single_sign_on(sso_id: str, *, initiator: str | None = None) -> None:
     except LoginFailed as failure:
         # The session here is over anyway; the node's expires on its own.
         log.info("logout.node_refused", reason=str(failure.reason), detail=failure.detail)
+
+
+def _failed(reason: str, **fields: str) -> None:
+    """Log a login that ended without an identity, and count it by its reason."""
+    log.info("login.failed", reason=reason, **fields)
+    LOGIN_FAILURES.labels(reason).inc()
 
 
 def _browser_key_hash(*, create: bool) -> str | None:

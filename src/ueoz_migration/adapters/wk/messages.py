@@ -33,6 +33,8 @@ STATUS_PREFIX = "urn:oasis:names:tc:SAML:2.0:status:"
 STATUS_SUCCESS = STATUS_PREFIX + "Success"
 NATURAL_PERSON = "http://eidas.europa.eu/attributes/naturalperson/"
 ATTRIBUTES = ("CurrentGivenName", "CurrentFamilyName", "DateOfBirth", "PersonIdentifier")
+#: The eIDAS form of a Polish person identifier issued for Poland: ``PL/PL/`` then the PESEL.
+EIDAS_PL_PL = "PL/PL/"
 LOA_ORDER = {
     f"http://eidas.europa.eu/LoA/{level}": rank
     for rank, level in enumerate(("low", "substantial", "high"))

@@ -67,10 +67,26 @@ class WkSettings:
     clock_skew_seconds: int = 120
     message_lifetime_seconds: int = 300
     tls_verify: bool | str = True
+    #: False when ``node_entity_id`` is the default taken from ``WK_NODE_URL``.
+    node_entity_id_set: bool = True
 
     def __post_init__(self) -> None:
         if self.loa not in LOA_LEVELS:
             raise WkConfigError(f"WK_LOA must be one of {', '.join(LOA_LEVELS)}, not {self.loa!r}")
+
+    @property
+    def node_entity_id_said(self) -> str:
+        """Which issuer the service expects and where it comes from, for a login failing on it.
+
+        A node whose issuer is not the host of its address fails every login while
+        ``WK_NODE_ENTITY_ID`` is not set; the log line of each says so.
+        """
+        if self.node_entity_id_set:
+            return f"WK_NODE_ENTITY_ID is {self.node_entity_id!r}"
+        return (
+            f"WK_NODE_ENTITY_ID is not set, so the host of WK_NODE_URL, {self.node_entity_id!r}, "
+            "is expected: set WK_NODE_ENTITY_ID to the node's issuer"
+        )
 
     @property
     def loa_uri(self) -> str:
@@ -154,6 +170,7 @@ class WkSettings:
             artifact_resolution_url=artifact_resolution_url,
             logout_url=logout_url,
             node_entity_id=get("WK_NODE_ENTITY_ID", urlsplit(node_url).netloc) or "",
+            node_entity_id_set=get("WK_NODE_ENTITY_ID") is not None,
             node_cert_pem=node_cert,
             sp_signing=_sp_pair(environ, "WK_SP_SIGNING", dev_dir, "sp-signing", production),
             sp_encryption=_sp_pair(

@@ -11,6 +11,7 @@ import base64
 import copy
 import datetime as dt
 import enum
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -66,6 +67,9 @@ class FailureReason(enum.StrEnum):
 
 #: The most the back channel reads of one reply: the node's answers weigh ~10 kB.
 MAX_SOAP_REPLY_BYTES = 1024 * 1024
+
+# An eIDAS person identifier: two-letter issuing and receiving countries, then the number.
+_EIDAS_IDENTIFIER = re.compile(r"[A-Z]{2}/[A-Z]{2}/")
 
 _STATUS_REASONS = {
     m.STATUS_PREFIX + "AuthnFailed": FailureReason.AUTHN_FAILED,
@@ -276,7 +280,10 @@ class ServiceProvider:
         """Refuse an artifact another node issued, or one resolved before; remember it."""
         artifact = m.Artifact.decode(saml_art)
         if artifact.source_id != m.Artifact.source_id_for(self.settings.node_entity_id):
-            raise LoginFailed(FailureReason.MISMATCH, "artifact issued by another node")
+            raise LoginFailed(
+                FailureReason.MISMATCH,
+                f"artifact issued by another node; {self.settings.node_entity_id_said}",
+            )
         # Keyed by the artifact's bytes, not its text: the same artifact with a trailing
         # newline, or other padding bits, is the same artifact.
         if not self._replay.first_use("artifact", artifact.encode(), now + self._lifetime):
@@ -320,11 +327,14 @@ class ServiceProvider:
                 raise self._status_failure(outer_codes)
             raise LoginFailed(FailureReason.MALFORMED, "ArtifactResponse without a Response")
         response = responses[0]
-        self._check_signed_message(response, pending_request_id, now)
+        self._check_node_signed(response)
+        # The status before InResponseTo: a node that denies an artifact it does not know
+        # (or no longer knows) denies it in a Response that answers none of our requests.
         codes = m.status_codes(response)
         if codes[0] != m.STATUS_SUCCESS:
             # A failed Response may still carry an EncryptedAssertion: never used.
             raise self._status_failure(codes)
+        self._check_answer(response, pending_request_id, now)
         if outer_codes[0] != m.STATUS_SUCCESS:
             raise self._status_failure(outer_codes)
         return response
@@ -535,12 +545,22 @@ class ServiceProvider:
         self, message: etree._Element, in_response_to: str, now: dt.datetime
     ) -> None:
         """Verify a node message's own signature, issuer, InResponseTo and age."""
+        self._check_node_signed(message)
+        self._check_answer(message, in_response_to, now)
+
+    def _check_node_signed(self, message: etree._Element) -> None:
+        """Verify that the node signed and issued this SAML 2.0 message."""
         self._verify(message)
         if message.get("Version") != "2.0":
             raise LoginFailed(FailureReason.MALFORMED, "not SAML 2.0")
         issuer = m.text_of(select_one(message, "saml2:Issuer"))
         if issuer != self.settings.node_entity_id:
-            raise LoginFailed(FailureReason.MISMATCH, f"issuer {issuer!r}")
+            raise LoginFailed(
+                FailureReason.MISMATCH, f"issuer {issuer!r}; {self.settings.node_entity_id_said}"
+            )
+
+    def _check_answer(self, message: etree._Element, in_response_to: str, now: dt.datetime) -> None:
+        """Verify that a node message answers our request ``in_response_to``, and is recent."""
         if message.get("InResponseTo") != in_response_to:
             raise LoginFailed(FailureReason.MISMATCH, "InResponseTo is not our request")
         issued = m.parse_time(message.get("IssueInstant"))
@@ -584,8 +604,17 @@ class ServiceProvider:
             born = dt.date.fromisoformat(values["DateOfBirth"])
         except ValueError:
             raise LoginFailed(FailureReason.MALFORMED, "DateOfBirth is not a date") from None
+        identifier = values["PersonIdentifier"]
+        # eIDAS writes a person identifier as issuing country/receiving country/number; the
+        # node sends a PESEL so (PL/PL/…) or bare, and both are taken. Another country's
+        # identifier is no PESEL.
+        if _EIDAS_IDENTIFIER.match(identifier) and not identifier.startswith(m.EIDAS_PL_PL):
+            raise LoginFailed(
+                FailureReason.INVALID_PESEL,
+                f"PersonIdentifier not {m.EIDAS_PL_PL}: another country's",
+            )
         try:
-            pesel = pesel_number.validate(values["PersonIdentifier"])
+            pesel = pesel_number.validate(identifier.removeprefix(m.EIDAS_PL_PL))
         except StdnumError:
             raise LoginFailed(FailureReason.INVALID_PESEL, "PersonIdentifier") from None
 
