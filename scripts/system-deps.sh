@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs: a PostgreSQL server (started on loopback by
-# scripts/postgres.sh), Chromium (driven by Playwright) and Graphviz (the SVG state diagram). Quick when they are already there.
+# scripts/postgres.sh), Chromium (driven by Playwright), Graphviz (the SVG state diagram) and
+# Node.js with npm (the interoperability test's relying party, tests/interop). Quick when they
+# are already there.
 set -euo pipefail
 need=()
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v dot >/dev/null || need+=(graphviz)
 fc-list 2>/dev/null | grep -qi dejavu || need+=(fonts-dejavu-core)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run this script as root to install them)" >&2
@@ -15,4 +19,9 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}…"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# openid-client needs Node.js 20 or later; Debian 12's own nodejs is 18 (Debian 13's is 20).
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+  echo "Node.js $(node --version) is older than 20, which tests/interop needs: install Node.js 20" \
+    "or later (Debian 13's nodejs, or NodeSource's); the interoperability test fails until then." >&2
 fi
