@@ -21,6 +21,8 @@ PAGES = {
     "/kontakt": None,
     "/logowanie-login-gov-pl": None,
     "/dev/mail": None,
+    # RP-initiated logout asked for without an ID token: the person confirms it here.
+    "/oidc/logout": ("Wylogować się z UEOZ?", "Log out of UEOZ?"),
 }
 
 
