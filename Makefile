@@ -25,13 +25,21 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed ## Create the virtualenv and install the service with its test tools
 
-system-deps: ## Install what the tests need from Debian (PostgreSQL, Chromium, Graphviz, fonts)
+system-deps: ## Install what the tests need from Debian (PostgreSQL, Chromium, Graphviz, fonts, Node.js)
 	scripts/system-deps.sh
+
+# The interoperability test's relying party (tests/interop): openid-client, as its lock pins it.
+INTEROP := tests/interop
+$(INTEROP)/node_modules/.installed: $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+interop-deps: $(INTEROP)/node_modules/.installed ## Install the relying party the interoperability test runs (npm ci)
 
 run: install ## Set up and start the service on its embedded default (SQLite, stand-in node, Maildir)
 	$(BIN)/ueoz-migration dev
 
-test: install system-deps ## Set up everything and run the whole suite (SQLite, PostgreSQL, Chromium)
+test: install system-deps interop-deps ## Set up everything and run the whole suite (SQLite, PostgreSQL, Chromium)
 	scripts/postgres.sh start >/dev/null
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
@@ -53,4 +61,4 @@ bench: install system-deps ## Run the benchmarks and write docs/performance.md
 soak: install system-deps ## Run the production shape under load while its parts die (about 8 minutes)
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
-.PHONY: help install system-deps run test lint fmt diagram bench soak
+.PHONY: help install system-deps interop-deps run test lint fmt diagram bench soak

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs: a PostgreSQL server (started on loopback by
-# scripts/postgres.sh), Chromium (driven by Playwright), Graphviz (the SVG state diagram) and
+# scripts/postgres.sh), Chromium (driven by Playwright), Graphviz (the SVG state diagram),
 # nginx (the production recipe's reverse proxy, deploy/nginx/, which the slow-client test and
-# `make soak` run in front of gunicorn). Quick when they are already there.
+# `make soak` run in front of gunicorn) and Node.js with npm (the interoperability test's
+# relying party, tests/interop). Quick when they are already there.
 set -euo pipefail
 need=()
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
@@ -10,6 +11,8 @@ ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
 command -v dot >/dev/null || need+=(graphviz)
 fc-list 2>/dev/null | grep -qi dejavu || need+=(fonts-dejavu-core)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run this script as root to install them)" >&2
@@ -24,4 +27,9 @@ if [ ${#need[@]} -gt 0 ]; then
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# openid-client needs Node.js 20 or later; Debian 12's own nodejs is 18 (Debian 13's is 20).
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+  echo "Node.js $(node --version) is older than 20, which tests/interop needs: install Node.js 20" \
+    "or later (Debian 13's nodejs, or NodeSource's); the interoperability test fails until then." >&2
 fi

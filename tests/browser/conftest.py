@@ -1,9 +1,10 @@
 """The whole stack in a real browser: `ueoz-migration dev` driven through Debian's Chromium.
 
-The stack is the one `make run` starts (web service under gunicorn, stand-in login node,
-search worker, mail sender into a Maildir, SQLite), on free loopback ports in a temporary
-instance folder, once per test process. Playwright drives /usr/bin/chromium; axe-core (as
-bundled by axe-playwright-python) checks each screen for WCAG 2.1 AA violations.
+The stack is the one `make run` starts (web service under gunicorn, stand-in login node, the
+demo domain systems signing in through it, search worker, mail sender into a Maildir, logout
+sender, SQLite), on free loopback ports in a temporary instance folder, once per test
+process. Playwright drives /usr/bin/chromium; axe-core (as bundled by axe-playwright-python)
+checks each screen for WCAG 2.1 AA violations.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.ports import free_port
 
@@ -49,8 +50,13 @@ AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 class Stack:
     base_url: str
     node_url: str
+    demo_systems_url: str
     instance_dir: Path
     process: subprocess.Popen[str]
+
+    def domain_system(self, system: str) -> str:
+        """The page of demo domain system ``system`` (P1, GABINET)."""
+        return f"{self.demo_systems_url}/{system}/"
 
     @property
     def database_url(self) -> str:
@@ -88,15 +94,16 @@ class Stack:
 @contextmanager
 def running_stack(instance: Path, **settings: str) -> Iterator[Stack]:
     """Run `ueoz-migration dev` on free ports in ``instance`` until the block ends."""
-    web, node = free_port(), free_port()
-    base_url, node_url = f"http://127.0.0.1:{web}", f"http://127.0.0.1:{node}"
+    ports: list[int] = []
+    while len(ports) < 3:  # three different ones: none is bound until the stack starts
+        ports += {free_port()} - set(ports)
+    base_url, node_url, systems_url = (f"http://127.0.0.1:{port}" for port in ports)
     env = {
         **os.environ,
         "INSTANCE_DIR": str(instance),
         "BASE_URL": base_url,
         "STANDIN_URL": node_url,
-        "DOMAIN_SYSTEMS": f"P1|Platforma P1 (demo)|{base_url}/demo/system/P1;"
-        f"GABINET|gabinet.gov.pl (demo)|{base_url}/demo/system/GABINET",
+        "DEMO_SYSTEMS_URL": systems_url,
         "PYTHONUNBUFFERED": "1",
         **settings,
     }
@@ -111,8 +118,9 @@ def running_stack(instance: Path, **settings: str) -> Iterator[Stack]:
         start_new_session=True,
     )
     try:
-        _wait_until_up(f"{base_url}/healthz", process, instance / "stack.log")
-        yield Stack(base_url, node_url, instance, process)
+        for url in (base_url, systems_url):
+            _wait_until_up(f"{url}/healthz", process, instance / "stack.log")
+        yield Stack(base_url, node_url, systems_url, instance, process)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -181,7 +189,8 @@ def demo(stack: Stack) -> Iterator[Stack]:
     """Start each test from the demo data alone, as a fresh `make run` would have it.
 
     The stack's processes keep running; only the rows go. Flow versions stay, as they do in
-    production (the web service records its flow once per process).
+    production (the web service records its flow once per process). The demo domain systems
+    are registered again, with the credentials they keep running with (the instance folder's).
     """
     from sqlalchemy import delete
 
@@ -189,6 +198,8 @@ def demo(stack: Stack) -> Iterator[Stack]:
     from ueoz_migration.db.engine import make_engine, make_sessionmaker, transaction
     from ueoz_migration.db.models import Base, FlowVersion
     from ueoz_migration.demo import seed_demo
+    from ueoz_migration.demo_systems import register_demo_systems
+    from ueoz_migration.oidc.clients import ClientRegistry
 
     settings = Settings.from_env({"INSTANCE_DIR": str(stack.instance_dir)})
     engine = make_engine(stack.database_url)
@@ -198,6 +209,8 @@ def demo(stack: Stack) -> Iterator[Stack]:
             if table is not FlowVersion.__table__:
                 session.execute(delete(table))
     seed_demo(sessions, pesel_key=settings.pesel_key)
+    registry = ClientRegistry(sessions, production=False)
+    register_demo_systems(registry, stack.instance_dir, stack.demo_systems_url)
     box = mailbox.Maildir(stack.instance_dir / "maildir", create=True)
     box.clear()
     yield stack
@@ -217,12 +230,30 @@ def count_rows(stack: Stack, model, *where) -> int:
         engine.dispose()
 
 
-def log_in(page: Page, who: str, system: str = "P1") -> None:
-    """Log in at the stand-in node as the demo person whose button starts with ``who``."""
-    page.goto(f"/login?system={system}")
+def log_in(page: Page, stack: Stack, who: str, system: str = "P1") -> None:
+    """Sign in where a person starts: at demo domain system ``system``, **Zaloguj się przez
+    UEOZ**, then the stand-in node, as the demo person whose button starts with ``who``."""
+    page.goto(stack.domain_system(system))
+    page.get_by_role("link", name="Zaloguj się przez UEOZ").click()
+    log_in_at_node(page, who)
+
+
+def log_in_at_node(page: Page, who: str) -> None:
+    """At the stand-in node's page: pick the demo person whose button starts with ``who``."""
     page.wait_for_url("**/SingleSignOnService")
     page.get_by_role("button", name=who).click()
     page.get_by_role("button", name="Zaloguj", exact=True).click()
+
+
+def expect_signed_in(page: Page, stack: Stack, system: str, name: str) -> dict[str, str]:
+    """The page is demo domain system ``system``, signed in as ``name``; return the claims it
+    shows (its table: claim → value, as the person reads them)."""
+    expect(page).to_have_url(stack.domain_system(system))
+    expect(page.locator("#signed-in")).to_have_text(f"Zalogowano jako {name}")
+    table = page.locator("table", has_text="Dane otrzymane z UEOZ")
+    names = table.locator("tbody th").all_inner_texts()
+    values = table.locator("tbody td").all_inner_texts()
+    return dict(zip(names, values, strict=True))
 
 
 def click(page: Page, name: str) -> None:

@@ -11,7 +11,9 @@ from tests.browser.conftest import (
     assert_accessible,
     click,
     count_rows,
+    expect_signed_in,
     log_in,
+    log_in_at_node,
     running_stack,
     screenshot,
 )
@@ -37,14 +39,14 @@ def test_the_searching_page_moves_on_by_itself_with_and_without_javascript(
         database.execute("ALTER TABLE eploz_accounts RENAME TO eploz_accounts_away")
         try:
             with_js = browser.new_context(base_url=stack.base_url, locale="pl-PL").new_page()
-            log_in(with_js, "Anna Maria")
+            log_in(with_js, stack, "Anna Maria")
             expect(heading(with_js)).to_have_text("Wyszukiwanie Twojego konta")
             assert_accessible(axe, with_js)
             screenshot(with_js, "02b-searching")
 
             login = browser.new_context(base_url=stack.base_url, locale="pl-PL")
             julia = login.new_page()
-            log_in(julia, "Julia Maria")
+            log_in(julia, stack, "Julia Maria")
             expect(heading(julia)).to_have_text("Wyszukiwanie Twojego konta")
             without_js = browser.new_context(
                 base_url=stack.base_url, locale="pl-PL", java_script_enabled=False
@@ -62,13 +64,13 @@ def test_the_searching_page_moves_on_by_itself_with_and_without_javascript(
         expect(no_js.get_by_text("Odnaleźliśmy Twoje dane i zweryfikowaliśmy je")).to_be_visible()
 
 
-def test_anna_is_found_and_migrated(page, demo, browser, axe):
-    page.goto("/")
+def test_anna_is_found_and_migrated_and_signed_in_to_the_domain_system(page, demo, axe):
+    page.goto("/")  # UEOZ's own start page, for a person who comes to it directly
     expect(heading(page)).to_have_text("Zaloguj się do Systemu")
     assert_accessible(axe, page)
     screenshot(page, "01-start")
 
-    log_in(page, "Anna Maria")
+    log_in(page, demo, "Anna Maria")  # from Platforma P1's "Zaloguj się przez UEOZ"
     expect(page.get_by_text("Odnaleźliśmy Twoje dane i zweryfikowaliśmy je")).to_be_visible()
     expect(page.locator("dl.person")).to_contain_text("Mickiewicz-Sokołowska")
     assert_accessible(axe, page)
@@ -89,23 +91,54 @@ def test_anna_is_found_and_migrated(page, demo, browser, axe):
     assert_accessible(axe, page)
     screenshot(page, "05-awaiting-verification")
 
+    page.goto(demo.wait_for_link(ANNA_EMAIL))
+    expect(heading(page)).to_have_text("Konto UEOZ gotowe")
+    expect(page.get_by_text("adres e-mail zweryfikowany")).to_be_visible()
+    assert_accessible(axe, page)
+    screenshot(page, "06-done")
+
+    page.get_by_role("link", name="Przejdź do systemu dziedzinowego").click()
+    claims = expect_signed_in(page, demo, "P1", "Anna Mickiewicz-Sokołowska")
+    assert claims["given_name"] == "Anna Maria"
+    assert claims["family_name"] == "Mickiewicz-Sokołowska"
+    assert claims["email"] == ANNA_EMAIL
+    assert claims["email_verified"] == "True"
+    # Her e-PLOZ grants for this system only: P1:LEKARZ, not GABINET:ADMIN.
+    assert claims["roles"] == "['LEKARZ']"
+    assert claims["acr"] == "http://eidas.europa.eu/LoA/substantial"
+    assert "pesel" not in claims  # P1 is not registered for the pesel scope
+    screenshot(page, "15-domain-system-signed-in")
+    verified_anna = (UeozAccount.email == ANNA_EMAIL, UeozAccount.email_verified_at.is_not(None))
+    assert count_rows(demo, UeozAccount, *verified_anna) == 1
+
+
+def test_the_link_opened_in_another_browser_leads_to_the_domain_systems_sign_in(
+    page, demo, browser, axe
+):
+    log_in(page, demo, "Anna Maria")
+    click(page, "Utwórz konto w UEOZ")
+    page.get_by_role("checkbox").check()
+    click(page, "Zakończ")
     link = demo.wait_for_link(ANNA_EMAIL)
+
     other_browser = browser.new_context(locale="pl-PL").new_page()  # any browser will do
     other_browser.goto(link)
     expect(heading(other_browser)).to_have_text("Konto UEOZ gotowe")
     expect(other_browser.get_by_text("adres e-mail zweryfikowany")).to_be_visible()
     assert_accessible(axe, other_browser)
-    screenshot(other_browser, "06-done")
 
+    # No one is signed in in this browser: the button starts Platforma P1's own sign-in,
+    # which takes her through the node once more and back, signed in.
     other_browser.get_by_role("link", name="Przejdź do systemu dziedzinowego").click()
-    expect(other_browser).to_have_url(re.compile(r"/demo/system/P1$"))
+    log_in_at_node(other_browser, "Anna Maria")
+    claims = expect_signed_in(other_browser, demo, "P1", "Anna Mickiewicz-Sokołowska")
+    assert claims["email"] == ANNA_EMAIL
+    assert claims["roles"] == "['LEKARZ']"
     other_browser.context.close()
-    verified_anna = (UeozAccount.email == ANNA_EMAIL, UeozAccount.email_verified_at.is_not(None))
-    assert count_rows(demo, UeozAccount, *verified_anna) == 1
 
 
 def test_hermegilda_gets_code_208_then_creates_a_new_account(page, demo, axe):
-    log_in(page, "HERMEGILDA")
+    log_in(page, demo, "HERMEGILDA")
 
     expect(heading(page)).to_have_text("Wystąpił błąd w trakcie weryfikacji konta")
     number = page.locator(".event-number").inner_text()
@@ -133,26 +166,43 @@ def test_hermegilda_gets_code_208_then_creates_a_new_account(page, demo, axe):
     page.get_by_role("checkbox").check()
     click(page, "Zakończ")
     expect(heading(page)).to_have_text("Weryfikacja adresu e-mail")
-    assert demo.wait_for_link("hermegilda@example.pl")
+
+    page.goto(demo.wait_for_link("hermegilda@example.pl"))
+    expect(heading(page)).to_have_text("Konto UEOZ gotowe")
+    page.get_by_role("link", name="Przejdź do systemu dziedzinowego").click()
+    claims = expect_signed_in(page, demo, "P1", "HERMEGILDA DLIGEMREH")
+    assert claims["email"] == "hermegilda@example.pl"
+    assert claims["roles"] == "[]"  # a new account: Helena Grabowska's grants stay hers
 
 
-def test_cancel_from_each_state_returns_to_the_start_screen(page, demo):
+def test_cancel_from_each_state_returns_to_the_start_screen_and_the_domain_system(page, demo, axe):
     for who, buttons in [
         ("Anna Maria", []),  # found
         ("HERMEGILDA", []),  # error
         ("Stanisław", ["Utwórz konto w UEOZ"]),  # email entry
     ]:
-        log_in(page, who)
+        log_in(page, demo, who)
         expect(page.get_by_role("button", name="Anuluj")).to_be_visible()
         for button in buttons:
             click(page, button)
         click(page, "Anuluj")
         expect(heading(page)).to_have_text("Zaloguj się do Systemu")
         expect(page.get_by_text("Przerwano tworzenie konta w UEOZ.")).to_be_visible()
+        if who == "Anna Maria":
+            assert_accessible(axe, page)
+            screenshot(page, "16-cancelled-return-to-domain-system")
+
+        # The domain system is told that the sign-in was cancelled (access_denied).
+        page.get_by_role("link", name="Wróć do systemu Platforma P1 (demo) bez logowania").click()
+        expect(page).to_have_url(re.compile(re.escape(demo.domain_system("P1"))))
+        expect(page.get_by_role("alert")).to_have_text(
+            "Logowanie przez UEOZ zostało anulowane. Możesz spróbować ponownie."
+        )
+        expect(page.get_by_text("Nie jesteś zalogowany.")).to_be_visible()
 
 
 def test_the_account_menu_opens_by_keyboard_and_logs_out(page, demo):
-    log_in(page, "Anna Maria")
+    log_in(page, demo, "Anna Maria")
     expect(heading(page)).to_have_text("Migracja danych do UEOZ")
     menu = page.locator("summary", has_text="Moje konto")
     logout = page.get_by_role("button", name="Wyloguj")
@@ -170,7 +220,7 @@ def test_the_account_menu_opens_by_keyboard_and_logs_out(page, demo):
 
 
 def test_changing_the_address_sends_a_new_link_and_kills_the_old(page, demo, browser):
-    log_in(page, "Anna Maria")
+    log_in(page, demo, "Anna Maria")
     click(page, "Utwórz konto w UEOZ")
     page.get_by_role("checkbox").check()
     click(page, "Zakończ")
@@ -192,7 +242,7 @@ def test_changing_the_address_sends_a_new_link_and_kills_the_old(page, demo, bro
 
 
 def test_a_used_link_says_so_and_resend_replaces_the_link(page, demo, axe):
-    log_in(page, "Julia Maria")
+    log_in(page, demo, "Julia Maria")
     click(page, "Utwórz konto w UEOZ")
     page.get_by_role("checkbox").check()
     click(page, "Zakończ")
@@ -215,7 +265,7 @@ def test_a_used_link_says_so_and_resend_replaces_the_link(page, demo, axe):
 
 
 def test_a_double_click_on_finish_gives_one_account_and_one_email(page, demo):
-    log_in(page, "Anna Maria")
+    log_in(page, demo, "Anna Maria")
     click(page, "Utwórz konto w UEOZ")
     page.get_by_role("checkbox").check()
 
@@ -229,7 +279,7 @@ def test_a_double_click_on_finish_gives_one_account_and_one_email(page, demo):
 
 
 def test_two_tabs_on_one_attempt(page, demo):
-    log_in(page, "Anna Maria")
+    log_in(page, demo, "Anna Maria")
     click(page, "Utwórz konto w UEOZ")
     second_tab = page.context.new_page()
     second_tab.goto("/migracja")
@@ -246,22 +296,25 @@ def test_two_tabs_on_one_attempt(page, demo):
 
 
 def test_returning_later_from_another_browser_resumes_the_attempt(page, demo, browser):
-    log_in(page, "Anna Maria")
+    log_in(page, demo, "Anna Maria")
     click(page, "Utwórz konto w UEOZ")
     expect(heading(page)).to_have_text("Uzupełnij adres e-mail")
 
     elsewhere = browser.new_context(locale="pl-PL", base_url=demo.base_url).new_page()
-    log_in(elsewhere, "Anna Maria")
+    log_in(elsewhere, demo, "Anna Maria")
 
     expect(heading(elsewhere)).to_have_text("Uzupełnij adres e-mail")
     elsewhere.context.close()
 
 
 def test_an_already_migrated_person_goes_straight_to_the_domain_system(page, demo):
-    log_in(page, "Zofia", system="GABINET")
+    shown = []
+    page.on("framenavigated", lambda frame: shown.append(frame.url))
+    log_in(page, demo, "Zofia", system="GABINET")
 
-    expect(page).to_have_url(re.compile(r"/demo/system/GABINET$"))
-    expect(page.get_by_text("gabinet.gov.pl (demo)").first).to_be_visible()
+    claims = expect_signed_in(page, demo, "GABINET", "Zofia Dąbrowska")
+    assert claims["email"] == "mkaczmarek@demo.ueoz.example"
+    assert not [url for url in shown if url.startswith(demo.base_url + "/migracja")]
 
 
 def test_an_expired_link_offers_a_one_click_resend(browser, tmp_path_factory, axe):
@@ -270,7 +323,7 @@ def test_an_expired_link_offers_a_one_click_resend(browser, tmp_path_factory, ax
     instance = tmp_path_factory.mktemp("short-links")
     with running_stack(instance, VERIFICATION_LINK_TTL_HOURS=str(4 / 3600)) as stack:
         page = browser.new_context(base_url=stack.base_url, locale="pl-PL").new_page()
-        log_in(page, "Julia Maria")
+        log_in(page, stack, "Julia Maria")
         click(page, "Utwórz konto w UEOZ")
         page.get_by_role("checkbox").check()
         click(page, "Zakończ")

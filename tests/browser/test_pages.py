@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -20,6 +21,8 @@ PAGES = {
     "/kontakt": None,
     "/logowanie-login-gov-pl": None,
     "/dev/mail": None,
+    # RP-initiated logout asked for without an ID token: the person confirms it here.
+    "/oidc/logout": ("Wylogować się z UEOZ?", "Log out of UEOZ?"),
 }
 
 
@@ -49,7 +52,7 @@ def test_every_page_reads_in_polish_and_english_without_axe_violations(page, dem
 def test_the_journey_screens_read_in_english_too(page, demo, axe):
     page.goto("/")
     switch_language(page, "en")
-    log_in(page, "HERMEGILDA")
+    log_in(page, demo, "HERMEGILDA")
 
     expect(page.get_by_role("heading", level=1)).to_have_text(re.compile("error", re.IGNORECASE))
     expect(page.get_by_text("208", exact=True)).to_be_visible()
@@ -61,7 +64,7 @@ def test_the_journey_screens_read_in_english_too(page, demo, axe):
 
 
 def test_the_journey_works_by_keyboard_alone(page, demo):
-    log_in(page, "Anna Maria")
+    log_in(page, demo, "Anna Maria")
     expect(page.get_by_role("button", name="Utwórz konto w UEOZ")).to_be_visible()
 
     def tab_to(name: str) -> None:
@@ -83,7 +86,7 @@ def test_the_journey_works_by_keyboard_alone(page, demo):
 
 
 def test_enter_in_the_email_field_finishes_and_anuluj_stands_beside_zakoncz(page, demo):
-    log_in(page, "Anna Maria")
+    log_in(page, demo, "Anna Maria")
     click(page, "Utwórz konto w UEOZ")
     cancel = page.get_by_role("button", name="Anuluj").bounding_box()
     finish = page.get_by_role("button", name="Zakończ").bounding_box()
@@ -100,7 +103,7 @@ def test_a_phone_sized_screen_shows_the_whole_form(browser, demo, axe):
         base_url=demo.base_url, viewport={"width": 375, "height": 740}, is_mobile=True
     )
     page = context.new_page()
-    log_in(page, "Anna Maria")
+    log_in(page, demo, "Anna Maria")
     click(page, "Utwórz konto w UEOZ")
     # The e-mail screen must have loaded: measured while the click's navigation is under
     # way, the page has no document element yet.
@@ -114,7 +117,8 @@ def test_a_phone_sized_screen_shows_the_whole_form(browser, demo, axe):
 
 
 def test_cancelling_at_the_node_ends_on_a_clear_page(page, demo, axe):
-    page.goto("/login?system=P1")
+    page.goto(demo.domain_system("P1"))
+    page.get_by_role("link", name="Zaloguj się przez UEOZ").click()
     page.wait_for_url("**/SingleSignOnService")
     screenshot(page, "02a-node-login")  # the stand-in's page: demo people, the four inputs
     page.get_by_role("button", name="Anuluj", exact=True).click()
@@ -131,13 +135,41 @@ def test_cancelling_at_the_node_ends_on_a_clear_page(page, demo, axe):
     assert_accessible(axe, page)
     screenshot(page, "13-login-cancelled")
 
+    page.get_by_role("link", name="Wróć do systemu Platforma P1 (demo) bez logowania").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "Logowanie przez UEOZ zostało anulowane. Możesz spróbować ponownie."
+    )
 
-def test_an_unregistered_return_address_is_refused(page, demo):
-    answer = page.goto("/login?system=P1&return=https://evil.example/")
+
+@pytest.mark.parametrize(
+    ("client_id", "redirect_uri", "says"),
+    [
+        ("P1", "https://evil.example/", "Adres powrotu podany przez system dziedzinowy"),
+        ("EVIL", "https://evil.example/", "System, z którego przychodzisz, nie jest"),
+    ],
+)
+def test_an_unregistered_system_or_return_address_is_refused_at_ueoz(
+    page, demo, axe, client_id, redirect_uri, says
+):
+    query = urlencode(
+        {
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "response_type": "code",
+            "scope": "openid",
+            "state": "s",
+            "nonce": "n",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+        }
+    )
+    answer = page.goto(f"/oidc/authorize?{query}")
 
     assert answer.status == 400
-    expect(page.get_by_role("heading", level=1)).to_be_visible()
-    assert page.url.startswith(demo.base_url + "/login?"), "the browser left the service"
+    expect(page.get_by_role("heading", level=1)).to_have_text("Nie można rozpocząć logowania")
+    expect(page.locator("main")).to_contain_text(says)
+    assert page.url.startswith(demo.base_url + "/oidc/authorize?"), "the browser left UEOZ"
+    assert_accessible(axe, page)
 
 
 def test_a_login_back_from_another_site_reads_in_both_languages(browser, demo, axe):
@@ -147,7 +179,7 @@ def test_a_login_back_from_another_site_reads_in_both_languages(browser, demo, a
     starter = browser.new_context(base_url=demo.base_url, locale="pl-PL")
     starter.route("**/js/autosubmit.js", lambda route: route.abort())
     to_node = starter.new_page()
-    to_node.goto("/login?system=P1")
+    to_node.goto("/login")  # UEOZ's own start page's login
     relay_state = to_node.locator("input[name=RelayState]").get_attribute("value")
 
     elsewhere = browser.new_context(base_url=demo.base_url, locale="pl-PL")
