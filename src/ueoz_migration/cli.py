@@ -602,6 +602,7 @@ def audit_replay(
     services: Services | None, reference: str | None, all_: bool, export: TextIO | None
 ) -> None:
     """Re-run the logged events through the flow version in force; report the first divergence."""
+    from .audit.log import read_log, story
     from .audit.replay import replay_export, replay_log
 
     if export is not None:
@@ -614,7 +615,11 @@ def audit_replay(
         scope = _attempt_scope(services, reference, all_)
         with snapshot(services.sessions) as session:
             report = replay_log(session, scope)
+            # One attempt: its way through the flow, and where the person went at the end.
+            way = story(read_log(session, scope[0])) if scope and len(scope) == 1 else None
     _print_report(report)
+    if way is not None and report.ok:
+        click.echo(f"path: {way}")
 
 
 @audit.command("show")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from authlib.oidc.discovery import OpenIDProviderMetadata
+from click.testing import CliRunner
 from joserfc.jwk import ECKey
 from sqlalchemy import select, update
 from structlog.testing import capture_logs
@@ -22,6 +23,7 @@ from tests.factories import ANNA, add_eploz_account, count, link_token, log_of, 
 from tests.web.nodelogin import at_node, fields, log_in, text_of
 from ueoz_migration.adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH
 from ueoz_migration.adapters.wk.xmlsig import parse, select_one
+from ueoz_migration.cli import main
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import (
     Attempt,
@@ -181,6 +183,15 @@ def test_the_hand_off_is_a_row_of_the_attempts_log_naming_the_system_and_no_code
     hand_off = log_of(services, attempt.id)[-1]
     assert json.loads(hand_off.detail) == {"client": "P1"}
     assert answer["code"] not in hand_off.detail
+    # The auditor's replay follows the person out.
+    replay = CliRunner().invoke(
+        main, ["audit", "replay", attempt.id], env=dict(services.settings.raw)
+    )
+    assert replay.exit_code == 0, replay.output
+    assert replay.stdout.splitlines()[-1] == (
+        "path: searching → skipped → handed_off; handed off to P1 at "
+        f"{hand_off.at:%Y-%m-%d %H:%M:%S} UTC"
+    )
 
 
 def test_a_person_not_yet_migrated_goes_through_the_journey_and_then_back_signed_in(

@@ -143,6 +143,26 @@ def read_log(session: Session, attempt_id: str) -> list[TransitionLogEntry]:
     )
 
 
+def story(rows: Sequence[TransitionLogEntry]) -> str:
+    """One attempt's way through the flow, applied steps only, and where the person went:
+    ``searching → skipped → handed_off; handed off to P1 at 2026-12-08 05:00:40 UTC``."""
+    states = [row.target for row in rows if row.outcome == "applied"]
+    line = " → ".join(states) if states else "(nothing applied)"
+    for row in rows:
+        if row.event == "hand_off" and row.outcome == "applied":
+            client = _notes(row.detail).get("client", "?")
+            line += f"; handed off to {client} at {format_time(row.at)}"
+    return line
+
+
+def _notes(detail: str) -> dict[str, object]:
+    try:
+        notes = json.loads(detail) if detail else {}
+    except ValueError:
+        return {}
+    return notes if isinstance(notes, dict) else {}
+
+
 def format_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
