@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -252,6 +252,8 @@ class Settings:
             raise ConfigError(
                 "APP_ENV=production needs " + ", ".join(missing) + "; refusing to start."
             )
+        if production:
+            _refuse_weak_secrets(get)
         if production and get("MAIL_BACKEND", "smtp") != "smtp":
             raise ConfigError("APP_ENV=production sends e-mail over SMTP only (MAIL_BACKEND).")
         if (
@@ -314,6 +316,30 @@ class Settings:
             standin_url=get("STANDIN_URL", "http://127.0.0.1:5001").rstrip("/"),
             log_json=_flag(env, "LOG_JSON", production),
             raw=env,
+        )
+
+
+#: The fewest bytes a production secret may have: a key of SHA-256's size (HMAC, CSRF).
+MIN_SECRET_BYTES = 32
+
+
+def _refuse_weak_secrets(get: Callable[[str], str | None]) -> None:
+    """Refuse production secrets short enough to guess, and one PESEL and audit key.
+
+    Auditors hold ``AUDIT_KEY``; keying the PESEL hashes with it too would let them turn a
+    hash back into its PESEL by trying every valid number (``pesel rekey`` splits the two).
+    """
+    names = ("SECRET_KEY", "AUDIT_KEY", "PESEL_HASH_KEY")
+    short = [name for name in names if (value := get(name)) and len(value.encode()) < MIN_SECRET_BYTES]
+    if short:
+        raise ConfigError(
+            f"APP_ENV=production needs {' and '.join(short)} of at least {MIN_SECRET_BYTES} "
+            "bytes; refusing to start."
+        )
+    if get("PESEL_HASH_KEY") and get("PESEL_HASH_KEY") == get("AUDIT_KEY"):
+        raise ConfigError(
+            "APP_ENV=production needs a PESEL_HASH_KEY other than AUDIT_KEY (re-key the PESEL "
+            "hashes with `ueoz-migration pesel rekey`); refusing to start."
         )
 
 

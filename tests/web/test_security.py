@@ -199,6 +199,8 @@ def test_production_sets_hsts_a_secure_cookie_and_hides_the_development_pages(
         tmp_path,
         database_url,
         APP_ENV="production",
+        SECRET_KEY="a production secret key of 32 bytes",
+        AUDIT_KEY="a production audit key of 32 bytes!",
         MAIL_BACKEND="smtp",
         DOMAIN_SYSTEMS="P1|Platforma P1|https://p1.example/start",
         WK_NODE_URL="https://login.gov.pl",
