@@ -278,6 +278,45 @@ def worker(services: Services, once: bool, worker_id: str | None, interval: floa
         raise click.ClickException("; ".join(stuck) + "; see the log")
 
 
+# -- the PESEL hashes (pesel rekey) ---------------------------------------------------------
+
+
+@main.group()
+def pesel() -> None:
+    """The PESEL hashes that stand for a person in the tables."""
+
+
+@pesel.command("rekey")
+@_services()
+def pesel_rekey(services: Services) -> None:
+    """Rewrite every PESEL hash from OLD_PESEL_HASH_KEY to PESEL_HASH_KEY, in one transaction.
+
+    Both keys come from the environment. Stop the web instances first (a login started
+    meanwhile would hash under the old key); a second run changes nothing.
+    """
+    from .db.engine import transaction
+    from .db.pesel_keys import RekeyRefused, chained_columns, rekey
+
+    raw = services.settings.raw
+    old, new = raw.get("OLD_PESEL_HASH_KEY"), raw.get("PESEL_HASH_KEY")
+    if not old or not new:
+        raise click.ClickException(
+            "set OLD_PESEL_HASH_KEY to the key the hashes were made with and PESEL_HASH_KEY "
+            "to the new one"
+        )
+    if old == new:
+        raise click.ClickException("OLD_PESEL_HASH_KEY and PESEL_HASH_KEY are the same key")
+    try:
+        with _database(services, doing="re-key"), transaction(services.sessions) as session:
+            report = rekey(session, old.encode(), new.encode())
+    except RekeyRefused as refused:
+        raise click.ClickException(str(refused)) from None
+    for name, done in report.columns.items():
+        click.echo(f"{name}: {done.rekeyed} re-keyed, {done.already} under the new key already")
+    for column in chained_columns():
+        click.echo(f"{column.table.name}.{column.name}: kept (inside the audit chain)")
+
+
 # -- auditors, helpdesk and developers (audit, flows, helpdesk, diagram) --
 
 

@@ -329,8 +329,11 @@ def _refuse_weak_secrets(get: Callable[[str], str | None]) -> None:
     Auditors hold ``AUDIT_KEY``; keying the PESEL hashes with it too would let them turn a
     hash back into its PESEL by trying every valid number (``pesel rekey`` splits the two).
     """
-    names = ("SECRET_KEY", "AUDIT_KEY", "PESEL_HASH_KEY")
-    short = [name for name in names if (value := get(name)) and len(value.encode()) < MIN_SECRET_BYTES]
+    short = [
+        name
+        for name in ("SECRET_KEY", "AUDIT_KEY", "PESEL_HASH_KEY")
+        if (value := get(name)) and len(value.encode()) < MIN_SECRET_BYTES
+    ]
     if short:
         raise ConfigError(
             f"APP_ENV=production needs {' and '.join(short)} of at least {MIN_SECRET_BYTES} "

@@ -33,6 +33,11 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+#: ``Column.info`` marks read by ``pesel rekey`` (db/pesel_keys.py): a column holding a PESEL
+#: hash though not named ``pesel_hash``, and a column inside the audit chain's HMAC.
+PESEL_HASH = "pesel_hash"
+CHAINED = "chained"
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -73,7 +78,10 @@ class Attempt(Base):
     family_name: Mapped[str] = mapped_column(String(200))
     date_of_birth: Mapped[date | None] = mapped_column(Date)
     # Set while the attempt is open, cleared when it ends: at most one open attempt per PESEL.
-    open_pesel_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The PESEL's hash (pesel_hash's value), which `pesel rekey` rewrites with it.
+    open_pesel_key: Mapped[str | None] = mapped_column(
+        String(64), unique=True, info={PESEL_HASH: True}
+    )
     eploz_account_id: Mapped[int | None] = mapped_column(ForeignKey("eploz_accounts.id"))
     email_prefill: Mapped[str | None] = mapped_column(String(320))
     email: Mapped[str | None] = mapped_column(String(320))
@@ -115,7 +123,8 @@ class TransitionLogEntry(Base):
     flow_version: Mapped[str] = mapped_column(String(64))
     event_number: Mapped[str | None] = mapped_column(String(22))
     event_code: Mapped[int | None] = mapped_column(Integer)
-    pesel_hash: Mapped[str] = mapped_column(String(64))
+    # Inside the chain's HMAC: `pesel rekey` leaves it under the key it was written with.
+    pesel_hash: Mapped[str] = mapped_column(String(64), info={CHAINED: True})
     detail: Mapped[str] = mapped_column(Text, default="")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
