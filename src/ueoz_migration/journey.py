@@ -18,6 +18,10 @@ therefore queue on the lock; the second sees the state the first left and is app
 refused from there, and the log never shows a check's refusal in a state the flow would have
 refused the event in.
 
+The log chains an attempt's first :data:`CHAINED_REFUSALS` refusals; later ones go to the
+application log only (``attempt.event_refused`` with ``chained=False``), so that no one can
+grow the chain without end by posting a refused event again and again (docs/audit.md).
+
 An open attempt left alone past its time (``expires_at``) is expired by whichever comes
 first, the sweep (:meth:`Journey.expire_stale`) or an event fired at it; that event is then
 refused, as any event is in ``expired``.
@@ -72,6 +76,16 @@ VERIFIED_ACCOUNT = (
 )
 
 START_EVENT = "start"
+
+#: Refused and rejected events chained per attempt; a person's own mistakes (a mistyped
+#: address, a double click, an old tab, a used link) stay far below it.
+CHAINED_REFUSALS = 50
+REFUSALS_CHAINED = (
+    select(func.count())
+    .select_from(LOG)
+    .where(LOG.c.attempt_id == bindparam("attempt_id"))
+    .where(LOG.c.outcome != "applied")
+)
 
 
 class FlowNotRunnable(RuntimeError):
@@ -169,6 +183,8 @@ class EventRefused(Exception):
         self.reason = reason
         self.allowed = allowed
         self.fields = fields or {}
+        # False past the attempt's CHAINED_REFUSALS: in the application log only.
+        self.chained = True
 
 
 class ExpiryReport(NamedTuple):
@@ -496,12 +512,18 @@ class Journey:
         now: datetime,
         reason: str,
     ) -> EventRefused:
-        """Append the log row of an event not applied; return what to tell the caller."""
+        """Append the log row of an event not applied, up to the attempt's
+        :data:`CHAINED_REFUSALS`; return what to tell the caller."""
+        refused = EventRefused(attempt, event, reason, flow.allowed_events(attempt.state))
+        chained = session.scalar(REFUSALS_CHAINED, {"attempt_id": attempt.id}) or 0
+        if chained >= CHAINED_REFUSALS:
+            refused.chained = False
+            return refused
         outcome = "refused" if reason == "not_allowed" else "rejected"
         self._append(
             session, attempt, event, attempt.state, outcome, actor, now, {"reason": reason}
         )
-        return EventRefused(attempt, event, reason, flow.allowed_events(attempt.state))
+        return refused
 
     @staticmethod
     def _log_refusal(refused: EventRefused, actor: Actor) -> None:
@@ -513,6 +535,7 @@ class Journey:
             reason=refused.reason,
             actor=actor.kind,
             request_id=actor.request_id,
+            chained=refused.chained,
         )
 
     @staticmethod

@@ -9,9 +9,11 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select, update
+from structlog.testing import capture_logs
 
 from tests.factories import HERMEGILDA, count, log_of, user
 from ueoz_migration.audit.replay import replay_log
+from ueoz_migration.audit.verify import verify_chain
 from ueoz_migration.db.models import (
     Attempt,
     EplozAccount,
@@ -19,6 +21,7 @@ from ueoz_migration.db.models import (
     TransitionLogEntry,
     UeozAccount,
 )
+from ueoz_migration.journey import CHAINED_REFUSALS
 
 
 def text_of(response):
@@ -576,3 +579,29 @@ def test_an_hour_after_the_limit_the_link_can_be_sent_again(browser, start_attem
     assert "Wysłaliśmy już kilka linków" not in text
     assert "Wysłaliśmy link weryfikacyjny na adres a***@example.pl" in text
     assert count(services, OutboxMessage) == limit + 1
+
+
+def test_a_refused_event_posted_again_and_again_stops_growing_the_chain(
+    browser, start_attempt, services
+):
+    # A finished attempt: every button of it is refused, however often it is posted.
+    attempt = start_attempt("error")
+    browser.hold(attempt.id)
+    token = browser.token()
+    browser.post("/migracja/cancel", token=token, follow=False)
+    rows_before = len(log_of(services, attempt.id))
+
+    with capture_logs() as lines:
+        for _ in range(CHAINED_REFUSALS + 20):
+            response = browser.post("/migracja/create_account", token=token, follow=False)
+            assert response.status_code == 303  # back to where the attempt stands
+
+    log = log_of(services, attempt.id)
+    assert len(log) == rows_before + CHAINED_REFUSALS
+    assert [row.outcome for row in log[rows_before:]] == ["refused"] * CHAINED_REFUSALS
+    refused = [line for line in lines if line["event"] == "attempt.event_refused"]
+    assert [line["chained"] for line in refused] == [True] * CHAINED_REFUSALS + [False] * 20
+    assert services.journey.get(attempt.id).state == "cancelled"
+    with services.sessions() as session:
+        assert replay_log(session, [attempt.id]).ok
+        assert verify_chain(session, services.settings.audit_key, [attempt.id]).ok
