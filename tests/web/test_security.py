@@ -128,7 +128,7 @@ def _every_screen(app, start_attempt, services):
     )
     yield (
         "login failed: no artifact",
-        "Niepełne dane z Węzła Krajowego",
+        "Niepełne lub błędne dane z Węzła Krajowego",
         client.post("/saml/acs", data={"RelayState": relay_state}),
     )
     yield (

@@ -13,7 +13,6 @@ from __future__ import annotations
 import codecs
 import csv
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,22 +27,17 @@ from stdnum.pl import pesel as pesel_number
 from ..db.engine import snapshot, transaction
 from ..db.models import EPLOZ_REMOVED as REMOVED
 from ..db.models import Attempt, EplozAccount, UeozAccount
+from ..domain.identity import EMAIL_MAX, FAMILY_NAME_MAX, GIVEN_NAMES_MAX, LOGIN_MAX
+from ..domain.text import forbidden_characters
 
 COLUMNS = ("login", "pesel", "first_name", "last_name", "email", "status", "roles")
 STATUSES = ("active", "blocked")
 _GRANT = re.compile(r"[^:;\s]+:[^:;\s]+")
-_LIMITS = {"login": 200, "first_name": 200, "last_name": 200, "email": 320}
-# The characters no field may hold, by Unicode category: every control character (Cc: C0,
-# DEL and C1, such as NUL, a tab or NEL), the line and paragraph separators (Zl, Zp) and the
-# invisible format characters (Cf: a zero-width space, a soft hyphen, a byte order mark, bidi
-# marks). None belongs in an account; a name holding one never agrees with the national
-# node's (codes 202/203 for nothing), and PostgreSQL refuses a NUL outright. A space, a
-# no-break space, Polish letters and hyphens are ordinary characters.
-_FORBIDDEN = {
-    "Cc": "a control character",
-    "Zl": "a line separator",
-    "Zp": "a paragraph separator",
-    "Cf": "an invisible format character",
+_LIMITS = {
+    "login": LOGIN_MAX,
+    "first_name": GIVEN_NAMES_MAX,
+    "last_name": FAMILY_NAME_MAX,
+    "email": EMAIL_MAX,
 }
 # Where a line ends, for the CSV parser as for a file opened with newline="": \r\n, \r or \n.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -291,28 +285,6 @@ def _lines(data: bytes) -> Iterator[tuple[int, str | None]]:
             yield number, None
 
 
-def _forbidden(value: str) -> str | None:
-    """Say which characters of :data:`_FORBIDDEN` ``value`` holds, or None.
-
-    They are named by code point (U+200B), never shown with the value around them: it may be
-    a person's name or address.
-    """
-    if value.isprintable():  # the usual field, at C speed (every forbidden character fails it)
-        return None
-    found: dict[str, list[str]] = {}
-    for char in dict.fromkeys(value):
-        kind = _FORBIDDEN.get(unicodedata.category(char))
-        if kind:
-            found.setdefault(kind, []).append(f"U+{ord(char):04X}")
-    if not found:
-        return None  # a no-break space or another unprintable but ordinary character
-    named = [
-        f"{kind} ({', '.join([*codes[:3], '…'] if len(codes) > 3 else codes)})"
-        for kind, codes in found.items()
-    ]
-    return "contains " + " and ".join(named)
-
-
 def _check_header(header: list[str]) -> None:
     missing = [name for name in COLUMNS if name not in header]
     unknown = [name for name in header if name not in COLUMNS]
@@ -347,7 +319,9 @@ def _check_row(
     # Checked before the white space around a value is stripped: NEL and the line separator
     # are white space to str.strip(), and would otherwise go unnamed at either end of a field.
     problems = [
-        Problem(line, column, reason) for column in COLUMNS if (reason := _forbidden(given[column]))
+        Problem(line, column, reason)
+        for column in COLUMNS
+        if (reason := forbidden_characters(given[column]))
     ]
     raw = {name: value.strip() for name, value in given.items()}
 

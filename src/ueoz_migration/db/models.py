@@ -26,6 +26,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from ..domain.identity import (
+    EMAIL_MAX,
+    FAMILY_NAME_MAX,
+    GIVEN_NAMES_MAX,
+    LOGIN_MAX,
+    PESEL_LENGTH,
+)
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -72,10 +80,10 @@ class Attempt(Base):
     state: Mapped[str] = mapped_column(String(40), index=True)
     flow_version: Mapped[str] = mapped_column(String(64))
     # The person as the national login node identified them.
-    pesel: Mapped[str] = mapped_column(String(11))
+    pesel: Mapped[str] = mapped_column(String(PESEL_LENGTH))
     pesel_hash: Mapped[str] = mapped_column(String(64), index=True)
-    given_names: Mapped[str] = mapped_column(String(200))
-    family_name: Mapped[str] = mapped_column(String(200))
+    given_names: Mapped[str] = mapped_column(String(GIVEN_NAMES_MAX))
+    family_name: Mapped[str] = mapped_column(String(FAMILY_NAME_MAX))
     date_of_birth: Mapped[date | None] = mapped_column(Date)
     # Set while the attempt is open, cleared when it ends: at most one open attempt per PESEL.
     # The PESEL's hash (pesel_hash's value), which `pesel rekey` rewrites with it.
@@ -83,8 +91,8 @@ class Attempt(Base):
         String(64), unique=True, info={PESEL_HASH: True}
     )
     eploz_account_id: Mapped[int | None] = mapped_column(ForeignKey("eploz_accounts.id"))
-    email_prefill: Mapped[str | None] = mapped_column(String(320))
-    email: Mapped[str | None] = mapped_column(String(320))
+    email_prefill: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
+    email: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
     ueoz_account_id: Mapped[int | None] = mapped_column(ForeignKey("ueoz_accounts.id"))
     event_number: Mapped[str | None] = mapped_column(String(22), unique=True)
     event_code: Mapped[int | None] = mapped_column(Integer)
@@ -169,11 +177,11 @@ class EplozAccount(Base):
     __tablename__ = "eploz_accounts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    login: Mapped[str] = mapped_column(String(200), unique=True)
-    pesel: Mapped[str] = mapped_column(String(11), index=True)
-    first_name: Mapped[str] = mapped_column(String(200))
-    last_name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320), default="")
+    login: Mapped[str] = mapped_column(String(LOGIN_MAX), unique=True)
+    pesel: Mapped[str] = mapped_column(String(PESEL_LENGTH), index=True)
+    first_name: Mapped[str] = mapped_column(String(GIVEN_NAMES_MAX))
+    last_name: Mapped[str] = mapped_column(String(FAMILY_NAME_MAX))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX), default="")
     status: Mapped[str] = mapped_column(String(10))
     roles: Mapped[str] = mapped_column(Text, default="")
     imported_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -185,12 +193,12 @@ class UeozAccount(Base):
     __tablename__ = "ueoz_accounts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    pesel: Mapped[str] = mapped_column(String(11))
+    pesel: Mapped[str] = mapped_column(String(PESEL_LENGTH))
     pesel_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    given_names: Mapped[str] = mapped_column(String(200))
-    family_name: Mapped[str] = mapped_column(String(200))
-    login: Mapped[str | None] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320))
+    given_names: Mapped[str] = mapped_column(String(GIVEN_NAMES_MAX))
+    family_name: Mapped[str] = mapped_column(String(FAMILY_NAME_MAX))
+    login: Mapped[str | None] = mapped_column(String(LOGIN_MAX))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX))
     email_verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # An e-PLOZ account migrates at most once.
     eploz_account_id: Mapped[int | None] = mapped_column(
@@ -208,7 +216,7 @@ class VerificationLink(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     attempt_id: Mapped[str] = mapped_column(String(32), ForeignKey("attempts.id"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -227,7 +235,7 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     attempt_id: Mapped[str] = mapped_column(String(32), ForeignKey("attempts.id"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
-    recipient: Mapped[str] = mapped_column(String(320))
+    recipient: Mapped[str] = mapped_column(String(EMAIL_MAX))
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
