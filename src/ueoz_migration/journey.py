@@ -55,7 +55,7 @@ from .domain.privacy import mask_pesel, pesel_hash
 from .events import FIRED_BY
 from .flow import Flow, FlowVersionUnknown, parse_flow
 from .states import AttemptContext, AttemptModel, MailComposer, Rejected
-from .states.awaiting_verification import token_hash
+from .states.awaiting_verification import link_refusal, token_hash
 from .states.base import Policy
 
 log = structlog.get_logger(__name__)
@@ -581,6 +581,27 @@ class Journey:
         if attempt_id is None:
             raise AttemptNotFound("verification link")
         return attempt_id
+
+    def link_standing(self, token: str) -> tuple[Attempt, str | None]:
+        """Return a verification link's attempt, and why ``verify`` would refuse it now (None:
+        it would be taken), reading only: the link's page asks before it fires anything.
+
+        The reason is the flow's (``not_allowed``) when the attempt no longer waits for a
+        link. An attempt past its time is left for the event to expire: None here.
+        """
+        with snapshot(self.sessions) as session:
+            link = session.scalar(
+                select(VerificationLink).where(VerificationLink.token_hash == token_hash(token))
+            )
+            if link is None:
+                raise AttemptNotFound("verification link")
+            attempt = session.scalars(ATTEMPT, {"attempt_id": link.attempt_id}).one()
+            flow = self.flow_for(session, attempt.flow_version)
+            if flow.target(attempt.state, "verify") is None:
+                return attempt, "not_allowed"
+            if self._stale(attempt, self.clock()):
+                return attempt, None
+            return attempt, link_refusal(link, attempt, self.clock())
 
     def link_is_for_current_address(self, token: str) -> bool:
         """Tell whether a verification link went to the address its attempt now has.

@@ -80,7 +80,9 @@ def _every_screen(app, start_attempt, services):
     submit(services, attempt.id)
     yield "awaiting_verification", "Weryfikacja adresu e-mail", anna.get("/migracja")
     token = link_token(services, attempt.id)
-    yield "done, by the link", "Konto UEOZ gotowe", app.test_client().get(f"/weryfikacja/{token}")
+    elsewhere = app.test_client().get(f"/weryfikacja/{token}")  # a phone's mail app, say
+    yield "link in another browser", "Potwierdź adres e-mail", elsewhere
+    yield "done, by the link", "Konto UEOZ gotowe", anna.get(f"/weryfikacja/{token}")
     yield "done", "Konto UEOZ gotowe", anna.get("/migracja")
     yield "link used", "Link został już użyty", anna.get(f"/weryfikacja/{token}")
     yield (
