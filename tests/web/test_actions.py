@@ -605,3 +605,24 @@ def test_a_refused_event_posted_again_and_again_stops_growing_the_chain(
     with services.sessions() as session:
         assert replay_log(session, [attempt.id]).ok
         assert verify_chain(session, services.settings.audit_key, [attempt.id]).ok
+
+
+def test_an_address_with_more_than_64_characters_before_the_at_is_refused_beside_the_field(
+    browser, start_attempt, services
+):
+    attempt = start_attempt("email_entry")
+    browser.hold(attempt.id)
+
+    text = text_of(browser.post("/migracja/submit", submit_form("a" * 65 + "@example.pl")))
+
+    assert "Część adresu e-mail przed znakiem @ może mieć najwyżej 64 znaki." in text
+    assert '<p class="field-error" id="email-error">' in text
+    assert services.journey.get(attempt.id).state == "email_entry"
+    assert count(services, UeozAccount) == 0
+
+    browser.language("en")
+    text = text_of(browser.post("/migracja/submit", submit_form("b" * 65 + "@example.pl")))
+    assert "The part of the e-mail address before the @ sign can be at most 64 characters" in text
+
+    browser.post("/migracja/submit", submit_form("a" * 64 + "@example.pl"))
+    assert services.journey.get(attempt.id).state == "awaiting_verification"

@@ -8,7 +8,7 @@ import pytest
 from lxml import html as lxml_html
 from sqlalchemy import select, update
 
-from tests.factories import HERMEGILDA, user
+from tests.factories import HERMEGILDA, submit, user
 from ueoz_migration.db.models import OutboxMessage
 from ueoz_migration.journey import utcnow
 
@@ -230,6 +230,33 @@ def test_awaiting_verification_names_the_masked_address(browser, start_attempt):
 
     _, text = page(browser, language="en")
     assert "We have sent a verification link to a***@example.pl" in text
+
+
+def test_an_internationalised_domain_is_shown_beside_its_punycode(browser, start_attempt, services):
+    # Cyrillic letters that look like "apple.com": the punycode gives the look-alike away.
+    attempt = start_attempt("email_entry")
+    submit(services, attempt.id, "anna@аррӏе.com")
+    browser.hold(attempt.id)
+
+    _, waiting = page(browser)
+    services.journey.fire(attempt.id, "change_email", actor=user())
+    _, form = page(browser)
+
+    assert "na adres a***@аррӏе.com (xn--80ak6aa92e.com)." in waiting
+    assert (
+        "Domena аррӏе.com zawiera znaki spoza ASCII (na przykład litery z ogonkami albo z "
+        "innych alfabetów); zapisana w ASCII to xn--80ak6aa92e.com." in form
+    )
+    _, english = page(browser, language="en")
+    assert "written in ASCII it is xn--80ak6aa92e.com" in english
+
+
+def test_a_plain_domain_gets_no_punycode_note(browser, start_attempt):
+    browser.hold(start_attempt("email_entry").id)
+
+    _, text = page(browser)
+
+    assert "zawiera znaki spoza ASCII" not in text
 
 
 def test_awaiting_verification_says_when_the_link_could_not_be_delivered(
