@@ -371,12 +371,14 @@ def _dev_secret(instance_dir: Path, name: str, *, first_value: str | None = None
     path = instance_dir / name
     if path.exists():
         return path.read_text().strip()
-    instance_dir.mkdir(parents=True, exist_ok=True)
+    # The folder also gets the SQLite file, the development key pairs and the Maildir.
+    instance_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = first_value or secrets.token_urlsafe(32)
     try:
-        with path.open("x") as handle:
-            handle.write(value)
+        # Created readable by its owner only: no moment when another user could read it.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process of the embedded default won the race
         return path.read_text().strip()
-    path.chmod(0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value)
     return value

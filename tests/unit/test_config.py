@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -404,3 +405,42 @@ def test_a_killed_mail_sender_leaves_its_message_for_5_minutes_10_by_default(tmp
 
     assert settings.smtp_data_timeout == timedelta(minutes=2)
     assert sender.lease == timedelta(minutes=5, seconds=10)
+
+
+def test_the_embedded_defaults_secrets_and_database_are_readable_by_their_owner_only(tmp_path):
+    # Under the most permissive umask, any mode that shows is the one the code asked for.
+    from sqlalchemy import text
+
+    from ueoz_migration.adapters.wk.keys import dev_pair
+    from ueoz_migration.db.engine import make_engine
+
+    instance = tmp_path / "var"
+    umask = os.umask(0)
+    try:
+        settings = Settings.from_env({"INSTANCE_DIR": str(instance)})
+        dev_pair(instance / "wk", "sp-signing", "UEOZ SP")
+        engine = make_engine(settings.database_url)
+        with engine.begin() as connection:  # the WAL's files exist while it is open
+            connection.execute(text("CREATE TABLE t (x)"))
+            modes = {
+                path.name: path.stat().st_mode & 0o777
+                for path in (*instance.iterdir(), *(instance / "wk").iterdir())
+                if path.is_file()
+            }
+        engine.dispose()
+    finally:
+        os.umask(umask)
+
+    assert instance.stat().st_mode & 0o777 == 0o700
+    assert modes == dict.fromkeys(
+        [
+            "secret_key",
+            "audit_key",
+            "pesel_key",
+            "ueoz.sqlite3",
+            "ueoz.sqlite3-wal",
+            "ueoz.sqlite3-shm",
+            "sp-signing.pem",
+        ],
+        0o600,
+    )
