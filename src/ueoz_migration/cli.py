@@ -147,7 +147,8 @@ def eploz_import(services: Services, file: str, full: bool) -> None:
     # was, the removals of --full included.
     nothing = "nothing imported or removed" if full else "nothing imported"
     try:
-        rows = read_export(Path(file).read_bytes())
+        with Path(file).open("rb") as source:
+            rows = read_export(source)
     except OSError as error:
         raise click.ClickException(
             f"cannot read {file}: {error.strerror or error}; {nothing}"
@@ -157,13 +158,13 @@ def eploz_import(services: Services, file: str, full: bool) -> None:
         raise click.ClickException(
             f"{file} refused, {nothing} ({rejected}):\n{lines}"
         ) from rejected
-    if full and not rows:
-        # A header with nothing under it is a failed export far more often than an empty
-        # e-PLOZ; taken as complete it would remove the whole directory.
-        raise click.ClickException(
-            f"{file} lists no accounts; with --full that would remove every account: refused"
-        )
     try:
+        if full and not rows:
+            # A header with nothing under it is a failed export far more often than an empty
+            # e-PLOZ; taken as complete it would remove the whole directory.
+            raise click.ClickException(
+                f"{file} lists no accounts; with --full that would remove every account: refused"
+            )
         report = import_accounts(services.sessions, rows, now=utcnow(), full=full)
     except IntegrityError:
         raise click.ClickException(
@@ -180,6 +181,7 @@ def eploz_import(services: Services, file: str, full: bool) -> None:
             "Then run it again"
         ) from None
     finally:
+        rows.close()
         services.engine.dispose()
     if full:
         # Always said with --full, zeros too: the operator asked for removals.
