@@ -703,7 +703,7 @@ def test_full_is_one_transaction_with_the_rest_of_the_import(cli, services, tmp_
 
 
 def another_import_adds_amicsokol(monkeypatch, database_url):
-    """Just before the import inserts its new logins, another import (another connection)
+    """Just before the import adds its new logins, another import (another connection)
     commits one of them: the login the import found absent a moment ago is now taken."""
     from datetime import UTC, datetime
 
@@ -712,8 +712,10 @@ def another_import_adds_amicsokol(monkeypatch, database_url):
     from ueoz_migration.adapters import eploz
     from ueoz_migration.db.engine import make_engine
 
-    def racing_insert(table):
-        monkeypatch.setattr(eploz, "insert", insert)  # once
+    add_accounts = eploz._add_accounts
+
+    def racing_add(session, new):
+        monkeypatch.setattr(eploz, "_add_accounts", add_accounts)  # once
         engine = make_engine(database_url)
         try:
             with engine.begin() as other:
@@ -731,9 +733,9 @@ def another_import_adds_amicsokol(monkeypatch, database_url):
                 )
         finally:
             engine.dispose()
-        return insert(table)
+        return add_accounts(session, new)
 
-    monkeypatch.setattr(eploz, "insert", racing_insert)
+    monkeypatch.setattr(eploz, "_add_accounts", racing_add)
 
 
 # SQLite cannot run into this: an import holds the write lock from its first statement.
