@@ -26,4 +26,6 @@ run http-sqlite $py benchmarks/bench_http.py --database sqlite --markdown
 run http-postgresql $py benchmarks/bench_http.py --database postgresql --markdown
 # The same load on a web app that does nothing: the most the machine gives this design.
 run http-floor $py benchmarks/bench_http_floor.py --markdown
+# A national export into PostgreSQL: its time and the command's peak memory (GNU time).
+run import $py benchmarks/bench_import.py --database-url "$pg_url" --rows 2000000
 echo "figures written to docs/performance.md (raw output in $out/)"

@@ -2,13 +2,15 @@
 # Install the Debian packages the test suite needs: a PostgreSQL server (started on loopback by
 # scripts/postgres.sh), Chromium (driven by Playwright), Graphviz (the SVG state diagram),
 # nginx (the production recipe's reverse proxy, deploy/nginx/, which the slow-client test and
-# `make soak` run in front of gunicorn) and Node.js with npm (the interoperability test's
-# relying party, tests/interop). Quick when they are already there.
+# `make soak` run in front of gunicorn), Node.js with npm (the interoperability test's
+# relying party, tests/interop) and GNU time (a command's peak memory, for the import
+# benchmark). Quick when they are already there.
 set -euo pipefail
 need=()
 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || need+=(postgresql)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v dot >/dev/null || need+=(graphviz)
+[ -x /usr/bin/time ] || need+=(time)
 fc-list 2>/dev/null | grep -qi dejavu || need+=(fonts-dejavu-core)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v node >/dev/null || need+=(nodejs)

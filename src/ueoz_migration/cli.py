@@ -148,7 +148,8 @@ def eploz_import(services: Services, file: str, full: bool) -> None:
     # was, the removals of --full included.
     nothing = "nothing imported or removed" if full else "nothing imported"
     try:
-        rows = read_export(Path(file).read_bytes())
+        with Path(file).open("rb") as source:
+            rows = read_export(source)
     except OSError as error:
         raise click.ClickException(
             f"cannot read {file}: {error.strerror or error}; {nothing}"
@@ -158,13 +159,13 @@ def eploz_import(services: Services, file: str, full: bool) -> None:
         raise click.ClickException(
             f"{file} refused, {nothing} ({rejected}):\n{lines}"
         ) from rejected
-    if full and not rows:
-        # A header with nothing under it is a failed export far more often than an empty
-        # e-PLOZ; taken as complete it would remove the whole directory.
-        raise click.ClickException(
-            f"{file} lists no accounts; with --full that would remove every account: refused"
-        )
     try:
+        if full and not rows:
+            # A header with nothing under it is a failed export far more often than an empty
+            # e-PLOZ; taken as complete it would remove the whole directory.
+            raise click.ClickException(
+                f"{file} lists no accounts; with --full that would remove every account: refused"
+            )
         report = import_accounts(services.sessions, rows, now=utcnow(), full=full)
     except IntegrityError:
         raise click.ClickException(
@@ -181,6 +182,7 @@ def eploz_import(services: Services, file: str, full: bool) -> None:
             "Then run it again"
         ) from None
     finally:
+        rows.close()
         services.engine.dispose()
     if full:
         # Always said with --full, zeros too: the operator asked for removals.
@@ -376,6 +378,45 @@ def retention_purge(services: Services) -> None:
     with _database(services, doing="write"):
         report = purge(services.sessions, older_than=services.settings.retention, now=utcnow())
     click.echo(report.summary())
+
+
+# -- the PESEL hashes (pesel rekey) ---------------------------------------------------------
+
+
+@main.group()
+def pesel() -> None:
+    """The PESEL hashes that stand for a person in the tables."""
+
+
+@pesel.command("rekey")
+@_services()
+def pesel_rekey(services: Services) -> None:
+    """Rewrite every PESEL hash from OLD_PESEL_HASH_KEY to PESEL_HASH_KEY, in one transaction.
+
+    Both keys come from the environment. Stop the web instances first (a login started
+    meanwhile would hash under the old key); a second run changes nothing.
+    """
+    from .db.engine import transaction
+    from .db.pesel_keys import RekeyRefused, chained_columns, rekey
+
+    raw = services.settings.raw
+    old, new = raw.get("OLD_PESEL_HASH_KEY"), raw.get("PESEL_HASH_KEY")
+    if not old or not new:
+        raise click.ClickException(
+            "set OLD_PESEL_HASH_KEY to the key the hashes were made with and PESEL_HASH_KEY "
+            "to the new one"
+        )
+    if old == new:
+        raise click.ClickException("OLD_PESEL_HASH_KEY and PESEL_HASH_KEY are the same key")
+    try:
+        with _database(services, doing="re-key"), transaction(services.sessions) as session:
+            report = rekey(session, old.encode(), new.encode())
+    except RekeyRefused as refused:
+        raise click.ClickException(str(refused)) from None
+    for name, done in report.columns.items():
+        click.echo(f"{name}: {done.rekeyed} re-keyed, {done.already} under the new key already")
+    for column in chained_columns():
+        click.echo(f"{column.table.name}.{column.name}: kept (inside the audit chain)")
 
 
 # -- auditors, helpdesk and developers (audit, flows, helpdesk, diagram) --

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -238,6 +238,8 @@ class Settings:
                 "DOMAIN_SYSTEMS is no longer read: register each domain system with "
                 "`ueoz-migration clients add` (docs/integration.md) and unset it."
             )
+        if production:
+            _refuse_weak_secrets(get)
         if production and get("MAIL_BACKEND", "smtp") != "smtp":
             raise ConfigError("APP_ENV=production sends e-mail over SMTP only (MAIL_BACKEND).")
         if (
@@ -327,6 +329,33 @@ def _file(value: str | None, default: Path | None) -> Path | None:
     return Path(value).absolute() if value else default
 
 
+#: The fewest bytes a production secret may have: a key of SHA-256's size (HMAC, CSRF).
+MIN_SECRET_BYTES = 32
+
+
+def _refuse_weak_secrets(get: Callable[[str], str | None]) -> None:
+    """Refuse production secrets short enough to guess, and one PESEL and audit key.
+
+    Auditors hold ``AUDIT_KEY``; keying the PESEL hashes with it too would let them turn a
+    hash back into its PESEL by trying every valid number (``pesel rekey`` splits the two).
+    """
+    short = [
+        name
+        for name in ("SECRET_KEY", "AUDIT_KEY", "PESEL_HASH_KEY", "OIDC_SUBJECT_KEY")
+        if (value := get(name)) and len(value.encode()) < MIN_SECRET_BYTES
+    ]
+    if short:
+        raise ConfigError(
+            f"APP_ENV=production needs {' and '.join(short)} of at least {MIN_SECRET_BYTES} "
+            "bytes; refusing to start."
+        )
+    if get("PESEL_HASH_KEY") and get("PESEL_HASH_KEY") == get("AUDIT_KEY"):
+        raise ConfigError(
+            "APP_ENV=production needs a PESEL_HASH_KEY other than AUDIT_KEY (re-key the PESEL "
+            "hashes with `ueoz-migration pesel rekey`); refusing to start."
+        )
+
+
 def _dev_pesel_key(instance_dir: Path, audit_key: str | None) -> str:
     """The development key of the PESEL hashes, kept apart from the audit key.
 
@@ -352,12 +381,14 @@ def dev_secret(instance_dir: Path, name: str, *, first_value: str | None = None)
     path = instance_dir / name
     if path.exists():
         return path.read_text().strip()
-    instance_dir.mkdir(parents=True, exist_ok=True)
+    # The folder also gets the SQLite file, the development key pairs and the Maildir.
+    instance_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = first_value or secrets.token_urlsafe(32)
     try:
-        with path.open("x") as handle:
-            handle.write(value)
+        # Created readable by its owner only: no moment when another user could read it.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process of the embedded default won the race
         return path.read_text().strip()
-    path.chmod(0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value)
     return value

@@ -18,6 +18,10 @@ therefore queue on the lock; the second sees the state the first left and is app
 refused from there, and the log never shows a check's refusal in a state the flow would have
 refused the event in.
 
+The log chains an attempt's first :data:`CHAINED_REFUSALS` refusals; later ones go to the
+application log only (``attempt.event_refused`` with ``chained=False``), so that no one can
+grow the chain without end by posting a refused event again and again (docs/audit.md).
+
 An open attempt left alone past its time (``expires_at``) is expired by whichever comes
 first, the sweep (:meth:`Journey.expire_stale`) or an event fired at it; that event is then
 refused, as any event is in ``expired``.
@@ -52,7 +56,7 @@ from .events import FIRED_BY
 from .flow import Flow, FlowVersionUnknown, parse_flow
 from .metrics import note_log_row
 from .states import AttemptContext, AttemptModel, MailComposer, Rejected
-from .states.awaiting_verification import token_hash
+from .states.awaiting_verification import link_refusal, token_hash
 from .states.base import Policy
 
 log = structlog.get_logger(__name__)
@@ -73,6 +77,16 @@ VERIFIED_ACCOUNT = (
 )
 
 START_EVENT = "start"
+
+#: Refused and rejected events chained per attempt; a person's own mistakes (a mistyped
+#: address, a double click, an old tab, a used link) stay far below it.
+CHAINED_REFUSALS = 50
+REFUSALS_CHAINED = (
+    select(func.count())
+    .select_from(LOG)
+    .where(LOG.c.attempt_id == bindparam("attempt_id"))
+    .where(LOG.c.outcome != "applied")
+)
 
 
 class FlowNotRunnable(RuntimeError):
@@ -170,6 +184,8 @@ class EventRefused(Exception):
         self.reason = reason
         self.allowed = allowed
         self.fields = fields or {}
+        # False past the attempt's CHAINED_REFUSALS: in the application log only.
+        self.chained = True
 
 
 class ExpiryReport(NamedTuple):
@@ -494,12 +510,18 @@ class Journey:
         now: datetime,
         reason: str,
     ) -> EventRefused:
-        """Append the log row of an event not applied; return what to tell the caller."""
+        """Append the log row of an event not applied, up to the attempt's
+        :data:`CHAINED_REFUSALS`; return what to tell the caller."""
+        refused = EventRefused(attempt, event, reason, flow.allowed_events(attempt.state))
+        chained = session.scalar(REFUSALS_CHAINED, {"attempt_id": attempt.id}) or 0
+        if chained >= CHAINED_REFUSALS:
+            refused.chained = False
+            return refused
         outcome = "refused" if reason == "not_allowed" else "rejected"
         self._append(
             session, attempt, event, attempt.state, outcome, actor, now, {"reason": reason}
         )
-        return EventRefused(attempt, event, reason, flow.allowed_events(attempt.state))
+        return refused
 
     @staticmethod
     def _log_refusal(refused: EventRefused, actor: Actor) -> None:
@@ -511,6 +533,7 @@ class Journey:
             reason=refused.reason,
             actor=actor.kind,
             request_id=actor.request_id,
+            chained=refused.chained,
         )
 
     @staticmethod
@@ -556,6 +579,27 @@ class Journey:
         if attempt_id is None:
             raise AttemptNotFound("verification link")
         return attempt_id
+
+    def link_standing(self, token: str) -> tuple[Attempt, str | None]:
+        """Return a verification link's attempt, and why ``verify`` would refuse it now (None:
+        it would be taken), reading only: the link's page asks before it fires anything.
+
+        The reason is the flow's (``not_allowed``) when the attempt no longer waits for a
+        link. An attempt past its time is left for the event to expire: None here.
+        """
+        with snapshot(self.sessions) as session:
+            link = session.scalar(
+                select(VerificationLink).where(VerificationLink.token_hash == token_hash(token))
+            )
+            if link is None:
+                raise AttemptNotFound("verification link")
+            attempt = session.scalars(ATTEMPT, {"attempt_id": link.attempt_id}).one()
+            flow = self.flow_for(session, attempt.flow_version)
+            if flow.target(attempt.state, "verify") is None:
+                return attempt, "not_allowed"
+            if self._stale(attempt, self.clock()):
+                return attempt, None
+            return attempt, link_refusal(link, attempt, self.clock())
 
     def link_is_for_current_address(self, token: str) -> bool:
         """Tell whether a verification link went to the address its attempt now has.

@@ -452,7 +452,12 @@ def _at(iso: str):
 
 def test_anchor_and_verify_refuse_what_they_cannot_do(services, folder, tmp_path):
     logged_journey(services)
-    production = {**services.settings.raw, "APP_ENV": "production"}
+    production = {
+        **services.settings.raw,
+        "APP_ENV": "production",
+        "AUDIT_KEY": "a production audit key, 32 bytes long",  # the log is read again
+        "SECRET_KEY": "s" * 32,
+    }
 
     missing = cli(services, "audit", "anchor", "--output", str(tmp_path / "nowhere"))
     unkeyed = cli(services, "audit", "anchor", "--output", str(folder), env=production)

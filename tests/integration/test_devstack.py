@@ -184,13 +184,13 @@ def test_production_configuration_is_refused(tmp_path):
     environ = embedded_environment(
         tmp_path,
         APP_ENV="production",
-        SECRET_KEY="s",
-        AUDIT_KEY="a",
-        PESEL_HASH_KEY="p",
+        SECRET_KEY="s" * 32,
+        AUDIT_KEY="a" * 32,
+        PESEL_HASH_KEY="p" * 32,
         DATABASE_URL=f"sqlite:///{tmp_path / 'prod.sqlite3'}",
         BASE_URL="https://ueoz.example",
         OIDC_KEYS_DIR=str(tmp_path / "oidc-keys"),
-        OIDC_SUBJECT_KEY="o",
+        OIDC_SUBJECT_KEY="o" * 32,
     )
 
     result = CliRunner().invoke(main, ["dev"], env=environ)

@@ -494,10 +494,10 @@ def test_an_import_into_a_database_never_upgraded_says_to_upgrade_it(tmp_path):
 def test_a_file_that_cannot_be_read_is_one_line(cli, monkeypatch):
     # Found and readable when click checked it, then the read fails (an I/O error, a file
     # on a network share gone meanwhile).
-    def broken(_path):
+    def broken(_path, *_args, **_kwargs):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(Path, "read_bytes", broken)
+    monkeypatch.setattr(Path, "open", broken)
 
     result = cli("eploz", "import", str(GOOD))
 
@@ -703,7 +703,7 @@ def test_full_is_one_transaction_with_the_rest_of_the_import(cli, services, tmp_
 
 
 def another_import_adds_amicsokol(monkeypatch, database_url):
-    """Just before the import inserts its new logins, another import (another connection)
+    """Just before the import adds its new logins, another import (another connection)
     commits one of them: the login the import found absent a moment ago is now taken."""
     from datetime import UTC, datetime
 
@@ -712,8 +712,10 @@ def another_import_adds_amicsokol(monkeypatch, database_url):
     from ueoz_migration.adapters import eploz
     from ueoz_migration.db.engine import make_engine
 
-    def racing_insert(table):
-        monkeypatch.setattr(eploz, "insert", insert)  # once
+    add_accounts = eploz._add_accounts
+
+    def racing_add(session, new):
+        monkeypatch.setattr(eploz, "_add_accounts", add_accounts)  # once
         engine = make_engine(database_url)
         try:
             with engine.begin() as other:
@@ -731,9 +733,9 @@ def another_import_adds_amicsokol(monkeypatch, database_url):
                 )
         finally:
             engine.dispose()
-        return insert(table)
+        return add_accounts(session, new)
 
-    monkeypatch.setattr(eploz, "insert", racing_insert)
+    monkeypatch.setattr(eploz, "_add_accounts", racing_add)
 
 
 # SQLite cannot run into this: an import holds the write lock from its first statement.
@@ -757,3 +759,131 @@ def test_an_import_that_another_import_overtook_is_refused_whole(
     stored = accounts(services)
     assert list(stored) == ["amicsokol"]  # the other import's account, and nothing of this one
     assert stored["amicsokol"].email == "other.import@example.pl"
+
+
+# -- an export of any length, read as a stream --------------------------------------------
+
+
+def many_rows(count: int, start: int = 0) -> bytes:
+    """``count`` valid lines, each with its own login and a valid PESEL."""
+    people = [(f"user{number:06d}", pesel_for(number)) for number in range(start, start + count)]
+    return b"".join(
+        f"{login},{number},Jan,Kowalski,{login}@example.pl,active,P1:LEKARZ\r\n".encode()
+        for login, number in people
+    )
+
+
+def pesel_for(number: int) -> str:
+    """A valid PESEL (born 1 January 1980), the serial number being ``number``."""
+    digits = f"800101{number % 10_000:04d}"
+    return digits + pesel.calc_check_digit(digits)
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_lines_cut_anywhere_between_two_reads_are_numbered_and_checked_alike(
+    cli, services, tmp_path, monkeypatch, end
+):
+    from ueoz_migration.adapters import eploz
+
+    good = GOOD.read_bytes().replace(b"\r\n", end)
+    bad = write(
+        tmp_path / "bad.csv",
+        good + b"nowak,97040117248,Ewa,Nowak,,active," + end + b"kw\xb6," + end,
+    )
+    whole = cli("eploz", "import", str(bad)).output
+    monkeypatch.setattr(eploz, "_READ", 5)  # every line, and every \r\n, cut somewhere
+
+    result = cli("eploz", "import", str(bad))
+
+    assert result.output == whole
+    assert "line 8, column pesel: not a valid PESEL (wrong check digit)" in result.output
+    assert "line 9: not UTF-8 text" in result.output
+    monkeypatch.setattr(eploz, "_READ", 7)
+    assert cli("eploz", "import", str(write(tmp_path / "good.csv", good))).exit_code == 0
+    assert len(accounts(services)) == 6
+
+
+def test_a_bad_last_line_refuses_a_long_file_whole(cli, services, tmp_path):
+    export = write(
+        tmp_path / "long.csv",
+        HEADER
+        + b"\r\n"
+        + many_rows(5000)
+        + b"user999999,80010100003,Jan,Nowak,,active,\r\n",  # its check digit is 0
+    )
+
+    result = cli("eploz", "import", str(export))
+
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"Error: {export} refused, nothing imported (1 bad line):",
+        "  line 5002, column pesel: not a valid PESEL (wrong check digit)",
+    ]
+    assert accounts(services) == {}
+
+
+def test_a_login_repeated_far_apart_is_named_and_chance_collisions_are_not(
+    cli, services, tmp_path, monkeypatch
+):
+    # A bit table of 8 bits: nearly every login is flagged by chance; the second look clears
+    # all but the one repeated.
+    from ueoz_migration.adapters import eploz
+
+    monkeypatch.setattr(eploz._LoginsSeen, "BITS", 8)
+    export = write(
+        tmp_path / "repeated.csv",
+        HEADER + b"\n" + many_rows(3000) + many_rows(1, start=17),
+    )
+
+    result = cli("eploz", "import", str(export))
+
+    assert result.output.splitlines() == [
+        f"Error: {export} refused, nothing imported (1 bad line):",
+        "  line 3002, column login: the same login as line 19",
+    ]
+
+
+def test_a_line_too_long_to_be_a_line_of_an_export_is_named_not_kept(
+    cli, services, tmp_path, monkeypatch
+):
+    from ueoz_migration.adapters import eploz
+
+    monkeypatch.setattr(eploz, "_MAX_LINE", 100)
+    monkeypatch.setattr(eploz, "_TOO_LONG", "longer than 100 bytes")
+    monkeypatch.setattr(eploz, "_READ", 64)
+    export = write(
+        tmp_path / "run-on.csv",
+        HEADER + b"\n" + many_rows(2) + b"x" * 1000 + b"\n" + b"nowak,1,Ewa,Nowak,,active,\n",
+    )
+
+    result = cli("eploz", "import", str(export))
+
+    assert result.output.splitlines()[1:] == [
+        "  line 4: longer than 100 bytes",
+        "  line 5, column pesel: not a valid PESEL (not 11 digits)",
+    ]
+
+
+def test_a_full_import_in_many_chunks_adds_updates_and_removes_as_one(
+    cli, services, tmp_path, monkeypatch
+):
+    from ueoz_migration.adapters import eploz
+
+    monkeypatch.setattr(eploz, "_CHUNK", 3)
+    first = write(tmp_path / "first.csv", HEADER + b"\n" + many_rows(20))
+    assert cli("eploz", "import", str(first)).exit_code == 0
+    # Rows 0-4 gone, 5-9 blocked, 10-19 as they were, 20-24 new.
+    later = many_rows(20)[len(many_rows(5)) :].replace(b"active", b"blocked", 5)
+    second = write(tmp_path / "second.csv", HEADER + b"\n" + later + many_rows(5, start=20))
+
+    result = cli("eploz", "import", "--full", str(second))
+
+    assert result.output.strip() == (
+        f"imported {second}: 5 added, 5 updated, 10 unchanged (20 rows); "
+        "not in the file: 5 removed, 0 kept (held by a UEOZ account or an open attempt)"
+    )
+    stored = accounts(services)
+    assert sorted(stored) == [f"user{number:06d}" for number in range(5, 25)]
+    assert [stored[f"user{number:06d}"].status for number in range(5, 11)] == ["blocked"] * 5 + [
+        "active"
+    ]

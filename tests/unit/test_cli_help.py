@@ -24,6 +24,7 @@ PRODUCTION_WITHOUT_SECRETS = {"APP_ENV": "production"}
         ["helpdesk", "lookup", "--help"],
         ["db", "upgrade", "--help"],
         ["eploz", "import", "--help"],
+        ["pesel", "rekey", "--help"],
         ["worker", "--help"],
         ["mail-sender", "--help"],
         ["retention", "purge", "--help"],

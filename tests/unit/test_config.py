@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,13 +17,13 @@ from ueoz_migration.config import ConfigError, Settings
 #: Everything production needs, and nothing more.
 PRODUCTION = {
     "APP_ENV": "production",
-    "SECRET_KEY": "s",
-    "AUDIT_KEY": "a",
-    "PESEL_HASH_KEY": "p",
+    "SECRET_KEY": "s" * 32,
+    "AUDIT_KEY": "a" * 32,
+    "PESEL_HASH_KEY": "p" * 32,
     "DATABASE_URL": "postgresql://db/ueoz",
     "BASE_URL": "https://ueoz.example",
     "OIDC_KEYS_DIR": "/etc/ueoz/oidc-keys",
-    "OIDC_SUBJECT_KEY": "o",
+    "OIDC_SUBJECT_KEY": "o" * 32,
 }
 
 
@@ -260,6 +261,53 @@ def test_an_instance_from_before_the_split_keeps_hashing_with_its_audit_key(tmp_
     assert settings.pesel_key == settings.audit_key == b"the-old-development-audit-key"
 
 
+@pytest.mark.parametrize("name", ["SECRET_KEY", "AUDIT_KEY", "PESEL_HASH_KEY", "OIDC_SUBJECT_KEY"])
+def test_production_refuses_a_secret_shorter_than_32_bytes(name):
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({**PRODUCTION, name: "x" * 31})
+
+    assert str(error.value) == (
+        f"APP_ENV=production needs {name} of at least 32 bytes; refusing to start."
+    )
+
+
+def test_production_names_every_short_secret_at_once():
+    weak = {"SECRET_KEY": "s", "AUDIT_KEY": "a", "PESEL_HASH_KEY": "p"}
+
+    with pytest.raises(ConfigError, match="needs SECRET_KEY and AUDIT_KEY and PESEL_HASH_KEY of"):
+        Settings.from_env({**PRODUCTION, **weak})
+
+
+def test_production_counts_bytes_not_characters():
+    # 16 Polish letters of two bytes each: 32 bytes.
+    assert Settings.from_env({**PRODUCTION, "SECRET_KEY": "ż" * 16}).secret_key == "ż" * 16
+
+
+def test_production_refuses_one_key_for_the_pesel_hashes_and_the_audit_chain():
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({**PRODUCTION, "PESEL_HASH_KEY": PRODUCTION["AUDIT_KEY"]})
+
+    assert str(error.value) == (
+        "APP_ENV=production needs a PESEL_HASH_KEY other than AUDIT_KEY (re-key the PESEL "
+        "hashes with `ueoz-migration pesel rekey`); refusing to start."
+    )
+
+
+def test_the_auditors_commands_refuse_a_short_audit_key_in_production(tmp_path):
+    environ = {"APP_ENV": "production", "AUDIT_KEY": "a", "DATABASE_URL": "postgresql://db/u"}
+
+    with pytest.raises(ConfigError, match="needs AUDIT_KEY of at least 32 bytes"):
+        Settings.from_env(environ, existing_audit_key=True)
+
+
+def test_development_takes_short_and_shared_keys_as_they_are(tmp_path):
+    environ = {"INSTANCE_DIR": str(tmp_path), "SECRET_KEY": "s", "AUDIT_KEY": "a"}
+
+    settings = Settings.from_env({**environ, "PESEL_HASH_KEY": "a"})
+
+    assert (settings.secret_key, settings.audit_key, settings.pesel_key) == ("s", b"a", b"a")
+
+
 def test_production_needs_the_pesel_hash_key(tmp_path):
     environ = without(PRODUCTION, "PESEL_HASH_KEY")
     with pytest.raises(ConfigError, match="PESEL_HASH_KEY"):
@@ -275,14 +323,14 @@ def test_an_instance_given_its_audit_key_before_the_split_keeps_its_hashes(tmp_p
 def test_the_auditors_commands_need_neither_the_pesel_key_nor_the_secret_key(tmp_path):
     environ = {
         "APP_ENV": "production",
-        "AUDIT_KEY": "a",
+        "AUDIT_KEY": "a" * 32,
         "DATABASE_URL": "postgresql://db/ueoz",
         "INSTANCE_DIR": str(tmp_path),
     }
 
     settings = Settings.from_env(environ, existing_audit_key=True)
 
-    assert (settings.audit_key, settings.pesel_key, settings.secret_key) == (b"a", b"", "")
+    assert (settings.audit_key, settings.pesel_key, settings.secret_key) == (b"a" * 32, b"", "")
     assert list(tmp_path.iterdir()) == []  # no key made up on disk
 
 
@@ -362,3 +410,43 @@ def test_the_anchor_key_is_a_file_in_the_instance_folder_but_in_production(tmp_p
     assert (production.anchor_key, production.anchor_public_key) == (None, None)
     assert given.anchor_key == Path("/etc/ueoz/anchor.pem")
     assert given.anchor_public_key == Path("anchor.pub").absolute()
+
+
+def test_the_embedded_defaults_secrets_and_database_are_readable_by_their_owner_only(tmp_path):
+    # Under the most permissive umask, any mode that shows is the one the code asked for.
+    from sqlalchemy import text
+
+    from ueoz_migration.adapters.wk.keys import dev_pair
+    from ueoz_migration.db.engine import make_engine
+
+    instance = tmp_path / "var"
+    umask = os.umask(0)
+    try:
+        settings = Settings.from_env({"INSTANCE_DIR": str(instance)})
+        dev_pair(instance / "wk", "sp-signing", "UEOZ SP")
+        engine = make_engine(settings.database_url)
+        with engine.begin() as connection:  # the WAL's files exist while it is open
+            connection.execute(text("CREATE TABLE t (x)"))
+            modes = {
+                path.name: path.stat().st_mode & 0o777
+                for path in (*instance.iterdir(), *(instance / "wk").iterdir())
+                if path.is_file()
+            }
+        engine.dispose()
+    finally:
+        os.umask(umask)
+
+    assert instance.stat().st_mode & 0o777 == 0o700
+    assert modes == dict.fromkeys(
+        [
+            "secret_key",
+            "audit_key",
+            "pesel_key",
+            "oidc_subject_key",
+            "ueoz.sqlite3",
+            "ueoz.sqlite3-wal",
+            "ueoz.sqlite3-shm",
+            "sp-signing.pem",
+        ],
+        0o600,
+    )

@@ -8,10 +8,12 @@ import re
 from datetime import timedelta
 
 from sqlalchemy import select, update
+from structlog.testing import capture_logs
 
 from tests.domain_systems import DomainSystem
 from tests.factories import HERMEGILDA, count, log_of, user
 from ueoz_migration.audit.replay import replay_log
+from ueoz_migration.audit.verify import verify_chain
 from ueoz_migration.db.models import (
     Attempt,
     EplozAccount,
@@ -20,6 +22,7 @@ from ueoz_migration.db.models import (
     TransitionLogEntry,
     UeozAccount,
 )
+from ueoz_migration.journey import CHAINED_REFUSALS
 
 
 def text_of(response):
@@ -578,3 +581,50 @@ def test_an_hour_after_the_limit_the_link_can_be_sent_again(browser, start_attem
     assert "Wysłaliśmy już kilka linków" not in text
     assert "Wysłaliśmy link weryfikacyjny na adres a***@example.pl" in text
     assert count(services, OutboxMessage) == limit + 1
+
+
+def test_a_refused_event_posted_again_and_again_stops_growing_the_chain(
+    browser, start_attempt, services
+):
+    # A finished attempt: every button of it is refused, however often it is posted.
+    attempt = start_attempt("error")
+    browser.hold(attempt.id)
+    token = browser.token()
+    browser.post("/migracja/cancel", token=token, follow=False)
+    rows_before = len(log_of(services, attempt.id))
+
+    with capture_logs() as lines:
+        for _ in range(CHAINED_REFUSALS + 20):
+            response = browser.post("/migracja/create_account", token=token, follow=False)
+            assert response.status_code == 303  # back to where the attempt stands
+
+    log = log_of(services, attempt.id)
+    assert len(log) == rows_before + CHAINED_REFUSALS
+    assert [row.outcome for row in log[rows_before:]] == ["refused"] * CHAINED_REFUSALS
+    refused = [line for line in lines if line["event"] == "attempt.event_refused"]
+    assert [line["chained"] for line in refused] == [True] * CHAINED_REFUSALS + [False] * 20
+    assert services.journey.get(attempt.id).state == "cancelled"
+    with services.sessions() as session:
+        assert replay_log(session, [attempt.id]).ok
+        assert verify_chain(session, services.settings.audit_key, [attempt.id]).ok
+
+
+def test_an_address_with_more_than_64_characters_before_the_at_is_refused_beside_the_field(
+    browser, start_attempt, services
+):
+    attempt = start_attempt("email_entry")
+    browser.hold(attempt.id)
+
+    text = text_of(browser.post("/migracja/submit", submit_form("a" * 65 + "@example.pl")))
+
+    assert "Część adresu e-mail przed znakiem @ może mieć najwyżej 64 znaki." in text
+    assert '<p class="field-error" id="email-error">' in text
+    assert services.journey.get(attempt.id).state == "email_entry"
+    assert count(services, UeozAccount) == 0
+
+    browser.language("en")
+    text = text_of(browser.post("/migracja/submit", submit_form("b" * 65 + "@example.pl")))
+    assert "The part of the e-mail address before the @ sign can be at most 64 characters" in text
+
+    browser.post("/migracja/submit", submit_form("a" * 64 + "@example.pl"))
+    assert services.journey.get(attempt.id).state == "awaiting_verification"

@@ -24,6 +24,7 @@ from ueoz_migration.adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT
 from ueoz_migration.adapters.wk.xmlsig import Verifier, parse, select_one
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import Attempt, PendingLogin, WebSession
+from ueoz_migration.domain.identity import FAMILY_NAME_MAX, GIVEN_NAMES_MAX
 from ueoz_migration.standin import Failure
 from ueoz_migration.web import create_app
 
@@ -356,9 +357,11 @@ STALE = (
     "Zaloguj się ponownie.",
 )
 DATA = (
-    "Niepełne dane z Węzła Krajowego",
+    "Niepełne lub błędne dane z Węzła Krajowego",
     "Węzeł Krajowy nie przekazał wszystkich danych potrzebnych do migracji konta (imię, "
-    "nazwisko, data urodzenia, poprawny PESEL).",
+    "nazwisko, data urodzenia, poprawny PESEL) albo przekazał dane, których nie możemy "
+    "przyjąć (na przykład zbyt długie imię lub nazwisko). Jeśli błąd się powtórzy, "
+    "skontaktuj się z infolinią CeZ.",
 )
 TECHNICAL = (
     "Logowanie nie powiodło się",
@@ -412,6 +415,11 @@ FAILURES = {
         REPLAY, Failure.REPEAT_ASSERTION_ID, logged_in_elsewhere_first=True
     ),
     "invalid_pesel": Failing(DATA, person={"pesel": "87042787635"}),  # checksum fails
+    # Longer than the tables keep (PostgreSQL refused it with a 500), or holding a character
+    # no name may (here a right-to-left override): refused before anything is stored.
+    "long_given_names": Failing(DATA, person={"first_name": "Anna " * 40 + "M"}),
+    "long_family_name": Failing(DATA, person={"last_name": "M" * (FAMILY_NAME_MAX + 1)}),
+    "invisible_character": Failing(DATA, person={"last_name": "Mickiewicz\u202eSokołowska"}),
     "requester": Failing(REQUESTER, Failure.REQUESTER),
     "bad_signature": Failing(TECHNICAL, Failure.BAD_SIGNATURE),
     "other_audience": Failing(TECHNICAL, Failure.OTHER_AUDIENCE),
@@ -458,6 +466,32 @@ def test_each_failed_login_shows_the_person_what_happened_and_logs_no_one_in(
     )
     assert again == ["/"]
     assert web.get("/migracja").headers["Location"] == "/"
+
+
+def test_names_as_long_as_the_tables_keep_are_taken_on_both_databases(web, node, services):
+    person = {**ANNA, "first_name": "A" * GIVEN_NAMES_MAX, "last_name": "Ł" * FAMILY_NAME_MAX}
+
+    response, _ = log_in(web, node, person)
+
+    assert response.status_code == 303
+    with services.sessions() as session:
+        attempt = session.scalars(select(Attempt)).one()
+    assert (attempt.given_names, attempt.family_name) == (person["first_name"], person["last_name"])
+
+
+def test_a_name_too_long_is_logged_by_what_is_wrong_never_by_its_value(web, node):
+    person = {**ANNA, "first_name": "Zbigniew" * 30}
+
+    with capture_logs() as lines:
+        response, _ = log_in(web, node, person)
+
+    assert response.status_code == 403
+    [failed] = [line for line in lines if line["event"] == "login.failed"]
+    assert (failed["reason"], failed["detail"]) == (
+        "invalid_attribute",
+        f"CurrentGivenName longer than {GIVEN_NAMES_MAX} characters",
+    )
+    assert "Zbigniew" not in repr(lines)
 
 
 def test_logins_never_brought_back_are_cleared_when_the_next_one_starts(web, services):

@@ -654,7 +654,10 @@ def test_the_done_screen_in_another_browser_sends_the_person_to_the_systems_own_
     migrate_from_search(services, attempt_id)
     phone = create_app(services=services).test_client()  # the link opened on a phone
 
-    page = phone.get(f"/weryfikacja/{link_token(services, attempt_id)}")
+    link = f"/weryfikacja/{link_token(services, attempt_id)}"
+    confirm = phone.get(link).get_data(as_text=True)  # another browser: one confirm button
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', confirm).group(1)
+    page = phone.post(link, data={"csrf_token": csrf})
     assert "Przejdź do systemu dziedzinowego" in text_of(page)
     response = phone.get("/przejdz-do-systemu")
 

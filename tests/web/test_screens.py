@@ -9,7 +9,7 @@ from lxml import html as lxml_html
 from sqlalchemy import select, update
 
 from tests.domain_systems import DomainSystem
-from tests.factories import HERMEGILDA, user
+from tests.factories import HERMEGILDA, submit, user
 from ueoz_migration.db.models import OutboxMessage
 from ueoz_migration.journey import utcnow
 
@@ -168,7 +168,9 @@ def test_error_screen_gives_the_helpdesk_everything_it_asks_for(browser, start_a
     assert f'<dd class="event-number">{attempt.event_number}</dd>' in text
     assert '<dd class="event-code">208</dd>' in text
     assert "<dd>HERMEGILDA</dd>" in text and "<dd>DLIGEMREH</dd>" in text
-    assert "<dd>97040117247</dd>" in text
+    # The screen asks for a screenshot; the helpdesk needs only the last three digits.
+    assert "<dd>********247</dd>" in text and "97040117247" not in text
+    assert "Z numeru PESEL pokazujemy tylko 3 ostatnie cyfry" in text
     assert 'action="/migracja/continue_new"' in text and ">Dalej<" in text
     assert 'action="/migracja/cancel"' in text
 
@@ -181,6 +183,8 @@ def test_error_screen_in_english(browser, start_attempt):
 
     assert "An error occurred while verifying your account" in text
     assert f"the event number ({attempt.event_number}) and the event code (208)" in text
+    assert "<dd>********247</dd>" in text and "97040117247" not in text
+    assert "Of the PESEL number we show only the last 3 digits" in text
     assert ">Next<" in text and ">Cancel<" in text
 
 
@@ -233,6 +237,33 @@ def test_awaiting_verification_names_the_masked_address(browser, start_attempt):
 
     _, text = page(browser, language="en")
     assert "We have sent a verification link to a***@example.pl" in text
+
+
+def test_an_internationalised_domain_is_shown_beside_its_punycode(browser, start_attempt, services):
+    # Cyrillic letters that look like "apple.com": the punycode gives the look-alike away.
+    attempt = start_attempt("email_entry")
+    submit(services, attempt.id, "anna@аррӏе.com")
+    browser.hold(attempt.id)
+
+    _, waiting = page(browser)
+    services.journey.fire(attempt.id, "change_email", actor=user())
+    _, form = page(browser)
+
+    assert "na adres a***@аррӏе.com (xn--80ak6aa92e.com)." in waiting
+    assert (
+        "Domena аррӏе.com zawiera znaki spoza ASCII (na przykład litery z ogonkami albo z "
+        "innych alfabetów); zapisana w ASCII to xn--80ak6aa92e.com." in form
+    )
+    _, english = page(browser, language="en")
+    assert "written in ASCII it is xn--80ak6aa92e.com" in english
+
+
+def test_a_plain_domain_gets_no_punycode_note(browser, start_attempt):
+    browser.hold(start_attempt("email_entry").id)
+
+    _, text = page(browser)
+
+    assert "zawiera znaki spoza ASCII" not in text
 
 
 def test_awaiting_verification_says_when_the_link_could_not_be_delivered(

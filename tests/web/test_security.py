@@ -80,7 +80,9 @@ def _every_screen(app, start_attempt, services):
     submit(services, attempt.id)
     yield "awaiting_verification", "Weryfikacja adresu e-mail", anna.get("/migracja")
     token = link_token(services, attempt.id)
-    yield "done, by the link", "Konto UEOZ gotowe", app.test_client().get(f"/weryfikacja/{token}")
+    elsewhere = app.test_client().get(f"/weryfikacja/{token}")  # a phone's mail app, say
+    yield "link in another browser", "Potwierdź adres e-mail", elsewhere
+    yield "done, by the link", "Konto UEOZ gotowe", anna.get(f"/weryfikacja/{token}")
     yield "done", "Konto UEOZ gotowe", anna.get("/migracja")
     journey.fire(attempt.id, "hand_off", actor=user(), client="P1")
     yield "handed_off", "Konto UEOZ gotowe", anna.get("/migracja")  # a tab left open
@@ -135,7 +137,7 @@ def _every_screen(app, start_attempt, services):
     )
     yield (
         "login failed: no artifact",
-        "Niepełne dane z Węzła Krajowego",
+        "Niepełne lub błędne dane z Węzła Krajowego",
         client.post("/saml/acs", data={"RelayState": relay_state}),
     )
     yield (
@@ -206,9 +208,11 @@ def test_production_sets_hsts_a_secure_cookie_and_hides_the_development_pages(
         tmp_path,
         database_url,
         APP_ENV="production",
+        SECRET_KEY="a production secret key of 32 bytes",
+        AUDIT_KEY="a production audit key of 32 bytes!",
         MAIL_BACKEND="smtp",
         OIDC_KEYS_DIR=str(_signing_keys(tmp_path)),
-        OIDC_SUBJECT_KEY="a-subject-key-for-production-tests",
+        OIDC_SUBJECT_KEY="a-subject-key-for-the-production-tests",
         WK_NODE_URL="https://login.gov.pl",
         WK_NODE_CERT=str(_dev_cert(tmp_path)),
         WK_SP_SIGNING_KEY=str(tmp_path / "k.pem"),

@@ -19,12 +19,24 @@ def text_of(response):
     return html.unescape(response.get_data(as_text=True))
 
 
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def open_link(client, token):
+    """Open the link in a browser that does not run the attempt: its confirm page, then the
+    button, as the person would."""
+    page = client.get(f"/weryfikacja/{token}")
+    assert page.status_code == 200 and f'action="/weryfikacja/{token}"' in text_of(page)
+    csrf = CSRF.search(text_of(page)).group(1)
+    return client.post(f"/weryfikacja/{token}", data={"csrf_token": csrf})
+
+
 def test_the_link_completes_the_migration_in_a_fresh_browser(client, start_attempt, services):
     DomainSystem.register(services, "P1")
     attempt = start_attempt("awaiting_verification", domain_system="P1")
     token = link_token(services, attempt.id)
 
-    response = client.get(f"/weryfikacja/{token}")
+    response = open_link(client, token)
 
     text = text_of(response)
     assert response.status_code == 200
@@ -44,7 +56,7 @@ def test_the_done_screen_in_english(client, start_attempt, services):
     attempt = start_attempt("awaiting_verification")
     client.get("/jezyk/en")
 
-    text = text_of(client.get(f"/weryfikacja/{link_token(services, attempt.id)}"))
+    text = text_of(open_link(client, link_token(services, attempt.id)))
 
     assert "Your UEOZ account has been created and your e-mail address verified." in text
 
@@ -55,7 +67,7 @@ def test_a_link_opened_in_a_fresh_browser_speaks_the_migrations_language(
     attempt = start_attempt("awaiting_verification", language="en")  # its e-mail was English
     token = link_token(services, attempt.id)
 
-    done = text_of(client.get(f"/weryfikacja/{token}"))
+    done = text_of(open_link(client, token))
     used = text_of(client.get(f"/weryfikacja/{token}"))
 
     assert "Your UEOZ account has been created and your e-mail address verified." in done
@@ -66,7 +78,7 @@ def test_a_language_chosen_in_the_browser_wins_over_the_migrations(client, start
     attempt = start_attempt("awaiting_verification", language="en")
     client.get("/jezyk/pl")
 
-    text = text_of(client.get(f"/weryfikacja/{link_token(services, attempt.id)}"))
+    text = text_of(open_link(client, link_token(services, attempt.id)))
 
     assert "Twoje konto UEOZ zostało utworzone" in text
 
@@ -75,7 +87,7 @@ def test_a_used_link_says_so_and_lets_the_person_continue(client, start_attempt,
     DomainSystem.register(services, "P1")
     attempt = start_attempt("awaiting_verification", domain_system="P1")
     token = link_token(services, attempt.id)
-    client.get(f"/weryfikacja/{token}")
+    open_link(client, token)
 
     response = client.get(f"/weryfikacja/{token}")
 
@@ -246,3 +258,110 @@ def _user():
     from tests.factories import user
 
     return user()
+
+
+# -- one click for the person's browser, a confirm button for any other client -------------
+
+
+def link_state(services, attempt_id):
+    """What a verification could change: the attempt's state, its log, the account, the link."""
+    with services.sessions() as session:
+        return (
+            services.journey.get(attempt_id).state,
+            [(row.event, row.outcome) for row in log_of(services, attempt_id)],
+            session.scalar(select(UeozAccount.email_verified_at)),
+            session.scalars(select(VerificationLink.used_at)).all(),
+        )
+
+
+def test_the_browser_running_the_attempt_verifies_with_one_click(browser, start_attempt, services):
+    attempt = start_attempt("awaiting_verification")
+    browser.hold(attempt.id)
+
+    response = browser.get(f"/weryfikacja/{link_token(services, attempt.id)}")
+
+    assert response.status_code == 200
+    assert "Twoje konto UEOZ zostało utworzone, a adres e-mail zweryfikowany" in text_of(response)
+    assert services.journey.get(attempt.id).state == "done"
+
+
+def test_another_browser_gets_a_confirm_button_and_nothing_is_verified_before_it(
+    client, start_attempt, services
+):
+    attempt = start_attempt("awaiting_verification")
+    token = link_token(services, attempt.id)
+    before = link_state(services, attempt.id)
+
+    page = client.get(f"/weryfikacja/{token}")
+
+    text = text_of(page)
+    assert page.status_code == 200
+    assert "<h1>Potwierdź adres e-mail</h1>" in text
+    assert "potwierdź, że adres a***@example.pl jest Twój" in text
+    assert "anna@example.pl" not in text
+    assert f'<form method="post" action="/weryfikacja/{token}">' in text
+    assert '<button type="submit" class="button button-primary">Potwierdź adres e-mail' in text
+    assert link_state(services, attempt.id) == before
+
+    done = client.post(f"/weryfikacja/{token}", data={"csrf_token": CSRF.search(text).group(1)})
+
+    assert "adres e-mail zweryfikowany" in text_of(done)
+    assert services.journey.get(attempt.id).state == "done"
+
+
+def test_the_confirm_page_speaks_the_migrations_language(client, start_attempt, services):
+    attempt = start_attempt("awaiting_verification", language="en")
+
+    text = text_of(client.get(f"/weryfikacja/{link_token(services, attempt.id)}"))
+
+    assert "<h1>Confirm your e-mail address</h1>" in text
+    assert "confirm that the address a***@example.pl is yours" in text
+    assert ">Confirm your e-mail address</button>" in text
+
+
+def test_the_confirm_button_without_its_csrf_token_verifies_nothing(
+    client, start_attempt, services
+):
+    attempt = start_attempt("awaiting_verification")
+    token = link_token(services, attempt.id)
+    client.get(f"/weryfikacja/{token}")
+    before = link_state(services, attempt.id)
+
+    response = client.post(f"/weryfikacja/{token}")
+
+    assert response.status_code == 400
+    assert link_state(services, attempt.id) == before
+
+
+def test_a_prefetch_by_a_client_without_cookies_verifies_nothing(
+    app, browser, start_attempt, services
+):
+    # A mail gateway or link scanner fetching the link before the person reads the e-mail.
+    attempt = start_attempt("awaiting_verification")
+    token = link_token(services, attempt.id)
+    gateway = app.test_client(use_cookies=False)
+    before = link_state(services, attempt.id)
+
+    fetched = [gateway.get(f"/weryfikacja/{token}") for _ in range(3)]
+
+    assert {response.status_code for response in fetched} == {200}
+    assert link_state(services, attempt.id) == before
+    # The link still works for the person, in one click in their own browser.
+    browser.hold(attempt.id)
+    assert "zweryfikowany" in text_of(browser.get(f"/weryfikacja/{token}"))
+
+
+def test_a_prefetch_of_an_expired_link_shows_its_page_and_logs_nothing(
+    app, start_attempt, services
+):
+    attempt = start_attempt("awaiting_verification")
+    token = link_token(services, attempt.id)
+    with transaction(services.sessions) as session:
+        session.execute(update(VerificationLink).values(expires_at=utcnow() - timedelta(minutes=1)))
+    before = link_state(services, attempt.id)
+
+    response = app.test_client(use_cookies=False).get(f"/weryfikacja/{token}")
+
+    assert response.status_code == 410
+    assert "<h1>Link weryfikacyjny wygasł</h1>" in text_of(response)
+    assert link_state(services, attempt.id) == before

@@ -6,13 +6,15 @@ import dataclasses
 
 import pytest
 
+from ueoz_migration.adapters.wk import FailureReason, LoginFailed
+
 from .conftest import ANNA, Browser
 
-# Everything XML must escape, in text and in attributes, and a CDATA end.
+# Everything XML must escape, in text and in attributes, a CDATA end, and white space inside.
 AWKWARD = dataclasses.replace(
     ANNA,
     first_name='Zoë & "Ola" <Łucja>',
-    last_name="O'Brien-Źdźbło ]]> a\tb",
+    last_name="O'Brien-Źdźbło ]]> a  b",
 )
 
 
@@ -28,3 +30,13 @@ def test_names_with_markup_characters_come_back_as_typed(make_standin, make_sp, 
         AWKWARD.first_name,
         AWKWARD.last_name,
     )
+
+
+def test_a_control_character_in_a_name_is_refused_and_named_by_code_point(sp, browser):
+    arrival = browser.login(sp, dataclasses.replace(ANNA, last_name="Mickiewicz\tSokołowska"))
+
+    with pytest.raises(LoginFailed) as failed:
+        sp.resolve(arrival.artifact, arrival.request_id)
+
+    assert failed.value.reason is FailureReason.INVALID_ATTRIBUTE
+    assert failed.value.detail == "CurrentFamilyName contains a control character (U+0009)"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -25,6 +27,11 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)  # type: ignore[arg-type]
+        path = make_url(url).database
+
+        @event.listens_for(engine, "do_connect")
+        def _create(_dialect, _record, _args, _params):  # type: ignore[no-untyped-def]
+            _create_for_owner_only(path)  # then the driver connects as ever
 
         @event.listens_for(engine, "connect")
         def _configure(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -53,6 +60,20 @@ def make_engine(url: str, **kwargs: object) -> Engine:
     # server after its fifth use on a connection by itself, so the hot ones are prepared.
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)  # type: ignore[arg-type]
+
+
+def _create_for_owner_only(path: str | None) -> None:
+    """Create a new SQLite file readable and writable by its owner only (0600).
+
+    It holds PESELs, names and addresses; SQLite itself would create it as the umask lets
+    (often 0644, readable by every user of the machine), and gives its -wal and -shm files
+    the database file's permissions. An empty file is an empty database.
+    """
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    # Already there, or no folder yet (SQLite says so when it opens it): nothing to do.
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def shown_url(engine: Engine) -> str:

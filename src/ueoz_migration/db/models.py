@@ -26,12 +26,25 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from ..domain.identity import (
+    EMAIL_MAX,
+    FAMILY_NAME_MAX,
+    GIVEN_NAMES_MAX,
+    LOGIN_MAX,
+    PESEL_LENGTH,
+)
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+#: ``Column.info`` marks read by ``pesel rekey`` (db/pesel_keys.py): a column holding a PESEL
+#: hash though not named ``pesel_hash``, and a column inside the audit chain's HMAC.
+PESEL_HASH = "pesel_hash"
+CHAINED = "chained"
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not a BIGINT one.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -67,16 +80,19 @@ class Attempt(Base):
     state: Mapped[str] = mapped_column(String(40), index=True)
     flow_version: Mapped[str] = mapped_column(String(64))
     # The person as the national login node identified them.
-    pesel: Mapped[str] = mapped_column(String(11))
+    pesel: Mapped[str] = mapped_column(String(PESEL_LENGTH))
     pesel_hash: Mapped[str] = mapped_column(String(64), index=True)
-    given_names: Mapped[str] = mapped_column(String(200))
-    family_name: Mapped[str] = mapped_column(String(200))
+    given_names: Mapped[str] = mapped_column(String(GIVEN_NAMES_MAX))
+    family_name: Mapped[str] = mapped_column(String(FAMILY_NAME_MAX))
     date_of_birth: Mapped[date | None] = mapped_column(Date)
     # Set while the attempt is open, cleared when it ends: at most one open attempt per PESEL.
-    open_pesel_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The PESEL's hash (pesel_hash's value), which `pesel rekey` rewrites with it.
+    open_pesel_key: Mapped[str | None] = mapped_column(
+        String(64), unique=True, info={PESEL_HASH: True}
+    )
     eploz_account_id: Mapped[int | None] = mapped_column(ForeignKey("eploz_accounts.id"))
-    email_prefill: Mapped[str | None] = mapped_column(String(320))
-    email: Mapped[str | None] = mapped_column(String(320))
+    email_prefill: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
+    email: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
     ueoz_account_id: Mapped[int | None] = mapped_column(ForeignKey("ueoz_accounts.id"))
     event_number: Mapped[str | None] = mapped_column(String(22), unique=True)
     event_code: Mapped[int | None] = mapped_column(Integer)
@@ -124,7 +140,8 @@ class TransitionLogEntry(Base):
     flow_version: Mapped[str] = mapped_column(String(64))
     event_number: Mapped[str | None] = mapped_column(String(22))
     event_code: Mapped[int | None] = mapped_column(Integer)
-    pesel_hash: Mapped[str] = mapped_column(String(64))
+    # Inside the chain's HMAC: `pesel rekey` leaves it under the key it was written with.
+    pesel_hash: Mapped[str] = mapped_column(String(64), info={CHAINED: True})
     detail: Mapped[str] = mapped_column(Text, default="")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
@@ -187,11 +204,11 @@ class EplozAccount(Base):
     __tablename__ = "eploz_accounts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    login: Mapped[str] = mapped_column(String(200), unique=True)
-    pesel: Mapped[str] = mapped_column(String(11), index=True)
-    first_name: Mapped[str] = mapped_column(String(200))
-    last_name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320), default="")
+    login: Mapped[str] = mapped_column(String(LOGIN_MAX), unique=True)
+    pesel: Mapped[str] = mapped_column(String(PESEL_LENGTH), index=True)
+    first_name: Mapped[str] = mapped_column(String(GIVEN_NAMES_MAX))
+    last_name: Mapped[str] = mapped_column(String(FAMILY_NAME_MAX))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX), default="")
     status: Mapped[str] = mapped_column(String(10))
     roles: Mapped[str] = mapped_column(Text, default="")
     imported_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -203,12 +220,12 @@ class UeozAccount(Base):
     __tablename__ = "ueoz_accounts"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    pesel: Mapped[str] = mapped_column(String(11))
+    pesel: Mapped[str] = mapped_column(String(PESEL_LENGTH))
     pesel_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    given_names: Mapped[str] = mapped_column(String(200))
-    family_name: Mapped[str] = mapped_column(String(200))
-    login: Mapped[str | None] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320))
+    given_names: Mapped[str] = mapped_column(String(GIVEN_NAMES_MAX))
+    family_name: Mapped[str] = mapped_column(String(FAMILY_NAME_MAX))
+    login: Mapped[str | None] = mapped_column(String(LOGIN_MAX))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX))
     email_verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # An e-PLOZ account migrates at most once.
     eploz_account_id: Mapped[int | None] = mapped_column(
@@ -226,7 +243,7 @@ class VerificationLink(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     attempt_id: Mapped[str] = mapped_column(String(32), ForeignKey("attempts.id"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -245,7 +262,7 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     attempt_id: Mapped[str] = mapped_column(String(32), ForeignKey("attempts.id"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
-    recipient: Mapped[str] = mapped_column(String(320))
+    recipient: Mapped[str] = mapped_column(String(EMAIL_MAX))
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())

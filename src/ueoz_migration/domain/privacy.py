@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import idna
+
 
 def pesel_hash(key: bytes, pesel: str) -> str:
     """Return the keyed hash that stands for a PESEL wherever the PESEL itself must not."""
@@ -22,6 +24,32 @@ def mask_email(email: str) -> str:
     if not domain:
         return "***"
     return f"{local[:1]}***@{domain}"
+
+
+def domain_forms(email: str) -> tuple[str, str] | None:
+    """Return an internationalised domain of the address in its Unicode and ASCII forms.
+
+    ``("bücher.de", "xn--bcher-kva.de")``; None for a plain ASCII domain. Shown together,
+    so that a look-alike (``аррӏе.com`` in Cyrillic letters) stands out as the punycode it is.
+    """
+    domain = email.rpartition("@")[2]
+    if domain.isascii() and "xn--" not in domain.lower():
+        return None
+    try:
+        return idna.decode(domain), idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return None
+
+
+def shown_email(email: str) -> str:
+    """Mask the address for a page, with an internationalised domain in both forms.
+
+    ``a***@csioz.pl``; ``a***@bücher.de (xn--bcher-kva.de)``.
+    """
+    forms = domain_forms(email)
+    if forms is None:
+        return mask_email(email)
+    return f"{mask_email(email.rpartition('@')[0] + '@' + forms[0])} ({forms[1]})"
 
 
 def mask_email_for_audit(email: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
 
@@ -63,6 +63,20 @@ ATTEMPTS_LINK = (
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+def link_refusal(link: VerificationLink | None, attempt: Attempt, now: datetime) -> str | None:
+    """Why ``verify`` with this link would be turned down in ``awaiting_verification``, or
+    None: the step's check, and the link's page before anything is fired (web/verification)."""
+    if link is None:
+        return "link_unknown"
+    if link.used_at is not None:
+        return "link_used"
+    if link.retired_at is not None or link.email != attempt.email:
+        return "link_retired"
+    if link.expires_at <= now:
+        return "link_expired"
+    return None
 
 
 class AwaitingVerification(StateBehaviour):
@@ -141,15 +155,9 @@ class AwaitingVerification(StateBehaviour):
 
     def check_verification_link(self, token: str = "") -> None:
         """Accept only this attempt's newest link, unused, unexpired, for the current address."""
-        link = self._link(token)
-        if link is None:
-            raise Rejected("link_unknown")
-        if link.used_at is not None:
-            raise Rejected("link_used")
-        if link.retired_at is not None or link.email != self.attempt.email:
-            raise Rejected("link_retired")
-        if link.expires_at <= self.context.now:
-            raise Rejected("link_expired")
+        reason = link_refusal(self._link(token), self.attempt, self.context.now)
+        if reason is not None:
+            raise Rejected(reason)
 
     def confirm_email(self, token: str = "") -> None:
         """Use up the link and mark the UEOZ account's address as verified."""

@@ -6,6 +6,7 @@ import functools
 import string
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import LOCAL_PART_MAX_LENGTH
 from sqlalchemy import bindparam, select
 
 from ..db.models import UeozAccount
@@ -58,6 +59,10 @@ class EmailEntry(StateBehaviour):
             errors["email"] = "required"
         elif address is None:
             errors["email"] = "invalid"
+        elif len(address.rpartition("@")[0]) > LOCAL_PART_MAX_LENGTH:
+            # RFC 5321's limit, which email_validator checks only in its strict mode: mail
+            # servers may refuse such an address, and the link would never arrive.
+            errors["email"] = "local_part_too_long"
         if not (email_repeat or "").strip():
             errors["email_repeat"] = "required"
         elif address is not None and not _same_address(normalized_email(email_repeat), address):

@@ -15,6 +15,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from ..bootstrap import Services
 from ..config import Settings
+from ..domain.privacy import mask_pesel
 from ..logs import configure_logging
 from ..resources import templates_dir
 from . import metrics, security
@@ -82,4 +83,5 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     oidc.install(app)  # the domain systems' endpoints, exempt from CSRF (they post them)
     metrics.install(app)
     app.context_processor(pages.layout_context)
+    app.jinja_env.filters["mask_pesel"] = mask_pesel
     return app

@@ -74,6 +74,7 @@ FAILURE_PAGES = {
     FailureReason.REPLAY: "replay",
     FailureReason.INVALID_PESEL: "data",
     FailureReason.MISSING_ATTRIBUTE: "data",
+    FailureReason.INVALID_ATTRIBUTE: "data",
 }
 
 

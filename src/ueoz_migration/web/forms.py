@@ -10,6 +10,9 @@ from wtforms import BooleanField, EmailField
 FIELD_MESSAGES = {
     ("email", "required"): _l("Podaj adres e-mail."),
     ("email", "invalid"): _l("Podaj poprawny adres e-mail, np. jan.kowalski@example.pl."),
+    ("email", "local_part_too_long"): _l(
+        "Część adresu e-mail przed znakiem @ może mieć najwyżej 64 znaki."
+    ),
     ("email_repeat", "required"): _l("Powtórz adres e-mail."),
     ("email_repeat", "mismatch"): _l("Adresy e-mail różnią się. Wpisz ten sam adres dwa razy."),
     ("terms_accepted", "required"): _l("Zaakceptuj warunki korzystania z serwisu."),

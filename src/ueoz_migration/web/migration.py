@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response
 from ..adapters.mail import latest_link_mail
 from ..db.engine import snapshot
 from ..db.models import Attempt, EplozAccount
-from ..domain.privacy import mask_email
+from ..domain.privacy import domain_forms, shown_email
 from ..events import FIRED_BY, USER_EVENTS
 from ..flow import Flow
 from ..journey import AttemptNotFound, EventRefused, FlowNotRunnable, Journey
@@ -227,8 +227,9 @@ def render_state(attempt: Attempt, *, email_form: EmailForm | None = None) -> st
             email_form = EmailForm(formdata=None, email=address, email_repeat=address)
         context["form"] = email_form
         context["eploz_login"] = _eploz_login(attempt)
+        context["domain_forms"] = domain_forms(email_form.email.data or "")
     if attempt.state == "awaiting_verification" and attempt.email:
-        context["masked_email"] = mask_email(attempt.email)
+        context["masked_email"] = shown_email(attempt.email)
         context["link_undeliverable"] = _link_undeliverable(attempt)
     return render_template(template, **context)
 

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, render_template, session
 from werkzeug.wrappers import Response
 
 from ..db.models import Attempt
-from ..domain.privacy import mask_email
+from ..domain.privacy import shown_email
 from ..journey import AttemptNotFound, EventRefused
 from .common import ATTEMPT_KEY, domain_system_of, services, user
 from .i18n import LANGUAGES, current_language
@@ -28,14 +28,41 @@ LINK_PAGES = {
 
 @blueprint.get("/weryfikacja/<token>")
 def verify(token: str) -> str | tuple[str, int] | Response:
-    """Confirm the address the link was sent to, then show the done screen."""
-    journey = services().journey
+    """Open the link: one click verifies in the browser that runs the attempt; any other
+    client is shown a confirm button (see :func:`confirm`) and nothing is verified yet.
+
+    Mail gateways and link scanners fetch links nobody opened: a GET from them must verify
+    no address. The browser holding the attempt in its session is the person's own.
+    """
     try:
-        attempt_id = journey.attempt_for_link(token)
+        attempt, refusal = services().journey.link_standing(token)
     except AttemptNotFound:
         return render_template(LINK_PAGES["link_unknown"]), 404
+    if session.get(ATTEMPT_KEY) == attempt.id:
+        return _verify(token, attempt.id)
+    _speak_as(attempt)
+    if refusal is not None:
+        # The page the event's refusal would bring, without firing it: nothing is logged.
+        return _refused(token, EventRefused(attempt, "verify", refusal, []))
+    return render_template(
+        "verification/confirm.html", token=token, masked_email=shown_email(attempt.email)
+    )
+
+
+@blueprint.post("/weryfikacja/<token>")
+def confirm(token: str) -> str | tuple[str, int] | Response:
+    """Verify the address the link was sent to: the confirm button of another browser."""
     try:
-        attempt = journey.fire(attempt_id, "verify", actor=user(), token=token)
+        attempt_id = services().journey.attempt_for_link(token)
+    except AttemptNotFound:
+        return render_template(LINK_PAGES["link_unknown"]), 404
+    return _verify(token, attempt_id)
+
+
+def _verify(token: str, attempt_id: str) -> str | tuple[str, int] | Response:
+    """Fire ``verify`` with the link, then show the done screen or why it was refused."""
+    try:
+        attempt = services().journey.fire(attempt_id, "verify", actor=user(), token=token)
     except EventRefused as refused:
         _speak_as(refused.attempt)
         return _refused(token, refused)
@@ -66,7 +93,9 @@ def resend(token: str) -> str | tuple[str, int]:
             return render_template("verification/resend_limit.html"), 429
         return _refused(token, refused)
     _speak_as(attempt)
-    return render_template("verification/resent.html", masked_email=mask_email(attempt.email or ""))
+    return render_template(
+        "verification/resent.html", masked_email=shown_email(attempt.email or "")
+    )
 
 
 def _refused(token: str, refused: EventRefused) -> tuple[str, int]:

@@ -27,6 +27,8 @@ from onelogin.saml2.errors import OneLogin_Saml2_ValidationError as SamlError
 from stdnum.exceptions import ValidationError as StdnumError
 from stdnum.pl import pesel as pesel_number
 
+from ...domain.identity import FAMILY_NAME_MAX, GIVEN_NAMES_MAX, PESEL_LENGTH
+from ...domain.text import forbidden_characters
 from . import messages as m
 from .ecdh import DecryptionError, decrypt_assertion
 from .settings import WkSettings
@@ -60,6 +62,7 @@ class FailureReason(enum.StrEnum):
     UNDECRYPTABLE = "undecryptable"
     INSUFFICIENT_LOA = "insufficient_loa"
     MISSING_ATTRIBUTE = "missing_attribute"
+    INVALID_ATTRIBUTE = "invalid_attribute"  # too long for the tables, or a forbidden character
     INVALID_PESEL = "invalid_pesel"
     MALFORMED = "malformed"
     LOGOUT_FAILED = "logout_failed"
@@ -70,6 +73,19 @@ MAX_SOAP_REPLY_BYTES = 1024 * 1024
 
 # An eIDAS person identifier: two-letter issuing and receiving countries, then the number.
 _EIDAS_IDENTIFIER = re.compile(r"[A-Z]{2}/[A-Z]{2}/")
+
+#: The most characters of each value the node gives that the service takes: its columns'
+#: sizes for the person's names, a date for the date of birth; a PESEL, which is then
+#: checked and kept as its 11 digits, with room for the spaces or hyphens stdnum allows in
+#: it; the node's identifiers of the login (kept in the session for the logout) at 256.
+ATTRIBUTE_LIMITS = {
+    "CurrentGivenName": GIVEN_NAMES_MAX,
+    "CurrentFamilyName": FAMILY_NAME_MAX,
+    "DateOfBirth": len("YYYY-MM-DD"),
+    "PersonIdentifier": 2 * PESEL_LENGTH,
+    "NameID": 256,
+    "SessionIndex": 256,
+}
 
 _STATUS_REASONS = {
     m.STATUS_PREFIX + "AuthnFailed": FailureReason.AUTHN_FAILED,
@@ -600,10 +616,18 @@ class ServiceProvider:
         missing = [name for name in m.ATTRIBUTES if not values.get(name)]
         if missing:
             raise LoginFailed(FailureReason.MISSING_ATTRIBUTE, ", ".join(missing))
+        name_id = m.text_of(select_one(assertion, "saml2:Subject/saml2:NameID"))
+        statement = select_one(assertion, "saml2:AuthnStatement")
+        session_index = statement.get("SessionIndex", "") if statement is not None else ""
+        if not name_id or not session_index:
+            raise LoginFailed(FailureReason.MALFORMED, "NameID and SessionIndex are needed")
+        _check_values({**values, "NameID": name_id, "SessionIndex": session_index})
         try:
             born = dt.date.fromisoformat(values["DateOfBirth"])
         except ValueError:
-            raise LoginFailed(FailureReason.MALFORMED, "DateOfBirth is not a date") from None
+            raise LoginFailed(
+                FailureReason.INVALID_ATTRIBUTE, "DateOfBirth is not a date"
+            ) from None
         identifier = values["PersonIdentifier"]
         # eIDAS writes a person identifier as issuing country/receiving country/number; the
         # node sends a PESEL so (PL/PL/…) or bare, and both are taken. Another country's
@@ -618,11 +642,6 @@ class ServiceProvider:
         except StdnumError:
             raise LoginFailed(FailureReason.INVALID_PESEL, "PersonIdentifier") from None
 
-        name_id = m.text_of(select_one(assertion, "saml2:Subject/saml2:NameID"))
-        statement = select_one(assertion, "saml2:AuthnStatement")
-        session_index = statement.get("SessionIndex", "") if statement is not None else ""
-        if not name_id or not session_index:
-            raise LoginFailed(FailureReason.MALFORMED, "NameID and SessionIndex are needed")
         loa = m.text_of(
             select_one(
                 assertion, "saml2:AuthnStatement/saml2:AuthnContext/saml2:AuthnContextClassRef"
@@ -639,3 +658,21 @@ class ServiceProvider:
             session_index=session_index,
             loa=loa,
         )
+
+
+def _check_values(values: dict[str, str]) -> None:
+    """Refuse a value the tables could not hold, or one holding a character no name may.
+
+    Before anything is stored: PostgreSQL would refuse a name over its column's size with an
+    error (SQLite would keep it), and a NUL outright. The detail names the attribute and
+    what is wrong, never the value.
+    """
+    for name, limit in ATTRIBUTE_LIMITS.items():
+        value = values.get(name, "")
+        if len(value) > limit:
+            raise LoginFailed(
+                FailureReason.INVALID_ATTRIBUTE, f"{name} longer than {limit} characters"
+            )
+        reason = forbidden_characters(value)
+        if reason:
+            raise LoginFailed(FailureReason.INVALID_ATTRIBUTE, f"{name} {reason}")
