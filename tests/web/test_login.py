@@ -94,6 +94,22 @@ def test_a_node_issuer_unlike_its_host_names_the_setting_to_set(
     assert "set WK_NODE_ENTITY_ID to the node's issuer" in failed["detail"]
 
 
+def test_a_csrf_token_from_before_the_login_is_refused_after_it(web, node, services):
+    # An attacker who planted a session in the victim's browser knows its CSRF token (any
+    # form gives one: here the logout confirmation's).
+    form = web.get("/oidc/logout").get_data(as_text=True)
+    planted = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    web.get("/jezyk/en")
+    log_in(web, node)
+
+    refused = web.post("/migracja/cancel", data={"csrf_token": planted})
+
+    assert refused.status_code == 400
+    assert "<h1>The form has expired</h1>" in text_of(refused)
+    with services.sessions() as session:
+        assert session.scalars(select(Attempt.state)).one() == "searching"  # not cancelled
+
+
 def test_login_gives_the_browser_a_new_session_id(web, node, services):
     web.get("/jezyk/en")  # a session exists before the login
     before = web.get_cookie("ueoz_session").value
