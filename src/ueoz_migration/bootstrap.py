@@ -116,7 +116,6 @@ class Services:
             self.sessions,
             issuer=settings.base_url,
             registry=self.clients,
-            keys=self.signing_keys,
             sso=SsoSessions(self.sessions, ttl=settings.sso_session_ttl),
             authorizations=Authorizations(self.sessions, ttl=settings.oidc_authorization_ttl),
             codes=codes,

@@ -33,7 +33,7 @@ from .authorizations import Authorizations, Waiting
 from .claims import LEVELS, SignedIn, asked_level, rank, subject
 from .clients import Client, ClientRegistry
 from .codes import Codes
-from .keys import ALGORITHMS, SigningKeys
+from .keys import ALGORITHMS
 from .server import (
     AUTHORIZE_PATH,
     END_SESSION_PATH,
@@ -60,10 +60,9 @@ class Refused(Exception):
     ``request`` (anything else with no address safe to send the answer to).
     """
 
-    def __init__(self, reason: str, error: OAuth2Error) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.error = error
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,6 @@ class Provider:
         *,
         issuer: str,
         registry: ClientRegistry,
-        keys: SigningKeys,
         sso: SsoSessions,
         authorizations: Authorizations,
         codes: Codes,
@@ -114,7 +112,6 @@ class Provider:
         self.sessions = sessions
         self.issuer = issuer
         self.registry = registry
-        self.keys = keys
         self.sso = sso
         self.authorizations = authorizations
         self.codes = codes
@@ -186,10 +183,11 @@ class Provider:
             response = self.server.handle_response(
                 *grant.create_authorization_response(redirect_uri, person)
             )
-        except OAuth2Error as error:  # access_denied: no one signed in
+        except OAuth2Error as error:  # access_denied: no one signed in (person is None)
             error.state = grant.request.payload.state
             return self._error(grant.request, error)
-        log.info("oidc.code_issued", client=grant.client.id, via=how, sid=person and person.sid)
+        assert person is not None
+        log.info("oidc.code_issued", client=grant.client.id, via=how, sid=person.sid)
         return self._answer(response, grant.client.id, "code")
 
     def _error(self, request: OAuth2Request, error: OAuth2Error) -> Answered:
@@ -208,7 +206,7 @@ class Provider:
                 if "redirect" in (error.description or "").lower()
                 else "request"
             )
-            raise Refused(reason, error)
+            raise Refused(reason)
         response = self.server.handle_error_response(request, error)
         return self._answer(response, client_id, error.error)
 
