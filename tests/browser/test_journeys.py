@@ -102,9 +102,9 @@ def test_anna_is_found_and_migrated_and_signed_in_to_the_domain_system(page, dem
     assert claims["given_name"] == "Anna Maria"
     assert claims["family_name"] == "Mickiewicz-Sokołowska"
     assert claims["email"] == ANNA_EMAIL
-    assert claims["email_verified"] == "True"
+    assert claims["email_verified"] == "true"
     # Her e-PLOZ grants for this system only: P1:LEKARZ, not GABINET:ADMIN.
-    assert claims["roles"] == "['LEKARZ']"
+    assert claims["roles"] == '["LEKARZ"]'
     assert claims["acr"] == "http://eidas.europa.eu/LoA/substantial"
     assert "pesel" not in claims  # P1 is not registered for the pesel scope
     screenshot(page, "15-domain-system-signed-in")
@@ -138,7 +138,7 @@ def test_the_link_opened_in_another_browser_leads_to_the_domain_systems_sign_in(
     log_in_at_node(other_browser, "Anna Maria")
     claims = expect_signed_in(other_browser, demo, "P1", "Anna Mickiewicz-Sokołowska")
     assert claims["email"] == ANNA_EMAIL
-    assert claims["roles"] == "['LEKARZ']"
+    assert claims["roles"] == '["LEKARZ"]'
     other_browser.context.close()
 
 

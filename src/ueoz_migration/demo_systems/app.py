@@ -9,6 +9,7 @@ endpoint, RP-initiated logout, and back-channel logout.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.flask_client import OAuth
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from flask import Flask, abort, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFProtect
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -50,7 +52,7 @@ class EndedSessions:
 @dataclass(frozen=True)
 class Person:
     display_name: str
-    claims: list[tuple[str, Any]]
+    claims: list[tuple[str, str]]
 
 
 def create_demo_system_app(
@@ -68,7 +70,10 @@ def create_demo_system_app(
         SESSION_COOKIE_NAME=f"demo_{system.id.lower()}",
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_HTTPONLY=True,
+        WTF_CSRF_TIME_LIMIT=None,  # as long as the page's session
     )
+    # The logout form's token; the back-channel endpoint is UEOZ's server-to-server call.
+    csrf = CSRFProtect(app)
     oauth = OAuth(app)
     client_kwargs: dict[str, Any] = {"scope": " ".join(SCOPES), "code_challenge_method": "S256"}
     auth_methods = None
@@ -90,7 +95,8 @@ def create_demo_system_app(
         if claims:
             first = (claims.get("given_name") or "").split()
             display = " ".join([*first[:1], claims.get("family_name", "")]).strip()
-            person = Person(display or claims["sub"], sorted(claims.items()))
+            shown = [(name, _shown(value)) for name, value in sorted(claims.items())]
+            person = Person(display or claims["sub"], shown)
         return render_template("system.html", system=system, person=person, error=error), status
 
     @app.before_request
@@ -141,6 +147,7 @@ def create_demo_system_app(
         )
 
     @app.post("/backchannel-logout")
+    @csrf.exempt
     def backchannel_logout() -> tuple[str, int]:
         """OpenID Connect Back-Channel Logout 2.6: check the logout token, end its session."""
         token = request.form.get("logout_token", "")
@@ -173,6 +180,11 @@ def _logout_claims(token: str, ueoz: Any, *, issuer: str, audience: str) -> dict
 
 def _plain(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, list)) else str(value)
+
+
+def _shown(value: Any) -> str:
+    """A claim as a developer reads it: text as it is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def create_demo_systems_app(
