@@ -38,7 +38,8 @@ class Services:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.database_url)
+        settings = self.settings
+        return make_engine(settings.database_url, connect_wait=settings.database_connect_wait)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

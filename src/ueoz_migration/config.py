@@ -136,6 +136,7 @@ class Settings:
 
     env: str
     database_url: str
+    database_connect_wait: float
     secret_key: str
     audit_key: bytes
     pesel_key: bytes
@@ -270,6 +271,8 @@ class Settings:
         return cls(
             env=app_env,
             database_url=database_url,
+            # Long enough to ride out a PostgreSQL restart (a few seconds) unseen.
+            database_connect_wait=_whole(env, "DATABASE_CONNECT_WAIT_SECONDS", 5, maximum=60),
             secret_key=secret_key,
             audit_key=(get("AUDIT_KEY") or dev_secret(instance_dir, "audit_key")).encode(),
             pesel_key=pesel_key.encode(),

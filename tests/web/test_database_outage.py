@@ -36,7 +36,8 @@ def unreachable(request, tmp_path) -> Iterator[FlaskClient]:
         url = f"postgresql://ueoz@127.0.0.1:{free_port()}/ueoz"
     else:
         url = f"sqlite:///{tmp_path / 'gone' / 'ueoz.sqlite3'}"
-    services = Services(make_settings(tmp_path, url))
+    # An outage, not a restart: no wait for the server to come back.
+    services = Services(make_settings(tmp_path, url, DATABASE_CONNECT_WAIT_SECONDS="0"))
     app = create_app(services=services)
     app.config.update(TESTING=True, PROPAGATE_EXCEPTIONS=False)  # as gunicorn serves it
     client = app.test_client()

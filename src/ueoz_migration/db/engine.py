@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,8 +12,11 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, **kwargs: object) -> Engine:
+def make_engine(url: str, *, connect_wait: float = 0.0, **kwargs: object) -> Engine:
     """Create an engine; on SQLite, make every transaction take the write lock up front.
+
+    ``connect_wait``: on PostgreSQL, how long a new connection is tried again while the server
+    refuses it (a restart, a failover), before the request fails as the outage it is.
 
     pysqlite starts transactions lazily and in DEFERRED mode, so two processes that both read
     an attempt and then write it would deadlock or overwrite each other. ``BEGIN IMMEDIATE``
@@ -59,7 +63,38 @@ def make_engine(url: str, **kwargs: object) -> Engine:
     # pool reconnects unseen. Worth its round trip. psycopg prepares a statement on the
     # server after its fifth use on a connection by itself, so the hot ones are prepared.
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)  # type: ignore[arg-type]
+    engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
+    if connect_wait > 0:
+        _wait_for_the_server(engine, connect_wait)
+    return engine
+
+
+def _wait_for_the_server(engine: Engine, seconds: float) -> None:
+    """Try a refused connection again, at growing intervals, for up to ``seconds``.
+
+    A PostgreSQL restart takes a few seconds; the pool notices its dead connections (pre-ping)
+    and opens new ones, which the server refuses until it is up. Waiting here rides the
+    restart out: the person's request takes longer instead of ending on the error page. The
+    database's own errors (a wrong password, no such database) fail at once, as before.
+    """
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect, _record, cargs, cparams):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + seconds
+        pause = 0.05
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as error:
+                if not _refused(error) or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether psycopg could not reach the server at all (it says so in no SQLSTATE)."""
+    return getattr(error, "sqlstate", None) is None or str(error.sqlstate).startswith("57P03")
 
 
 def _create_for_owner_only(path: str | None) -> None:
