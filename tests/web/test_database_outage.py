@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import event, text
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from structlog.testing import capture_logs
 
@@ -161,7 +162,7 @@ def test_a_statement_the_database_refused_is_a_fault_with_its_traceback_not_an_o
 
 
 def test_a_database_file_that_is_no_database_is_an_outage_too(tmp_path):
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
 
     from ueoz_migration.web.errors import database_unavailable
 
@@ -176,3 +177,81 @@ def test_a_database_file_that_is_no_database_is_an_outage_too(tmp_path):
     assert database_unavailable(
         OperationalError("INSERT …", {}, psycopg.errors.DiskFull("could not extend file"))
     )
+
+
+class ServerRestart:
+    """Once armed, the next statement that reads an attempt finds its connection ended by the
+    server, as in a PostgreSQL restart: the backend serving it is terminated before it runs."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.armed = False
+        self.ended = 0
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def __call__(self, connection, _cursor, statement, *_args) -> None:
+        if not self.armed or "FROM attempts" not in statement:
+            return
+        self.armed = False
+        pid = connection.connection.dbapi_connection.info.backend_pid
+        with self.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+        self.ended += 1
+
+
+@pytest.fixture
+def restart(services) -> Iterator[ServerRestart]:
+    restart = ServerRestart(services.engine)
+    event.listen(services.engine, "before_cursor_execute", restart)
+    yield restart
+    event.remove(services.engine, "before_cursor_execute", restart)
+
+
+def heading(response) -> str:
+    return text_of(response).split("<h1", 1)[1].split("</h1>", 1)[0]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_page_whose_connection_the_server_ended_is_run_again_and_shown(
+    app, browser, start_attempt, restart
+):
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    browser.hold(start_attempt("found").id)
+    expected = heading(browser.get("/migracja"))
+
+    restart.arm()
+    with capture_logs() as logs:
+        response = browser.get("/migracja")
+
+    assert restart.ended == 1
+    assert response.status_code == 200
+    assert heading(response) == expected
+    (line,) = [entry for entry in logs if entry["log_level"] == "error"]
+    assert (line["event"], line["path"], line["run_again"]) == (
+        "web.database_unavailable",
+        "/migracja",
+        True,
+    )
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_form_whose_connection_the_server_ended_is_not_sent_again(
+    app, browser, start_attempt, services, restart
+):
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    attempt = start_attempt("found")
+    browser.hold(attempt.id)
+    token = browser.token()
+
+    restart.arm()
+    with capture_logs() as logs:
+        response = browser.post("/migracja/cancel", token=token, follow=False)
+
+    assert restart.ended == 1
+    assert response.status_code == 503
+    assert POLISH_ERROR in text_of(response)
+    assert services.journey.get(attempt.id).state == "found"  # nothing half-done
+    (line,) = [entry for entry in logs if entry["log_level"] == "error"]
+    assert "run_again" not in line

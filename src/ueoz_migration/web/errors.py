@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable, Iterable
 
 import structlog
 from flask import Flask, render_template, request
@@ -15,6 +16,11 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from .sessions import refuse_unreadable_session
 
 log = structlog.get_logger(__name__)
+
+# Set by the error page of a GET whose database connection broke under it; read by
+# RunAgainAfterLostConnection, which runs the request once more.
+LOST_CONNECTION = "ueoz.lost_connection"
+RUN_AGAIN = "ueoz.run_again"
 
 PAGES = {
     400: "errors/400.html",
@@ -115,15 +121,69 @@ def install(app: Flask) -> None:
             # would bury the log. One line each, the class only: the message may quote the
             # values of the statement (a PESEL, an address). The person sees the page of any
             # failure on our side, as 503.
-            log.error("web.database_unavailable", path=_route(), error=type(original).__name__)
+            again = _can_run_again(original)
+            log.error(
+                "web.database_unavailable",
+                path=_route(),
+                error=type(original).__name__,
+                **({"run_again": True} if again else {}),
+            )
+            request.environ[LOST_CONNECTION] = again
             return _error_page(503)
         log.error("web.unhandled_error", path=_route(), error=repr(original), exc_info=original)
         return _error_page(500)
+
+    app.wsgi_app = RunAgainAfterLostConnection(app.wsgi_app)  # type: ignore[method-assign]
 
     # Flask logs every unhandled error with its traceback ("Exception on …") before the
     # handler above runs, which logs it again (web.unhandled_error, with the request's id) or
     # as the one line of an outage (web.database_unavailable): Flask's copy goes.
     app.logger.addFilter(_without_flasks_copy)
+
+
+def _can_run_again(error: BaseException) -> bool:
+    """A GET or HEAD, run once so far, whose connection broke under it (not one refused)."""
+    return (
+        request.method in ("GET", "HEAD")
+        and not request.environ.get(RUN_AGAIN)
+        and isinstance(error, DBAPIError)
+        and error.connection_invalidated
+    )
+
+
+class RunAgainAfterLostConnection:
+    """Run a GET or HEAD once more when the database connection it used broke under it.
+
+    A PostgreSQL restart or failover ends the connections in use, and a request caught
+    in the middle fails though the server is back a moment later. Its transaction went with
+    the connection, and a GET asks for nothing that running it again would do twice (a
+    verification link opened twice is answered as the one open), so it runs again, once, on a
+    new connection, which waits for the server (DATABASE_CONNECT_WAIT_SECONDS). A POST is not
+    run again: its commit may have gone through before the connection broke. nginx cannot do
+    this for us: a 503 passed on to the next instance counts as that instance failing, and
+    in an outage every instance would be taken out of the upstream at once.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Callable[..., object]) -> Iterable[bytes]:
+        def start(status: str, headers: list, exc_info: object = None) -> object:
+            if environ.get(LOST_CONNECTION):
+                return _discard  # this answer goes unsent: the request runs again
+            return start_response(status, headers, exc_info)
+
+        body = self.app(environ, start)
+        if not environ.pop(LOST_CONNECTION, False):
+            return body
+        if hasattr(body, "close"):
+            body.close()
+        environ[RUN_AGAIN] = True
+        return self.app(environ, start_response)
+
+
+def _discard(_data: bytes) -> None:
+    pass
 
 
 def _without_flasks_copy(record: logging.LogRecord) -> bool:
