@@ -117,5 +117,5 @@ class Looks:
                     view.detail,
                     view.request_id,
                 )
-                for view, last3 in session.execute(query).tuples()
+                for view, last3 in session.execute(query)
             ]

@@ -87,14 +87,15 @@ def measure(
         attempts = {
             event: _attempts(session, event, since, until) for event in {*FUNNEL, *ENDS, "skip"}
         }
-        codes = dict(
-            session.execute(
+        codes = {
+            code: count
+            for code, count in session.execute(
                 select(LOG.event_code, func.count())
                 .where(*_applied("search_failed", since, until))
                 .where(LOG.event_code.is_not(None))
                 .group_by(LOG.event_code)
-            ).tuples()
-        )
+            )
+        }
         percentiles, verified = _verification_seconds(session, since, until)
     figures = queues()
     all_days = [since.date() + timedelta(days=offset) for offset in range(days)]
@@ -139,7 +140,7 @@ def _per_day(
 ) -> list[tuple[date, int]]:
     rows = session.execute(
         select(day, func.count()).where(*_applied(event, since, until)).group_by(day)
-    ).tuples()
+    )
     return [(_as_date(value), count) for value, count in rows]
 
 

@@ -114,7 +114,7 @@ class Staff:
                     role.revoked_at,
                     role.revoked_by,
                 )
-                for role, last3 in session.execute(query).tuples()
+                for role, last3 in session.execute(query)
             ]
 
     def identify(self, key: str) -> StaffIdentity:

@@ -36,12 +36,12 @@ from werkzeug.wrappers import Response
 
 from .. import helpdesk
 from ..adapters.wk import Identity, LoginFailed
+from ..audit.log import format_detail
 from ..console import actions, audits, progress
 from ..console.looks import LOOKUP, Looks
 from ..console.staff import Role, Staff
 from ..console.story import tell
 from ..domain.codes import EventCode
-from ..audit.log import format_detail
 from ..domain.privacy import mask_email, mask_pesel
 from ..journey import Actor, utcnow
 from ..metrics import QueueCollector
