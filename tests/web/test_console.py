@@ -18,7 +18,7 @@ from ueoz_migration.audit.replay import replay_log
 from ueoz_migration.audit.verify import verify_chain
 from ueoz_migration.console.staff import Role, Staff
 from ueoz_migration.db.engine import snapshot
-from ueoz_migration.db.models import Attempt, StaffView, TransitionLogEntry
+from ueoz_migration.db.models import Attempt, StaffView, TransitionLogEntry, WebSession
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.journey import utcnow
 from ueoz_migration.web import console
@@ -93,7 +93,12 @@ def test_a_staff_member_signs_in_through_the_node_into_the_console_not_a_migrati
     assert answer.headers["Location"] == "/konsola/"
     cookie = answer.headers.getlist("Set-Cookie")
     console_cookie = next(line for line in cookie if line.startswith("ueoz_console="))
-    assert "Path=/konsola" in console_cookie and "HttpOnly" in console_cookie
+    assert "HttpOnly" in console_cookie and "SameSite=Lax" in console_cookie
+    # Its row ends after 15 minutes without a request.
+    sid = console_cookie.split(";", 1)[0].split("=", 1)[1]
+    with snapshot(services.sessions) as session:
+        expires_at = session.scalar(select(WebSession.expires_at).where(WebSession.id == sid))
+    assert timedelta(minutes=14) < expires_at - datetime.now(UTC) <= timedelta(minutes=15)
     page = text_of(web.get("/konsola/"))
     assert "Pomoc: wyszukaj próbę" in page
     assert "PESEL ********349" in page
@@ -309,9 +314,41 @@ def test_a_change_needs_a_node_login_no_older_than_15_minutes(services, web, nod
     # A new node login, and back to the story: the action goes through.
     again = sign_in(web, node, EWA, start=f"/login/konsola?next={story}")
     assert again.headers["Location"] == story
-    post(web, "/konsola/pomoc", {"event_number": attempt.event_number, "pesel_last3": "247"})
+    assert web.get(story).status_code == 200  # still open to them: no new look-up needed
     post(web, f"{story}/anuluj", page=story)
     assert log_of(services, attempt.id)[-1].event == "cancel"
+
+
+def test_logging_out_ends_the_console_session(services, web, node):
+    grant(services, EWA, Role.HELPDESK)
+    sign_in(web, node, EWA)
+
+    answer = post(web, "/konsola/wyloguj", page="/konsola/pomoc")
+
+    assert answer.status_code == 303
+    assert "Wylogowano z konsoli." in text_of(web.get("/konsola/"))
+    assert web.get("/konsola/pomoc").status_code == 303  # to the start, to sign in again
+
+
+def test_a_purged_attempt_shows_its_story_without_personal_data(services, web, node):
+    from ueoz_migration.retention import purge
+
+    grant(services, EWA, Role.HELPDESK)
+    sign_in(web, node, EWA)
+    attempt = error_attempt(services)
+    services.journey.fire(attempt.id, "cancel", actor=user())
+    purge(services.sessions, older_than=timedelta(0), now=utcnow() + timedelta(seconds=1))
+
+    found = post(
+        web, "/konsola/pomoc", {"event_number": attempt.event_number, "pesel_last3": "247"}
+    )
+
+    page = text_of(found)
+    assert found.status_code == 200
+    assert "DLIGEMREH" not in page and "HERMEGILDA" not in page
+    assert "********247" in page
+    assert "Nie wyszukano: dane osobowe próby, w tym PESEL, zostały usunięte." in page
+    assert "searching → error → cancelled" in page
 
 
 def test_the_auditor_verifies_replays_and_exports_and_the_views_are_recorded(services, web, node):

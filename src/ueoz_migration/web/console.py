@@ -2,7 +2,7 @@
 
 Staff sign in through the national node like everyone else (``/login/konsola``): the pending
 login carries the purpose ``console``, and the ACS hands the answer to :func:`signed_in`,
-which starts no attempt but a console session, a session of its own (its own cookie, sent
+which starts no attempt but a console session, a session of its own (its own cookie, read
 only under ``/konsola``; 15 minutes without a request end it). What a staff member may see
 comes from the roles granted to them (``staff grant``), read again on every request, so a
 revocation takes effect at once. An action that changes something asks for a new node login
@@ -55,7 +55,7 @@ login_blueprint = Blueprint("console_login", __name__)
 
 #: The pending login's purpose for a staff member's node login.
 PURPOSE = "console"
-#: Where the console lives; its session's cookie is sent only here.
+#: Where the console lives; only its requests open the console's session.
 PATH = "/konsola"
 #: A console session ends after this long without a request.
 IDLE_LIFETIME = timedelta(minutes=15)
@@ -77,8 +77,8 @@ V = TypeVar("V", bound=Callable[..., Any])
 
 
 def cookie_name(*, production: bool) -> str:
-    # __Secure-: the browser takes it only over HTTPS (a __Host- cookie must be for path /).
-    return "__Secure-ueoz_console" if production else "ueoz_console"
+    # As the person's: only over HTTPS, for the whole site, from this host alone.
+    return "__Host-ueoz_console" if production else "ueoz_console"
 
 
 def install(app: Flask) -> None:
@@ -118,16 +118,22 @@ def signed_in(identity: Identity) -> Response:
     target = session.pop(NEXT_KEY, None) or PATH + "/"
     key = _staff().hash_of(identity.pesel)
     response = redirect(target, 303)
-    current_app.session_interface.start_realm_session(  # type: ignore[attr-defined]
+    sessions = current_app.session_interface
+    # The same staff member logging in again (before a change, or after 15 minutes): the
+    # attempts they looked up stay open to them, and their language stays.
+    before = sessions.realm_session(request) or {}  # type: ignore[attr-defined]
+    same = before.get(STAFF_KEY) == key
+    sessions.start_realm_session(  # type: ignore[attr-defined]
         current_app,
         response,
         {
             "_permanent": True,
-            "language": current_language(),
+            "language": before.get("language") if same else current_language(),
             STAFF_KEY: key,
             LAST3_KEY: identity.pesel[-3:],
             LOGGED_IN_KEY: utcnow().isoformat(),
             NODE_KEY: [identity.name_id, identity.session_index],
+            UNLOCKED_KEY: before.get(UNLOCKED_KEY, []) if same else [],
         },
     )
     log.info("console.signed_in", staff=_staff().identify(key).staff_id)

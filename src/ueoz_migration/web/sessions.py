@@ -1,8 +1,10 @@
 """Server-side web sessions in the service's own database, shared by every instance.
 
 Two kinds of session share the table: a person's, and a staff member's in the console under
-``/konsola`` (web/console.py), which has a cookie of its own, sent only there, and ends after
-15 minutes without a request. Which one a request opens is told by its path.
+``/konsola`` (web/console.py), which has a cookie of its own and ends after 15 minutes without
+a request. Which one a request opens is told by its path; both cookies are for the whole
+site, so that the ACS, which is not under ``/konsola``, can hand a staff member's new login
+the console session it replaces.
 
 flask-session ships an SQLAlchemy backend, but it needs Flask-SQLAlchemy and creates its own
 ``sessions`` table at start-up, outside our alembic migrations and on an engine of its own.
@@ -148,9 +150,6 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
             self.realm.cookie if self.realm and self._in_realm() else super().get_cookie_name(app)
         )
 
-    def get_cookie_path(self, app: Flask) -> str:
-        return self.realm.path if self.realm and self._in_realm() else super().get_cookie_path(app)
-
     def lifetime(self, app: Flask) -> timedelta:
         return (
             self.realm.lifetime
@@ -161,13 +160,23 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
     def get_expiration_time(self, app: Flask, session: Any) -> datetime | None:
         return datetime.now(UTC) + self.lifetime(app) if session.permanent else None
 
+    def realm_session(self, request: Request) -> dict[str, Any] | None:
+        """The data of the realm's session this request's browser holds, from outside it."""
+        assert self.realm is not None
+        sid = request.cookies.get(self.realm.cookie)
+        return self._retrieve_session_data(self._get_store_id(sid)) if sid else None
+
     def start_realm_session(self, app: Flask, response: Response, data: dict[str, Any]) -> None:
         """Give the browser a new session of the realm holding ``data``, from outside it.
 
         For the ACS (``/saml/acs``), which is not under the realm's path: a staff member's
-        node login ends there, and their console session starts with the answer.
+        node login ends there, and their console session starts with the answer. The one it
+        replaces, if any, is deleted: a login gives a new session id.
         """
         assert self.realm is not None
+        old = request.cookies.get(self.realm.cookie)
+        if old:
+            self._delete_session(self._get_store_id(old))
         session = self.session_class(data, sid=self._generate_sid(self.sid_length), permanent=True)
         expires_at = datetime.now(UTC) + self.realm.lifetime
         with self.engine.begin() as connection:
@@ -183,7 +192,7 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
             self.realm.cookie,
             session.sid,
             expires=expires_at,
-            path=self.realm.path,
+            path=self.get_cookie_path(app),
             httponly=True,
             secure=self.get_cookie_secure(app),
             samesite=self.get_cookie_samesite(app),
