@@ -14,6 +14,7 @@ import click
 from .bootstrap import Services
 from .config import ConfigError
 from .db.engine import snapshot
+from .domain.privacy import mask_pesel
 from .logs import configure_logging, mask_text
 
 
@@ -792,19 +793,23 @@ def _who() -> str:
         return "shell"
 
 
+def _change_role(services: Services, pesel: str, role: str, *, grant: bool) -> bool:
+    """Grant or revoke ``role`` in one transaction; whether anything changed."""
+    from .console.staff import Role, Staff
+    from .journey import utcnow
+
+    staff = Staff(services.sessions, services.settings.pesel_key)
+    change = staff.grant if grant else staff.revoke
+    with _database(services, doing="write"):
+        return change(pesel, Role(role), by=_who(), now=utcnow())
+
+
 @staff.command("grant")
 @_role_options
 @_services()
 def staff_grant(services: Services, pesel: str, role: str) -> None:
     """Grant a role to the person with this PESEL; they sign in through login.gov.pl."""
-    from .console.staff import Role, Staff
-    from .domain.privacy import mask_pesel
-    from .journey import utcnow
-
-    with _database(services, doing="write"):
-        granted = Staff(services.sessions, services.settings.pesel_key).grant(
-            pesel, Role(role), by=_who(), now=utcnow()
-        )
+    granted = _change_role(services, pesel, role, grant=True)
     click.echo(f"{mask_pesel(pesel)} {'granted' if granted else 'already holds'} {role}")
 
 
@@ -813,15 +818,7 @@ def staff_grant(services: Services, pesel: str, role: str) -> None:
 @_services()
 def staff_revoke(services: Services, pesel: str, role: str) -> None:
     """Revoke a role; it takes effect at the staff member's next request."""
-    from .console.staff import Role, Staff
-    from .domain.privacy import mask_pesel
-    from .journey import utcnow
-
-    with _database(services, doing="write"):
-        revoked = Staff(services.sessions, services.settings.pesel_key).revoke(
-            pesel, Role(role), by=_who(), now=utcnow()
-        )
-    if not revoked:
+    if not _change_role(services, pesel, role, grant=False):
         raise click.ClickException(f"{mask_pesel(pesel)} does not hold {role}")
     click.echo(f"{mask_pesel(pesel)} no longer holds {role}")
 
