@@ -69,6 +69,11 @@ def bars(
         chart.show_minor_x_labels = False
     for name, values in series:
         chart.add(name, list(values))
+    # Counts: whole numbers on the value axis, about ten steps (pygal would show 0.1 steps
+    # for a handful).
+    top = max((value for _, values in series for value in values if value), default=0)
+    step = max(1, -(-int(top) // 10))
+    chart.y_labels = list(range(0, int(top) + step + 1, step))
     return _data_uri(chart)
 
 

@@ -2,15 +2,19 @@
 
 Every figure is an aggregate the database computes (counts, percentiles), over a period of
 whole days in UTC ending today; the transition log answers most of them through one index
-(``ix_transition_log_progress``: event, outcome, time, attempt), which it reads alone:
+(``ix_transition_log_progress``: event, outcome, time, attempt), which it reads alone, in one
+pass grouped by event and day:
 
 - migrations started and completed per day: ``start`` rows less ``skip`` rows (a login of
   someone already migrated starts an attempt that skips at once), and ``verify`` rows;
 - the funnel: attempts that logged in (``start``, less ``skip``), whose e-PLOZ account was
   found (``account_found``), that gave an e-mail address (``submit``), that verified it
-  (``verify``), each counted once however often it happened;
-- outcomes: event numbers minted per code (``search_failed``'s rows carry the code), and
-  how many attempts ended cancelled, expired or verified;
+  (``verify``), each counted once however often it happened: the flow applies ``start``,
+  ``skip``, ``account_found``, ``verify``, ``cancel`` and ``expire`` at most once in an
+  attempt (each leaves its source state for good), so their rows are counted; ``submit``
+  comes again after ``change_email``, so its attempts are counted apart;
+- outcomes: event numbers minted per code (the rows that minted one carry its code, in an
+  index of their own), and how many attempts ended cancelled, expired or verified;
 - time from the e-mail to the verification: the used link's age when it was used
   (``verification_links``), median and 90th percentile by nearest rank;
 - the queues now: the search and mail queues' depth and oldest age, as /metrics reads them
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Date, Float, Integer, cast, func, select
+from sqlalchemy import ColumnElement, Date, Float, Integer, cast, func, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db.engine import snapshot
@@ -36,6 +41,8 @@ PERIODS = (7, 30, 90)  # days an operator may choose between
 DEFAULT_PERIOD = 30
 FUNNEL = ("start", "account_found", "submit", "verify")
 ENDS = ("verify", "cancel", "expire")
+#: The events the flow applies at most once in an attempt: their rows count attempts.
+ONCE = ("start", "skip", "account_found", "verify", "cancel", "expire")
 PERCENTILES = (50, 90)
 
 
@@ -80,19 +87,29 @@ def measure(
     since = datetime.combine(now.astimezone(UTC).date() - timedelta(days=days - 1), time(), UTC)
     with snapshot(sessions) as session:
         day = _day(session)
-        per_day = {
-            event: dict(_per_day(session, event, day, since, until))
-            for event in ("start", "skip", "verify")
-        }
-        attempts = {
-            event: _attempts(session, event, since, until) for event in {*FUNNEL, *ENDS, "skip"}
-        }
+        per_day: dict[str, dict[date, int]] = {event: {} for event in ONCE}
+        for event, on, count in session.execute(
+            select(LOG.event, day, func.count())
+            .where(LOG.event.in_(ONCE), LOG.outcome == "applied")
+            .where(LOG.at >= since, LOG.at <= until)
+            .group_by(LOG.event, day)
+        ):
+            per_day[event][_as_date(on)] = count
+        attempts = {event: sum(per_day[event].values()) for event in ONCE}
+        attempts["submit"] = (
+            session.scalar(
+                select(func.count(LOG.attempt_id.distinct())).where(
+                    *_applied("submit", since, until)
+                )
+            )
+            or 0
+        )
+        # Only a row that minted an event number has a code (ix_transition_log_codes).
         codes = {
             code: count
             for code, count in session.execute(
                 select(LOG.event_code, func.count())
-                .where(*_applied("search_failed", since, until))
-                .where(LOG.event_code.is_not(None))
+                .where(LOG.event_code.is_not(None), LOG.at >= since, LOG.at <= until)
                 .group_by(LOG.event_code)
             )
         }
@@ -129,21 +146,6 @@ def _applied(event: str, since: datetime, until: datetime) -> tuple[ColumnElemen
     return (LOG.event == event, LOG.outcome == "applied", LOG.at >= since, LOG.at <= until)
 
 
-def _attempts(session: Session, event: str, since: datetime, until: datetime) -> int:
-    """How many attempts had ``event`` applied in the period (each counted once)."""
-    counted = func.count(LOG.attempt_id.distinct())
-    return session.scalar(select(counted).where(*_applied(event, since, until))) or 0
-
-
-def _per_day(
-    session: Session, event: str, day: ColumnElement[Any], since: datetime, until: datetime
-) -> list[tuple[date, int]]:
-    rows = session.execute(
-        select(day, func.count()).where(*_applied(event, since, until)).group_by(day)
-    )
-    return [(_as_date(value), count) for value, count in rows]
-
-
 def _day(session: Session) -> ColumnElement[Any]:
     """The UTC day of a log row's time, in the database's own terms."""
     if session.get_bind().dialect.name == "postgresql":
@@ -167,28 +169,35 @@ def _verification_seconds(
 ) -> tuple[dict[int, float | None], int]:
     """The used links' ages at use, at :data:`PERCENTILES` (nearest rank), and how many.
 
-    Ranked by a window function, which SQLite and PostgreSQL both have: the percentile p of
-    n values is the value of rank ceil(n·p/100), computed in whole numbers.
+    Read from ``ix_verification_links_used`` (used_at, created_at) alone. PostgreSQL has the
+    percentile as an aggregate (``percentile_disc``: one sort for all of them); SQLite has
+    none, and ranks the ages with a window function instead: the percentile p of n values is
+    the value of rank ceil(n·p/100), in whole numbers.
     """
     link = VerificationLink
-    ages = (
+    age = _seconds(session, link.used_at, link.created_at)
+    period = (link.used_at >= since, link.used_at <= until)
+    if session.get_bind().dialect.name == "postgresql":
+        fractions = postgresql.array([percentile / 100 for percentile in PERCENTILES])
+        values, count = session.execute(
+            select(func.percentile_disc(fractions).within_group(age), func.count()).where(*period)
+        ).one()
+        return dict(zip(PERCENTILES, values or [None] * len(PERCENTILES), strict=True)), count
+    ranked = (
         select(
-            _seconds(session, link.used_at, link.created_at).label("age"),
-            func.row_number()
-            .over(order_by=_seconds(session, link.used_at, link.created_at))
-            .label("rank"),
+            age.label("age"),
+            func.row_number().over(order_by=age).label("rank"),
             func.count().over().label("n"),
         )
-        .where(link.used_at >= since)
-        .where(link.used_at <= until)
+        .where(*period)
         .subquery()
     )
     wanted = [
-        cast((ages.c.n * percentile + 99) / 100, Integer) == ages.c.rank
+        cast((ranked.c.n * percentile + 99) / 100, Integer) == ranked.c.rank
         for percentile in PERCENTILES
     ]
     rows = session.execute(
-        select(ages.c.rank, ages.c.age, ages.c.n).where(wanted[0] | wanted[1])
+        select(ranked.c.rank, ranked.c.age, ranked.c.n).where(or_(*wanted))
     ).all()
     count = rows[0].n if rows else 0
     by_rank = {row.rank: float(row.age) for row in rows}

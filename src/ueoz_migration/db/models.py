@@ -134,8 +134,15 @@ class TransitionLogEntry(Base):
         UniqueConstraint("attempt_id", "seq", name="uq_transition_log_attempt_seq"),
         Index("ix_transition_log_event_number", "event_number"),
         # The console's progress (console/progress.py): one event's applied rows in a period,
-        # counted per day or per attempt from the index alone.
+        # counted per day or per attempt from the index alone; and the codes minted.
         Index("ix_transition_log_progress", "event", "outcome", "at", "attempt_id"),
+        Index(
+            "ix_transition_log_codes",
+            "at",
+            "event_code",
+            sqlite_where=text("event_code IS NOT NULL"),
+            postgresql_where=text("event_code IS NOT NULL"),
+        ),
     )
 
 
@@ -233,9 +240,12 @@ class VerificationLink(Base):
     email: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    # Indexed for the console's progress: the links used in a period (console/progress.py).
-    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    # The console's progress: the links used in a period, and how old each was then
+    # (console/progress.py), from the index alone.
+    __table_args__ = (Index("ix_verification_links_used", "used_at", "created_at"),)
 
 
 #: The ``kind`` of the e-mail carrying a verification link (the only kind the journey writes).

@@ -15,6 +15,7 @@ depends_on = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 HELD = sa.text("revoked_at IS NULL")
+MINTED = sa.text("event_code IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -86,16 +87,26 @@ def upgrade() -> None:
         if_not_exists=True,
     )
     op.create_index(
-        "ix_verification_links_used_at",
+        "ix_transition_log_codes",
+        "transition_log",
+        ["at", "event_code"],
+        unique=False,
+        sqlite_where=MINTED,
+        postgresql_where=MINTED,
+        if_not_exists=True,
+    )
+    op.create_index(
+        "ix_verification_links_used",
         "verification_links",
-        ["used_at"],
+        ["used_at", "created_at"],
         unique=False,
         if_not_exists=True,
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_verification_links_used_at", table_name="verification_links")
+    op.drop_index("ix_verification_links_used", table_name="verification_links")
+    op.drop_index("ix_transition_log_codes", table_name="transition_log")
     op.drop_index("ix_transition_log_progress", table_name="transition_log")
     with op.batch_alter_table("pending_logins", schema=None) as batch_op:
         batch_op.drop_column("purpose")
