@@ -19,7 +19,7 @@ RESEND = "resend"
 CANCEL = "cancel"
 # An attempt waiting for its address to be verified takes no ``cancel``: the person's own
 # way out is **Zmień adres e-mail**, then **Anuluj** on the e-mail form, and the helpdesk
-# takes the same two steps for them (docs/console.md).
+# takes the same two steps for them (docs/console-helpdesk.md).
 CANCEL_BY_WAY_OF = "change_email"
 
 

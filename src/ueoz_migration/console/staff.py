@@ -22,7 +22,7 @@ from ..domain.privacy import mask_pesel, pesel_hash
 
 
 class Role(StrEnum):
-    """What a staff member does in the console (docs/console.md has a page for each)."""
+    """What a staff member does in the console (docs/console.md leads to a page for each)."""
 
     HELPDESK = "helpdesk"  # looks attempts up for callers; resends, cancels
     AUDITOR = "auditor"  # verifies and replays the log, exports it; who looked at whom
