@@ -20,6 +20,9 @@ run core $py benchmarks/bench_core.py --database-url sqlite --database-url "$pg_
 # Anchors over a log of 1,000,000 rows: anchoring it whole, checking it against 100 anchors.
 run anchors $py benchmarks/bench_anchors.py --database-url sqlite --database-url "$pg_url" \
   --log-rows 1000000 --anchors 100 --rounds 3
+# The staff console's progress page and a helpdesk look-up over 1,000,000 attempts (PostgreSQL).
+run console $py benchmarks/bench_console.py --database-url "$pg_url" \
+  --attempts 1000000 --rounds 20 --lookups 200
 # Logins per second per core: CPU time of the process, steadier than wall time on a shared machine.
 run login $py benchmarks/bench_login.py --rounds 7 --clock cpu
 run http-sqlite $py benchmarks/bench_http.py --database sqlite --markdown

@@ -14,6 +14,7 @@ import click
 from .bootstrap import Services
 from .config import ConfigError
 from .db.engine import snapshot
+from .domain.privacy import mask_pesel
 from .logs import configure_logging, mask_text
 
 
@@ -796,6 +797,106 @@ def helpdesk_lookup(services: Services, event_number: str, pesel_last3: str) -> 
     with _database(services):
         names = {client.id: client.name for client in services.clients.all()}
     click.echo(describe(view, names))
+
+
+@main.group()
+def staff() -> None:
+    """Who may use the staff console, and in which roles (helpdesk, auditor, operator)."""
+
+
+def _staff_pesel(_context: click.Context, _param: click.Parameter, value: str) -> str:
+    """A PESEL as the node gives it: 11 digits with a valid checksum. Never echoed."""
+    from stdnum.pl import pesel
+
+    if not pesel.is_valid(value.strip()):
+        raise click.BadParameter("is not a valid PESEL (11 digits, checksum)")
+    return value.strip()
+
+
+def _role_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    from .console.staff import Role
+
+    command = click.option(
+        "--role", required=True, type=click.Choice([role.value for role in Role])
+    )(command)
+    return click.option(
+        "--pesel", required=True, callback=_staff_pesel, help="The staff member's PESEL."
+    )(command)
+
+
+def _who() -> str:
+    """Who grants or revokes: the account running the command, as the shell knows it."""
+    import getpass
+
+    try:
+        return f"shell:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "shell"
+
+
+def _change_role(services: Services, pesel: str, role: str, *, grant: bool) -> bool:
+    """Grant or revoke ``role`` in one transaction; whether anything changed."""
+    from .console.staff import Role, Staff
+    from .journey import utcnow
+
+    staff = Staff(services.sessions, services.settings.pesel_key)
+    change = staff.grant if grant else staff.revoke
+    with _database(services, doing="write"):
+        return change(pesel, Role(role), by=_who(), now=utcnow())
+
+
+@staff.command("grant")
+@_role_options
+@_services()
+def staff_grant(services: Services, pesel: str, role: str) -> None:
+    """Grant a role to the person with this PESEL; they sign in through login.gov.pl."""
+    granted = _change_role(services, pesel, role, grant=True)
+    click.echo(f"{mask_pesel(pesel)} {'granted' if granted else 'already holds'} {role}")
+
+
+@staff.command("revoke")
+@_role_options
+@_services()
+def staff_revoke(services: Services, pesel: str, role: str) -> None:
+    """Revoke a role; it takes effect at the staff member's next request."""
+    if not _change_role(services, pesel, role, grant=False):
+        raise click.ClickException(f"{mask_pesel(pesel)} does not hold {role}")
+    click.echo(f"{mask_pesel(pesel)} no longer holds {role}")
+
+
+@staff.command("list")
+@click.option("--all", "all_", is_flag=True, help="Revoked roles too.")
+@_services()
+def staff_list(services: Services, all_: bool) -> None:
+    """List the roles held (PESEL masked), who granted each and when."""
+    from .audit.log import format_time, text_table
+    from .console.staff import Staff
+
+    with _database(services):
+        grants = Staff(services.sessions, services.settings.pesel_key).grants(with_revoked=all_)
+    if not grants:
+        click.echo("no staff roles granted")
+        return
+    header = ("staff", "PESEL", "role", "granted", "by", *(("revoked", "by") if all_ else ()))
+    rows = [
+        (
+            str(grant.staff_id),
+            grant.pesel,
+            grant.role,
+            format_time(grant.granted_at),
+            grant.granted_by,
+            *(
+                (
+                    format_time(grant.revoked_at) if grant.revoked_at else "-",
+                    grant.revoked_by or "-",
+                )
+                if all_
+                else ()
+            ),
+        )
+        for grant in grants
+    ]
+    click.echo("\n".join(text_table(header, rows)))
 
 
 @main.group()

@@ -179,6 +179,8 @@ class Settings:
     anchor_public_key: Path | None
     # How long an ended attempt's personal data is kept (retention.py).
     retention: timedelta = timedelta(days=90)
+    # How many look-ups one staff member may make in the console in an hour (console/looks.py).
+    console_lookups_per_hour: int = 30
     raw: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @property
@@ -323,6 +325,7 @@ class Settings:
             ),
             anchor_public_key=_file(get("ANCHOR_PUBLIC_KEY"), None),
             retention=_duration(env, "RETENTION_DAYS", 90, "days"),
+            console_lookups_per_hour=_whole(env, "CONSOLE_LOOKUPS_PER_HOUR", 30, minimum=1),
             raw=env,
         )
 

@@ -164,17 +164,7 @@ def lookup(
         if not matched or attempt is None:
             log.info("helpdesk.lookup", event_number=number, matched=False)
             return None
-        later, later_total = _later_attempts(session, attempt)
-        view = HelpdeskView(
-            attempt=attempt,
-            log=read_log(session, attempt.id),
-            # A purged attempt's PESEL is gone but for its last digits: nothing to look up by.
-            eploz=[] if attempt.purged_at else _eploz_accounts(session, attempt),
-            later=later,
-            later_total=later_total,
-            now=now,
-            link_mail=_link_mail(session, attempt),
-        )
+        view = _view(session, attempt, now)
     log.info(
         "helpdesk.lookup",
         event_number=number,
@@ -184,6 +174,31 @@ def lookup(
         state=attempt.state,
     )
     return view
+
+
+def view_of(sessions: sessionmaker[Session], attempt_id: str, now: datetime) -> HelpdeskView | None:
+    """Return what the helpdesk sees of an attempt it has already looked up, or None.
+
+    For the console, which shows an attempt again (after an action) only to a staff member
+    who matched its event number and digits in this console session.
+    """
+    with snapshot(sessions) as session:
+        attempt = session.get(Attempt, attempt_id)
+        return None if attempt is None else _view(session, attempt, now)
+
+
+def _view(session: Session, attempt: Attempt, now: datetime) -> HelpdeskView:
+    later, later_total = _later_attempts(session, attempt)
+    return HelpdeskView(
+        attempt=attempt,
+        log=read_log(session, attempt.id),
+        # A purged attempt's PESEL is gone but for its last digits: nothing to look up by.
+        eploz=[] if attempt.purged_at else _eploz_accounts(session, attempt),
+        later=later,
+        later_total=later_total,
+        now=now,
+        link_mail=_link_mail(session, attempt),
+    )
 
 
 def _link_mail(session: Session, attempt: Attempt) -> LinkMail | None:
@@ -202,7 +217,8 @@ def _link_mail(session: Session, attempt: Attempt) -> LinkMail | None:
     )
 
 
-def _link_mail_fact(mail: LinkMail | None) -> str:
+def link_mail_fact(mail: LinkMail | None) -> str:
+    """What became of the link e-mail, its address masked."""
     if mail is None:
         return "-"
     to = mask_email(mail.recipient) if mail.recipient else "an address no longer kept"
@@ -287,10 +303,10 @@ def describe(view: HelpdeskView, systems: dict[str, str]) -> str:
     purged = attempt.purged_at
     facts = [
         ("event number", attempt.event_number or "-"),
-        ("event code", _code(attempt.event_code)),
-        ("what to do", _what_to_do(view)),
+        ("event code", code_fact(attempt.event_code)),
+        ("what to do", what_to_do(view)),
         ("state", attempt.state),
-        ("open", _openness(attempt, view.now)),
+        ("open", openness(attempt, view.now)),
         *(
             [("personal data", f"{PURGED} {format_utc_and_polish(purged)}")]
             if purged
@@ -299,7 +315,7 @@ def describe(view: HelpdeskView, systems: dict[str, str]) -> str:
         ("PESEL", mask_pesel(attempt.pesel)),
         ("created", format_utc_and_polish(attempt.created_at)),
         ("updated", format_utc_and_polish(attempt.updated_at)),
-        ("link e-mail", _link_mail_fact(view.link_mail)),
+        ("link e-mail", link_mail_fact(view.link_mail)),
         (
             "domain system",
             f"{system} ({attempt.domain_system})" if system else (attempt.domain_system or "-"),
@@ -324,7 +340,8 @@ def describe(view: HelpdeskView, systems: dict[str, str]) -> str:
     )
 
 
-def _code(value: int | None) -> str:
+def code_fact(value: int | None) -> str:
+    """``208: account found, first and last name both differ``."""
     if value is None:
         return "-"
     try:
@@ -340,7 +357,7 @@ def format_utc_and_polish(value: datetime) -> str:
     return f"{format_utc(value)} ({polish.strftime(day + '%H:%M:%S %Z')} Polish time)"
 
 
-def _what_to_do(view: HelpdeskView) -> str:
+def what_to_do(view: HelpdeskView) -> str:
     """The code's guidance, or, once the caller went on with Dalej, what is left to do."""
     attempt = view.attempt
     if attempt.event_code is None:
@@ -395,7 +412,7 @@ def _what_to_do(view: HelpdeskView) -> str:
     return advice
 
 
-def _openness(attempt: Attempt, now: datetime) -> str:
+def openness(attempt: Attempt, now: datetime) -> str:
     """Say whether a login now would resume this attempt, and until when it would."""
     again = "a new login starts a new attempt, which searches e-PLOZ again."
     if attempt.open_pesel_key is None:  # every final state clears it (states/finals.py)

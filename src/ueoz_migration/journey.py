@@ -239,8 +239,11 @@ class _IdleMachines(threading.local):
 class Actor:
     """Who fired an event, and in which request (for the log)."""
 
-    kind: str  # user | worker | system
+    kind: str  # user | worker | system | helpdesk
     request_id: str
+    # A staff member acting in the console (kind ``helpdesk``): their staff id, which the
+    # log row's ``detail`` names (``{"staff": 7}``); never their name or PESEL.
+    staff: int | None = None
 
     @classmethod
     def system(cls) -> Actor:
@@ -784,6 +787,8 @@ class Journey:
         minted: bool = False,
     ) -> None:
         """Append one row to the attempt's log and move the chain's head on the attempt."""
+        if actor.staff is not None:
+            notes = {**notes, "staff": actor.staff}
         fields = {
             "attempt_id": attempt.id,
             "seq": attempt.log_seq + 1,

@@ -53,6 +53,7 @@ class Stack:
     demo_systems_url: str
     instance_dir: Path
     process: subprocess.Popen[str]
+    database: str | None = None  # DATABASE_URL given to the stack; None: its own SQLite file
 
     def domain_system(self, system: str) -> str:
         """The page of demo domain system ``system`` (P1, GABINET)."""
@@ -60,7 +61,7 @@ class Stack:
 
     @property
     def database_url(self) -> str:
-        return f"sqlite:///{self.instance_dir / 'ueoz.sqlite3'}"
+        return self.database or f"sqlite:///{self.instance_dir / 'ueoz.sqlite3'}"
 
     def messages_to(self, address: str) -> list:
         """The e-mails the mail sender delivered to ``address``, oldest first."""
@@ -105,9 +106,9 @@ def running_stack(instance: Path, **settings: str) -> Iterator[Stack]:
         "STANDIN_URL": node_url,
         "DEMO_SYSTEMS_URL": systems_url,
         "PYTHONUNBUFFERED": "1",
-        **settings,
     }
-    env.pop("DATABASE_URL", None)
+    env.pop("DATABASE_URL", None)  # the stack's own SQLite file, unless settings name one
+    env.update(settings)
     log = (instance / "stack.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "ueoz_migration.cli", "dev"],
@@ -120,7 +121,9 @@ def running_stack(instance: Path, **settings: str) -> Iterator[Stack]:
     try:
         for url in (base_url, systems_url):
             _wait_until_up(f"{url}/healthz", process, instance / "stack.log")
-        yield Stack(base_url, node_url, systems_url, instance, process)
+        yield Stack(
+            base_url, node_url, systems_url, instance, process, settings.get("DATABASE_URL")
+        )
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -186,7 +189,14 @@ def screenshot(page: Page, name: str) -> None:
 
 @pytest.fixture
 def demo(stack: Stack) -> Iterator[Stack]:
-    """Start each test from the demo data alone, as a fresh `make run` would have it.
+    """Start each test from the demo data alone, as a fresh `make run` would have it."""
+    engine = reset_to_demo(stack)
+    yield stack
+    engine.dispose()
+
+
+def reset_to_demo(stack: Stack):  # type: ignore[no-untyped-def]
+    """Leave the stack's database with the demo data alone; return the engine used.
 
     The stack's processes keep running; only the rows go. Flow versions stay, as they do in
     production (the web service records its flow once per process). The demo domain systems
@@ -213,8 +223,7 @@ def demo(stack: Stack) -> Iterator[Stack]:
     register_demo_systems(registry, stack.instance_dir, stack.demo_systems_url)
     box = mailbox.Maildir(stack.instance_dir / "maildir", create=True)
     box.clear()
-    yield stack
-    engine.dispose()
+    return engine
 
 
 def count_rows(stack: Stack, model, *where) -> int:

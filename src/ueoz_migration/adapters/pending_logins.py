@@ -69,6 +69,8 @@ class Destination:
     # and the level of assurance it asked for (an eIDAS URI), if any.
     authorization_id: str | None = None
     loa: str | None = None
+    # What the login is for: None, the migration; ``console``, the staff console.
+    purpose: str | None = None
 
 
 class PendingLogins:
@@ -102,6 +104,7 @@ class PendingLogins:
                     browser_key_hash=browser_key_hash,
                     authorization_id=destination.authorization_id,
                     loa=destination.loa,
+                    purpose=destination.purpose,
                 )
             )
 

@@ -25,14 +25,33 @@ from .log import stream_rows
 EXPORT_COLUMNS = ("id", *CHAINED_FIELDS, "prev_hash", "hash")
 
 
-def export_log(session: Session, out: TextIO, attempt_ids: Collection[str] | None = None) -> int:
-    """Write the given attempts' rows (all when None) to ``out``; return how many."""
+def export_log(
+    session: Session,
+    out: TextIO,
+    attempt_ids: Collection[str] | None = None,
+    *,
+    started: tuple[datetime, datetime] | None = None,
+) -> int:
+    """Write the given attempts' rows (all when None) to ``out``; return how many.
+
+    ``started``: only the attempts started in that period, each whole (``stream_rows``).
+    """
     count = 0
-    for row in stream_rows(session, EXPORT_COLUMNS, attempt_ids):
-        out.write(json.dumps(export_record(row), ensure_ascii=False, separators=(",", ":")))
-        out.write("\n")
+    for line in export_lines(session, attempt_ids, started=started):
+        out.write(line)
         count += 1
     return count
+
+
+def export_lines(
+    session: Session,
+    attempt_ids: Collection[str] | None = None,
+    *,
+    started: tuple[datetime, datetime] | None = None,
+) -> Iterator[str]:
+    """Each row of the export as its line, newline included, as they come from the log."""
+    for row in stream_rows(session, EXPORT_COLUMNS, attempt_ids, started=started):
+        yield json.dumps(export_record(row), ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def export_record(row: Sequence[Any]) -> dict[str, Any]:

@@ -82,8 +82,13 @@ def stream_rows(
     session: Session,
     columns: Sequence[str | ColumnElement[Any]],
     attempt_ids: Collection[str] | None = None,
+    *,
+    started: tuple[datetime, datetime] | None = None,
 ) -> Iterator[Row[Any]]:
     """Yield the log's rows, ``columns`` only, ordered by attempt and sequence number.
+
+    ``started``: only the attempts started from the first time until before the second, each
+    with its whole log (an export of a period still verifies and replays on its own).
 
     The order is the unique index's, so the database reads the log in one index scan, and
     rows come in batches (a server-side cursor on PostgreSQL) instead of all at once.
@@ -91,6 +96,16 @@ def stream_rows(
     statement: Select = select(*log_columns(*columns)).order_by(LOG.c.attempt_id, LOG.c.seq)  # type: ignore[type-arg]
     if attempt_ids is not None:
         statement = statement.where(LOG.c.attempt_id.in_(list(attempt_ids)))
+    if started is not None:
+        # Their start rows are in the log's progress index (event, outcome, at, attempt).
+        first, until = started
+        statement = statement.where(
+            LOG.c.attempt_id.in_(
+                select(LOG.c.attempt_id)
+                .where(LOG.c.event == "start", LOG.c.outcome == "applied")
+                .where(LOG.c.at >= first, LOG.c.at < until)
+            )
+        )
     result = session.connection().execute(statement.execution_options(yield_per=BATCH))
     for batch in result.partitions():
         yield from batch

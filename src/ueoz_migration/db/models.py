@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -149,6 +150,16 @@ class TransitionLogEntry(Base):
     __table_args__ = (
         UniqueConstraint("attempt_id", "seq", name="uq_transition_log_attempt_seq"),
         Index("ix_transition_log_event_number", "event_number"),
+        # The console's progress (console/progress.py): one event's applied rows in a period,
+        # counted per day or per attempt from the index alone; and the codes minted.
+        Index("ix_transition_log_progress", "event", "outcome", "at", "attempt_id"),
+        Index(
+            "ix_transition_log_codes",
+            "at",
+            "event_code",
+            sqlite_where=text("event_code IS NOT NULL"),
+            postgresql_where=text("event_code IS NOT NULL"),
+        ),
     )
 
 
@@ -249,6 +260,10 @@ class VerificationLink(Base):
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
+    # The console's progress: the links used in a period, and how old each was then
+    # (console/progress.py), from the index alone.
+    __table_args__ = (Index("ix_verification_links_used", "used_at", "created_at"),)
+
 
 #: The ``kind`` of the e-mail carrying a verification link (the only kind the journey writes).
 LINK_MAIL = "verification"
@@ -320,6 +335,9 @@ class PendingLogin(Base):
     # the level of assurance it asked the node for (eIDAS URI), when higher than WK_LOA.
     authorization_id: Mapped[str | None] = mapped_column(String(64))
     loa: Mapped[str | None] = mapped_column(String(100))
+    # What the login is for: NULL, the migration journey; ``console``, a staff member
+    # signing in to the staff console (web/console.py), who starts no attempt.
+    purpose: Mapped[str | None] = mapped_column(String(20))
 
 
 class WebSession(Base):
@@ -477,3 +495,66 @@ class BackchannelLogout(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (Index("ix_backchannel_logouts_pending", "sent_at", "failed_at", "due_at"),)
+
+
+# -- the staff console (console/, web/console.py) -------------------------------------------
+
+
+class StaffMember(Base):
+    """Someone who may sign in to the staff console: known by the keyed hash of their PESEL."""
+
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pesel_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Enough to tell staff members apart in `staff list` (``********247``), no more.
+    pesel_last3: Mapped[str] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class StaffRole(Base):
+    """A role granted to a staff member (``staff grant``); kept when revoked, for the record."""
+
+    __tablename__ = "staff_roles"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    staff_id: Mapped[int] = mapped_column(BigId, ForeignKey("staff.id"), index=True)
+    role: Mapped[str] = mapped_column(String(20))  # helpdesk | auditor | operator
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    granted_by: Mapped[str] = mapped_column(String(100))
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked_by: Mapped[str | None] = mapped_column(String(100))
+
+    __table_args__ = (
+        # A role is held once at a time; its revoked grants stay beside it.
+        Index(
+            "uq_staff_roles_held",
+            "staff_id",
+            "role",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+
+class StaffView(Base):
+    """Who looked at whom: one staff member's look at an attempt in the console, or a search.
+
+    No name and no PESEL: the staff member by their id, the person by the attempt's id.
+    """
+
+    __tablename__ = "staff_views"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    staff_id: Mapped[int] = mapped_column(BigId, ForeignKey("staff.id"))
+    role: Mapped[str] = mapped_column(String(20))  # the role the look was made in
+    # NULL: a look-up that matched nothing, or an export of a period.
+    attempt_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    purpose: Mapped[str] = mapped_column(String(40))  # console/looks.py, PURPOSES
+    detail: Mapped[str] = mapped_column(String(200), default="")
+    request_id: Mapped[str] = mapped_column(String(64))
+
+    # The hourly limit of look-ups counts one staff member's recent ones.
+    __table_args__ = (Index("ix_staff_views_staff_purpose_at", "staff_id", "purpose", "at"),)

@@ -20,7 +20,7 @@ from ..logs import configure_logging
 from ..resources import templates_dir
 from . import metrics, security
 from .i18n import DEFAULT_LANGUAGE, PageCatalogs, current_language
-from .sessions import DatabaseSessionInterface
+from .sessions import DatabaseSessionInterface, Realm
 
 SESSION_IDLE_LIFETIME = timedelta(minutes=30)
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -60,7 +60,13 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     app.extensions["ueoz.services"] = services
     services.signing_keys  # noqa: B018 - a missing key fails the start, not a sign-in
-    app.session_interface = DatabaseSessionInterface(app, services.engine)
+    from . import console
+
+    # The staff console's pages keep a session of their own (web/console.py).
+    console_sessions = Realm(
+        console.PATH, console.cookie_name(production=settings.production), console.IDLE_LIFETIME
+    )
+    app.session_interface = DatabaseSessionInterface(app, services.engine, console_sessions)
     Babel(app, locale_selector=current_language)
     PageCatalogs(PACKAGE_DIR / "translations").install(app)
 
@@ -73,6 +79,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.register_blueprint(migration.blueprint)
     app.register_blueprint(verification.blueprint)
     app.register_blueprint(auth.blueprint)
+    console.install(app)
     if not settings.production:
         app.register_blueprint(pages.development)
     errors.install(app)

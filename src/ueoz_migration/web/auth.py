@@ -45,6 +45,7 @@ from ..metrics import LOGIN_FAILURES
 from ..oidc.authorizations import Waiting
 from ..oidc.claims import asked_level, rank
 from ..oidc.provider import LogInFirst
+from . import console
 from .common import (
     ATTEMPT_KEY,
     AUTHORIZATION_KEY,
@@ -130,10 +131,11 @@ def login() -> str:
     return send_to_node(LogInFirst(waiting.id, client, _asked_level(waiting), None))
 
 
-def send_to_node(login_for: LogInFirst | None) -> str:
+def send_to_node(login_for: LogInFirst | None, *, purpose: str | None = None) -> str:
     """Record a pending login and post the signed AuthnRequest to the node.
 
     ``login_for``: the domain system's request the login serves (web/oidc.py), if any.
+    ``purpose``: ``console`` for a staff member's login to the console (web/console.py).
     """
     logins = services().pending_logins
     relay_state = logins.new_relay_state()
@@ -145,6 +147,7 @@ def send_to_node(login_for: LogInFirst | None) -> str:
         language=current_language(),
         authorization_id=login_for.authorization_id if login_for else None,
         loa=login_for.level if login_for else None,
+        purpose=purpose,
     )
     logins.open(
         relay_state, form.request_id, destination, browser_key_hash=_browser_key_hash(create=True)
@@ -153,6 +156,7 @@ def send_to_node(login_for: LogInFirst | None) -> str:
         "login.sent_to_node",
         client=destination.domain_system,
         saml_request_id=form.request_id,
+        **({"purpose": purpose} if purpose else {}),
     )
     return render_template("login/to_node.html", form=form)
 
@@ -197,6 +201,10 @@ def acs() -> Response | tuple[str, int]:
         # The node was asked for this level at least (send_to_node): it answered less.
         _failed("insufficient_loa_for_domain_system", loa=identity.loa)
         return _failure_page("loa")
+
+    if pending.purpose == console.PURPOSE:
+        # A staff member signing in to the console: no attempt, no single sign-on.
+        return console.signed_in(identity)
 
     person = Person(
         given_names=identity.given_names,

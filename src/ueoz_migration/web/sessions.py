@@ -1,5 +1,11 @@
 """Server-side web sessions in the service's own database, shared by every instance.
 
+Two kinds of session share the table: a person's, and a staff member's in the console under
+``/konsola`` (web/console.py), which has a cookie of its own and ends after 15 minutes without
+a request. Which one a request opens is told by its path; both cookies are for the whole
+site, so that the ACS, which is not under ``/konsola``, can hand a staff member's new login
+the console session it replaces.
+
 flask-session ships an SQLAlchemy backend, but it needs Flask-SQLAlchemy and creates its own
 ``sessions`` table at start-up, outside our alembic migrations and on an engine of its own.
 We subclass its base interface instead: the same cookie handling, id regeneration and
@@ -10,10 +16,12 @@ rest of the service uses, so one migration history describes every table.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
+from typing import Any
 
-from flask import Flask, Request, g, request
+from flask import Flask, Request, Response, g, request
 from flask_session.base import ServerSideSession, ServerSideSessionInterface
 from sqlalchemy import Engine, Insert, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -100,14 +108,27 @@ def refuse_unreadable_session() -> None:
         raise error
 
 
+@dataclass(frozen=True)
+class Realm:
+    """Requests under ``path`` keep a session of their own: its cookie, its idle lifetime."""
+
+    path: str
+    cookie: str
+    lifetime: timedelta
+
+    def holds(self, path: str) -> bool:
+        return path == self.path or path.startswith(self.path + "/")
+
+
 class DatabaseSessionInterface(ServerSideSessionInterface):
     """Keep each session's data in ``web_sessions``; the cookie carries only its random id."""
 
     ttl = False  # expiry is a column we filter on, not something the database enforces
 
-    def __init__(self, app: Flask, engine: Engine) -> None:
+    def __init__(self, app: Flask, engine: Engine, realm: Realm | None = None) -> None:
         self.engine = engine
         self.upsert = UPSERT[engine.dialect.name]
+        self.realm = realm
         super().__init__(
             app,
             key_prefix="",
@@ -119,12 +140,70 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
 
         self._stored = threading.local()  # the loaded session's expiry, per request thread
 
+    # -- which session: the person's, or the realm's (by the request's path) ----------------
+
+    def _in_realm(self) -> bool:
+        return self.realm is not None and self.realm.holds(request.path)
+
+    def get_cookie_name(self, app: Flask) -> str:
+        return (
+            self.realm.cookie if self.realm and self._in_realm() else super().get_cookie_name(app)
+        )
+
+    def lifetime(self, app: Flask) -> timedelta:
+        return (
+            self.realm.lifetime
+            if self.realm and self._in_realm()
+            else app.permanent_session_lifetime
+        )
+
+    def get_expiration_time(self, app: Flask, session: Any) -> datetime | None:
+        return datetime.now(UTC) + self.lifetime(app) if session.permanent else None
+
+    def realm_session(self, request: Request) -> dict[str, Any] | None:
+        """The data of the realm's session this request's browser holds, from outside it."""
+        assert self.realm is not None
+        sid = request.cookies.get(self.realm.cookie)
+        return self._retrieve_session_data(self._get_store_id(sid)) if sid else None
+
+    def start_realm_session(self, app: Flask, response: Response, data: dict[str, Any]) -> None:
+        """Give the browser a new session of the realm holding ``data``, from outside it.
+
+        For the ACS (``/saml/acs``), which is not under the realm's path: a staff member's
+        node login ends there, and their console session starts with the answer. The one it
+        replaces, if any, is deleted: a login gives a new session id.
+        """
+        assert self.realm is not None
+        old = request.cookies.get(self.realm.cookie)
+        if old:
+            self._delete_session(self._get_store_id(old))
+        session = self.session_class(data, sid=self._generate_sid(self.sid_length), permanent=True)
+        expires_at = datetime.now(UTC) + self.realm.lifetime
+        with self.engine.begin() as connection:
+            connection.execute(
+                self.upsert,
+                {
+                    "id": session.sid,
+                    "data": self.serializer.encode(session),
+                    "expires_at": expires_at,
+                },
+            )
+        response.set_cookie(
+            self.realm.cookie,
+            session.sid,
+            expires=expires_at,
+            path=self.get_cookie_path(app),
+            httponly=True,
+            secure=self.get_cookie_secure(app),
+            samesite=self.get_cookie_samesite(app),
+        )
+
     def open_session(self, app: Flask, request: Request) -> ServerSideSession | None:  # type: ignore[override]
         if request.path in SESSIONLESS_PATHS:
             return None  # Flask's null session: nothing read, nothing saved
         self._stored.expires_at = None
         try:
-            session = super().open_session(app, request)
+            session = self._open(app, request)
         except SQLAlchemyError as error:
             setattr(g, SESSION_ERROR, error)  # see refuse_unreadable_session
             return None
@@ -133,6 +212,15 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
         stored = self._stored.expires_at is not None
         session.stored_sid = session.sid if stored else None  # type: ignore[attr-defined]
         return session
+
+    def _open(self, app: Flask, request: Request) -> ServerSideSession:
+        """flask-session's own opening, with the cookie of the request's kind of session."""
+        sid = request.cookies.get(self.get_cookie_name(app))
+        if sid:
+            data = self._retrieve_session_data(self._get_store_id(sid))
+            if data is not None:
+                return self.session_class(data, sid=sid)
+        return self.session_class(sid=self._generate_sid(self.sid_length), permanent=self.permanent)
 
     def _cleanup_n_requests(self) -> None:
         # Not on a request without a session: a probe must not touch the database, and one
@@ -155,7 +243,7 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
             return True
         if stored.tzinfo is None:  # SQLite hands times back without their zone
             stored = stored.replace(tzinfo=UTC)
-        fresh = datetime.now(UTC) + app.permanent_session_lifetime
+        fresh = datetime.now(UTC) + self.lifetime(app)
         return fresh - stored >= REFRESH_AFTER
 
     def _retrieve_session_data(self, store_id: str) -> dict | None:
@@ -175,7 +263,8 @@ class DatabaseSessionInterface(ServerSideSessionInterface):
     def _upsert_session(
         self, session_lifetime: timedelta, session: ServerSideSession, store_id: str
     ) -> None:
-        expires_at = datetime.now(UTC) + session_lifetime
+        # flask-session hands the application's lifetime: the realm's is its own.
+        expires_at = datetime.now(UTC) + self.lifetime(self.app)
         values: dict[str, object]
         if getattr(session, "stored_sid", None) != session.sid:
             # A new session, or a new id for one (login, verification): create its row.
