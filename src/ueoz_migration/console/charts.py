@@ -15,11 +15,18 @@ with its data as a table on the page, for screen readers and for reading the exa
 from __future__ import annotations
 
 import base64
+import sys
 from collections.abc import Sequence
 
 import pygal
 from lxml import etree
 from pygal.style import Style
+
+# pygal puts a finder for its map plugins (unused here) on sys.meta_path that has only the
+# find_module Python deprecated: after it, every import that fails anywhere in the process
+# (an optional dependency tried) raises ImportWarning, which Python 3.12 no longer falls back
+# from. Take it out again.
+sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, pygal.PluginImportFixer)]
 
 # Dark enough on white for WCAG's 3:1 of graphics; the two series also differ in lightness.
 STYLE = Style(
