@@ -31,6 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
+from tests.clock import Clock
 from tests.conftest import make_settings
 from tests.factories import ANNA, CountedStop, down_first, submit, user
 from tests.integration.test_journey import to_email_entry
@@ -48,19 +49,6 @@ from ueoz_migration.db.engine import make_engine, make_sessionmaker, transaction
 from ueoz_migration.db.models import OutboxMessage
 
 SUBJECT_PL = "UEOZ – potwierdź adres e-mail"
-
-
-class Clock:
-    """A clock the test moves by hand, so backoff is checked without waiting."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
 
 
 class Inbox:

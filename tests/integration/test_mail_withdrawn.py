@@ -15,9 +15,9 @@ import pytest
 import structlog
 from click.testing import CliRunner
 
+from tests.clock import Clock
 from tests.factories import HERMEGILDA, link_token, submit, user
 from tests.integration.test_mail_sender import (
-    Clock,
     Inbox,
     awaiting_verification,
     outbox,

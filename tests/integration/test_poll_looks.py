@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from tests.clock import Clock
 from tests.factories import ANNA, add_eploz_account, user
-from tests.integration.test_mail_sender import Clock, awaiting_verification
+from tests.integration.test_mail_sender import awaiting_verification
 from ueoz_migration.adapters.mail import MaildirTransport, OutboxSender
 from ueoz_migration.search import SearchWorker
 

@@ -17,6 +17,7 @@ from sqlalchemy import event, update
 from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
+from tests.clock import Clock
 from tests.conftest import TEST_KEY, make_settings
 from tests.factories import (
     ANNA,
@@ -66,19 +67,6 @@ def give_ueoz_account(services, owner: Person, eploz_id: int, *, verified: bool)
                 created_at=now,
             )
         )
-
-
-class Clock:
-    """The worker's clock, moved by hand so that backoff needs no sleeping."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class FailingDirectory:
@@ -232,14 +220,14 @@ def test_a_failing_directory_is_retried_with_backoff_then_gives_up_with_207(tmp_
     assert (first.retried, services.journey.get(attempt.id).state) == (1, "searching")
     assert services.journey.get(attempt.id).search_due_at == clock.now + timedelta(seconds=10)
 
-    clock.advance(9)
+    clock.advance(seconds=9)
     assert worker.run_once().searched == 0  # not due yet: no one asks e-PLOZ
 
-    clock.advance(1)
+    clock.advance(seconds=1)
     assert worker.run_once().retried == 1
     assert services.journey.get(attempt.id).search_due_at == clock.now + timedelta(seconds=20)
 
-    clock.advance(20)
+    clock.advance(seconds=20)
     last = worker.run_once()
 
     attempt = services.journey.get(attempt.id)
@@ -296,7 +284,7 @@ def test_a_directory_that_comes_back_finds_the_account(services):
     worker = SearchWorker(services, FailingDirectory(services, failures=1), clock=clock)
 
     worker.run_once()
-    clock.advance(services.settings.search_retry_base.total_seconds())
+    clock.advance(services.settings.search_retry_base)
     worker.run_once()
 
     assert services.journey.get(attempt.id).state == "found"
@@ -418,7 +406,7 @@ def test_a_claimed_attempt_waits_for_its_lease_to_run_out(services):
     other = SearchWorker(services, clock=clock)
     assert other.claim() is None
 
-    clock.advance(crashed.lease.total_seconds())
+    clock.advance(crashed.lease)
     report = other.run_once()
 
     assert report.failed == {201: 1}
@@ -433,7 +421,7 @@ def test_an_attempt_whose_workers_keep_dying_gives_up_with_207(tmp_path, databas
     worker = SearchWorker(services, directory, clock=clock)
     for _ in range(2):  # two tries claimed, and each worker died before reporting back
         assert worker.claim() is not None
-        clock.advance(worker.lease.total_seconds())
+        clock.advance(worker.lease)
 
     report = worker.run_once()
 
