@@ -27,7 +27,6 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .adapters.mail import latest_link_mail
 from .audit.log import (
     find_attempt,
     log_table,
@@ -44,6 +43,7 @@ from .db.models import (
     TransitionLogEntry,
     UeozAccount,
 )
+from .db.outbox import latest_link_mail
 from .domain.codes import EventCode
 from .domain.event_numbers import NotAnEventNumber, normalize_event_number
 from .domain.matching import first_name_agrees, last_name_agrees
@@ -124,7 +124,7 @@ class LinkMail:
     sent_at: datetime | None
     failed_at: datetime | None
     withdrawn_at: datetime | None
-    last_error: str  # codes and reasons only (adapters/mail.py), never an address
+    last_error: str  # codes and reasons only (adapters/smtp.py, workers/outbox.py), no address
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from ueoz_migration.db.models import (
     VerificationLink,
 )
 from ueoz_migration.journey import EventRefused
-from ueoz_migration.search import SearchWorker
+from ueoz_migration.workers.search import SearchWorker
 
 CHANGES = {
     "blocked": {"status": "blocked"},

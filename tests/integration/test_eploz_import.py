@@ -18,7 +18,7 @@ from ueoz_migration.db.models import EplozAccount, UeozAccount
 from ueoz_migration.demo import DEMO_PEOPLE
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.journey import Actor, EventRefused
-from ueoz_migration.search import SearchWorker
+from ueoz_migration.workers.search import SearchWorker
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 GOOD = DATA / "eploz_export.csv"

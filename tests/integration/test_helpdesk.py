@@ -18,7 +18,7 @@ from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
 from ueoz_migration.helpdesk import NO_MATCH, describe, format_utc_and_polish, lookup
 from ueoz_migration.oidc.clients import Registration
-from ueoz_migration.search import SearchWorker
+from ueoz_migration.workers.search import SearchWorker
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "event-codes.md"
 # Someone else, who migrated Anna's e-PLOZ account before her (code 206).

@@ -36,17 +36,14 @@ from tests.conftest import make_settings
 from tests.factories import ANNA, CountedStop, down_first, submit, user
 from tests.integration.test_journey import to_email_entry
 from tests.ports import free_port
-from ueoz_migration.adapters.mail import (
-    DeliveryError,
-    MaildirTransport,
-    OutboxSender,
-    SmtpTransport,
-    maildir_messages,
-)
+from ueoz_migration.adapters.mail_transport import DeliveryError
+from ueoz_migration.adapters.maildir import MaildirTransport, maildir_messages
+from ueoz_migration.adapters.smtp import SmtpTransport
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.cli import main
 from ueoz_migration.db.engine import make_engine, make_sessionmaker, transaction
 from ueoz_migration.db.models import OutboxMessage
+from ueoz_migration.workers.outbox import OutboxSender
 
 SUBJECT_PL = "UEOZ – potwierdź adres e-mail"
 

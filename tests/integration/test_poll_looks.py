@@ -7,8 +7,9 @@ from datetime import timedelta
 from tests.clock import Clock
 from tests.factories import ANNA, add_eploz_account, user
 from tests.integration.test_mail_sender import awaiting_verification
-from ueoz_migration.adapters.mail import MaildirTransport, OutboxSender
-from ueoz_migration.search import SearchWorker
+from ueoz_migration.adapters.maildir import MaildirTransport
+from ueoz_migration.workers.outbox import OutboxSender
+from ueoz_migration.workers.search import SearchWorker
 
 
 def test_the_worker_sees_a_due_search_until_it_holds_the_lease(services):

@@ -10,7 +10,6 @@ from sqlalchemy import select
 from stdnum.pl import pesel
 
 from tests.factories import ANNA, HERMEGILDA, add_eploz_account, link_token, submit, user
-from ueoz_migration.adapters.mail import OutboxSender
 from ueoz_migration.cli import main
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import (
@@ -24,7 +23,8 @@ from ueoz_migration.db.models import (
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.journey import utcnow
 from ueoz_migration.retention import PERSONAL_DATA, purge
-from ueoz_migration.search import SearchWorker
+from ueoz_migration.workers.outbox import OutboxSender
+from ueoz_migration.workers.search import SearchWorker
 
 RETENTION = timedelta(days=90)
 HERMEGILDA_EPLOZ = {

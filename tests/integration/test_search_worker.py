@@ -35,7 +35,7 @@ from ueoz_migration.db.models import Attempt, EplozAccount, UeozAccount
 from ueoz_migration.demo import DEMO_PEOPLE, seed_demo
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
-from ueoz_migration.search import SearchWorker
+from ueoz_migration.workers.search import SearchWorker
 
 EVENT_NUMBER = re.compile(r"MIGRATION_\d{12}")
 
@@ -323,7 +323,7 @@ def test_a_directory_slower_than_the_timeout_counts_as_unavailable(tmp_path, dat
 def test_a_hung_directory_never_keeps_more_than_a_few_look_ups_running(tmp_path, database_url):
     # Each timed-out look-up is left running (and holds a pooled connection): while e-PLOZ
     # hangs, the worker stops starting new ones and fails those searches at once instead.
-    from ueoz_migration.search import MAX_HUNG_LOOKUPS
+    from ueoz_migration.workers.search import MAX_HUNG_LOOKUPS
 
     services = Services(
         make_settings(tmp_path, database_url, SEARCH_MAX_TRIES="1", SEARCH_TIMEOUT_SECONDS="0.2")

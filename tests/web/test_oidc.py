@@ -33,8 +33,8 @@ from ueoz_migration.db.models import (
     SsoSession,
     UeozAccount,
 )
-from ueoz_migration.search import SearchWorker
 from ueoz_migration.web import create_app
+from ueoz_migration.workers.search import SearchWorker
 
 HERMEGILDA_NODE = {
     "first_name": "HERMEGILDA",

@@ -29,16 +29,16 @@ import structlog
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from .adapters.eploz import Directory, DirectoryUnavailable, TableDirectory
-from .backoff import wait_after_failures
-from .bootstrap import Services
-from .db.engine import snapshot, transaction
-from .db.models import Attempt
-from .domain.codes import EventCode
-from .domain.matching import MatchOutcome, match_account
-from .domain.privacy import mask_pesel
-from .journey import Actor, EventRefused, FlowNotRunnable, utcnow
-from .metrics import SEARCHES, worker_pass
+from ..adapters.eploz import Directory, DirectoryUnavailable, TableDirectory
+from ..backoff import wait_after_failures
+from ..bootstrap import Services
+from ..db.engine import snapshot, transaction
+from ..db.models import Attempt
+from ..domain.codes import EventCode
+from ..domain.matching import MatchOutcome, match_account
+from ..domain.privacy import mask_pesel
+from ..journey import Actor, EventRefused, FlowNotRunnable, utcnow
+from ..metrics import SEARCHES, worker_pass
 
 log = structlog.get_logger(__name__)
 
