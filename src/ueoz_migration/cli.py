@@ -303,7 +303,9 @@ def worker(
     from .signals import stop_on_signals
     from .workers.search import SearchWorker
 
-    search = SearchWorker(services, worker_id=worker_id)
+    search = SearchWorker.from_settings(
+        services.settings, services.sessions, services.journey, worker_id=worker_id
+    )
     anchors = _anchor_writer(services, anchor_dir, anchor_every)
     if not once:
         _serve_metrics("search", metrics_bind)
