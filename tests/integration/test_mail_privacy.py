@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from tests.clock import Clock
 from tests.factories import link_token
-from tests.integration.test_mail_sender import (
+from tests.mail import (
     SUBJECT_PL,
     Inbox,
     awaiting_verification,

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from tests.clock import Clock
 from tests.factories import HERMEGILDA, link_token, submit, user
-from tests.integration.test_mail_sender import (
+from tests.mail import (
     Inbox,
     awaiting_verification,
     outbox,

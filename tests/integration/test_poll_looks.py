@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from tests.clock import Clock
 from tests.factories import ANNA, add_eploz_account, search_worker, user
-from tests.integration.test_mail_sender import awaiting_verification
+from tests.mail import awaiting_verification
 from ueoz_migration.adapters.maildir import MaildirTransport
 from ueoz_migration.workers.outbox import OutboxSender
 
