@@ -17,8 +17,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from tests.audit_log import logged_journey
 from tests.clock import Clock
-from tests.integration.test_audit import logged_journey
 from ueoz_migration.anchors import take as take_module
 from ueoz_migration.anchors.check import check_log
 from ueoz_migration.anchors.keys import signing_key
