@@ -25,13 +25,9 @@ _ENHANCED_STATUS = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})(?!\S)")
 class SmtpTransport:
     """Send over SMTP, one connection per message (the outbox is low-volume).
 
-    An unreachable, silent or temporarily refusing server (4xx) is a reason to try later; a
-    5xx refusal of the recipient or of the message itself is final for this message. A 5xx
-    refusal of our login or our sender address is a configuration fault that hits every
-    message alike, so it is retried too: the operator fixes the setting and nothing is lost.
-
-    Addresses go to the server with their domain in ASCII form (:func:`smtp_address`), in the
-    envelope and in the To header alike, so that a relay without SMTPUTF8 delivers them.
+    Only a 5xx refusal of the recipient or of the message is final (``permanent``). A refused
+    login or sender address is a setting to fix, which hits every message alike: retried, so
+    that nothing is lost meanwhile. Domains go in ASCII (:func:`smtp_address`).
     """
 
     def __init__(

@@ -286,12 +286,9 @@ class OutboxSender:
         the transport was trying, or ``lease_lost`` when a failed try outlasted the lease and
         another sender holds the message now (neither counts as any of the others).
 
-        At most once per claim, at least once overall. The window between the server
-        accepting the message and our ``sent_at`` commit cannot be closed: if this process
-        dies (or the database is unreachable) right after the SMTP server said 250, the row
-        still looks unsent, and once the lease runs out another sender delivers it again.
-        The copies carry the same Message-ID (it is derived from the outbox row), so mail
-        systems and clients that deduplicate on it show the person one message.
+        At most once per claim, at least once overall: a sender that dies between the
+        server's 250 and its own ``sent_at`` commit leaves the message to be sent again, with
+        the same Message-ID (docs/operations.md, "Search worker and mail sender").
         """
         expires = message.created_at + self.link_ttl
         if self.clock() >= expires:

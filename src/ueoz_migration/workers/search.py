@@ -1,18 +1,8 @@
 """The search worker: look each ``searching`` attempt's person up in the e-PLOZ directory.
 
-Any number of workers, in any number of processes and machines, share the attempts table:
-
-1. **claim** — a short transaction picks one attempt that is due and whose lease is free
-   (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers never wait on each other;
-   on SQLite the engine's ``BEGIN IMMEDIATE`` serialises the claims), sets its lease and
-   counts the try. A worker that dies mid-search leaves a lease that runs out, and another
-   worker takes the attempt over.
-2. **search** — outside any transaction, because e-PLOZ may be slow, and within
-   ``settings.search_timeout``.
-3. **outcome** — ``account_found`` or ``search_failed`` (with the event code of
-   :func:`~ueoz_migration.domain.matching.match_account`) through the journey, like every
-   other event. A directory that fails or times out is asked again later, with exponential
-   backoff, and after ``settings.search_max_tries`` tries the attempt fails with code 207.
+Claim an attempt under a lease, search outside any transaction, and fire the outcome through
+the journey (docs/architecture.md, "Background work"); retries, code 207 and a hung e-PLOZ:
+docs/operations.md, "Search worker and mail sender".
 """
 
 from __future__ import annotations
