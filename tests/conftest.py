@@ -107,8 +107,9 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: str) -> Settin
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return make_settings(tmp_path, database_url)
+def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Settings:
+    """The test settings; a test sets some of its own with ``indirect=True`` parametrization."""
+    return make_settings(tmp_path, database_url, **getattr(request, "param", {}))
 
 
 @pytest.fixture

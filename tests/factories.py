@@ -13,6 +13,7 @@ from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import EplozAccount, OutboxMessage, TransitionLogEntry
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.journey import Actor
+from ueoz_migration.workers.search import SearchWorker
 
 ANNA = Person("Anna Maria", "Mickiewicz-Sokołowska", date(1987, 4, 27), "87042712342")
 HERMEGILDA = Person("HERMEGILDA", "DLIGEMREH", date(1997, 4, 1), "97040117247")
@@ -113,6 +114,13 @@ def put_on_flow_version(services, attempt_id, source: str) -> str:
             )
         session.get(Attempt, attempt_id).flow_version = version
     return version
+
+
+def search_worker(services, directory=None, **options) -> SearchWorker:
+    """The search worker on ``services``, as `ueoz-migration worker` builds it from settings."""
+    return SearchWorker.from_settings(
+        services.settings, services.sessions, services.journey, directory, **options
+    )
 
 
 class CountedStop:

@@ -301,10 +301,12 @@ def worker(
     metrics_bind: str | None,
 ) -> None:
     """Run the search worker: find each new attempt's e-PLOZ account."""
-    from .search import SearchWorker
     from .signals import stop_on_signals
+    from .workers.search import SearchWorker
 
-    search = SearchWorker(services, worker_id=worker_id)
+    search = SearchWorker.from_settings(
+        services.settings, services.sessions, services.journey, worker_id=worker_id
+    )
     anchors = _anchor_writer(services, anchor_dir, anchor_every)
     if not once:
         _serve_metrics("search", metrics_bind)
@@ -1316,8 +1318,8 @@ def logout_sender(
 @_services()
 def mail_sender(services: Services, once: bool, interval: float, metrics_bind: str | None) -> None:
     """Deliver the outbox's e-mail (SMTP, or the Maildir on the embedded default)."""
-    from .adapters.mail import OutboxSender
     from .signals import stop_on_signals
+    from .workers.outbox import OutboxSender
 
     try:
         sender = OutboxSender.from_settings(services.settings, services.sessions)

@@ -1,16 +1,8 @@
 """The helpdesk's look-up: from an event number and the last three PESEL digits to the attempt.
 
-A caller gives the helpdesk the event number from their error screen (``MIGRATION_`` and 12
-digits) and the last three digits of their PESEL. The attempt is shown only when both agree;
-an unknown number and wrong digits get the same answer, so the look-up cannot be used to learn
-which event numbers exist.
-
-Once they agree the helpdesk sees what docs/event-codes.md asks it to check: the code and what
-to do about it (from :mod:`~ueoz_migration.domain.codes`), whether the attempt is still open
-(a login before it ends shows the same error screen), the e-PLOZ accounts under the person's
-PESEL with their names beside the national node's and the UEOZ account each went to, what
-became of the link e-mail, the person's later attempts, and the log. No PESEL and no e-mail
-address is shown whole.
+The attempt is shown only when both agree, and an unknown number and wrong digits get the
+same answer, so the look-up cannot tell which event numbers exist. What it shows, no PESEL or
+address whole: docs/event-codes.md, "What the helpdesk sees".
 """
 
 from __future__ import annotations
@@ -27,7 +19,6 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .adapters.mail import latest_link_mail
 from .audit.log import (
     find_attempt,
     log_table,
@@ -44,6 +35,7 @@ from .db.models import (
     TransitionLogEntry,
     UeozAccount,
 )
+from .db.outbox import latest_link_mail
 from .domain.codes import EventCode
 from .domain.event_numbers import NotAnEventNumber, normalize_event_number
 from .domain.matching import first_name_agrees, last_name_agrees
@@ -124,7 +116,7 @@ class LinkMail:
     sent_at: datetime | None
     failed_at: datetime | None
     withdrawn_at: datetime | None
-    last_error: str  # codes and reasons only (adapters/mail.py), never an address
+    last_error: str  # codes and reasons only (adapters/smtp.py, workers/outbox.py), no address
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from tests.integration.test_audit import logged_journey
+from tests.audit_log import logged_journey
+from tests.clock import Clock
 from ueoz_migration.anchors import take as take_module
 from ueoz_migration.anchors.check import check_log
 from ueoz_migration.anchors.keys import signing_key
@@ -43,16 +44,6 @@ def folder(tmp_path):
     return path
 
 
-class Clock:
-    """A second later on every call, so that anchors taken in a burst get their own names."""
-
-    def __init__(self):
-        self.start, self.calls = utcnow(), itertools.count()
-
-    def __call__(self):
-        return self.start + timedelta(seconds=next(self.calls))
-
-
 def test_anchors_taken_among_concurrent_writers_are_all_extended(services, folder):
     attempt = logged_journey(services)
     key = signing_key(services.settings)
@@ -75,7 +66,8 @@ def test_anchors_taken_among_concurrent_writers_are_all_extended(services, folde
     writers = [threading.Thread(target=write) for _ in range(4)]
     for writer in writers:
         writer.start()
-    clock, anchors = Clock(), []
+    # A second later on every reading, so that anchors taken in a burst get names of their own.
+    clock, anchors = Clock(tick=timedelta(seconds=1)), []
     try:
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:

@@ -24,9 +24,9 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.audit_log import export_now, logged_journey, tamper
 from tests.conftest import make_settings, migrated_postgres_database
 from tests.factories import ANNA, HERMEGILDA, submit, user
-from tests.integration.test_audit import export_now, logged_journey, tamper
 from ueoz_migration.anchors.every import AnchorWriter
 from ueoz_migration.anchors.keys import key_id, public_pem, signing_key
 from ueoz_migration.anchors.take import take_anchor
@@ -127,7 +127,7 @@ def test_the_anchors_still_verify_after_the_retention_purge(services, folder):
 
 
 def hermegilda_to_row_5(services):
-    """The first five rows of test_audit's logged journey (applied, refused, rejected)."""
+    """The first five rows of tests.audit_log's logged journey (applied, refused, rejected)."""
     journey = services.journey
     attempt = journey.start(HERMEGILDA, actor=user("req-1"))
     journey.fire(attempt.id, "search_failed", actor=user("req-2"), code=208)

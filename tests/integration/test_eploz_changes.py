@@ -16,7 +16,16 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select, update
 
-from tests.factories import ANNA, ANNA_EPLOZ, add_eploz_account, count, log_of, submit, user
+from tests.factories import (
+    ANNA,
+    ANNA_EPLOZ,
+    add_eploz_account,
+    count,
+    log_of,
+    search_worker,
+    submit,
+    user,
+)
 from ueoz_migration.adapters.eploz import checked_row, import_accounts
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import (
@@ -27,7 +36,6 @@ from ueoz_migration.db.models import (
     VerificationLink,
 )
 from ueoz_migration.journey import EventRefused
-from ueoz_migration.search import SearchWorker
 
 CHANGES = {
     "blocked": {"status": "blocked"},
@@ -109,7 +117,7 @@ def test_an_account_blocked_between_search_and_record_is_searched_again(services
     assert refused.value.reason == "conflict"
     assert journey.get(attempt.id).state == "searching"
     # The next search sees the blocked account and says so.
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
     after = journey.get(attempt.id)
     assert (after.state, after.event_code) == ("error", 205)
 

@@ -11,14 +11,13 @@ from sqlalchemy import select
 from stdnum.pl import pesel
 
 from tests.conftest import TEST_KEY
-from tests.factories import link_token, submit, user
+from tests.factories import link_token, search_worker, submit, user
 from ueoz_migration.cli import main
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import EplozAccount, UeozAccount
 from ueoz_migration.demo import DEMO_PEOPLE
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.journey import Actor, EventRefused
-from ueoz_migration.search import SearchWorker
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 GOOD = DATA / "eploz_export.csv"
@@ -523,7 +522,7 @@ def export_without(tmp_path: Path, *logins: str) -> Path:
 def search_for(services, person: Person):
     """The person logs in and the search worker looks them up; return their attempt."""
     attempt = services.journey.start(person, actor=user())
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
     return services.journey.get(attempt.id)
 
 

@@ -9,7 +9,15 @@ from pathlib import Path
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
-from tests.factories import ANNA, HERMEGILDA, add_eploz_account, link_token, submit, user
+from tests.factories import (
+    ANNA,
+    HERMEGILDA,
+    add_eploz_account,
+    link_token,
+    search_worker,
+    submit,
+    user,
+)
 from ueoz_migration.cli import main
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import EplozAccount, OutboxMessage, UeozAccount
@@ -18,7 +26,6 @@ from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
 from ueoz_migration.helpdesk import NO_MATCH, describe, format_utc_and_polish, lookup
 from ueoz_migration.oidc.clients import Registration
-from ueoz_migration.search import SearchWorker
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "event-codes.md"
 # Someone else, who migrated Anna's e-PLOZ account before her (code 206).
@@ -44,7 +51,7 @@ def failed_search(services, person=HERMEGILDA, code=208):
 def searched(services, person):
     """Start the person's attempt and let the search worker decide it, as in production."""
     attempt = services.journey.start(person, actor=user("req-login"), domain_system="P1")
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
     return services.journey.get(attempt.id)
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from tests.clock import Clock
 from tests.factories import (
     ANNA,
     HERMEGILDA,
@@ -27,20 +28,7 @@ from ueoz_migration.db.models import (
     UeozAccount,
     VerificationLink,
 )
-from ueoz_migration.journey import EventRefused, Journey, utcnow
-
-
-class Clock:
-    """The journey's clock, moved by hand: ``services.journey.clock = Clock()``."""
-
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+from ueoz_migration.journey import EventRefused, Journey
 
 
 def to_email_entry(services, person=ANNA):

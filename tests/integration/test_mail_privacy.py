@@ -18,10 +18,10 @@ import structlog
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
+from tests.clock import Clock
 from tests.factories import link_token
-from tests.integration.test_mail_sender import (
+from tests.mail import (
     SUBJECT_PL,
-    Clock,
     Inbox,
     awaiting_verification,
     outbox,

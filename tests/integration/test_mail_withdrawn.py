@@ -15,9 +15,9 @@ import pytest
 import structlog
 from click.testing import CliRunner
 
+from tests.clock import Clock
 from tests.factories import HERMEGILDA, link_token, submit, user
-from tests.integration.test_mail_sender import (
-    Clock,
+from tests.mail import (
     Inbox,
     awaiting_verification,
     outbox,
@@ -26,7 +26,7 @@ from tests.integration.test_mail_sender import (
     smtp_server,
 )
 from tests.ports import free_port
-from ueoz_migration.adapters.mail import DeliveryError
+from ueoz_migration.adapters.mail_transport import DeliveryError
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.cli import main
 from ueoz_migration.journey import Actor

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.factories import ANNA, add_eploz_account, user
-from tests.integration.test_mail_sender import Clock, awaiting_verification
-from ueoz_migration.adapters.mail import MaildirTransport, OutboxSender
-from ueoz_migration.search import SearchWorker
+from tests.clock import Clock
+from tests.factories import ANNA, add_eploz_account, search_worker, user
+from tests.mail import awaiting_verification
+from ueoz_migration.adapters.maildir import MaildirTransport
+from ueoz_migration.workers.outbox import OutboxSender
 
 
 def test_the_worker_sees_a_due_search_until_it_holds_the_lease(services):
     add_eploz_account(services)
-    worker = SearchWorker(services)
+    worker = search_worker(services)
     assert not worker.has_due()
 
     attempt = services.journey.start(ANNA, actor=user())
@@ -22,13 +23,13 @@ def test_the_worker_sees_a_due_search_until_it_holds_the_lease(services):
     assert claim is not None and claim.attempt_id == attempt.id
     assert not worker.has_due()  # leased: another worker's look passes it by
 
-    later = SearchWorker(services, clock=lambda: claim.lease_until + timedelta(seconds=1))
+    later = search_worker(services, clock=lambda: claim.lease_until + timedelta(seconds=1))
     assert later.has_due()  # the lease ran out: the attempt is free to take over
 
 
 def test_the_worker_sees_nothing_once_the_search_is_done(services):
     add_eploz_account(services)
-    worker = SearchWorker(services)
+    worker = search_worker(services)
     attempt = services.journey.start(ANNA, actor=user())
 
     worker.run_once()

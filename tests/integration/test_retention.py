@@ -9,8 +9,15 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from stdnum.pl import pesel
 
-from tests.factories import ANNA, HERMEGILDA, add_eploz_account, link_token, submit, user
-from ueoz_migration.adapters.mail import OutboxSender
+from tests.factories import (
+    ANNA,
+    HERMEGILDA,
+    add_eploz_account,
+    link_token,
+    search_worker,
+    submit,
+    user,
+)
 from ueoz_migration.cli import main
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import (
@@ -24,7 +31,7 @@ from ueoz_migration.db.models import (
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.journey import utcnow
 from ueoz_migration.retention import PERSONAL_DATA, purge
-from ueoz_migration.search import SearchWorker
+from ueoz_migration.workers.outbox import OutboxSender
 
 RETENTION = timedelta(days=90)
 HERMEGILDA_EPLOZ = {
@@ -44,7 +51,7 @@ def cli(services, *args: str, **environ: str):
 def migrated(services, person=ANNA, email=EMAIL) -> Attempt:
     """A whole migration: found, account made, address given, e-mail sent, link followed."""
     attempt = services.journey.start(person, actor=user(), domain_system="P1")
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
     services.journey.fire(attempt.id, "create_account", actor=user())
     submit(services, attempt.id, email)
     token = link_token(services, attempt.id)
@@ -55,7 +62,7 @@ def migrated(services, person=ANNA, email=EMAIL) -> Attempt:
 def cancelled_after_submit(services, person=HERMEGILDA, email="h@example.pl") -> Attempt:
     """Found, account made and address given, then Anuluj before the link came."""
     attempt = services.journey.start(person, actor=user(), domain_system="P1")
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
     services.journey.fire(attempt.id, "create_account", actor=user())
     submit(services, attempt.id, email)
     services.journey.fire(attempt.id, "change_email", actor=user())
@@ -91,7 +98,7 @@ def everything_text(services) -> str:
 def test_a_sent_e_mail_keeps_its_recipient_masked_and_no_body(services):
     add_eploz_account(services)
     attempt = services.journey.start(ANNA, actor=user(), domain_system="P1")
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
     services.journey.fire(attempt.id, "create_account", actor=user())
     submit(services, attempt.id, EMAIL)
 
@@ -145,7 +152,7 @@ def test_a_purge_empties_an_ended_attempts_personal_data_and_keeps_its_story(ser
 def test_the_helpdesk_says_the_data_was_purged_and_still_tells_the_story(services):
     add_eploz_account(services)
     attempt = services.journey.start(HERMEGILDA, actor=user(), domain_system="P1")
-    SearchWorker(services).run_once()  # no e-PLOZ account under her PESEL: code 201
+    search_worker(services).run_once()  # no e-PLOZ account under her PESEL: code 201
     attempt = row(services, Attempt, attempt.id)
     services.journey.fire(attempt.id, "cancel", actor=user())
     purge(services.sessions, older_than=RETENTION, now=utcnow() + RETENTION * 2)
@@ -228,7 +235,7 @@ def test_a_removed_e_ploz_account_goes_with_the_last_attempt_that_found_it(servi
     eploz = add_eploz_account(services, login="hdligemreh", pesel=HERMEGILDA.pesel,
                               first_name="HERMEGILDA", last_name="DLIGEMREH")  # fmt: skip
     attempt = services.journey.start(HERMEGILDA, actor=user(), domain_system="P1")
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
     services.journey.fire(attempt.id, "cancel", actor=user())
     with transaction(services.sessions) as session:  # eploz import --full no longer lists it
         session.get(EplozAccount, eploz).status = EPLOZ_REMOVED

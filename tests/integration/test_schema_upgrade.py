@@ -1,4 +1,4 @@
-"""`ueoz-migration db upgrade` run by two processes at once, on a fresh database of each kind.
+"""`ueoz-migration db upgrade`: two processes at once, revisions, a database it cannot use.
 
 docs/operations.md promises that the upgrade is safe "from two machines at once": on
 PostgreSQL an advisory lock serialises the upgrades (db/schema.py), on SQLite the write lock
@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect, text
 
 from tests.conftest import TEST_KEY, postgres_url
+from tests.ports import free_port
 from ueoz_migration.cli import main
 from ueoz_migration.db.engine import make_engine
 from ueoz_migration.db.models import Base
@@ -162,3 +163,30 @@ def test_an_unknown_revision_is_a_usage_error_naming_the_known_ones(tmp_path):
     )
     assert known.startswith("0001, 0002, 0003")
     assert not database.exists()
+
+
+def test_a_command_on_a_database_never_upgraded_says_so_in_one_line(tmp_path):
+    environ = {"APP_ENV": "test", "INSTANCE_DIR": str(tmp_path), "AUDIT_KEY": "k" * 32}
+
+    for command in (["mail-sender", "--once"], ["worker", "--once"], ["eploz", "seed-demo"]):
+        result = CliRunner().invoke(main, command, env=environ)
+
+        assert result.exit_code == 1, command
+        (line,) = result.output.splitlines()
+        assert line.startswith("Error: cannot "), command
+        assert "no such table" in line and "ueoz-migration db upgrade" in line, command
+
+
+def test_upgrading_an_unreachable_database_says_so_in_one_line(tmp_path):
+    environ = {
+        "APP_ENV": "test",
+        "INSTANCE_DIR": str(tmp_path),
+        "DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/ueoz?connect_timeout=2",
+    }
+
+    result = CliRunner().invoke(main, ["db", "upgrade"], env=environ)
+
+    assert result.exit_code == 1
+    (line,) = result.output.splitlines()
+    assert line.startswith("Error: cannot upgrade the database (")
+    assert line.endswith("is it reachable?")

@@ -17,6 +17,7 @@ from sqlalchemy import event, update
 from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
+from tests.clock import Clock
 from tests.conftest import TEST_KEY, make_settings
 from tests.factories import (
     ANNA,
@@ -25,6 +26,7 @@ from tests.factories import (
     add_eploz_account,
     down_first,
     log_of,
+    search_worker,
     user,
 )
 from ueoz_migration.adapters.eploz import DirectoryUnavailable, TableDirectory
@@ -34,7 +36,6 @@ from ueoz_migration.db.models import Attempt, EplozAccount, UeozAccount
 from ueoz_migration.demo import DEMO_PEOPLE, seed_demo
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
-from ueoz_migration.search import SearchWorker
 
 EVENT_NUMBER = re.compile(r"MIGRATION_\d{12}")
 
@@ -68,19 +69,6 @@ def give_ueoz_account(services, owner: Person, eploz_id: int, *, verified: bool)
         )
 
 
-class Clock:
-    """The worker's clock, moved by hand so that backoff needs no sleeping."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 class FailingDirectory:
     """An e-PLOZ that is down for the first ``failures`` questions, then the real table."""
 
@@ -106,7 +94,7 @@ def test_the_matching_account_is_found(services):
     eploz_id = add_eploz_account(services)
     attempt = start(services)
 
-    report = SearchWorker(services).run_once()
+    report = search_worker(services).run_once()
 
     attempt = services.journey.get(attempt.id)
     assert (report.found, attempt.state, attempt.eploz_account_id) == (1, "found", eploz_id)
@@ -142,7 +130,7 @@ def test_each_failed_search_ends_in_error_with_its_code_and_an_event_number(serv
     _eploz_rows(services, code)
     attempt = start(services)
 
-    report = SearchWorker(services).run_once()
+    report = search_worker(services).run_once()
 
     attempt = services.journey.get(attempt.id)
     assert report.failed == {code: 1}
@@ -163,7 +151,7 @@ def test_the_manuals_hermegilda_gets_208(services):
     )
     attempt = start(services, HERMEGILDA)
 
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
 
     assert services.journey.get(attempt.id).event_code == 208
 
@@ -175,7 +163,7 @@ def test_the_persons_own_unverified_ueoz_account_is_not_elsewhere(services):
     give_ueoz_account(services, ANNA, eploz_id, verified=False)
     attempt = start(services)
 
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
 
     assert services.journey.get(attempt.id).state == "found"
 
@@ -184,7 +172,7 @@ def test_another_persons_unverified_ueoz_account_is_elsewhere(services):
     give_ueoz_account(services, person(2), add_eploz_account(services), verified=False)
     attempt = start(services)
 
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
 
     assert services.journey.get(attempt.id).event_code == 206
 
@@ -198,7 +186,7 @@ def test_an_attempt_cancelled_during_the_search_stays_cancelled(services):
             services.journey.fire(attempt.id, "cancel", actor=user())  # the person, meanwhile
             return super().accounts_by_pesel(pesel)
 
-    report = SearchWorker(services, CancellingDirectory(services.sessions)).run_once()
+    report = search_worker(services, CancellingDirectory(services.sessions)).run_once()
 
     assert (report.superseded, report.found) == (1, 0)
     assert services.journey.get(attempt.id).state == "cancelled"
@@ -209,7 +197,7 @@ def test_the_worker_logs_the_pesel_masked(services):
     start(services)
 
     with capture_logs() as logs:
-        SearchWorker(services).run_once()
+        search_worker(services).run_once()
 
     found = [entry for entry in logs if entry["event"] == "search.found"]
     assert found and found[0]["pesel"] == "********342"
@@ -226,20 +214,20 @@ def test_a_failing_directory_is_retried_with_backoff_then_gives_up_with_207(tmp_
     attempt = start(services)
     clock = Clock()
     directory = FailingDirectory(services)
-    worker = SearchWorker(services, directory, clock=clock)
+    worker = search_worker(services, directory, clock=clock)
 
     first = worker.run_once()
     assert (first.retried, services.journey.get(attempt.id).state) == (1, "searching")
     assert services.journey.get(attempt.id).search_due_at == clock.now + timedelta(seconds=10)
 
-    clock.advance(9)
+    clock.advance(seconds=9)
     assert worker.run_once().searched == 0  # not due yet: no one asks e-PLOZ
 
-    clock.advance(1)
+    clock.advance(seconds=1)
     assert worker.run_once().retried == 1
     assert services.journey.get(attempt.id).search_due_at == clock.now + timedelta(seconds=20)
 
-    clock.advance(20)
+    clock.advance(seconds=20)
     last = worker.run_once()
 
     attempt = services.journey.get(attempt.id)
@@ -293,10 +281,10 @@ def test_a_directory_that_comes_back_finds_the_account(services):
     add_eploz_account(services)
     attempt = start(services)
     clock = Clock()
-    worker = SearchWorker(services, FailingDirectory(services, failures=1), clock=clock)
+    worker = search_worker(services, FailingDirectory(services, failures=1), clock=clock)
 
     worker.run_once()
-    clock.advance(services.settings.search_retry_base.total_seconds())
+    clock.advance(services.settings.search_retry_base)
     worker.run_once()
 
     assert services.journey.get(attempt.id).state == "found"
@@ -318,7 +306,7 @@ def test_a_directory_slower_than_the_timeout_counts_as_unavailable(tmp_path, dat
     attempt = start(services)
     try:
         with capture_logs() as logs:
-            report = SearchWorker(services, HangingDirectory(services.sessions)).run_once()
+            report = search_worker(services, HangingDirectory(services.sessions)).run_once()
         # The worker gave up and recorded 207 while the directory was still hanging.
         answered_before_the_outcome = answered.is_set()
     finally:
@@ -335,7 +323,7 @@ def test_a_directory_slower_than_the_timeout_counts_as_unavailable(tmp_path, dat
 def test_a_hung_directory_never_keeps_more_than_a_few_look_ups_running(tmp_path, database_url):
     # Each timed-out look-up is left running (and holds a pooled connection): while e-PLOZ
     # hangs, the worker stops starting new ones and fails those searches at once instead.
-    from ueoz_migration.search import MAX_HUNG_LOOKUPS
+    from ueoz_migration.workers.search import MAX_HUNG_LOOKUPS
 
     services = Services(
         make_settings(tmp_path, database_url, SEARCH_MAX_TRIES="1", SEARCH_TIMEOUT_SECONDS="0.2")
@@ -352,7 +340,7 @@ def test_a_hung_directory_never_keeps_more_than_a_few_look_ups_running(tmp_path,
     attempts = [start(services, person(number)) for number in range(MAX_HUNG_LOOKUPS + 3)]
     try:
         with capture_logs() as logs:
-            report = SearchWorker(services, HangingDirectory(services.sessions)).run_once()
+            report = search_worker(services, HangingDirectory(services.sessions)).run_once()
         hung_at_most = len(running)
     finally:
         released.set()
@@ -385,7 +373,7 @@ def test_several_workers_never_search_one_attempt_twice(settings):
     workers = []
     for name in ("w1", "w2", "w3"):
         own = Services(settings)
-        workers.append((own, SearchWorker(own, CountingDirectory(own.sessions), worker_id=name)))
+        workers.append((own, search_worker(own, CountingDirectory(own.sessions), worker_id=name)))
     barrier = threading.Barrier(len(workers))
     reports = {}
 
@@ -412,13 +400,13 @@ def test_several_workers_never_search_one_attempt_twice(settings):
 def test_a_claimed_attempt_waits_for_its_lease_to_run_out(services):
     attempt = start(services)
     clock = Clock()
-    crashed = SearchWorker(services, clock=clock)
+    crashed = search_worker(services, clock=clock)
     assert crashed.claim().attempt_id == attempt.id  # ... and the process dies here
 
-    other = SearchWorker(services, clock=clock)
+    other = search_worker(services, clock=clock)
     assert other.claim() is None
 
-    clock.advance(crashed.lease.total_seconds())
+    clock.advance(crashed.lease)
     report = other.run_once()
 
     assert report.failed == {201: 1}
@@ -430,10 +418,10 @@ def test_an_attempt_whose_workers_keep_dying_gives_up_with_207(tmp_path, databas
     attempt = start(services)
     clock = Clock()
     directory = FailingDirectory(services, failures=0)
-    worker = SearchWorker(services, directory, clock=clock)
+    worker = search_worker(services, directory, clock=clock)
     for _ in range(2):  # two tries claimed, and each worker died before reporting back
         assert worker.claim() is not None
-        clock.advance(worker.lease.total_seconds())
+        clock.advance(worker.lease)
 
     report = worker.run_once()
 
@@ -455,7 +443,7 @@ def test_the_loop_searches_expires_and_stops_when_asked(services):
         row.search_due_at = None  # keep the search away from it; only the sweep may end it
     stop = threading.Event()
     loop = threading.Thread(
-        target=SearchWorker(services).run_forever, args=(stop,), kwargs={"poll_interval": 0.05}
+        target=search_worker(services).run_forever, args=(stop,), kwargs={"poll_interval": 0.05}
     )
     loop.start()
     deadline = time.monotonic() + 10
@@ -479,7 +467,7 @@ def test_the_loop_rides_out_a_database_error_and_searches_on(services):
     claims: list[str] = []
 
     with capture_logs() as logs:
-        worker = SearchWorker(services)
+        worker = search_worker(services)
         real_claim, real_process = worker.claim, worker.process
 
         def claim_failing_once():
@@ -526,7 +514,7 @@ def test_the_loop_backs_off_while_the_database_stays_down_and_logs_each_step(ser
     # one line a wait, and is back to 0.2 s once the database answers.
     stop = CountedStop(waits=10)
     with capture_logs() as logs:
-        worker = SearchWorker(services)
+        worker = search_worker(services)
         worker.has_due = down_first(8, worker.has_due, "SELECT attempts …")
         worker.run_forever(stop, poll_interval=0.2)
 
@@ -553,7 +541,7 @@ def test_an_attempt_that_cannot_move_is_logged_and_the_others_go_on(services):
     attempt = start(services)
 
     with capture_logs() as logs:
-        report = SearchWorker(services).run_once()
+        report = search_worker(services).run_once()
 
     assert (report.found, report.broken) == (1, 1)
     assert services.journey.get(attempt.id).state == "found"
@@ -658,7 +646,7 @@ def test_every_demo_person_lands_on_their_branch(services):
     seed_demo(services.sessions, pesel_key=services.settings.pesel_key)  # idempotent
     attempts = {demo.person.pesel: start(services, demo.person).id for demo in DEMO_PEOPLE}
 
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
 
     landed = {}
     for pesel, attempt_id in attempts.items():
@@ -671,7 +659,7 @@ def test_the_manuals_anna_gets_her_eploz_email_offered(services):
     seed_demo(services.sessions, pesel_key=services.settings.pesel_key)
     anna = next(demo.person for demo in DEMO_PEOPLE if demo.person.pesel == "87042712342")
     attempt = start(services, anna)
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
 
     attempt = services.journey.fire(attempt.id, "create_account", actor=user())
 

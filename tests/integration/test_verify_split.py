@@ -1,7 +1,7 @@
 """A long log is verified by several processes at once; the auditor gets the same report.
 
-Each test tampers with the log behind the service's back, as in test_audit.py, then verifies
-it in one pass and split over processes, and compares what each reports.
+Each test tampers with the log behind the service's back, as in test_audit_tampering.py,
+then verifies it in one pass and split over processes, and compares what each reports.
 """
 
 from __future__ import annotations

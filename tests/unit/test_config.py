@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.orm import sessionmaker
 
-from ueoz_migration.adapters.mail import OutboxSender
 from ueoz_migration.cli import main
 from ueoz_migration.config import ConfigError, Settings
+from ueoz_migration.workers.outbox import OutboxSender
 
 #: Everything production needs, and nothing more.
 PRODUCTION = {

@@ -57,7 +57,7 @@ def test_a_logged_exception_carries_no_local_variables(json_logs, capsys):
     try:
         raise LookupError("no account")
     except LookupError:
-        structlog.get_logger("ueoz_migration.search").exception("search.failed")
+        structlog.get_logger("ueoz_migration.workers.search").exception("search.failed")
 
     (entry,) = lines(capsys)
     assert entry["exception"][0]["exc_type"] == "LookupError"

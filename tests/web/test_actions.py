@@ -10,6 +10,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from structlog.testing import capture_logs
 
+from tests.clock import Clock
 from tests.domain_systems import DomainSystem
 from tests.factories import HERMEGILDA, count, log_of, user
 from ueoz_migration.audit.replay import replay_log
@@ -564,8 +565,6 @@ def test_a_button_after_the_session_lost_its_attempt_leads_to_the_start(browser,
 
 def test_an_hour_after_the_limit_the_link_can_be_sent_again(browser, start_attempt, services):
     # The notice says "spróbuj ponownie za godzinę": an hour later the button works again.
-    from tests.integration.test_journey import Clock
-
     clock = Clock()
     services.journey.clock = clock
     attempt = start_attempt("awaiting_verification")  # the first link

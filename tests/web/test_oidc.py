@@ -19,7 +19,16 @@ from sqlalchemy import select, update
 from structlog.testing import capture_logs
 
 from tests.domain_systems import DomainSystem
-from tests.factories import ANNA, add_eploz_account, count, link_token, log_of, migrate, user
+from tests.factories import (
+    ANNA,
+    add_eploz_account,
+    count,
+    link_token,
+    log_of,
+    migrate,
+    search_worker,
+    user,
+)
 from tests.web.nodelogin import at_node, fields, log_in, text_of
 from ueoz_migration.adapters.wk.settings import ARTIFACT_RESOLUTION_PATH, LOGOUT_PATH
 from ueoz_migration.adapters.wk.xmlsig import parse, select_one
@@ -33,7 +42,6 @@ from ueoz_migration.db.models import (
     SsoSession,
     UeozAccount,
 )
-from ueoz_migration.search import SearchWorker
 from ueoz_migration.web import create_app
 
 HERMEGILDA_NODE = {
@@ -200,7 +208,7 @@ def test_a_person_not_yet_migrated_goes_through_the_journey_and_then_back_signed
     add_eploz_account(services)  # Anna's e-PLOZ account, for the search to find
     acs, _ = log_in(web, node, start=p1.authorize_url())
     assert acs.headers["Location"] == "/migracja"
-    SearchWorker(services).run_once()
+    search_worker(services).run_once()
     token = web.get("/migracja").get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', token).group(1)
     web.post("/migracja/create_account", data={"csrf_token": csrf})

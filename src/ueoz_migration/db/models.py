@@ -292,7 +292,7 @@ class OutboxMessage(Base):
     withdrawn_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     last_error: Mapped[str] = mapped_column(Text, default="")
 
-    # The senders' "due" question (adapters/mail.py, DUE) reads this index; withdrawn rows
+    # The senders' "due" question (workers/outbox.py, DUE) reads this index; withdrawn rows
     # stay out of its NULL prefix, however many of them pile up.
     __table_args__ = (Index("ix_outbox_pending", "sent_at", "failed_at", "withdrawn_at", "due_at"),)
 

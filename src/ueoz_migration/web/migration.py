@@ -17,9 +17,9 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from werkzeug.wrappers import Response
 
-from ..adapters.mail import latest_link_mail
 from ..db.engine import snapshot
 from ..db.models import Attempt, EplozAccount
+from ..db.outbox import latest_link_mail
 from ..domain.privacy import domain_forms, shown_email
 from ..events import FIRED_BY, USER_EVENTS
 from ..flow import Flow

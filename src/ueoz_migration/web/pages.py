@@ -13,7 +13,7 @@ from flask import Blueprint, abort, jsonify, redirect, render_template, request,
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
-from ..adapters.mail import maildir_messages
+from ..adapters.maildir import maildir_messages
 from ..db.schema import alembic_config
 from ..domain.privacy import mask_email
 from .common import ATTEMPT_KEY, SSO_KEY, attempt_in_session, services, waiting_client

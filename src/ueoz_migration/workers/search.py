@@ -1,18 +1,8 @@
 """The search worker: look each ``searching`` attempt's person up in the e-PLOZ directory.
 
-Any number of workers, in any number of processes and machines, share the attempts table:
-
-1. **claim** — a short transaction picks one attempt that is due and whose lease is free
-   (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers never wait on each other;
-   on SQLite the engine's ``BEGIN IMMEDIATE`` serialises the claims), sets its lease and
-   counts the try. A worker that dies mid-search leaves a lease that runs out, and another
-   worker takes the attempt over.
-2. **search** — outside any transaction, because e-PLOZ may be slow, and within
-   ``settings.search_timeout``.
-3. **outcome** — ``account_found`` or ``search_failed`` (with the event code of
-   :func:`~ueoz_migration.domain.matching.match_account`) through the journey, like every
-   other event. A directory that fails or times out is asked again later, with exponential
-   backoff, and after ``settings.search_max_tries`` tries the attempt fails with code 207.
+Claim an attempt under a lease, search outside any transaction, and fire the outcome through
+the journey (docs/architecture.md, "Background work"); retries, code 207 and a hung e-PLOZ:
+docs/operations.md, "Search worker and mail sender".
 """
 
 from __future__ import annotations
@@ -28,17 +18,18 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
-from .adapters.eploz import Directory, DirectoryUnavailable, TableDirectory
-from .backoff import wait_after_failures
-from .bootstrap import Services
-from .db.engine import snapshot, transaction
-from .db.models import Attempt
-from .domain.codes import EventCode
-from .domain.matching import MatchOutcome, match_account
-from .domain.privacy import mask_pesel
-from .journey import Actor, EventRefused, FlowNotRunnable, utcnow
-from .metrics import SEARCHES, worker_pass
+from ..adapters.eploz import Directory, DirectoryUnavailable, TableDirectory
+from ..backoff import wait_after_failures
+from ..config import Settings
+from ..db.engine import snapshot, transaction
+from ..db.models import Attempt
+from ..domain.codes import EventCode
+from ..domain.matching import MatchOutcome, match_account
+from ..domain.privacy import mask_pesel
+from ..journey import Actor, EventRefused, FlowNotRunnable, Journey, utcnow
+from ..metrics import SEARCHES, worker_pass
 
 log = structlog.get_logger(__name__)
 
@@ -103,32 +94,61 @@ class RunReport:
 
 
 class SearchWorker:
-    """Claims due searches and drives each attempt to ``found`` or ``error``."""
+    """Claims due searches and drives each attempt to ``found`` or ``error``.
+
+    ``timeout``: how long one search may wait for e-PLOZ; ``retry_base``: the wait after the
+    first failed try, doubled after each further one; ``max_tries``: tries before code 207.
+    """
 
     def __init__(
         self,
-        services: Services,
+        sessions: sessionmaker[Session],
+        journey: Journey,
         directory: Directory | None = None,
         *,
+        timeout: timedelta,
+        retry_base: timedelta,
+        max_tries: int,
         worker_id: str | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.services = services
-        self.sessions = services.sessions
-        self.journey = services.journey
-        self.directory = directory if directory is not None else TableDirectory(self.sessions)
+        self.sessions = sessions
+        self.journey = journey
+        self.directory = directory if directory is not None else TableDirectory(sessions)
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
         self.clock = clock
-        settings = services.settings
-        self.timeout = settings.search_timeout
-        self.retry_base = settings.search_retry_base
-        self.max_tries = settings.search_max_tries
-        self.lease = settings.search_timeout + LEASE_MARGIN
+        self.timeout = timeout
+        self.retry_base = retry_base
+        self.max_tries = max_tries
+        self.lease = timeout + LEASE_MARGIN
         self.log = log.bind(worker=self.worker_id)
         # Look-ups still running after their search timed out: each holds a thread and, with
         # the table directory, a pooled database connection. While a hung e-PLOZ keeps them
         # all, a search fails at once (and is retried) instead of abandoning one more.
         self._lookups = threading.BoundedSemaphore(MAX_HUNG_LOOKUPS)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        journey: Journey,
+        directory: Directory | None = None,
+        *,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> SearchWorker:
+        """Build the worker as ``SEARCH_TIMEOUT_SECONDS`` and the other settings say."""
+        return cls(
+            sessions,
+            journey,
+            directory,
+            timeout=settings.search_timeout,
+            retry_base=settings.search_retry_base,
+            max_tries=settings.search_max_tries,
+            worker_id=worker_id,
+            clock=clock,
+        )
 
     # -- one pass -------------------------------------------------------------------------
 

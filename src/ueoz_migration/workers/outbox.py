@@ -1,64 +1,33 @@
-"""Deliver the outbox: the e-mails that transitions wrote, sent after their transaction committed.
+"""The mail sender: deliver the outbox's e-mail once the transitions that wrote it committed.
 
-A transition that sends mail only adds an :class:`~ueoz_migration.db.models.OutboxMessage` in
-its own transaction (see :mod:`ueoz_migration.states.awaiting_verification`); nothing leaves the
-service until that transaction has committed. The sender then works in three short steps, so
-that any number of senders can run on any number of machines:
-
-1. **claim**: in one short transaction, pick due rows nobody holds (``FOR UPDATE SKIP LOCKED``
-   on PostgreSQL; on SQLite the engine's ``BEGIN IMMEDIATE`` serialises the claimers) and set
-   their lease, then commit;
-2. **deliver**: hand each claimed message to the transport (SMTP, or a Maildir folder on the
-   embedded default) with no transaction open;
-3. **record**: mark it sent, or count the failed try and put it off with exponential backoff
-   and jitter. A message is worth trying for as long as the link it carries works
-   (``VERIFICATION_LINK_TTL_HOURS``): a server that is down, refuses our login or says "later"
-   is tried again until then, and a message still unsent when its link expires is marked
-   failed. A server that refuses the message or its recipient for good fails it at once.
-   Failures are logged at error level for the operators.
-
-A message sent, or failed for good, has its body emptied in the update that says so: the body
-holds the verification link, a bearer secret for as long as the link lives, and the person's
-name, and nothing needs them once the message is out of the sender's hands. A message sent
-also keeps its recipient masked only (``a***@csioz.pl``), as the helpdesk shows it; the rest
-of an ended attempt's mail goes with its personal data (:mod:`ueoz_migration.retention`).
-
-A message the journey withdrew (its link was retired: see
-:meth:`~ueoz_migration.states.awaiting_verification.AwaitingVerification.retire_verification_links`)
-is no sender's business any more: it is not due, not held, and not a failure.
-
-Logs and ``last_error`` carry no personal data: recipients appear masked (``a***@domain``), and
-of an SMTP server's reply only its codes (``recipient refused: 550 5.1.1``), never its text,
-which quotes the address, or part of it, and at times the person's name.
+Claim due messages under a lease, hand each to the transport outside any transaction, and
+record it sent, to retry or failed: docs/architecture.md, "Background work"; the retries,
+the leases and what the outbox keeps in docs/operations.md, "Search worker and mail sender".
 """
 
 from __future__ import annotations
 
-import mailbox
 import random
-import re
-import smtplib
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from pathlib import Path
-from typing import Protocol
 
 import structlog
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..adapters.mail_transport import DeliveryError, Transport
+from ..adapters.maildir import MaildirTransport
+from ..adapters.smtp import SmtpTransport
 from ..backoff import wait_after_failures
 from ..config import ConfigError, Settings
 from ..db.engine import snapshot, transaction
-from ..db.models import LINK_MAIL, OUTBOX_UNSENT, OutboxMessage
+from ..db.models import OUTBOX_UNSENT, OutboxMessage
 from ..domain.privacy import mask_email
 from ..metrics import MAIL_DELIVERIES, mail_failure, worker_pass
 
@@ -121,253 +90,10 @@ MARK_SENT = (
     .execution_options(synchronize_session=False)
 )
 WITHDRAWN_AT = select(OutboxMessage.withdrawn_at).where(OutboxMessage.id == bindparam("message"))
-LATEST_LINK_MAIL = (
-    select(OutboxMessage)
-    .where(OutboxMessage.attempt_id == bindparam("attempt"))
-    .where(OutboxMessage.kind == LINK_MAIL)
-    .order_by(OutboxMessage.id.desc())
-    .limit(1)
-)
-
-# RFC 3463's enhanced status code, which a server that offers ENHANCEDSTATUSCODES puts first
-# in the text of its reply: class.subject.detail, digits only.
-_ENHANCED_STATUS = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})(?!\S)")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class DeliveryError(Exception):
-    """The transport could not hand the message over.
-
-    ``reason`` is safe to store and log (no personal data). ``permanent`` means the server
-    refused this very message for good (an unknown mailbox, say): trying again cannot help.
-    """
-
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
-
-
-class Transport(Protocol):
-    def deliver(self, message: EmailMessage) -> None:
-        """Hand the message over or raise :class:`DeliveryError`."""
-
-
-# -- transports ---------------------------------------------------------------------------
-
-
-class SmtpTransport:
-    """Send over SMTP, one connection per message (the outbox is low-volume).
-
-    An unreachable, silent or temporarily refusing server (4xx) is a reason to try later; a
-    5xx refusal of the recipient or of the message itself is final for this message. A 5xx
-    refusal of our login or our sender address is a configuration fault that hits every
-    message alike, so it is retried too: the operator fixes the setting and nothing is lost.
-
-    Addresses go to the server with their domain in ASCII form (:func:`smtp_address`), in the
-    envelope and in the To header alike, so that a relay without SMTPUTF8 delivers them.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        username: str = "",
-        password: str = "",
-        starttls: bool = False,
-        ca_file: str = "",
-        timeout: float = 10.0,
-        data_timeout: float = 120.0,
-    ) -> None:
-        self.host, self.port = host, port
-        self.username, self.password = username, password
-        self.starttls, self.timeout, self.data_timeout = starttls, timeout, data_timeout
-        # The server's certificate is always verified: against the system's authorities, or
-        # against ``ca_file`` alone (a relay inside the ministry, with a private authority).
-        self.tls = ssl.create_default_context(cafile=ca_file or None)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpTransport:
-        return cls(
-            settings.smtp_host,
-            settings.smtp_port,
-            username=settings.smtp_username,
-            password=settings.smtp_password,
-            starttls=settings.smtp_starttls,
-            ca_file=settings.smtp_ca_file,
-            timeout=settings.smtp_timeout.total_seconds(),
-            data_timeout=settings.smtp_data_timeout.total_seconds(),
-        )
-
-    def deliver(self, message: EmailMessage) -> None:
-        sender = smtp_address(parseaddr(str(message["From"]))[1])
-        recipient = smtp_address(str(message["To"]))  # the outbox writes the bare address
-        message.replace_header("To", recipient)
-        try:
-            with _Connection(self.host, self.port, self.timeout, self.data_timeout) as smtp:
-                if self.starttls:
-                    self._start_tls(smtp)
-                if self.username:
-                    self._log_in(smtp)
-                if not (sender + recipient).isascii():
-                    self._check_smtputf8(smtp, recipient)
-                smtp.send_message(message, sender, [recipient])
-        except smtplib.SMTPRecipientsRefused as error:
-            # One recipient per message, so "all refused" is this message's recipient.
-            code, text = next(iter(error.recipients.values()))
-            raise DeliveryError(
-                _refusal("recipient refused", code, text), permanent=500 <= code < 600
-            ) from None
-        except smtplib.SMTPResponseException as error:
-            code, what = error.smtp_code, _REFUSALS.get(type(error), "server said")
-            permanent = isinstance(error, smtplib.SMTPDataError) and 500 <= code < 600
-            raise DeliveryError(
-                _refusal(what, code, error.smtp_error), permanent=permanent
-            ) from None
-        except smtplib.SMTPNotSupportedError as error:
-            # smtplib's own words (no address in them): an extension this delivery needs.
-            raise DeliveryError(f"server lacks what the delivery needs: {error}") from None
-        except ssl.SSLError as error:
-            # A certificate that does not verify, or a failed handshake: said by class only.
-            raise DeliveryError(f"TLS with the server failed: {type(error).__name__}") from None
-        except (smtplib.SMTPException, OSError) as error:
-            # Refused or reset connections, timeouts, a server that hangs up.
-            raise DeliveryError(f"server unreachable: {type(error).__name__}") from None
-
-    def _start_tls(self, smtp: smtplib.SMTP) -> None:
-        try:
-            smtp.starttls(context=self.tls)
-        except smtplib.SMTPNotSupportedError:
-            raise DeliveryError("server offers no STARTTLS: nothing sent in clear") from None
-
-    def _log_in(self, smtp: smtplib.SMTP) -> None:
-        try:
-            smtp.login(self.username, self.password)
-        except smtplib.SMTPNotSupportedError:
-            # Many servers offer AUTH only once the connection is encrypted.
-            raise DeliveryError(
-                "server offers no login (AUTH) here: check SMTP_USERNAME and SMTP_STARTTLS"
-            ) from None
-
-    @staticmethod
-    def _check_smtputf8(smtp: smtplib.SMTP, recipient: str) -> None:
-        """Refuse an address only SMTPUTF8 can carry when the server does not offer it.
-
-        The domain is ASCII by now (:func:`smtp_address`), so only a local part in another
-        script (``żółw@…``) is left: the server cannot take this recipient, now or later.
-        Our own sender address the same way is a setting to fix, retried like a refused login.
-        """
-        smtp.ehlo_or_helo_if_needed()
-        if smtp.has_extn("smtputf8"):
-            return
-        if not recipient.isascii():
-            raise DeliveryError(
-                "recipient's address has a non-ASCII local part, which needs SMTPUTF8, "
-                "and the server does not offer it",
-                permanent=True,
-            )
-        raise DeliveryError(
-            "MAIL_FROM has a non-ASCII local part, which needs SMTPUTF8, "
-            "and the server does not offer it"
-        )
-
-
-class _Connection(smtplib.SMTP):
-    """smtplib's client, waiting longer for the server's verdict on the message itself.
-
-    After the end of the message (``<CRLF>.<CRLF>``) a server may take its time: it stores
-    the message, scans it, hands it on. Giving up then does not take the message back: the
-    server may well deliver it, while we count a failed try and send it again later, so the
-    person gets two copies or more. RFC 5321 (§4.5.3.2.6) suggests a client waits 10 minutes
-    for that reply; ``data_timeout`` (``SMTP_DATA_TIMEOUT_SECONDS``) is the wait, and every
-    other reply keeps ``timeout``.
-    """
-
-    def __init__(self, host: str, port: int, timeout: float, data_timeout: float) -> None:
-        self.data_timeout = data_timeout
-        self._message_follows = False
-        super().__init__(host, port, timeout=timeout)
-
-    def getreply(self) -> tuple[int, bytes]:
-        # 354 answers DATA alone (RFC 5321 §4.2.2), and the reply after it is the verdict on
-        # the message; smtplib reads both through here.
-        verdict, self._message_follows = self._message_follows, False
-        if verdict and self.sock is not None:
-            self.sock.settimeout(self.data_timeout)
-        try:
-            code, text = super().getreply()
-        finally:
-            if verdict and self.sock is not None:
-                self.sock.settimeout(self.timeout)
-        self._message_follows = code == 354
-        return code, text
-
-    def __exit__(self, *exc_info: object) -> None:
-        # QUIT comes after the server's verdict: however it answers (or fails to), the message
-        # is accepted or refused already, and an error here must not make it a failed try.
-        try:
-            super().__exit__(*exc_info)
-        except (smtplib.SMTPException, OSError):
-            self.close()
-
-
-def smtp_address(address: str) -> str:
-    """Return the address with its domain in ASCII (IDNA, ``xn--…``) where that is enough.
-
-    The outbox keeps addresses as email_validator normalised them, with the domain in its
-    Unicode form (``anna@żółw.pl``). Said so to an SMTP server, it needs the SMTPUTF8
-    extension, which many relays lack, and the mail would never go; the ASCII form of the
-    domain reaches the same mailbox through any server. A local part in another script has
-    no ASCII form: such an address is returned as it is, and needs SMTPUTF8.
-    """
-    if address.isascii():
-        return address
-    try:
-        ascii_form = validate_email(address, check_deliverability=False).ascii_email
-    except EmailNotValidError:
-        return address  # not for us to judge here; the server will say
-    return ascii_form or address
-
-
-_REFUSALS = {
-    smtplib.SMTPDataError: "message refused",
-    smtplib.SMTPSenderRefused: "sender refused",
-    smtplib.SMTPAuthenticationError: "login refused",
-}
-
-
-def _refusal(what: str, code: int, text: bytes | str) -> str:
-    """Say what the server refused, with its reply code and enhanced status code only.
-
-    ``recipient refused: 550 5.1.1``. The reply's text is left out whole: servers quote the
-    address in it, or only its local part, URL-encoded or not, and at times the mailbox
-    owner's full name, in forms no masking can be sure to catch. The codes say what an
-    operator needs (RFC 3463: 5.1.1 no such mailbox, 4.2.2 mailbox full, 5.7.1 refused by
-    policy, …); the server's own log has the rest, for the time of the try.
-    """
-    if not 200 <= code < 600:  # smtplib's -1: a reply that did not start with a code
-        return f"{what}: a reply without a valid code"
-    if isinstance(text, bytes):
-        text = text.decode("ascii", "replace")
-    enhanced = _ENHANCED_STATUS.match(text)
-    return f"{what}: {code} {enhanced.group(1)}" if enhanced else f"{what}: {code}"
-
-
-class MaildirTransport:
-    """Drop messages into a Maildir folder: the embedded default's mail, read on /dev/mail."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def deliver(self, message: EmailMessage) -> None:
-        try:
-            mailbox.Maildir(self.path, create=True).add(message)
-        except OSError as error:
-            raise DeliveryError(f"maildir not writable: {type(error).__name__}") from None
 
 
 def transport_for(settings: Settings) -> Transport:
@@ -377,80 +103,6 @@ def transport_for(settings: Settings) -> Transport:
     if settings.mail_backend == "smtp":
         return SmtpTransport.from_settings(settings)
     raise ConfigError(f"MAIL_BACKEND must be smtp or maildir, not {settings.mail_backend!r}.")
-
-
-# -- reading the Maildir (development) -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeliveredMail:
-    """A message as its recipient reads it."""
-
-    key: str
-    message_id: str
-    date: str
-    sender: str
-    recipient: str
-    subject: str
-    body: str
-
-
-def maildir_messages(path: Path) -> list[DeliveredMail]:
-    """Return the messages in a Maildir folder, newest first (for the development mail page)."""
-    # The sender creates the folder and then its three subfolders: read while it does, a
-    # Maildir not wholly there yet holds no message (mailbox would fail on the missing one).
-    if not all((path / sub).is_dir() for sub in ("tmp", "new", "cur")):
-        return []
-    folder = mailbox.Maildir(path, factory=None, create=False)
-    messages = []
-    for key in folder.iterkeys():
-        with folder.get_file(key) as handle:
-            parsed = mailbox_message(handle.read())
-        body = parsed.get_body(preferencelist=("plain",))
-        messages.append(
-            DeliveredMail(
-                key=key,
-                message_id=str(parsed["Message-ID"]),
-                date=str(parsed["Date"]),
-                sender=str(parsed["From"]),
-                recipient=str(parsed["To"]),
-                subject=str(parsed["Subject"]),
-                body=body.get_content() if body is not None else "",
-            )
-        )
-    return sorted(messages, key=lambda mail: _delivery_order(mail.key), reverse=True)
-
-
-# Python's Maildir names a message "<seconds>.M<microseconds>P<pid>Q<count>.<host>", with the
-# microseconds not zero-padded: as text, .M98765 sorts after .M123456 of the same second.
-_MAILDIR_KEY = re.compile(r"(\d+)\.M(\d+)P\d+Q(\d+)")
-
-
-def _delivery_order(key: str) -> tuple[int, int, int, str]:
-    match = _MAILDIR_KEY.match(key)
-    if match is None:
-        return (0, 0, 0, key)
-    seconds, micros, count = (int(group) for group in match.groups())
-    return (seconds, micros, count, key)
-
-
-def mailbox_message(raw: bytes) -> EmailMessage:
-    """Parse a stored message with the modern API (decoded headers, ``get_content``)."""
-    parsed = message_from_bytes(raw, policy=policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
-
-
-# -- the outbox, as the waiting page and the helpdesk read it -----------------------------
-
-
-def latest_link_mail(session: Session, attempt_id: str) -> OutboxMessage | None:
-    """The attempt's latest verification e-mail as the outbox holds it (sent, waiting,
-    withdrawn or failed), or None when none was written."""
-    return session.scalars(LATEST_LINK_MAIL, {"attempt": attempt_id}).first()
-
-
-# -- the sender ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -634,12 +286,9 @@ class OutboxSender:
         the transport was trying, or ``lease_lost`` when a failed try outlasted the lease and
         another sender holds the message now (neither counts as any of the others).
 
-        At most once per claim, at least once overall. The window between the server
-        accepting the message and our ``sent_at`` commit cannot be closed: if this process
-        dies (or the database is unreachable) right after the SMTP server said 250, the row
-        still looks unsent, and once the lease runs out another sender delivers it again.
-        The copies carry the same Message-ID (it is derived from the outbox row), so mail
-        systems and clients that deduplicate on it show the person one message.
+        At most once per claim, at least once overall: a sender that dies between the
+        server's 250 and its own ``sent_at`` commit leaves the message to be sent again, with
+        the same Message-ID (docs/operations.md, "Search worker and mail sender").
         """
         expires = message.created_at + self.link_ttl
         if self.clock() >= expires:
@@ -822,15 +471,3 @@ class OutboxSender:
                     failures = 0
             stop.wait(wait)
         log.info("mail.sender_stopped")
-
-
-__all__ = [
-    "DeliveredMail",
-    "DeliveryError",
-    "MaildirTransport",
-    "OutboxSender",
-    "SendReport",
-    "SmtpTransport",
-    "maildir_messages",
-    "transport_for",
-]
