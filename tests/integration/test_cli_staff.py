@@ -36,7 +36,7 @@ def test_grant_list_and_revoke_show_the_pesel_masked_and_who_granted(services):
     with snapshot(services.sessions) as session:
         member = session.scalars(select(StaffMember)).one()
         roles = session.scalars(select(StaffRole.role).where(StaffRole.revoked_at.is_(None)))
-        assert member.pesel_last3 == "349" and EWA not in member.pesel_hash
+        assert member.pesel == EWA and EWA not in member.pesel_hash
         assert list(roles) == ["helpdesk"]
 
 

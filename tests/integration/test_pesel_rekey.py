@@ -12,16 +12,19 @@ from tests.conftest import make_settings
 from tests.factories import ANNA, HERMEGILDA, add_eploz_account, link_token, log_of, submit, user
 from ueoz_migration.bootstrap import Services
 from ueoz_migration.cli import main
+from ueoz_migration.console.staff import Role, Staff
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import Attempt, Base, TransitionLogEntry, UeozAccount
 from ueoz_migration.db.pesel_keys import chained_columns, hashed_columns, rekey
 from ueoz_migration.domain.identity import Person
 from ueoz_migration.domain.privacy import pesel_hash
+from ueoz_migration.journey import utcnow
 
 # The keys of a deployment from before the split: its PESEL hashes were made with AUDIT_KEY.
 OLD = "test-audit-key-0123456789abcdef"
 NEW = "a new PESEL hash key, 32 bytes or more"
 JAN = Person("Jan", "Kowalski", None, "75031205191")
+EWA = "90010112349"  # of the helpdesk: in no table but the staff's
 
 
 def test_the_re_key_finds_every_pesel_hash_column_in_the_models():
@@ -30,6 +33,7 @@ def test_the_re_key_finds_every_pesel_hash_column_in_the_models():
 
     assert covered == {
         "sso_sessions.pesel_hash",
+        "staff.pesel_hash",
         "ueoz_accounts.pesel_hash",
         "attempts.pesel_hash",
         "attempts.open_pesel_key",
@@ -53,7 +57,7 @@ def test_the_re_key_finds_every_pesel_hash_column_in_the_models():
 @pytest.fixture
 def services(tmp_path, database_url) -> Iterator[Services]:
     """Under the old key: Anna migrated, Hermegilda's attempt open on the error screen, Jan's
-    cancelled."""
+    cancelled; Ewa of the helpdesk holds a role in the staff console."""
     services = Services(make_settings(tmp_path, database_url, PESEL_HASH_KEY=OLD))
     journey = services.journey
     anna = journey.start(ANNA, actor=user())
@@ -68,6 +72,7 @@ def services(tmp_path, database_url) -> Iterator[Services]:
     jan = journey.start(JAN, actor=user())
     journey.fire(jan.id, "search_failed", actor=user(), code=201)
     journey.fire(jan.id, "cancel", actor=user())
+    Staff(services.sessions, OLD.encode()).grant(EWA, Role.HELPDESK, by="shell:test", now=utcnow())
     yield services
     services.engine.dispose()
 
@@ -101,6 +106,7 @@ def test_a_re_key_moves_every_hash_and_people_are_still_found(services, tmp_path
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "sso_sessions.pesel_hash: 1 re-keyed, 0 under the new key already",
+        "staff.pesel_hash: 1 re-keyed, 0 under the new key already",
         "ueoz_accounts.pesel_hash: 1 re-keyed, 0 under the new key already",
         "attempts.pesel_hash: 4 re-keyed, 0 under the new key already",
         "attempts.open_pesel_key: 1 re-keyed, 0 under the new key already",
@@ -133,6 +139,9 @@ def test_a_re_key_moves_every_hash_and_people_are_still_found(services, tmp_path
     assert log_of(rekeyed, anna.id)[-1].pesel_hash == new[ANNA.pesel]
     # And her single sign-on session still finds her migrated account.
     assert rekeyed.provider.sso.signed_in(sso_id).given_names == ANNA.given_names
+    # Ewa, once she has logged in at the node, is still of the helpdesk.
+    staff = Staff(rekeyed.sessions, NEW.encode())
+    assert staff.identify(pesel_hash(NEW.encode(), EWA)).roles == {Role.HELPDESK}
     rekeyed.engine.dispose()
 
 
@@ -148,8 +157,9 @@ def test_a_second_re_key_changes_nothing(services):
     again = run(services, "pesel", "rekey", PESEL_HASH_KEY=NEW, OLD_PESEL_HASH_KEY=OLD)
 
     assert again.exit_code == 0
-    assert again.output.splitlines()[:4] == [
+    assert again.output.splitlines()[:5] == [
         "sso_sessions.pesel_hash: 0 re-keyed, 0 under the new key already",
+        "staff.pesel_hash: 0 re-keyed, 1 under the new key already",
         "ueoz_accounts.pesel_hash: 0 re-keyed, 1 under the new key already",
         "attempts.pesel_hash: 0 re-keyed, 3 under the new key already",
         "attempts.open_pesel_key: 0 re-keyed, 1 under the new key already",
@@ -166,7 +176,8 @@ def test_a_wrong_old_key_changes_nothing(services):
 
     assert result.exit_code == 1
     assert result.output == (
-        "Error: hashes under neither key in ueoz_accounts.pesel_hash (1 row(s)), "
+        "Error: hashes under neither key in staff.pesel_hash (1 row(s)), "
+        "ueoz_accounts.pesel_hash (1 row(s)), "
         "attempts.pesel_hash (3 row(s)), attempts.open_pesel_key (1 row(s)): is "
         "OLD_PESEL_HASH_KEY the key they were made with? Nothing changed\n"
     )

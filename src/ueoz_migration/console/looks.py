@@ -95,7 +95,7 @@ class Looks:
     def listed(self, *, attempt_id: str | None = None, before: int | None = None) -> list[Look]:
         """The newest records first, :data:`PAGE` at a time (``before``: an id to go on from)."""
         query = (
-            select(StaffView, StaffMember.pesel_last3)
+            select(StaffView, StaffMember.pesel)
             .join(StaffMember, StaffMember.id == StaffView.staff_id)
             .order_by(StaffView.id.desc())
             .limit(PAGE)
@@ -110,12 +110,12 @@ class Looks:
                     view.id,
                     view.at,
                     view.staff_id,
-                    mask_pesel("0" * 8 + last3),
+                    mask_pesel(pesel),
                     view.role,
                     view.attempt_id,
                     view.purpose,
                     view.detail,
                     view.request_id,
                 )
-                for view, last3 in session.execute(query)
+                for view, pesel in session.execute(query)
             ]

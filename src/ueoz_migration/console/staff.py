@@ -73,7 +73,7 @@ class Staff:
             with transaction(self.sessions) as session:
                 member = self._member(session, key)
                 if member is None:
-                    member = StaffMember(pesel_hash=key, pesel_last3=pesel[-3:], created_at=now)
+                    member = StaffMember(pesel_hash=key, pesel=pesel, created_at=now)
                     session.add(member)
                     session.flush()
                 elif self._held(session, member.id, role) is not None:
@@ -97,7 +97,7 @@ class Staff:
     def grants(self, *, with_revoked: bool = False) -> list[Grant]:
         """Every role held (and, asked for, every one revoked), by staff member and time."""
         query = (
-            select(StaffRole, StaffMember.pesel_last3)
+            select(StaffRole, StaffMember.pesel)
             .join(StaffMember, StaffMember.id == StaffRole.staff_id)
             .order_by(StaffRole.staff_id, StaffRole.granted_at, StaffRole.id)
         )
@@ -107,14 +107,14 @@ class Staff:
             return [
                 Grant(
                     role.staff_id,
-                    mask_pesel("0" * 8 + last3),
+                    mask_pesel(pesel),
                     role.role,
                     role.granted_at,
                     role.granted_by,
                     role.revoked_at,
                     role.revoked_by,
                 )
-                for role, last3 in session.execute(query)
+                for role, pesel in session.execute(query)
             ]
 
     def identify(self, key: str) -> StaffIdentity:

@@ -501,14 +501,15 @@ class BackchannelLogout(Base):
 
 
 class StaffMember(Base):
-    """Someone who may sign in to the staff console: known by the keyed hash of their PESEL."""
+    """Someone who may sign in to the staff console: found by the keyed hash of their PESEL."""
 
     __tablename__ = "staff"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     pesel_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    # Enough to tell staff members apart in `staff list` (``********247``), no more.
-    pesel_last3: Mapped[str] = mapped_column(String(3))
+    # Kept so that `pesel rekey` can rewrite the hash: a staff member need not be in any
+    # other table that holds the PESEL. Shown only masked (``********247``).
+    pesel: Mapped[str] = mapped_column(String(11))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 

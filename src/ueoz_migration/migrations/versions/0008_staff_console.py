@@ -23,7 +23,7 @@ def upgrade() -> None:
         "staff",
         sa.Column("id", BigId, autoincrement=True, nullable=False),
         sa.Column("pesel_hash", sa.String(length=64), nullable=False),
-        sa.Column("pesel_last3", sa.String(length=3), nullable=False),
+        sa.Column("pesel", sa.String(length=11), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_staff")),
         sa.UniqueConstraint("pesel_hash", name=op.f("uq_staff_pesel_hash")),
