@@ -1279,8 +1279,8 @@ def logout_sender(
     services: Services, once: bool, interval: float, metrics_bind: str | None
 ) -> None:
     """Deliver back-channel logouts to the domain systems when a UEOZ session ends."""
-    from .oidc.logout import LogoutSender
     from .signals import stop_on_signals
+    from .workers.logouts import LogoutSender
 
     settings = services.settings
     sender = LogoutSender(

@@ -22,8 +22,9 @@ from tests.ports import free_port
 from ueoz_migration.db.engine import transaction
 from ueoz_migration.db.models import BackchannelLogout, UeozAccount
 from ueoz_migration.oidc.claims import subject
-from ueoz_migration.oidc.logout import EVENT, GIVE_UP_AFTER, LogoutSender
+from ueoz_migration.oidc.logout import EVENT
 from ueoz_migration.oidc.sso import remember_client
+from ueoz_migration.workers.logouts import GIVE_UP_AFTER, LogoutSender
 
 
 class Receiver:

@@ -24,12 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..adapters.mail_transport import DeliveryError, Transport
 from ..adapters.maildir import MaildirTransport
 from ..adapters.smtp import SmtpTransport
-from ..backoff import wait_after_failures
+from ..backoff import jittered
 from ..config import ConfigError, Settings
 from ..db.engine import snapshot, transaction
 from ..db.models import OUTBOX_UNSENT, OutboxMessage
 from ..domain.privacy import mask_email
-from ..metrics import MAIL_DELIVERIES, mail_failure, worker_pass
+from ..metrics import MAIL_DELIVERIES, mail_failure
+from .loop import LoopEvents, run_passes
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +49,14 @@ DATABASE_BACKOFF_CAP = 5.0
 SMTP_WAITS = 16
 #: Beyond the SMTP exchange, the time a sender may need to record the outcome.
 LEASE_MARGIN = timedelta(seconds=30)
+
+EVENTS = LoopEvents(
+    started="mail.sender_started",
+    stopped="mail.sender_stopped",
+    database_error="mail.database_error",
+    database_recovered="mail.database_recovered",
+    unexpected="mail.sender_pass_failed",
+)
 
 # A message a sender may take at ``:now``: neither sent, failed nor withdrawn, due, and
 # nobody's lease on it (none, or run out). :meth:`OutboxSender.has_due` and
@@ -408,13 +417,8 @@ class OutboxSender:
         return "retry"
 
     def backoff(self, tries: int) -> timedelta:
-        """Wait twice as long after each failed try, capped, with up to half of it random.
-
-        The jitter keeps many messages that failed together (a server restart) from all
-        coming back in the same second.
-        """
-        ceiling = min(MAX_BACKOFF, self.retry_base * 2 ** (tries - 1))
-        return ceiling / 2 + ceiling / 2 * self.rng.random()
+        """The wait before the next try of a message that failed ``tries`` times."""
+        return jittered(self.retry_base, tries, MAX_BACKOFF, self.rng)
 
     def compose(self, message: OutboxMessage) -> EmailMessage:
         """Build the MIME message: UTF-8 plain text, quoted-printable so any server takes it."""
@@ -437,37 +441,19 @@ class OutboxSender:
         interval: float = POLL_INTERVAL,
         backoff_cap: float = DATABASE_BACKOFF_CAP,
     ) -> None:
-        """Send due mail until ``stop`` is set, looking again every ``interval`` seconds.
+        """Send due mail until ``stop`` is set, looking again every ``interval`` seconds."""
 
-        While the database keeps failing, the wait doubles after each failed pass, up to
-        ``backoff_cap`` seconds (never below ``interval``), and the first pass that works
-        brings it back to ``interval``.
-        """
-        log.info("mail.sender_started", backend=type(self.transport).__name__)
-        failures = 0  # passes in a row that the database failed
-        while not stop.is_set():
-            wait = interval
-            try:
-                if self.has_due():
-                    self.send_due(stop)
-            except SQLAlchemyError as error:
-                # The database restarting or failing over: a look five times a second would
-                # fill the log with the same line. One line a failed pass, each saying how
-                # long the sender now waits, and the waits grow.
-                failures += 1
-                wait = wait_after_failures(interval, failures, backoff_cap)
-                log.error(
-                    "mail.database_error",
-                    error=type(error).__name__,
-                    failures=failures,
-                    retry_in_seconds=round(wait, 3),
-                )
-            except Exception:  # a bug: log it with its traceback, but keep sending the rest
-                log.exception("mail.sender_pass_failed")
-            else:
-                worker_pass("mail")
-                if failures:
-                    log.info("mail.database_recovered", failures=failures)
-                    failures = 0
-            stop.wait(wait)
-        log.info("mail.sender_stopped")
+        def one_pass() -> None:
+            if self.has_due():
+                self.send_due(stop)
+
+        run_passes(
+            stop,
+            one_pass,
+            worker="mail",
+            log=log,
+            events=EVENTS,
+            interval=interval,
+            backoff_cap=backoff_cap,
+            context={"backend": type(self.transport).__name__},
+        )

@@ -21,7 +21,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..adapters.eploz import Directory, DirectoryUnavailable, TableDirectory
-from ..backoff import wait_after_failures
 from ..config import Settings
 from ..db.engine import snapshot, transaction
 from ..db.models import Attempt
@@ -29,7 +28,8 @@ from ..domain.codes import EventCode
 from ..domain.matching import MatchOutcome, match_account
 from ..domain.privacy import mask_pesel
 from ..journey import Actor, EventRefused, FlowNotRunnable, Journey, utcnow
-from ..metrics import SEARCHES, worker_pass
+from ..metrics import SEARCHES
+from .loop import LoopEvents, run_passes
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +39,13 @@ LEASE_MARGIN = timedelta(seconds=30)
 # How often an idle worker looks for new attempts. The person watches the searching screen
 # meanwhile, so it is short; a look is one read of ix_attempts_searching (see has_due).
 POLL_INTERVAL = 0.2
+EVENTS = LoopEvents(
+    started="worker.started",
+    stopped="worker.stopped",
+    database_error="worker.database_error",
+    database_recovered="worker.database_recovered",
+    unexpected="worker.pass_failed",
+)
 # Look-ups of a hung e-PLOZ a worker leaves running (each a thread, and with the table
 # directory a pooled connection: the pool holds 15, the worker's own work needs two).
 MAX_HUNG_LOOKUPS = 4
@@ -357,54 +364,37 @@ class SearchWorker:
         expire_interval: float = 60.0,
         backoff_cap: float = 5.0,
     ) -> None:
-        """Search until ``stop`` is set, looking every ``poll_interval`` seconds when idle.
-
-        Sweeps expired attempts every ``expire_interval`` seconds. While the database keeps
-        failing, the wait doubles after each failed pass, up to ``backoff_cap`` seconds (never
-        below ``poll_interval``), and the first pass that works brings it back.
-        """
-        self.log.info("worker.started")
+        """Search until ``stop`` is set, looking every ``poll_interval`` seconds when idle;
+        sweep expired attempts every ``expire_interval`` seconds."""
         next_sweep = 0.0
-        failures = 0  # passes in a row that the database failed
-        while not stop.is_set():
+
+        def one_pass() -> None:
+            nonlocal next_sweep
             monotonic = time.monotonic()
-            wait = poll_interval
-            try:
-                if monotonic >= next_sweep:
-                    sweep = self.journey.expire_stale()
-                    if sweep.expired or sweep.failed:
-                        self.log.info(
-                            "worker.expired_attempts", count=sweep.expired, failed=sweep.failed
-                        )
-                    next_sweep = monotonic + expire_interval
-                report = self.run_once(stop=stop) if self.has_due() else RunReport()
-                if report.searched:
+            if monotonic >= next_sweep:
+                sweep = self.journey.expire_stale()
+                if sweep.expired or sweep.failed:
                     self.log.info(
-                        "worker.pass",
-                        found=report.found,
-                        failed=report.failed,
-                        retried=report.retried,
-                        superseded=report.superseded,
-                        broken=report.broken,
+                        "worker.expired_attempts", count=sweep.expired, failed=sweep.failed
                     )
-            except SQLAlchemyError as error:
-                # The database restarting or failing over: a look five times a second would
-                # fill the log with the same line. One line a failed pass, each saying how
-                # long the worker now waits, and the waits grow.
-                failures += 1
-                wait = wait_after_failures(poll_interval, failures, backoff_cap)
-                self.log.error(
-                    "worker.database_error",
-                    error=type(error).__name__,
-                    failures=failures,
-                    retry_in_seconds=round(wait, 3),
+                next_sweep = monotonic + expire_interval
+            report = self.run_once(stop=stop) if self.has_due() else RunReport()
+            if report.searched:
+                self.log.info(
+                    "worker.pass",
+                    found=report.found,
+                    failed=report.failed,
+                    retried=report.retried,
+                    superseded=report.superseded,
+                    broken=report.broken,
                 )
-            except Exception as error:  # a bug: log it loudly, but keep searching for others
-                self.log.error("worker.pass_failed", error=type(error).__name__)
-            else:
-                worker_pass("search")
-                if failures:
-                    self.log.info("worker.database_recovered", failures=failures)
-                    failures = 0
-            stop.wait(wait)
-        self.log.info("worker.stopped")
+
+        run_passes(
+            stop,
+            one_pass,
+            worker="search",
+            log=self.log,
+            events=EVENTS,
+            interval=poll_interval,
+            backoff_cap=backoff_cap,
+        )
